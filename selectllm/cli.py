@@ -1,0 +1,143 @@
+"""The ``selectllm`` command.  Every failure a user can fix is one line on stderr, exit code 2."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from typing import List, Optional
+
+import typer
+
+from selectllm.errors import UserError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Choose which unlabeled instructions are worth annotating (SelectLLM), at scale.")
+
+_state = {"debug": False}
+
+ConfigArg = typer.Argument(..., help="YAML config (see README, 'Configuration').")
+RunDirOpt = typer.Option(None, "--run-dir", help="Override run_dir (local path or URL).")
+SetOpt = typer.Option(None, "--set", help="Override a config key: --set select.budget=200 (YAML value).")
+ForceOpt = typer.Option(None, "--force", help="Recompute this stage and every stage after it.")
+DebugOpt = typer.Option(False, "--debug", help="Show tracebacks.")
+
+
+def _load(config: str, run_dir: Optional[str], sets: Optional[List[str]], debug: bool):
+    from selectllm.config import load_config
+
+    _state["debug"] = debug
+    overrides = list(sets or [])
+    if run_dir:
+        overrides.append(f"run_dir={run_dir}")
+    return load_config(config, overrides)
+
+
+def _offline_defaults() -> None:
+    # the default embedding model ships with the package: never wait on a hub that cannot answer
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
+
+
+def _run(config, run_dir, sets, force, debug, stages=None) -> None:
+    from selectllm.pipeline import run_pipeline
+
+    _offline_defaults()
+    cfg = _load(config, run_dir, sets, debug)
+    run = run_pipeline(cfg, stages=stages, force=list(force or []))
+    if stages is None or "select" in stages or "report" in stages:
+        for name in ("selected.jsonl", "report.html"):
+            if run.exists(name):
+                typer.echo(f"{name}: {run.uri(name)}")
+
+
+@app.command()
+def run(config: str = ConfigArg, run_dir: Optional[str] = RunDirOpt, set_: Optional[List[str]] = SetOpt,
+        force: Optional[List[str]] = ForceOpt, debug: bool = DebugOpt):
+    """All stages: dedup -> embed -> cluster -> select -> report (complete stages are skipped)."""
+    _run(config, run_dir, set_, force, debug)
+
+
+def _stage_command(name: str, doc: str):
+    def command(config: str = ConfigArg, run_dir: Optional[str] = RunDirOpt, set_: Optional[List[str]] = SetOpt,
+                force: bool = typer.Option(False, "--force", help="Recompute even if complete."),
+                debug: bool = DebugOpt):
+        _run(config, run_dir, set_, [name] if force else [], debug, stages=[name])
+
+    command.__doc__ = doc
+    app.command(name=name)(command)
+
+
+for _name, _doc in [
+    ("dedup", "Spark: read raw files, normalize, quarantine bad rows, drop duplicates."),
+    ("embed", "Ray Data: embed every kept row (GPU when present)."),
+    ("cluster", "k-center clusters and nearest-center assignment."),
+    ("select", "Choose exactly select.budget rows (LLM calls for the selectllm strategies)."),
+    ("report", "Write report.html and metrics.json."),
+]:
+    _stage_command(_name, _doc)
+
+
+@app.command()
+def estimate(config: str = ConfigArg, run_dir: Optional[str] = RunDirOpt, set_: Optional[List[str]] = SetOpt,
+             debug: bool = DebugOpt):
+    """Upper bound of the LLM cost, with no LLM call (runs dedup/embed/cluster if needed)."""
+    from selectllm.estimate import estimate_cost
+    from selectllm.pipeline import run_pipeline
+
+    _offline_defaults()
+    cfg = _load(config, run_dir, set_, debug)
+    run = run_pipeline(cfg, stages=["dedup", "embed", "cluster"])
+    typer.echo(json.dumps(estimate_cost(cfg, run), sort_keys=True))
+
+
+@app.command("simulate-llm")
+def simulate_llm(port: int = typer.Option(8011, "--port", help="0 picks a free port."),
+                 host: str = typer.Option("127.0.0.1", "--host"),
+                 latency_ms: float = typer.Option(20.0, "--latency-ms"),
+                 rpm: Optional[int] = typer.Option(None, "--rpm"),
+                 tpm: Optional[int] = typer.Option(None, "--tpm"),
+                 error_rate: float = typer.Option(0.0, "--error-rate"),
+                 malformed_rate: float = typer.Option(0.0, "--malformed-rate"),
+                 seed: int = typer.Option(0, "--seed"),
+                 log: Optional[str] = typer.Option(None, "--log", help="Request log (JSON lines)."),
+                 debug: bool = DebugOpt):
+    """A local OpenAI-compatible server (chat completions, files, batches, rate-limit headers)."""
+    from selectllm.config import SimulatorConfig
+    from selectllm.llm.simulator import serve
+
+    _state["debug"] = debug
+    cfg = SimulatorConfig(latency_ms=latency_ms, rpm=rpm, tpm=tpm, error_rate=error_rate,
+                          malformed_rate=malformed_rate, seed=seed)
+    serve(host, port, cfg, log)
+
+
+def main(argv: list[str] | None = None) -> None:
+    debug = "--debug" in (argv if argv is not None else sys.argv[1:])
+    try:
+        app(args=argv, standalone_mode=False)
+    except UserError as e:
+        typer.echo(f"error: {e}", err=True)
+        raise SystemExit(2)
+    except KeyboardInterrupt:
+        typer.echo("interrupted", err=True)
+        raise SystemExit(130)
+    except SystemExit:
+        raise
+    except Exception as e:  # click usage errors and anything unexpected
+        import click
+
+        if isinstance(e, click.exceptions.Exit):
+            raise SystemExit(e.exit_code)
+        if isinstance(e, click.ClickException):
+            typer.echo(f"error: {e.format_message()}", err=True)
+            raise SystemExit(2)
+        if debug or _state["debug"]:
+            raise
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        typer.echo(f"error: {type(e).__name__}: {msg} (run with --debug for the traceback)", err=True)
+        raise SystemExit(1)
+
+
+if __name__ == "__main__":
+    main()

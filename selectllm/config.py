@@ -1,0 +1,237 @@
+"""Configuration: the one place for defaults and validation.
+
+Every key of DESIGN.md lives here as a pydantic field.  Unknown keys are errors that name the
+key; ``--set a.b=value`` overrides take YAML values.  Secrets are never part of the config: the
+LLM key is read from the environment variable named by ``llm.api_key_env``.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from selectllm.errors import UserError
+
+PAPER_TEMPLATE = "### Instruction: {instruction}\n\n### Input: {input}\n\n### Response:"
+PAPER_TEMPLATE_NO_INPUT = "### Instruction: {instruction}\n\n### Response:"
+DEFAULT_MODEL = "default"  # the bundled all-MiniLM-L6-v2
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class InputFields(_Strict):
+    instruction: str = "instruction"
+    input: str | None = "input"
+
+
+class InputConfig(_Strict):
+    paths: list[str] = Field(default_factory=list)
+    format: Literal["auto", "jsonl", "json", "parquet", "csv"] = "auto"
+    preset: Literal["alpaca", "dolly", "sharegpt", "text", "custom"] = "alpaca"
+    fields: InputFields | None = None
+
+    @field_validator("paths", mode="before")
+    @classmethod
+    def _one_path_is_a_list(cls, v: Any) -> Any:
+        return [v] if isinstance(v, str) else v
+
+
+class NearDedupConfig(_Strict):
+    enabled: bool = False
+    threshold: float = Field(0.8, gt=0.0, le=1.0)
+    num_perm: int = Field(128, ge=8, le=1024)
+    bands: int | None = Field(None, ge=1)
+    ngram: int = Field(5, ge=1, le=32)
+    shingle: Literal["word", "char"] = "word"
+    verify: bool = True
+    max_bucket: int = Field(1000, ge=2)
+
+
+class DedupConfig(_Strict):
+    exact: bool = True
+    near: NearDedupConfig = Field(default_factory=NearDedupConfig)
+    max_chars: int = Field(20_000, ge=1)
+
+
+class EmbedConfig(_Strict):
+    model: str = DEFAULT_MODEL
+    batch_size: int = Field(64, ge=1)
+    actors: int | Literal["auto"] = "auto"
+    gpus_per_actor: float | Literal["auto"] = "auto"
+    max_seq_length: int = Field(256, ge=8)
+    template: str = PAPER_TEMPLATE
+    template_no_input: str = PAPER_TEMPLATE_NO_INPUT
+    dtype: Literal["float32", "float16"] = "float32"
+
+
+class ClusterConfig(_Strict):
+    method: Literal["kcenter", "kmeans-diverse"] = "kcenter"
+    k: int | Literal["auto"] = "auto"
+    shards: int | Literal["auto"] = "auto"
+    initial_centers: list[str] | str | None = None
+
+
+class SelectConfig(_Strict):
+    strategy: Literal[
+        "selectllm", "selectllm-paper", "random", "kcenter", "kmeans-closest", "length", "alpagasus"
+    ] = "selectllm"
+    budget: int = Field(100, ge=1)
+    candidates_per_prompt: int = Field(10, ge=2, le=200)
+    picks_per_prompt: int = Field(1, ge=1)
+    seed: int = 0
+    strict_budget: bool = False
+
+    @model_validator(mode="after")
+    def _picks_fit(self) -> "SelectConfig":
+        if self.picks_per_prompt >= self.candidates_per_prompt:
+            raise ValueError("select.picks_per_prompt must be smaller than select.candidates_per_prompt")
+        return self
+
+
+class PriceConfig(_Strict):
+    input_per_mtok: float = Field(0.15, ge=0)
+    output_per_mtok: float = Field(0.60, ge=0)
+
+
+class SimulatorConfig(_Strict):
+    """Knobs of the local OpenAI-compatible server (``llm.provider: simulator``)."""
+
+    latency_ms: float = Field(20.0, ge=0)
+    rpm: int | None = Field(None, ge=1)
+    tpm: int | None = Field(None, ge=1)
+    error_rate: float = Field(0.0, ge=0, le=1)
+    malformed_rate: float = Field(0.0, ge=0, le=1)
+    seed: int = 0
+
+
+class LLMConfig(_Strict):
+    provider: Literal["openai", "simulator"] = "simulator"
+    base_url: str | None = None
+    model: str = "gpt-4o-mini"
+    api_key_env: str = "OPENAI_API_KEY"
+    mode: Literal["online", "batch"] = "online"
+    rpm: int = Field(600, ge=1)
+    tpm: int = Field(1_000_000, ge=1)
+    concurrency: int = Field(16, ge=1)
+    max_usd: float = Field(5.0, ge=0)
+    timeout_s: float = Field(60.0, gt=0)
+    max_tokens: int = Field(64, ge=1)
+    temperature: float = Field(0.0, ge=0, le=2)
+    max_retries: int = Field(6, ge=0)
+    structured_output: Literal["auto", "on", "off"] = "auto"
+    price: PriceConfig = Field(default_factory=PriceConfig)
+    simulator: SimulatorConfig = Field(default_factory=SimulatorConfig)
+
+
+class SparkConfig(_Strict):
+    master: str = "local[*]"
+    conf: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("conf", mode="before")
+    @classmethod
+    def _stringify(cls, v: Any) -> Any:
+        return {str(k): str(x) for k, x in (v or {}).items()}
+
+
+class RayConfig(_Strict):
+    address: str | None = None
+    num_cpus: int | None = Field(None, ge=1)
+
+
+class Config(_Strict):
+    run_dir: str = "runs/default"
+    input: InputConfig = Field(default_factory=InputConfig)
+    dedup: DedupConfig = Field(default_factory=DedupConfig)
+    embed: EmbedConfig = Field(default_factory=EmbedConfig)
+    cluster: ClusterConfig = Field(default_factory=ClusterConfig)
+    select: SelectConfig = Field(default_factory=SelectConfig)
+    llm: LLMConfig = Field(default_factory=LLMConfig)
+    spark: SparkConfig = Field(default_factory=SparkConfig)
+    ray: RayConfig = Field(default_factory=RayConfig)
+
+    def section_hash(self, *sections: str, exclude: dict[str, set[str]] | None = None) -> str:
+        """Stable hash of some config sections: what decides whether a stage's output is reusable."""
+        data = {}
+        for s in sections:
+            value = getattr(self, s)
+            value = value.model_dump(mode="json") if isinstance(value, BaseModel) else value
+            for key in (exclude or {}).get(s, set()):
+                value.pop(key, None)
+            data[s] = value
+        return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def set_dotted(data: dict, dotted: str, value: Any) -> None:
+    keys = dotted.split(".")
+    node = data
+    for key in keys[:-1]:
+        nxt = node.get(key)
+        if not isinstance(nxt, dict):
+            nxt = {}
+            node[key] = nxt
+        node = nxt
+    node[keys[-1]] = value
+
+
+def parse_override(item: str) -> tuple[str, Any]:
+    if "=" not in item:
+        raise UserError(f"--set expects key=value, got {item!r}")
+    key, raw = item.split("=", 1)
+    key = key.strip()
+    if not key or any(not part for part in key.split(".")):
+        raise UserError(f"--set has an empty key in {item!r}")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError as e:
+        raise UserError(f"--set {key}: value is not valid YAML ({str(e).splitlines()[0]})") from None
+    return key, value
+
+
+def _format_validation_error(err: ValidationError) -> str:
+    first = err.errors()[0]
+    loc = ".".join(str(p) for p in first["loc"] if not isinstance(p, int) or True)
+    if first["type"] == "extra_forbidden":
+        return f"config: unknown key '{loc}'"
+    msg = first["msg"]
+    if msg.startswith("Value error, "):
+        msg = msg[len("Value error, "):]
+    more = f" (and {len(err.errors()) - 1} more)" if len(err.errors()) > 1 else ""
+    return f"config: {loc}: {msg}{more}" if loc else f"config: {msg}{more}"
+
+
+def load_config(path: str | Path | None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """Read YAML, apply ``--set`` overrides, validate.  Raises UserError with one line on failure."""
+    data: dict = {}
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise UserError(f"config file not found: {p}")
+        try:
+            data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+        except (yaml.YAMLError, UnicodeDecodeError) as e:
+            raise UserError(f"config file {p} is not valid YAML: {str(e).splitlines()[0]}") from None
+        if not isinstance(data, dict):
+            raise UserError(f"config file {p} must hold a mapping at the top level")
+        # relative input paths in a config file are relative to the file's folder? No: to the
+        # working directory, like every CLI tool; documented in the README.
+    data = copy.deepcopy(data)
+    for item in overrides:
+        key, value = parse_override(item)
+        set_dotted(data, key, value)
+    try:
+        return Config.model_validate(data)
+    except ValidationError as e:
+        raise UserError(_format_validation_error(e)) from None
+
+
+def dump_config(cfg: Config) -> str:
+    """The resolved config as YAML.  Holds no secrets: keys only ever come from the environment."""
+    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)

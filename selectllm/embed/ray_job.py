@@ -1,0 +1,128 @@
+"""The ``embed`` stage: Ray Data reads ``dedup/``, an actor pool encodes, Parquet out.
+
+Resume works by id: finished output files accumulate in ``_work/embed-<key>/`` (outside the
+staging folder, so a killed run keeps them).  A rerun drops any file that a kill left unreadable,
+skips the ids already embedded and encodes only the rest; the stage then commits all work files
+as ``embed/part-*.parquet``.  A row is in exactly one readable work file, so nothing is duplicated.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import posixpath
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from selectllm.embed.embedder import Embedder, pick_device, resolve_model
+from selectllm.engines import ray_init
+from selectllm.pipeline import StageContext
+
+
+def work_dir(ctx: StageContext) -> str:
+    from selectllm.pipeline import STAGES, _embed_settings, input_fingerprint
+
+    stage = next(s for s in STAGES if s.name == "embed")
+    key = hashlib.sha256(
+        (input_fingerprint(ctx.cfg, ctx.run, stage) + _embed_settings(ctx.cfg)).encode()
+    ).hexdigest()[:16]
+    return ctx.run.path("_work", f"embed-{key}")
+
+
+def finished_ids(fs, folder: str) -> pa.Array:
+    """Ids in the readable work files; files a kill left half-written are removed."""
+    ids = []
+    if not fs.exists(folder):
+        return pa.array([], pa.string())
+    for path in sorted(fs.find(folder)):
+        if not path.endswith(".parquet"):
+            fs.rm(path)
+            continue
+        try:
+            with fs.open(path, "rb") as f:
+                ids.append(pq.read_table(f, columns=["id"]).column("id"))
+        except Exception:  # truncated footer: the write was killed
+            fs.rm(path)
+    if not ids:
+        return pa.array([], pa.string())
+    return pa.concat_arrays([c.combine_chunks() for c in ids])
+
+
+def _drop_done(batch: pa.Table, done: pa.Array) -> pa.Table:
+    if len(done) == 0:
+        return batch
+    return batch.filter(pc.invert(pc.is_in(batch.column("id"), value_set=done)))
+
+
+def actor_plan(cfg) -> tuple[int, float, int]:
+    """(actors, gpus per actor, torch threads per actor) from config and the cluster's resources."""
+    import ray
+
+    res = ray.cluster_resources()
+    gpus_total = int(res.get("GPU", 0))
+    cpus_total = max(1, int(res.get("CPU", 1)))
+    gpus = cfg.embed.gpus_per_actor
+    if gpus == "auto":
+        gpus = 1.0 if gpus_total else 0.0
+    if cfg.embed.actors != "auto":
+        actors = int(cfg.embed.actors)
+    elif gpus:
+        actors = max(1, int(gpus_total / gpus))
+    else:
+        # one CPU actor per 4 cores, each with up to 4 torch threads: fewer, fatter actors
+        # keep the model's memory low and leave cores for reading and writing
+        actors = max(1, cpus_total // 4)
+    threads = max(1, cpus_total // actors) if not gpus else 1
+    return actors, float(gpus), threads
+
+
+def run_stage(ctx: StageContext) -> dict:
+    import ray
+
+    cfg = ctx.cfg
+    model = resolve_model(cfg.embed.model)  # fail fast, on the driver, with one line
+    ray_init(cfg)
+    fs = ctx.run.fs
+    work = work_dir(ctx)
+    fs.makedirs(work, exist_ok=True)
+    done = finished_ids(fs, work)
+
+    src = ctx.input_uri("dedup")
+    ds = ray.data.read_parquet(src, columns=["id", "text"], file_extensions=["parquet"])
+    total = ds.count()
+    todo = total - len(done)
+    if todo > 0:
+        actors, gpus, threads = actor_plan(cfg)
+        device = "cuda" if gpus else "cpu"
+        done_ref = ray.put(done)
+        ds = ds.map_batches(_drop_done, fn_args=[done_ref], batch_format="pyarrow")
+        ds = ds.map_batches(
+            Embedder,
+            fn_constructor_kwargs=dict(model=model, max_seq_length=cfg.embed.max_seq_length, device=device,
+                                       dtype=cfg.embed.dtype, batch_size=cfg.embed.batch_size,
+                                       cpu_threads=threads),
+            batch_size=cfg.embed.batch_size * 8,
+            batch_format="pyarrow",
+            concurrency=actors,
+            num_gpus=gpus or None,
+            num_cpus=1 if not gpus else None,
+        )
+        ds.write_parquet(ctx.run.staging_uri(work) if "://" in ctx.run.url else work)
+
+    # commit: every work file becomes embed/part-NNNNN.parquet
+    files = sorted(p for p in fs.find(work) if p.endswith(".parquet"))
+    rows = 0
+    dim = 0
+    for i, path in enumerate(files):
+        meta = pq.read_metadata(fs.open(path, "rb"))
+        rows += meta.num_rows
+        fs.mv(path, posixpath.join(ctx.out, f"part-{i:05d}.parquet"))
+    if files:
+        schema = pq.read_schema(fs.open(posixpath.join(ctx.out, "part-00000.parquet"), "rb"))
+        dim = schema.field("embedding").type.list_size
+    if rows != total:
+        raise RuntimeError(f"embed: {rows} vectors for {total} rows; rerun to embed the missing ones")
+    fs.rm(work, recursive=True)
+    return {"rows": rows, "resumed_rows": len(done), "dim": dim, "device": pick_device(actor_plan(cfg)[1]),
+            "files": len(files)}

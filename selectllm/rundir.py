@@ -1,0 +1,136 @@
+"""The run directory: where stages read and write, and how a stage becomes complete.
+
+A stage writes into ``_staging/<stage>-<token>/`` and is committed by moving that folder to
+``<stage>/`` (a rename on local disks) and *then* recording it as complete in ``manifest.json``
+(itself written to a temporary name and renamed).  A stage is complete only if the manifest says
+so, so a job killed at any point never leaves a stage that looks complete but is not.
+Paths may be local or any fsspec URL (``s3://``, ``gs://``, ``hdfs://``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import posixpath
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+import fsspec
+
+MANIFEST = "manifest.json"
+STAGING = "_staging"
+
+
+def is_url(path: str) -> bool:
+    return "://" in path and not path.startswith("file://")
+
+
+@dataclass
+class RunDir:
+    url: str
+    fs: Any = field(init=False, repr=False)
+    root: str = field(init=False)
+
+    def __post_init__(self) -> None:
+        url = self.url
+        if not is_url(url):
+            url = os.path.abspath(url.removeprefix("file://"))
+        self.url = url
+        self.fs, self.root = fsspec.core.url_to_fs(url)
+        self.fs.makedirs(self.root, exist_ok=True)
+
+    # ------------------------------------------------------------------ paths
+    def path(self, *parts: str) -> str:
+        """Filesystem path (no protocol) inside the run directory."""
+        return posixpath.join(self.root, *parts)
+
+    def uri(self, *parts: str) -> str:
+        """Full URL (with protocol for remote stores) for engines such as Ray Data or Spark."""
+        p = self.path(*parts)
+        if is_url(self.url):
+            return f"{self.url.split('://', 1)[0]}://{p}"
+        return p
+
+    def exists(self, *parts: str) -> bool:
+        return self.fs.exists(self.path(*parts))
+
+    def open(self, rel: str, mode: str = "rb"):
+        return self.fs.open(self.path(rel), mode)
+
+    def read_json(self, rel: str, default: Any = None) -> Any:
+        if not self.exists(rel):
+            return default
+        with self.open(rel, "r") as f:
+            return json.load(f)
+
+    def write_text_atomic(self, rel: str, text: str) -> None:
+        """Write to a temporary name, then rename: readers see the old or the new file, never half."""
+        final = self.path(rel)
+        tmp = f"{final}.tmp-{uuid.uuid4().hex[:8]}"
+        self.fs.makedirs(posixpath.dirname(final), exist_ok=True)
+        with self.fs.open(tmp, "w") as f:
+            f.write(text)
+            f.flush()
+            if hasattr(f, "fileno"):
+                try:
+                    os.fsync(f.fileno())
+                except (OSError, ValueError, AttributeError):
+                    pass
+        self.fs.mv(tmp, final)
+
+    def write_json_atomic(self, rel: str, obj: Any) -> None:
+        self.write_text_atomic(rel, json.dumps(obj, indent=2, sort_keys=True) + "\n")
+
+    # ---------------------------------------------------------------- staging
+    def new_staging(self, stage: str) -> str:
+        """A fresh, empty folder for a stage to write into.  Returns its path (no protocol)."""
+        p = self.path(STAGING, f"{stage}-{uuid.uuid4().hex[:12]}")
+        self.fs.makedirs(p, exist_ok=True)
+        return p
+
+    def staging_uri(self, staging_path: str) -> str:
+        if is_url(self.url):
+            return f"{self.url.split('://', 1)[0]}://{staging_path}"
+        return staging_path
+
+    def commit(self, stage: str, staging_path: str, root_files: tuple[str, ...] = ()) -> None:
+        """Move a finished staging folder into place.  ``root_files`` inside it go to the top."""
+        for name in root_files:
+            src = posixpath.join(staging_path, name)
+            if self.fs.exists(src):
+                dst = self.path(name)
+                if self.fs.exists(dst):
+                    self.fs.rm(dst)
+                self.fs.mv(src, dst)
+        final = self.path(stage)
+        if self.fs.exists(final):
+            self.fs.rm(final, recursive=True)
+        self.fs.mv(staging_path, final, recursive=True)
+
+    def clean_staging(self) -> None:
+        """Remove leftovers of killed runs (never part of any complete stage)."""
+        p = self.path(STAGING)
+        if self.fs.exists(p):
+            self.fs.rm(p, recursive=True)
+
+    # --------------------------------------------------------------- manifest
+    def manifest(self) -> dict:
+        return self.read_json(MANIFEST, default={"stages": {}}) or {"stages": {}}
+
+    def stage_entry(self, stage: str) -> dict | None:
+        return self.manifest().get("stages", {}).get(stage)
+
+    def record_stage(self, stage: str, entry: dict) -> None:
+        m = self.manifest()
+        m.setdefault("stages", {})[stage] = entry
+        m["updated_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        self.write_json_atomic(MANIFEST, m)
+
+    def invalidate(self, stage: str) -> None:
+        """Mark a stage incomplete before it is rebuilt, so a kill mid-way can't resurrect it."""
+        m = self.manifest()
+        if stage in m.get("stages", {}):
+            m["stages"][stage]["status"] = "invalidated"
+            self.write_json_atomic(MANIFEST, m)

@@ -1,0 +1,81 @@
+"""The one data type per boundary: Arrow schemas of every table in the run directory (DESIGN.md)."""
+
+from __future__ import annotations
+
+import pyarrow as pa
+
+DEDUP = pa.schema(
+    [
+        ("id", pa.string()),  # stable hash of the normalized text
+        ("instruction", pa.string()),
+        ("input", pa.string()),
+        ("text", pa.string()),  # what is embedded (the template applied)
+        ("source", pa.string()),  # the file it came from
+        ("source_row", pa.int64()),  # 0-based record index in that file
+    ]
+)
+
+QUARANTINE = pa.schema(
+    [
+        ("raw", pa.string()),
+        ("source", pa.string()),
+        ("source_row", pa.int64()),
+        ("reason", pa.string()),
+    ]
+)
+
+# dedup/duplicates.parquet: every row removed as a duplicate, and what it duplicates
+DUPLICATES = pa.schema(
+    [
+        ("id", pa.string()),
+        ("duplicate_of", pa.string()),
+        ("similarity", pa.float32()),
+        ("kind", pa.string()),  # exact | near
+        ("source", pa.string()),
+        ("source_row", pa.int64()),
+    ]
+)
+
+QUARANTINE_REASONS = ("malformed", "empty", "too_long", "bad_encoding", "missing_field")
+
+
+def embed_schema(dim: int, dtype: str = "float32") -> pa.Schema:
+    value = pa.float16() if dtype == "float16" else pa.float32()
+    return pa.schema([("id", pa.string()), ("embedding", pa.list_(value, dim))])
+
+
+ASSIGNMENTS = pa.schema(
+    [
+        ("id", pa.string()),
+        ("cluster_id", pa.int64()),
+        ("distance", pa.float32()),
+        ("is_center", pa.bool_()),
+    ]
+)
+
+CENTERS = pa.schema(
+    [
+        ("cluster_id", pa.int64()),  # the order in which centers were chosen, 0 first
+        ("id", pa.string()),
+        ("size", pa.int64()),
+        ("radius", pa.float32()),
+    ]
+)
+
+DECISIONS = pa.schema(
+    [
+        ("group_id", pa.int64()),
+        ("cluster_id", pa.int64()),
+        ("candidate_ids", pa.list_(pa.string())),
+        ("chosen_ids", pa.list_(pa.string())),
+        ("status", pa.string()),  # ok | fallback | budget_stopped | error
+        ("reason", pa.string()),  # why a group fell back ('' when ok)
+        ("input_tokens", pa.int64()),
+        ("output_tokens", pa.int64()),
+        ("usd", pa.float64()),
+    ]
+)
+
+DECISION_STATUSES = ("ok", "fallback", "budget_stopped", "error")
+
+SELECTED_FIELDS = ("id", "instruction", "input", "source", "cluster_id", "strategy")

@@ -1,0 +1,75 @@
+"""Ask the LLM about each group and turn its answers into decisions (shared by LLM strategies).
+
+A group whose answer is unusable (no valid identifier, an error, the budget reached) gets the
+documented LLM-free pick (plan.Group.fallback) and a status saying why; a usable answer with
+too few identifiers is topped up from the same order.  Nothing is silent: every reason is kept.
+"""
+
+from __future__ import annotations
+
+from selectllm.llm.client import llm_endpoint, run_requests
+from selectllm.llm.types import LLMRequest, request_key
+from selectllm.select.parse import parse_selection
+from selectllm.select.plan import Group
+from selectllm.select.prompts import PROMPT_VERSION, SELECTION_SCHEMA, selection_messages
+
+
+def build_requests(cfg, groups: list[Group], texts: dict[str, dict]) -> list[LLMRequest]:
+    structured = cfg.llm.structured_output != "off"
+    params = {"max_tokens": cfg.llm.max_tokens, "temperature": cfg.llm.temperature,
+              "response_format": "json_schema" if structured else "text"}
+    out = []
+    for g in groups:
+        cands = [(texts[c]["instruction"], texts[c]["input"] or "") for c in g.candidates]
+        messages = selection_messages(cands, g.quota, structured)
+        out.append(LLMRequest(key=request_key(cfg.llm.model, messages, params, PROMPT_VERSION),
+                              group_id=g.group_id, messages=messages, max_tokens=cfg.llm.max_tokens,
+                              response_format=SELECTION_SCHEMA if structured else None))
+    return out
+
+
+def decision(g: Group, chosen: list[str], status: str, reason: str, result=None) -> dict:
+    return {"group_id": g.group_id, "cluster_id": g.cluster_id, "candidate_ids": list(g.candidates),
+            "chosen_ids": chosen, "status": status, "reason": reason,
+            "input_tokens": int(getattr(result, "input_tokens", 0) or 0),
+            "output_tokens": int(getattr(result, "output_tokens", 0) or 0),
+            "usd": float(getattr(result, "usd", 0.0) or 0.0)}
+
+
+def decide_one(g: Group, result) -> dict:
+    if result.status == "budget_stopped":
+        return decision(g, g.fallback(), "budget_stopped", "llm.max_usd reached before this group", result)
+    if result.status != "ok":
+        return decision(g, g.fallback(), "error", (result.error or "request failed")[:500], result)
+    parsed = parse_selection(result.text, len(g.candidates), g.quota)
+    if not parsed.positions:
+        return decision(g, g.fallback(), "fallback", "; ".join(parsed.problems)[:500], result)
+    chosen = [g.candidates[p] for p in parsed.positions]
+    reason = "; ".join(parsed.problems)
+    if len(chosen) < g.quota:  # top up with the most central candidates not yet chosen
+        missing = g.quota - len(chosen)
+        chosen += [c for c in g.candidates if c not in chosen][:missing]
+        reason = (reason + "; " if reason else "") + f"{missing} pick(s) topped up from the fallback order"
+    return decision(g, chosen, "ok", reason[:500], result)
+
+
+def decide_groups(ctx, groups: list[Group]) -> list[dict]:
+    from selectllm.select.stage import lookup_rows
+
+    cfg = ctx.cfg
+    asking = [g for g in groups if g.needs_llm]
+    texts = lookup_rows(ctx.run, sorted({c for g in asking for c in g.candidates}), ["instruction", "input"])
+    requests = build_requests(cfg, asking, texts)
+    results = {}
+    if requests:
+        with llm_endpoint(cfg.llm, ctx.run.path("logs", "simulator.jsonl")) as base_url:
+            out = run_requests(requests, cfg.llm, cache_dir=ctx.run.path("cache", "llm"),
+                               requests_log=ctx.out_path("requests.jsonl"), base_url=base_url)
+        results = {r.group_id: r for r in out}
+    decisions = []
+    for g in groups:
+        if g.needs_llm:
+            decisions.append(decide_one(g, results[g.group_id]))
+        else:
+            decisions.append(decision(g, list(g.candidates), "ok", "cluster has no more rows than its quota; no LLM call"))
+    return decisions

@@ -1,0 +1,230 @@
+"""The report stage on a small synthetic run directory (no Spark, no Ray), and its maths."""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from selectllm import schemas
+from selectllm.config import load_config
+from selectllm.pipeline import StageContext
+from selectllm.report import metrics as M
+from selectllm.report.html import run_stage
+from selectllm.rundir import RunDir
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+PLOT_IDS = ("plot-funnel", "plot-clusters", "plot-map", "plot-spend", "plot-stages")
+EVIL = "<script>alert('x')</script> & more"
+
+
+# ----------------------------------------------------------------------------- maths
+def _unit(angles_deg):
+    a = np.deg2rad(np.asarray(angles_deg, dtype=np.float64))
+    return np.stack([np.cos(a), np.sin(a)], axis=1).astype(np.float32)
+
+
+def test_coverage_hand_made():
+    pool = _unit([0, 90, 180, 270, 45])
+    sel = _unit([0])
+    # cosine distances to (1, 0): 0, 1, 2, 1, 1 - cos 45
+    expect = np.array([0.0, 1.0, 2.0, 1.0, 1 - np.cos(np.pi / 4)])
+    np.testing.assert_allclose(M.nearest_distance(pool, sel), expect, atol=1e-6)
+    cov = M.coverage(pool, sel)
+    assert cov["max"] == pytest.approx(2.0, abs=1e-6)
+    assert cov["mean"] == pytest.approx(expect.mean(), abs=1e-6)
+    assert cov["p99"] == pytest.approx(np.percentile(expect, 99), abs=1e-6)
+    assert cov["sampled"] is False and cov["rows"] == 5
+    # two selected rows: every pool row is at most 1 - cos 45 from one of them... except 270
+    cov2 = M.coverage(pool, _unit([0, 180]))
+    assert cov2["max"] == pytest.approx(1.0, abs=1e-6)  # 90 and 270 are orthogonal to both
+    # selecting the whole pool covers it perfectly; not-normalized input is normalized
+    assert M.coverage(pool * 3.0, pool)["max"] == pytest.approx(0.0, abs=1e-6)
+
+
+def test_coverage_blockwise_matches_brute_force_and_samples():
+    rng = np.random.default_rng(1)
+    pool = M.normalize(rng.normal(size=(1000, 16)))
+    sel = pool[rng.choice(1000, 37, replace=False)]
+    brute = np.clip(1 - (pool @ sel.T).max(axis=1), 0, 2)
+    np.testing.assert_allclose(M.nearest_distance(pool, sel, chunk=7), brute, atol=1e-5)
+    full = M.coverage(pool, sel, chunk=64)
+    assert full["mean"] == pytest.approx(float(brute.mean()), abs=1e-5)
+    sampled = M.coverage(pool, sel, chunk=64, max_rows=300, seed=3)
+    assert sampled["sampled"] is True and sampled["rows"] == 300 and sampled["pool_rows"] == 1000
+    assert sampled == M.coverage(pool, sel, chunk=64, max_rows=300, seed=3)  # deterministic
+    assert abs(sampled["mean"] - full["mean"]) < 0.05
+    empty = M.coverage(pool, np.zeros((0, 16), np.float32))
+    assert empty["max"] is None
+
+
+def test_diversity():
+    assert M.diversity(_unit([0, 90])) == pytest.approx(1.0, abs=1e-6)
+    # pairs: (0,180)=2, (0,90)=1, (180,90)=1
+    assert M.diversity(_unit([0, 180, 90])) == pytest.approx(4 / 3, abs=1e-6)
+    assert M.diversity(_unit([10, 10, 10])) == pytest.approx(0.0, abs=1e-6)
+    assert M.diversity(_unit([0])) is None
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(300, 8))
+    assert M.diversity(x) == pytest.approx(M.diversity_sampled(x), abs=1e-5)
+    assert M.diversity_sampled(x, max_rows=100) == M.diversity_sampled(x, max_rows=100)
+
+
+# ----------------------------------------------------------------------------- synthetic run
+def _write(table: pa.Table, path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(table, str(path))
+
+
+def make_run(tmp, n=60, dim=8, k=4, budget=6, with_decisions=True):
+    rng = np.random.default_rng(0)
+    ids = [f"id{i:03d}" for i in range(n)]
+    instr = [f"Instruction number {i}" for i in range(n)]
+    instr[3] = EVIL
+    (tmp / "dedup").mkdir(parents=True)
+    _write(pa.table({"id": ids, "instruction": instr, "input": [""] * n, "text": instr,
+                     "source": ["a.jsonl"] * n, "source_row": list(range(n))}, schema=schemas.DEDUP),
+           tmp / "dedup" / "part-00000.parquet")
+    quarantine = [("x" * 500, "a.jsonl", 100, "too_long"), ("", "a.jsonl", 101, "empty"),
+                  ("{<script>bad json", "a.jsonl", 102, "malformed")]
+    _write(pa.Table.from_pylist([dict(zip(["raw", "source", "source_row", "reason"], q)) for q in quarantine],
+                                schema=schemas.QUARANTINE),
+           tmp / "dedup" / "quarantine" / "part-00000.parquet")
+    stats = {"read": n + 3 + 5 + 2, "quarantined": {"too_long": 1, "empty": 1, "malformed": 1},
+             "quarantined_total": 3, "exact_duplicates": 5, "near_duplicates": 2, "kept": n, "files": 1}
+    (tmp / "dedup" / "stats.json").write_text(json.dumps(stats))
+
+    emb = M.normalize(rng.normal(size=(n, dim)))
+    for part, (lo, hi) in enumerate([(0, n // 2), (n // 2, n)]):
+        arr = pa.FixedSizeListArray.from_arrays(pa.array(emb[lo:hi].ravel(), pa.float32()), dim)
+        _write(pa.table({"id": ids[lo:hi], "embedding": arr}, schema=schemas.embed_schema(dim)),
+               tmp / "embed" / f"part-{part:05d}.parquet")
+
+    cluster_id = [i % k for i in range(n)]
+    _write(pa.table({"id": ids, "cluster_id": cluster_id, "distance": rng.uniform(0, 1, n).astype(np.float32),
+                     "is_center": [i < k for i in range(n)]}, schema=schemas.ASSIGNMENTS),
+           tmp / "cluster" / "assignments.parquet")
+    sizes = [cluster_id.count(c) for c in range(k)]
+    _write(pa.table({"cluster_id": list(range(k)), "id": ids[:k], "size": sizes,
+                     "radius": np.linspace(0.5, 0.8, k).astype(np.float32)}, schema=schemas.CENTERS),
+           tmp / "cluster" / "centers.parquet")
+
+    chosen = [3, 10, 21, 30, 44, 59][:budget]
+    if with_decisions:
+        rows = [
+            {"group_id": g, "cluster_id": chosen[g] % k, "candidate_ids": [ids[chosen[g]], ids[(chosen[g] + 1) % n]],
+             "chosen_ids": [ids[chosen[g]]], "status": st, "reason": "" if st == "ok" else "x",
+             "input_tokens": tin, "output_tokens": tout, "usd": tin * 1e-6 + tout * 4e-6}
+            for g, (st, tin, tout) in enumerate([("ok", 300, 5), ("ok", 310, 6), ("fallback", 290, 7),
+                                                  ("error", 0, 0), ("budget_stopped", 0, 0), ("ok", 305, 5)])
+        ]
+        decisions = pa.Table.from_pylist(rows, schema=schemas.DECISIONS)
+    else:
+        decisions = schemas.DECISIONS.empty_table()
+    _write(decisions, tmp / "select" / "decisions.parquet")
+    strategy = "selectllm" if with_decisions else "random"
+    with open(tmp / "selected.jsonl", "w") as f:
+        for i in chosen:
+            f.write(json.dumps({"id": ids[i], "instruction": instr[i], "input": "", "source": "a.jsonl",
+                                "cluster_id": cluster_id[i], "strategy": strategy}) + "\n")
+    manifest = {"stages": {s: {"status": "complete", "seconds": sec, "counts": {"rows": n}}
+                           for s, sec in [("dedup", 12.5), ("embed", 30.0), ("cluster", 4.2), ("select", 8.0)]}}
+    (tmp / "manifest.json").write_text(json.dumps(manifest))
+    (tmp / "config.yaml").write_text("select:\n  budget: 6\n")
+    return emb, chosen
+
+
+def _run_report(tmp, *overrides):
+    cfg = load_config(None, list(overrides))
+    run = RunDir(str(tmp))
+    ctx = StageContext(cfg=cfg, run=run, stage="report", out=run.new_staging("report"))
+    counts = run_stage(ctx)
+    page = (Path(ctx.out) / "report.html").read_text(encoding="utf-8")
+    metrics = json.loads((Path(ctx.out) / "metrics.json").read_text())
+    return counts, page, metrics
+
+
+def _png_of(page: str, plot_id: str) -> bytes:
+    m = re.search(r'<img id="%s" alt="([^"]+)" src="data:image/png;base64,([A-Za-z0-9+/=]+)"' % plot_id, page)
+    assert m, f"no <img id={plot_id}> in the report"
+    assert len(m.group(1)) > 10  # a distinctive alt text
+    return base64.b64decode(m.group(2), validate=True)
+
+
+def test_report_full_run(tmp_path):
+    emb, chosen = make_run(tmp_path)
+    counts, page, metrics = _run_report(tmp_path, "select.budget=6")
+    for pid in PLOT_IDS:
+        assert _png_of(page, pid).startswith(PNG_MAGIC), pid
+    assert counts == {"selected": 6, "plots": 5, "bytes": len(page.encode("utf-8"))}
+    assert len(page) < 2_000_000
+
+    # escaping: instruction and quarantine text never become markup; the page has no script at all
+    assert "<script" not in page.lower()
+    assert "&lt;script&gt;alert(&#x27;x&#x27;)&lt;/script&gt; &amp; more" in page
+    assert "&lt;script&gt;bad json" in page
+    assert "x" * 200 + "…" in page and "x" * 201 not in page  # truncated to 200 chars
+    assert "http://" not in page and "https://" not in page  # nothing external
+    assert str(tmp_path) in page and "selectllm" in page
+
+    assert metrics["dedup"]["kept"] == 60 and metrics["dedup"]["read"] == 70
+    assert metrics["clusters"] == {"k": 4, "size_min": 15, "size_median": 15.0, "size_max": 15,
+                                   "radius_max": pytest.approx(0.8)}
+    sel = metrics["selection"]
+    assert sel["strategy"] == "selectllm" and sel["selected"] == 6
+    assert sel["by_status"] == {"ok": 3, "fallback": 1, "budget_stopped": 1, "error": 1}
+    assert sel["requests"] == 4
+    assert sel["input_tokens"] == 1205 and sel["output_tokens"] == 23
+    assert sel["usd"] == pytest.approx(1205e-6 + 23 * 4e-6)
+    assert sel["max_usd"] == 5.0
+
+    expect = M.coverage(emb, emb[chosen])
+    cov = metrics["coverage"]
+    assert cov["sampled"] is False and cov["rows"] == cov["pool_rows"] == 60
+    for key in ("max", "p99", "mean"):
+        assert cov[key] == pytest.approx(expect[key], abs=1e-5)
+    assert metrics["diversity"] == pytest.approx(M.diversity(emb[chosen]), abs=1e-6)
+    assert metrics["stages"] == {"dedup": 12.5, "embed": 30.0, "cluster": 4.2, "select": 8.0}
+    assert metrics["not_run"] == []
+
+
+def test_report_empty_decisions(tmp_path):
+    make_run(tmp_path, with_decisions=False)
+    counts, page, metrics = _run_report(tmp_path, "select.strategy=random")
+    assert counts["selected"] == 6 and counts["plots"] == 4
+    assert 'id="plot-spend"' not in page and "does not call an LLM" in page
+    for pid in ("plot-funnel", "plot-clusters", "plot-map", "plot-stages"):
+        assert _png_of(page, pid).startswith(PNG_MAGIC)
+    sel = metrics["selection"]
+    assert sel["strategy"] == "random" and sel["requests"] == 0 and sel["usd"] == 0.0
+    assert sel["by_status"] == {"ok": 0, "fallback": 0, "budget_stopped": 0, "error": 0}
+    assert metrics["coverage"]["max"] is not None
+
+
+def test_report_missing_stages(tmp_path):
+    make_run(tmp_path)
+    import shutil
+
+    for stage in ("embed", "cluster", "select"):
+        shutil.rmtree(tmp_path / stage)
+    (tmp_path / "selected.jsonl").unlink()
+    counts, page, metrics = _run_report(tmp_path)
+    assert counts["selected"] == 0
+    for stage in ("embed", "cluster", "select"):
+        assert f'id="missing-{stage}"' in page
+    assert "not run" in page
+    assert metrics["coverage"] is None and metrics["clusters"] is None and metrics["diversity"] is None
+    assert set(metrics["not_run"]) == {"embed", "cluster", "select", "selected.jsonl"}
+    assert _png_of(page, "plot-funnel").startswith(PNG_MAGIC)
+
+
+def test_report_empty_run_dir(tmp_path):
+    counts, page, metrics = _run_report(tmp_path)
+    assert counts["plots"] == 0 and counts["selected"] == 0
+    assert 'id="missing-dedup"' in page and metrics["dedup"] is None
