@@ -95,8 +95,7 @@ def run_stage(ctx: StageContext) -> dict:
     if todo > 0:
         actors, gpus, threads = actor_plan(cfg)
         device = "cuda" if gpus else "cpu"
-        done_ref = ray.put(done)
-        ds = ds.map_batches(_drop_done, fn_args=[done_ref], batch_format="pyarrow")
+        ds = ds.map_batches(_drop_done, fn_args=[done], batch_format="pyarrow")
         ds = ds.map_batches(
             Embedder,
             fn_constructor_kwargs=dict(model=model, max_seq_length=cfg.embed.max_seq_length, device=device,

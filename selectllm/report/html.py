@@ -1,0 +1,533 @@
+"""The ``report`` stage: one self-contained HTML page and ``metrics.json`` for a run.
+
+Reads the committed outputs of the earlier stages (any that is missing gets a "not run" note),
+computes coverage/diversity (``metrics.py``), draws plots (``plots.py``, inline base64 PNGs) and
+writes ``report.html`` + ``metrics.json`` into the staging folder; the pipeline moves them to the
+run directory's root.  The page works offline: inline CSS, no JavaScript, no external resources.
+Embeddings are streamed file by file and only a deterministic sample (plus every selected row)
+is kept in memory, so this stays cheap on pools of hundreds of millions of rows.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import posixpath
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from selectllm.report import metrics as M
+from selectllm.report import plots as P
+from selectllm.rundir import RunDir
+from selectllm.schemas import DECISION_STATUSES
+
+MAP_MAX_ROWS = 20_000
+SAMPLE_TABLE_ROWS = 20
+QUARANTINE_EXAMPLES_PER_REASON = 3
+QUARANTINE_SCAN_MAX_ROWS = 200_000  # examples only; counts come from stats.json
+TEXT_MAX_CHARS = 200
+SEED = 0
+UPSTREAM = ("dedup", "embed", "cluster", "select")
+
+
+# ----------------------------------------------------------------------------- reading
+def _parquet_files(run: RunDir, *parts: str, pattern: str = "*.parquet") -> list[str]:
+    folder = run.path(*parts)
+    if not run.fs.exists(folder):
+        return []
+    return sorted(run.fs.glob(posixpath.join(folder, pattern)))
+
+
+def _read_table(run: RunDir, rel: str, columns: list[str] | None = None) -> pa.Table | None:
+    if not run.exists(rel):
+        return None
+    with run.open(rel, "rb") as f:
+        return pq.read_table(f, columns=columns)
+
+
+def _read_selected(run: RunDir) -> list[dict] | None:
+    if not run.exists("selected.jsonl"):
+        return None
+    rows = []
+    with run.open("selected.jsonl", "r") as f:
+        for line in f:
+            line = line.strip()
+            if line:
+                rows.append(json.loads(line))
+    return rows
+
+
+def _quarantine_examples(run: RunDir) -> dict[str, list[dict]]:
+    """A few quarantined rows per reason (scans at most QUARANTINE_SCAN_MAX_ROWS rows)."""
+    out: dict[str, list[dict]] = {}
+    scanned = 0
+    for path in _parquet_files(run, "dedup", "quarantine"):
+        with run.fs.open(path, "rb") as fh:
+            for batch in pq.ParquetFile(fh).iter_batches(batch_size=8192, columns=["raw", "source", "source_row", "reason"]):
+                for row in batch.to_pylist():
+                    ex = out.setdefault(str(row["reason"]), [])
+                    if len(ex) < QUARANTINE_EXAMPLES_PER_REASON:
+                        ex.append(row)
+                scanned += batch.num_rows
+                if scanned >= QUARANTINE_SCAN_MAX_ROWS:
+                    return out
+    return out
+
+
+def _fixed_size_to_numpy(arr: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    if isinstance(arr, pa.ChunkedArray):
+        arr = arr.combine_chunks()
+    d = arr.type.list_size
+    values = arr.flatten().to_numpy(zero_copy_only=False)  # flatten honours slice offsets
+    return values.astype(np.float32, copy=False).reshape(len(arr), d)
+
+
+@dataclass
+class Embeddings:
+    """The kept rows of the pool: a deterministic coverage sample, a map sample and the selection."""
+
+    pool_rows: int = 0
+    dim: int = 0
+    ids: list[str] = field(default_factory=list)
+    vectors: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), np.float32))
+    in_cov: np.ndarray = field(default_factory=lambda: np.zeros(0, bool))
+    in_map: np.ndarray = field(default_factory=lambda: np.zeros(0, bool))
+    is_sel: np.ndarray = field(default_factory=lambda: np.zeros(0, bool))
+
+    @property
+    def cov_sampled(self) -> bool:
+        return int(self.in_cov.sum()) < self.pool_rows
+
+
+def _in_sorted(values: np.ndarray, sorted_set: np.ndarray) -> np.ndarray:
+    if sorted_set.size == 0:
+        return np.zeros(values.shape, bool)
+    pos = np.searchsorted(sorted_set, values).clip(0, sorted_set.size - 1)
+    return sorted_set[pos] == values
+
+
+def _read_embeddings(run: RunDir, selected_ids: list[str]) -> Embeddings | None:
+    files = _parquet_files(run, "embed", pattern="part-*.parquet")
+    if not files:
+        return None
+    sizes = []
+    for path in files:
+        with run.fs.open(path, "rb") as fh:
+            sizes.append(pq.ParquetFile(fh).metadata.num_rows)
+    n = int(sum(sizes))
+    cov_idx = M.sample_indices(n, M.COVERAGE_MAX_ROWS, SEED)
+    map_idx = cov_idx[M.sample_indices(len(cov_idx), MAP_MAX_ROWS, SEED + 1)]
+    value_set = pa.array(sorted(set(selected_ids)), type=pa.string())
+    seen_sel: set[str] = set()
+    ids: list[str] = []
+    vecs, covs, maps, sels = [], [], [], []
+    dim = 0
+    offset = 0
+    for path in files:
+        with run.fs.open(path, "rb") as fh:
+            for batch in pq.ParquetFile(fh).iter_batches(batch_size=65536, columns=["id", "embedding"]):
+                m = batch.num_rows
+                gidx = np.arange(offset, offset + m, dtype=np.int64)
+                offset += m
+                dim = batch.schema.field("embedding").type.list_size
+                in_cov = _in_sorted(gidx, cov_idx)
+                in_map = _in_sorted(gidx, map_idx)
+                id_col = batch.column("id")
+                is_sel = pc.fill_null(pc.is_in(id_col, value_set=value_set.cast(id_col.type)), False)
+                is_sel = is_sel.to_numpy(zero_copy_only=False)
+                keep = in_cov | is_sel
+                if not keep.any():
+                    continue
+                kept = batch.filter(pa.array(keep))
+                kept_ids = kept.column("id").to_pylist()
+                sel_k = is_sel[keep].copy()
+                for i, rid in enumerate(kept_ids):  # a selected id counts once even if repeated
+                    if sel_k[i]:
+                        if rid in seen_sel:
+                            sel_k[i] = False
+                        else:
+                            seen_sel.add(rid)
+                ids.extend(kept_ids)
+                vecs.append(_fixed_size_to_numpy(kept.column("embedding")))
+                covs.append(in_cov[keep])
+                maps.append(in_map[keep])
+                sels.append(sel_k)
+    if not vecs:
+        return Embeddings(pool_rows=n, dim=dim, vectors=np.zeros((0, dim), np.float32))
+    return Embeddings(
+        pool_rows=n,
+        dim=dim,
+        ids=ids,
+        vectors=M.normalize(np.concatenate(vecs)),
+        in_cov=np.concatenate(covs),
+        in_map=np.concatenate(maps),
+        is_sel=np.concatenate(sels),
+    )
+
+
+def _cluster_sizes(run: RunDir) -> pa.Table | None:
+    """centers.parquet (cluster_id, id, size, radius), or sizes rebuilt from the assignments."""
+    centers = _read_table(run, "cluster/centers.parquet")
+    if centers is not None:
+        return centers
+    assign = _read_table(run, "cluster/assignments.parquet", columns=["cluster_id", "distance"])
+    if assign is None:
+        return None
+    g = assign.group_by("cluster_id").aggregate([("distance", "count"), ("distance", "max")])
+    return pa.table({
+        "cluster_id": g.column("cluster_id"),
+        "id": pa.nulls(g.num_rows, pa.string()),
+        "size": g.column("distance_count").cast(pa.int64()),
+        "radius": g.column("distance_max"),
+    })
+
+
+# ----------------------------------------------------------------------------- metrics
+def _selection_metrics(decisions: pa.Table | None, selected: list[dict] | None, cfg) -> dict:
+    strategy = cfg.select.strategy
+    if selected:
+        strategy = selected[0].get("strategy") or strategy
+    out: dict[str, Any] = {
+        "strategy": strategy,
+        "budget": cfg.select.budget,
+        "selected": len(selected) if selected is not None else None,
+        "decisions": 0,
+        "by_status": {s: 0 for s in DECISION_STATUSES},
+        "requests": 0,
+        "input_tokens": 0,
+        "output_tokens": 0,
+        "usd": 0.0,
+        "max_usd": cfg.llm.max_usd,
+        "by_status_spend": {},
+    }
+    if decisions is None or decisions.num_rows == 0:
+        return out
+    status = np.asarray(decisions.column("status").to_pylist(), dtype=object)
+    tin = pc.fill_null(decisions.column("input_tokens"), 0).to_numpy().astype(np.int64)
+    tout = pc.fill_null(decisions.column("output_tokens"), 0).to_numpy().astype(np.int64)
+    usd = pc.fill_null(decisions.column("usd"), 0.0).to_numpy().astype(np.float64)
+    req = (tin + tout) > 0
+    spend = {}
+    for s in list(DECISION_STATUSES) + sorted(set(status) - set(DECISION_STATUSES)):
+        m = status == s
+        out["by_status"][s] = int(m.sum())
+        spend[s] = {
+            "decisions": int(m.sum()),
+            "requests": int((m & req).sum()),
+            "input_tokens": int(tin[m].sum()),
+            "output_tokens": int(tout[m].sum()),
+            "usd": float(usd[m].sum()),
+        }
+    out.update(
+        decisions=int(decisions.num_rows),
+        requests=int(req.sum()),
+        input_tokens=int(tin.sum()),
+        output_tokens=int(tout.sum()),
+        usd=float(usd.sum()),
+        by_status_spend=spend,
+    )
+    return out
+
+
+# ----------------------------------------------------------------------------- HTML pieces
+CSS = """
+body{font-family:-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:2em auto;max-width:1100px;
+color:#222;padding:0 1em;line-height:1.4}
+h1{font-size:1.6em;margin-bottom:.2em}h2{border-bottom:1px solid #ddd;padding-bottom:.2em;margin-top:2em}
+table{border-collapse:collapse;margin:.8em 0;font-size:.9em}
+th,td{border:1px solid #ddd;padding:.3em .6em;text-align:left;vertical-align:top}
+th{background:#f4f6f8}td.num{text-align:right;font-variant-numeric:tabular-nums}
+.note{color:#8a6d3b;background:#fcf8e3;border:1px solid #faebcc;padding:.5em .8em;border-radius:4px}
+.muted{color:#777}img{max-width:100%;display:block;margin:.5em 0}
+pre{background:#f6f8fa;padding:.8em;overflow:auto;font-size:.85em}
+dl.kv{display:grid;grid-template-columns:max-content auto;gap:.2em 1em}dl.kv dt{font-weight:bold}
+.text{max-width:520px;white-space:pre-wrap;word-break:break-word}
+"""
+
+
+def esc(v: Any) -> str:
+    return html.escape("" if v is None else str(v), quote=True)
+
+
+def trunc(s: Any, n: int = TEXT_MAX_CHARS) -> str:
+    s = "" if s is None else str(s)
+    return s if len(s) <= n else s[:n] + "…"
+
+
+def num(v: Any, digits: int = 4) -> str:
+    if v is None:
+        return "–"
+    if isinstance(v, bool):
+        return str(v)
+    if isinstance(v, (int, np.integer)):
+        return f"{int(v):,}"
+    if isinstance(v, (float, np.floating)):
+        return f"{float(v):,.{digits}f}"
+    return str(v)
+
+
+def table(headers: list[str], rows: list[list[Any]], numeric: set[int] | None = None) -> str:
+    """An HTML table; every cell is escaped.  Columns in ``numeric`` are right-aligned numbers."""
+    numeric = numeric or set()
+    head = "".join(f"<th>{esc(h)}</th>" for h in headers)
+    body = []
+    for r in rows:
+        cells = []
+        for i, c in enumerate(r):
+            if i in numeric:
+                cells.append(f'<td class="num">{esc(num(c))}</td>')
+            else:
+                cells.append(f'<td class="text">{esc(c)}</td>')
+        body.append("<tr>" + "".join(cells) + "</tr>")
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+
+
+def img(plot_id: str, alt: str, b64: str) -> str:
+    return f'<img id="{esc(plot_id)}" alt="{esc(alt)}" src="data:image/png;base64,{b64}">'
+
+
+def not_run(stage: str, what: str) -> str:
+    return f'<p class="note" id="missing-{esc(stage)}">{esc(what)}: stage <b>{esc(stage)}</b> not run (no committed output found).</p>'
+
+
+# ----------------------------------------------------------------------------- the stage
+def build(run: RunDir, cfg) -> tuple[str, dict, int]:
+    """Read a run directory; return (html, metrics, number of plots)."""
+    manifest = run.manifest()
+    stages = manifest.get("stages", {}) or {}
+    present = {s: run.exists(s) for s in UPSTREAM}
+    stats = run.read_json("dedup/stats.json") if present["dedup"] else None
+    selected = _read_selected(run)
+    decisions = _read_table(run, "select/decisions.parquet") if present["select"] else None
+    clusters = _cluster_sizes(run) if present["cluster"] else None
+    emb = _read_embeddings(run, [str(r.get("id")) for r in selected or []]) if present["embed"] else None
+
+    sel_metrics = _selection_metrics(decisions, selected, cfg)
+    metrics: dict[str, Any] = {
+        "dedup": stats,
+        "clusters": None,
+        "selection": {k: v for k, v in sel_metrics.items() if k != "by_status_spend"},
+        "coverage": None,
+        "diversity": None,
+        "stages": {name: e.get("seconds") for name, e in stages.items()},
+        "not_run": [s for s in UPSTREAM if not present[s]] + ([] if selected is not None else ["selected.jsonl"]),
+    }
+    plots = 0
+    parts: list[str] = []
+
+    # ---- header
+    parts.append("<h1>SelectLLM run report</h1>")
+    header = [
+        ("run dir", run.url),
+        ("strategy", sel_metrics["strategy"]),
+        ("budget", num(cfg.select.budget)),
+        ("selected", num(sel_metrics["selected"]) if selected is not None else "not run"),
+        ("LLM", f"{cfg.llm.provider} / {cfg.llm.model}"),
+        ("updated", manifest.get("updated_at", "–")),
+    ]
+    parts.append('<dl class="kv">' + "".join(f"<dt>{esc(k)}</dt><dd>{esc(v)}</dd>" for k, v in header) + "</dl>")
+    if metrics["not_run"]:
+        parts.append(f'<p class="note">Not run yet: {esc(", ".join(metrics["not_run"]))}.</p>')
+
+    # ---- dedup
+    parts.append('<h2 id="dedup">Dedup</h2>')
+    if stats is None:
+        parts.append(not_run("dedup", "Dedup funnel"))
+    else:
+        read = int(stats.get("read", 0))
+        qt = int(stats.get("quarantined_total", sum((stats.get("quarantined") or {}).values())))
+        exact = int(stats.get("exact_duplicates", 0))
+        near = int(stats.get("near_duplicates", 0))
+        kept = int(stats.get("kept", read - qt - exact - near))
+        steps = [("read", read), ("- quarantined", read - qt), ("- exact dups", read - qt - exact),
+                 ("- near dups", read - qt - exact - near), ("kept", kept)]
+        parts.append(img("plot-funnel", "Dedup funnel: rows read, quarantined, exact and near duplicates removed, kept",
+                         P.funnel_plot(steps)))
+        plots += 1
+        parts.append(table(["step", "rows"], [[s, v] for s, v in steps], numeric={1}))
+        if read != kept + qt + exact + near:
+            parts.append(f'<p class="note">Counts do not add up: read {read:,} ≠ kept + duplicates + quarantined '
+                         f'({kept + qt + exact + near:,}).</p>')
+        by_reason = stats.get("quarantined") or {}
+        examples = _quarantine_examples(run)
+        parts.append("<h3>Quarantine</h3>")
+        if not by_reason and not examples:
+            parts.append('<p class="muted">No row was quarantined.</p>')
+        else:
+            rows = []
+            for reason in sorted(set(by_reason) | set(examples)):
+                for i, ex in enumerate(examples.get(reason, []) or [None]):
+                    rows.append([
+                        reason if i == 0 else "",
+                        by_reason.get(reason, 0) if i == 0 else "",
+                        trunc(ex["raw"]) if ex else "",
+                        f'{ex["source"]}:{ex["source_row"]}' if ex else "",
+                    ])
+            parts.append(table(["reason", "rows", "example (first 200 chars)", "source:row"], rows, numeric=set()))
+
+    # ---- clusters
+    parts.append('<h2 id="clusters">Clusters</h2>')
+    if clusters is None or clusters.num_rows == 0:
+        parts.append(not_run("cluster", "Clusters"))
+    else:
+        sizes = clusters.column("size").to_numpy().astype(np.int64)
+        radius = pc.fill_null(clusters.column("radius"), np.nan).to_numpy().astype(np.float64)
+        metrics["clusters"] = {
+            "k": int(clusters.num_rows),
+            **M.size_stats(sizes),
+            "radius_max": M.finite_or_none(np.nanmax(radius) if np.isfinite(radius).any() else None),
+        }
+        parts.append(img("plot-clusters", "Cluster size histogram: number of clusters by size",
+                         P.histogram_plot(sizes, f"Cluster sizes (k = {len(sizes):,})", "rows in cluster")))
+        plots += 1
+        c = metrics["clusters"]
+        parts.append(table(["k", "size min", "size median", "size max", "radius max"],
+                           [[c["k"], c["size_min"], c["size_median"], c["size_max"], c["radius_max"]]],
+                           numeric={0, 1, 2, 3, 4}))
+        per_cluster: dict[int, int] = {}
+        for r in selected or []:
+            if r.get("cluster_id") is not None:
+                per_cluster[int(r["cluster_id"])] = per_cluster.get(int(r["cluster_id"]), 0) + 1
+        order = np.lexsort((clusters.column("cluster_id").to_numpy(), -sizes))[:10]
+        cid = clusters.column("cluster_id").to_pylist()
+        center = clusters.column("id").to_pylist()
+        parts.append("<h3>Top 10 largest clusters</h3>")
+        parts.append(table(
+            ["cluster_id", "center id", "size", "radius", "selected"],
+            [[cid[i], center[i] or "–", int(sizes[i]), M.finite_or_none(radius[i]), per_cluster.get(cid[i], 0)]
+             for i in order],
+            numeric={0, 2, 3, 4},
+        ))
+
+    # ---- map + coverage
+    parts.append('<h2 id="map">Pool map and coverage</h2>')
+    if emb is None:
+        parts.append(not_run("embed", "Pool map and coverage"))
+    else:
+        sel_vecs = emb.vectors[emb.is_sel]
+        if selected is not None and sel_vecs.shape[0] < len({str(r.get("id")) for r in selected}):
+            parts.append(f'<p class="note">{len(selected) - sel_vecs.shape[0]:,} selected ids have no embedding.</p>')
+        if emb.in_cov.any() and sel_vecs.shape[0]:
+            cov = M.coverage(emb.vectors[emb.in_cov], sel_vecs, max_rows=emb.vectors.shape[0] + 1)
+            cov.update(rows=int(emb.in_cov.sum()), pool_rows=emb.pool_rows, sampled=emb.cov_sampled)
+            metrics["coverage"] = cov
+        metrics["diversity"] = M.diversity(sel_vecs) if sel_vecs.shape[0] else None
+        map_mask = emb.in_map | emb.is_sel
+        if map_mask.sum() >= 2 and emb.dim >= 2:
+            from sklearn.decomposition import PCA
+
+            xy = PCA(n_components=2, random_state=SEED).fit_transform(emb.vectors[map_mask])
+            shown = int((emb.in_map & ~emb.is_sel).sum())
+            parts.append(img("plot-map", "2-D PCA map of the pool with the selected instructions highlighted",
+                             P.map_plot(xy, emb.is_sel[map_mask],
+                                        f"Pool (PCA of {shown:,} of {emb.pool_rows:,} rows) and selection")))
+            plots += 1
+        cov = metrics["coverage"]
+        rows = [
+            ["pool rows", emb.pool_rows], ["embedding dim", emb.dim], ["selected with embedding", int(sel_vecs.shape[0])],
+            ["coverage max (cosine distance to nearest selected)", cov and cov["max"]],
+            ["coverage p99", cov and cov["p99"]], ["coverage mean", cov and cov["mean"]],
+            ["diversity (mean pairwise cosine distance of the selection)", metrics["diversity"]],
+        ]
+        parts.append(table(["metric", "value"], rows, numeric={1}))
+        if cov and cov["sampled"]:
+            parts.append(f'<p class="muted">Coverage computed on a deterministic sample of {cov["rows"]:,} of '
+                         f'{emb.pool_rows:,} pool rows (seed {SEED}).</p>')
+
+    # ---- LLM spend
+    parts.append('<h2 id="spend">Selection and LLM spend</h2>')
+    if decisions is None:
+        parts.append(not_run("select", "Selection decisions"))
+    elif decisions.num_rows == 0:
+        parts.append(f'<p class="muted">No LLM decisions: strategy <b>{esc(sel_metrics["strategy"])}</b> '
+                     f'does not call an LLM.</p>')
+    else:
+        by = sel_metrics["by_status"]
+        labels = [s for s in by if by[s] or s in DECISION_STATUSES]
+        parts.append(img("plot-spend", "Bar plot of selection decisions by status (ok, fallback, budget_stopped, error)",
+                         P.bar_plot(labels, [by[s] for s in labels], "Decisions by status", "groups",
+                                    [P.STATUS_COLORS.get(s, P.BAR_COLOR) for s in labels])))
+        plots += 1
+    if decisions is not None:
+        spend_rows = [[s, v["decisions"], v["requests"], v["input_tokens"], v["output_tokens"], v["usd"]]
+                      for s, v in sel_metrics["by_status_spend"].items()]
+        spend_rows.append(["total", sel_metrics["decisions"], sel_metrics["requests"], sel_metrics["input_tokens"],
+                           sel_metrics["output_tokens"], sel_metrics["usd"]])
+        parts.append(table(["status", "decisions", "requests", "input tokens", "output tokens", "usd"],
+                           spend_rows, numeric={1, 2, 3, 4, 5}))
+        parts.append(f'<p>Spent <b>${sel_metrics["usd"]:.4f}</b> of the <b>${cfg.llm.max_usd:.2f}</b> cap '
+                     f'(<code>llm.max_usd</code>).</p>')
+
+    # ---- stages
+    parts.append('<h2 id="stages">Stage timings</h2>')
+    if not stages:
+        parts.append('<p class="note">manifest.json lists no stage.</p>')
+    else:
+        names = [n for n in UPSTREAM if n in stages] + sorted(n for n in stages if n not in UPSTREAM)
+        secs = [float(stages[n].get("seconds") or 0.0) for n in names]
+        parts.append(img("plot-stages", "Bar plot of wall-clock seconds per pipeline stage",
+                         P.bar_plot(names, secs, "Seconds per stage", "seconds", horizontal=True, fmt="{:.1f}")))
+        plots += 1
+        rows = []
+        for n in names:
+            e = stages[n]
+            counts = e.get("counts") or {}
+            flat = ", ".join(f"{k}={v}" for k, v in counts.items() if isinstance(v, (int, float, str)))
+            rows.append([n, e.get("status", "?"), e.get("seconds"), trunc(flat, 300), e.get("finished_at", "")])
+        parts.append(table(["stage", "status", "seconds", "counts", "finished"], rows, numeric={2}))
+
+    # ---- sample of the selection
+    parts.append('<h2 id="selected">Selected instructions (first 20)</h2>')
+    if selected is None:
+        parts.append(not_run("select", "Selected instructions"))
+    elif not selected:
+        parts.append('<p class="muted">Nothing was selected.</p>')
+    else:
+        rows = [[r.get("id"), r.get("cluster_id"), trunc(r.get("instruction")), trunc(r.get("input")), r.get("source")]
+                for r in selected[:SAMPLE_TABLE_ROWS]]
+        parts.append(table(["id", "cluster", "instruction", "input", "source"], rows, numeric={1}))
+
+    # ---- config
+    if run.exists("config.yaml"):
+        with run.open("config.yaml", "r") as f:
+            parts.append(f"<details><summary>config.yaml</summary><pre>{esc(f.read())}</pre></details>")
+
+    page = (
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+        f"<title>SelectLLM report – {esc(run.url)}</title><style>{CSS}</style></head>\n<body>\n"
+        + "\n".join(parts)
+        + "\n</body></html>\n"
+    )
+    return page, metrics, plots
+
+
+def _jsonable(o: Any) -> Any:
+    if isinstance(o, dict):
+        return {str(k): _jsonable(v) for k, v in o.items()}
+    if isinstance(o, (list, tuple)):
+        return [_jsonable(v) for v in o]
+    if isinstance(o, (bool, np.bool_)):
+        return bool(o)
+    if isinstance(o, (int, np.integer)):
+        return int(o)
+    if isinstance(o, (float, np.floating)):
+        return M.finite_or_none(o)
+    return o
+
+
+def run_stage(ctx) -> dict:
+    page, metrics, plots = build(ctx.run, ctx.cfg)
+    data = page.encode("utf-8")
+    fs = ctx.run.fs
+    with fs.open(posixpath.join(ctx.out, "report.html"), "wb") as f:
+        f.write(data)
+    with fs.open(posixpath.join(ctx.out, "metrics.json"), "w") as f:
+        json.dump(_jsonable(metrics), f, indent=2, sort_keys=True)
+        f.write("\n")
+    selected = metrics["selection"]["selected"]
+    return {"selected": int(selected or 0), "plots": plots, "bytes": len(data)}

@@ -1,0 +1,85 @@
+"""Embed stage on Ray: schema, normalization, resume by id after a kill left partial work."""
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from selectllm.config import load_config
+from selectllm.embed.embedder import from_fixed_size_list, resolve_model
+from selectllm.errors import UserError
+from selectllm.pipeline import StageContext
+from selectllm.rundir import RunDir
+from selectllm.schemas import DEDUP
+
+TEXTS = [f"### Instruction: task number {i} about {w}\n\n### Response:" for i, w in
+         enumerate(["cats", "dogs", "tax law", "python lists", "baking bread", "poems", "SQL joins", "rivers"] * 5)]
+
+
+def fake_dedup(run: RunDir, n_files=3):
+    ids = [f"{i:032x}" for i in range(len(TEXTS))]
+    table = pa.table({"id": ids, "instruction": TEXTS, "input": [""] * len(TEXTS), "text": TEXTS,
+                      "source": ["s.jsonl"] * len(TEXTS), "source_row": list(range(len(TEXTS)))}, schema=DEDUP)
+    run.fs.makedirs(run.path("dedup"), exist_ok=True)
+    step = len(TEXTS) // n_files + 1
+    for j in range(n_files):
+        pq.write_table(table.slice(j * step, step), run.path("dedup", f"part-{j:05d}.parquet"))
+    run.record_stage("dedup", {"status": "complete", "output_token": "t0", "input_fingerprint": "x",
+                               "settings_hash": "y"})
+    return ids
+
+
+def embed(run, cfg):
+    from selectllm.embed.ray_job import run_stage
+
+    ctx = StageContext(cfg=cfg, run=run, stage="embed", out=run.new_staging("embed"))
+    counts = run_stage(ctx)
+    return ctx, counts
+
+
+def read_out(ctx):
+    files = sorted(p for p in ctx.run.fs.find(ctx.out) if p.endswith(".parquet"))
+    assert all(p.rsplit("/", 1)[1].startswith("part-") for p in files)
+    return pa.concat_tables([pq.read_table(p) for p in files])
+
+
+@pytest.mark.slow
+def test_embed_schema_norms_and_resume(tmp_path, ray_local):
+    run = RunDir(str(tmp_path / "run"))
+    ids = fake_dedup(run)
+    cfg = load_config(None, ["embed.batch_size=8"])
+    ctx, counts = embed(run, cfg)
+    out = read_out(ctx)
+    assert counts["rows"] == len(ids) and counts["resumed_rows"] == 0
+    assert out.schema.field("embedding").type == pa.list_(pa.float32(), 384)
+    x = from_fixed_size_list(out.column("embedding"))
+    np.testing.assert_allclose(np.linalg.norm(x, axis=1), 1.0, atol=1e-4)
+    assert sorted(out.column("id").to_pylist()) == sorted(ids)
+    # the stage's vectors are the model's: compare with a direct encode of two rows
+    from selectllm.embed.embedder import Embedder
+
+    direct = Embedder(resolve_model("default"), 256, "cpu", "float32", 8).encode([TEXTS[0], TEXTS[9]])
+    by_id = dict(zip(out.column("id").to_pylist(), x))
+    np.testing.assert_allclose(np.stack([by_id[ids[0]], by_id[ids[9]]]), direct, atol=1e-4)
+
+    # a killed run: one finished work file (first 10 rows) and one half-written file
+    from selectllm.embed.ray_job import work_dir
+
+    work = work_dir(ctx)
+    run.fs.makedirs(work, exist_ok=True)
+    pq.write_table(out.slice(0, 10), f"{work}/done-1.parquet")
+    with open(f"{work}/half.parquet", "wb") as f:
+        f.write(b"PAR1 truncated")
+    ctx2, counts2 = embed(run, cfg)
+    out2 = read_out(ctx2)
+    assert counts2["resumed_rows"] == 10 and counts2["rows"] == len(ids)
+    assert sorted(out2.column("id").to_pylist()) == sorted(ids)  # no duplicates, none missing
+
+
+def test_model_resolution(monkeypatch, tmp_path):
+    assert resolve_model("default").endswith("model")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(UserError, match="not found; looked in"):
+        resolve_model("no-such-org/no-such-model")
+    with pytest.raises(UserError, match="no modules.json"):
+        resolve_model(str(tmp_path))
