@@ -1,0 +1,12 @@
+"""Every stage as one job (e.g. under ``ray job submit -- python jobs/pipeline.py --config ...``)."""
+
+import os
+import sys
+
+# this folder must not shadow standard modules (jobs/select.py vs the stdlib's `select`)
+sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != os.path.dirname(os.path.abspath(__file__))]
+
+from selectllm.jobs import job_main  # noqa: E402
+
+if __name__ == "__main__":
+    job_main(None)
