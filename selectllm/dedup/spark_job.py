@@ -1,0 +1,282 @@
+"""The ``dedup`` stage on Spark: raw files -> canonical unique rows + quarantine + duplicates.
+
+Plan (nothing but file names and small aggregates ever reach the driver):
+
+1. The driver lists the input files (:func:`selectllm.io.expand_inputs`: names and sizes only)
+   and checks that each one's format can be told.
+2. A small DataFrame of file URLs, one task per group of files, runs
+   :func:`selectllm.text.formats.iter_records` in ``mapInArrow``: every record becomes one row
+   ``(source, source_row, raw, instruction, input, reason, id, text)``.  Cleaning
+   (:func:`clean_text`), the id (:func:`content_id`) and the embedded text (:func:`render_text`)
+   are computed in that same Python pass.  The result is persisted (memory and disk) so the files
+   are read once.
+3. ``reason IS NOT NULL`` -> ``quarantine/`` (QUARANTINE schema).  Good rows are exactly
+   deduplicated by id: the keeper of an id is the row with the smallest ``(source, source_row)``,
+   the others go to ``duplicates.parquet`` (a *folder* of part files that pyarrow, Spark and Ray
+   all read as one dataset; DUPLICATES schema, ``kind="exact"``, ``similarity=1.0``,
+   ``duplicate_of`` = the keeper's id, which equals ``id`` for exact duplicates).
+4. Kept rows, globally sorted by id, become ``part-00000.parquet``, ``part-00001.parquet``, ...
+   directly in the stage folder (DEDUP schema exactly); ``stats.json`` holds the counts, and
+   ``read == kept + exact_duplicates + near_duplicates + quarantined_total`` is checked.
+
+All outputs are sorted (kept by id, duplicates by id/source/source_row, quarantine by
+source/source_row), so the same inputs give the same files' contents whatever the partitioning.
+Spark's ``_SUCCESS`` and ``.crc`` files are removed.
+
+Near-duplicate removal is a hook (:func:`near_duplicate_pairs`), not implemented yet.
+"""
+
+from __future__ import annotations
+
+import json
+import posixpath
+from typing import Any, Iterator
+
+import pyarrow as pa
+
+from selectllm import schemas
+from selectllm.config import Config
+from selectllm.errors import UserError
+
+STAGED = pa.schema(
+    [
+        ("source", pa.string()),
+        ("source_row", pa.int64()),
+        ("raw", pa.string()),
+        ("instruction", pa.string()),
+        ("input", pa.string()),
+        ("reason", pa.string()),
+        ("id", pa.string()),
+        ("text", pa.string()),
+    ]
+)
+_STAGED_DDL = ", ".join(f"`{f.name}` {'bigint' if f.type == pa.int64() else 'string'}" for f in STAGED)
+BATCH_ROWS = 4096
+BATCH_CHARS = 32 << 20  # flush an Arrow batch once it holds this many characters
+
+
+# ----------------------------------------------------------------------------- the Python pass
+def _reader(fmt: str, preset: str, fields: dict | None, max_chars: int, template: str,
+            template_no_input: str):
+    """The mapInArrow function: file URLs in, one row per record out.  Closes over plain values."""
+
+    def read_files(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        from selectllm.text.formats import iter_records
+        from selectllm.text.normalize import content_id, render_text
+
+        cols: dict[str, list] = {n: [] for n in STAGED.names}
+        chars = 0
+
+        def flush() -> pa.RecordBatch:
+            nonlocal cols, chars
+            batch = pa.RecordBatch.from_pydict(cols, schema=STAGED)
+            cols, chars = {n: [] for n in STAGED.names}, 0
+            return batch
+
+        for batch in batches:
+            for url in batch.column("url").to_pylist():
+                for row, raw, instr, inp, reason in iter_records(url, fmt, preset, fields, max_chars):
+                    cols["source"].append(url)
+                    cols["source_row"].append(row)
+                    cols["raw"].append(raw)
+                    cols["instruction"].append(instr)
+                    cols["input"].append(inp)
+                    cols["reason"].append(reason)
+                    if reason is None:
+                        text = render_text(instr, inp, template, template_no_input)
+                        cols["id"].append(content_id(instr, inp))
+                        cols["text"].append(text)
+                        chars += len(instr) + len(inp) + len(text)
+                    else:
+                        cols["id"].append(None)
+                        cols["text"].append(None)
+                        chars += len(raw or "")
+                    if len(cols["source"]) >= BATCH_ROWS or chars >= BATCH_CHARS:
+                        yield flush()
+        if cols["source"]:
+            yield flush()
+
+    return read_files
+
+
+# ----------------------------------------------------------------------------- the plan
+def _spark_uri(uri: str) -> str:
+    """Hadoop's S3 connector is ``s3a://``; fsspec (and users) say ``s3://``."""
+    return "s3a://" + uri[len("s3://"):] if uri.startswith("s3://") else uri
+
+
+def list_inputs(cfg: Config) -> list[str]:
+    """File URLs of ``input.paths``; raises UserError when a file's format cannot be told."""
+    from selectllm.io import expand_inputs
+    from selectllm.text.formats import UnknownFormat, detect_format
+
+    files = expand_inputs(cfg.input.paths)
+    for f in files:
+        try:
+            detect_format(f.url, cfg.input.format)
+        except UnknownFormat as e:
+            raise UserError(str(e)) from None
+    return [f.url for f in files]
+
+
+def staged_dataframe(spark, cfg: Config, num_partitions: int | None = None, urls: list[str] | None = None):
+    """Every record of every input file, one row each (STAGED schema), not yet persisted."""
+    urls = urls if urls is not None else list_inputs(cfg)
+    n = num_partitions or min(len(urls), spark.sparkContext.defaultParallelism)
+    files = spark.createDataFrame([(u,) for u in urls], "url string").repartition(max(1, n))
+    fields = cfg.input.fields.model_dump() if cfg.input.fields is not None else None
+    fn = _reader(cfg.input.format, cfg.input.preset, fields, cfg.dedup.max_chars,
+                 cfg.embed.template, cfg.embed.template_no_input)
+    return files.mapInArrow(fn, _STAGED_DDL)
+
+
+def near_duplicate_pairs(df, cfg: Config):
+    """HOOK for near-duplicate removal (MinHash LSH over ``dedup.near``): not implemented yet.
+
+    Contract for whoever implements it: take the exact-deduplicated rows (DEDUP columns) and
+    return a DataFrame ``(id, duplicate_of, similarity)`` of rows to remove, each pointing at the
+    row it keeps; :func:`dedup_dataframe` then removes them and records them with ``kind="near"``.
+    """
+    if cfg.dedup.near.enabled:
+        raise NotImplementedError("dedup.near.enabled: near-duplicate removal is not implemented yet")
+    return None
+
+
+def _plan(staged, cfg: Config) -> dict:
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
+    quarantine = staged.where(F.col("reason").isNotNull()).select(*schemas.QUARANTINE.names)
+    good = staged.where(F.col("reason").isNull()).select(*schemas.DEDUP.names)
+    dup_cols = [
+        F.col("id"),
+        F.col("id").alias("duplicate_of"),  # exact: the keeper has the same id
+        # when(...) without otherwise keeps the columns nullable, as in schemas.DUPLICATES
+        F.when(F.col("id").isNotNull(), F.lit(1.0).cast("float")).alias("similarity"),
+        F.when(F.col("id").isNotNull(), F.lit("exact")).alias("kind"),
+        F.col("source"),
+        F.col("source_row"),
+    ]
+    ranked = None
+    if cfg.dedup.exact:
+        # keeper of an id = smallest (source, source_row): deterministic whatever the partitioning
+        w = Window.partitionBy("id").orderBy("source", "source_row")
+        ranked = good.withColumn("_rank", F.row_number().over(w))
+        kept = ranked.where(F.col("_rank") == 1).drop("_rank")
+        duplicates = ranked.where(F.col("_rank") > 1).select(*dup_cols)
+    else:
+        kept = good
+        duplicates = good.limit(0).select(*dup_cols)
+    if cfg.dedup.near.enabled:
+        near_duplicate_pairs(kept, cfg)  # raises until implemented
+    return {"quarantine": quarantine, "ranked": ranked, "kept": kept, "duplicates": duplicates}
+
+
+def dedup_dataframe(spark, cfg: Config, num_partitions: int | None = None, staged=None):
+    """(kept_df, quarantine_df, duplicates_df) with exactly the DEDUP, QUARANTINE, DUPLICATES columns.
+
+    Lazy and unsorted.  ``staged`` (from :func:`staged_dataframe`, possibly persisted) is built
+    when not given; ``num_partitions`` is the number of reading tasks (default: one per core, at
+    most one per file).
+    """
+    if staged is None:
+        staged = staged_dataframe(spark, cfg, num_partitions)
+    plan = _plan(staged, cfg)
+    return plan["kept"], plan["quarantine"], plan["duplicates"]
+
+
+# ----------------------------------------------------------------------------- writing
+def _write_parquet(df, fs, path: str, uri: str, arrow_schema: pa.Schema) -> None:
+    """Write a folder of parquet parts and drop Spark's marker/checksum files.
+
+    An empty DataFrame still gets one (empty) part file carrying the schema.
+    """
+    df.write.mode("overwrite").parquet(_spark_uri(uri))
+    parts = []
+    for p in fs.ls(path, detail=False):
+        name = posixpath.basename(p)
+        if name.startswith(("_", ".")) or name.endswith(".crc"):
+            fs.rm(p)
+        elif name.endswith(".parquet"):
+            parts.append(p)
+    if not parts:
+        import pyarrow.parquet as pq
+
+        with fs.open(posixpath.join(path, "part-00000.parquet"), "wb") as f:
+            pq.write_table(arrow_schema.empty_table(), f)
+
+
+def _move_parts_up(fs, tmp: str, dest: str) -> int:
+    """Rename Spark's part files (in partition order) to dest/part-00000.parquet, ... ."""
+    parts = sorted(p for p in fs.ls(tmp, detail=False) if posixpath.basename(p).startswith("part-"))
+    for i, p in enumerate(parts):
+        fs.mv(p, posixpath.join(dest, f"part-{i:05d}.parquet"))
+    fs.rm(tmp, recursive=True)
+    return len(parts)
+
+
+def run_stage(ctx) -> dict:
+    """The ``dedup`` stage: writes into ``ctx.out`` and returns flat counts (see stats.json).
+
+    Counts of the outputs are taken from the files just written, the read count from the
+    records parsed, so the conservation check compares two independent sides.
+    """
+    from pyspark import StorageLevel
+    from pyspark.sql import functions as F
+
+    from selectllm.engines import spark_session
+
+    cfg = ctx.cfg
+    spark = spark_session(cfg)
+    fs = ctx.run.fs
+    out, out_uri = ctx.out, ctx.out_uri
+    join = posixpath.join
+
+    urls = list_inputs(cfg)
+    n_files = len(urls)
+    staged = staged_dataframe(spark, cfg, urls=urls).persist(StorageLevel.MEMORY_AND_DISK)  # files read once
+    ranked = None
+    try:
+        read = staged.count()
+        plan = _plan(staged, cfg)
+        _write_parquet(plan["quarantine"].orderBy("source", "source_row"), fs,
+                       join(out, "quarantine"), join(out_uri, "quarantine"), schemas.QUARANTINE)
+        ranked = plan["ranked"]
+        if ranked is not None:  # kept and duplicates both come from one ranking
+            ranked.persist(StorageLevel.MEMORY_AND_DISK)
+        _write_parquet(plan["duplicates"].orderBy("id", "source", "source_row"), fs,
+                       join(out, "duplicates.parquet"), join(out_uri, "duplicates.parquet"),
+                       schemas.DUPLICATES)
+        _write_parquet(plan["kept"].orderBy("id"), fs, join(out, "_kept"), join(out_uri, "_kept"),
+                       schemas.DEDUP)
+    finally:
+        if ranked is not None:
+            ranked.unpersist()
+        staged.unpersist()
+    _move_parts_up(fs, join(out, "_kept"), out)
+
+    # what was written, counted back (parquet footers and one small column)
+    kept = spark.read.parquet(_spark_uri(join(out_uri, "part-*.parquet"))).count()
+    dups = {r["kind"]: int(r["n"]) for r in spark.read.parquet(_spark_uri(join(out_uri, "duplicates.parquet")))
+            .groupBy("kind").agg(F.count(F.lit(1)).alias("n")).collect()}
+    by_reason = {r["reason"]: int(r["n"]) for r in spark.read.parquet(_spark_uri(join(out_uri, "quarantine")))
+                 .groupBy("reason").agg(F.count(F.lit(1)).alias("n")).collect()}
+    quarantined = {r: by_reason.pop(r, 0) for r in schemas.QUARANTINE_REASONS}
+    quarantined.update(by_reason)  # never expected; kept visible rather than dropped
+    stats: dict[str, Any] = {
+        "read": read,
+        "quarantined": quarantined,
+        "quarantined_total": sum(quarantined.values()),
+        "exact_duplicates": dups.get("exact", 0),
+        "near_duplicates": dups.get("near", 0),
+        "kept": kept,
+        "files": n_files,
+    }
+    if read != kept + stats["exact_duplicates"] + stats["near_duplicates"] + stats["quarantined_total"]:
+        raise RuntimeError(f"dedup: counts do not add up (rows lost or doubled): {stats}")
+    with fs.open(join(out, "stats.json"), "w") as f:
+        f.write(json.dumps(stats, indent=2, sort_keys=True) + "\n")
+
+    counts = {k: v for k, v in stats.items() if k != "quarantined"}
+    counts.update({f"quarantined_{r}": n for r, n in quarantined.items()})
+    return counts

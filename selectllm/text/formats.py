@@ -1,0 +1,502 @@
+"""Read one raw input file as a stream of records.  Pure Python + fsspec/pyarrow, no Spark.
+
+:func:`iter_records` yields, for every record of one file,
+``(source_row, raw, instruction, input, reason)``:
+
+* good record: ``reason is None``, ``raw is None`` (the raw text is only kept for quarantine),
+  ``instruction``/``input`` already passed through :func:`~selectllm.text.normalize.clean_text`;
+* bad record: ``reason`` is one of ``schemas.QUARANTINE_REASONS`` (``malformed``, ``empty``,
+  ``too_long``, ``bad_encoding``, ``missing_field``), ``instruction``/``input`` are ``None`` and
+  ``raw`` is the record's text (the line, the array element, or the row as JSON for
+  Parquet/CSV) truncated to :data:`RAW_MAX_CHARS` characters.
+
+Conventions (documented choices):
+
+* ``source_row`` is 0-based: the physical line index for JSONL and ``.txt``, the element index
+  for JSON arrays, the data-row index (header excluded) for Parquet and CSV.  ``-1`` means the file
+  as a whole (e.g. a file that is not Parquet at all): one ``malformed`` record.
+* A whitespace-only line (JSONL, ``.txt``) or an empty CSV line is *not* a record: it is neither
+  yielded nor counted, and JSONL/txt line indices keep counting it (so ``source_row`` can skip).
+* ``too_long``: ``len(instruction) + len(input) > max_chars`` after cleaning.  A line longer than
+  :func:`raw_line_limit` bytes is ``too_long`` without being decoded or parsed (it is never held
+  whole in memory either); its ``raw`` is its first bytes.
+* Values that are not strings are converted with ``str()`` (bytes are decoded as strict UTF-8);
+  ``None`` becomes ``""``.  A missing instruction field is ``missing_field``; a missing input field
+  is an empty input.  An instruction that is empty after cleaning is ``empty``.
+* A JSON array that breaks in the middle cannot be resynchronized: the rest of the file becomes one
+  ``malformed`` record at the index of the first broken element (``too_long`` if that element is
+  still incomplete after :func:`raw_line_limit` characters).
+* Compression (``.gz``, ``.zst``/``.zstd``) is chosen from the file name suffix.
+"""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import io
+import json
+import re
+from typing import Any, Iterator
+
+import fsspec
+
+from selectllm.text.normalize import clean_text
+
+RAW_MAX_CHARS = 10_000  # quarantine keeps at most this many characters of a bad record
+CHUNK = 1 << 20
+FORMATS = ("jsonl", "json", "parquet", "csv", "txt")
+PRESETS = ("alpaca", "dolly", "sharegpt", "text", "custom")
+_BOM = b"\xef\xbb\xbf"
+_SUFFIX_FORMAT = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json", ".parquet": "parquet",
+                  ".csv": "csv", ".txt": "txt"}
+_COMPRESSION = {".gz": "gzip", ".zst": "zstd", ".zstd": "zstd"}
+_SURROGATE_RE = re.compile("[\ud800-\udfff]")
+_WS_RE = re.compile(r"[ \t\r\n\ufeff]*")
+
+Record = tuple[int, "str | None", "str | None", "str | None", "str | None"]
+
+
+class UnknownFormat(ValueError):
+    """The format cannot be told from the file name: set ``input.format``."""
+
+
+def raw_line_limit(max_chars: int) -> int:
+    """Lines (or JSON elements) longer than this many bytes are ``too_long`` without parsing.
+
+    Generous on purpose: a JSONL line also holds fields we do not keep (e.g. an alpaca ``output``)
+    and JSON escapes, so it may be much longer than the instruction + input it carries.
+    """
+    return max(16 * max_chars, 4 << 20)
+
+
+def split_compression(url: str) -> tuple[str, str | None]:
+    """(name without compression suffix, fsspec compression name or None)."""
+    low = url.lower()
+    for suffix, comp in _COMPRESSION.items():
+        if low.endswith(suffix):
+            return url[: -len(suffix)], comp
+    return url, None
+
+
+def detect_format(url: str, fmt: str = "auto") -> str:
+    """jsonl|json|parquet|csv|txt for one file; ``fmt`` other than auto wins."""
+    if fmt != "auto":
+        if fmt not in FORMATS:
+            raise UnknownFormat(f"unknown input format {fmt!r} (one of {', '.join(FORMATS)})")
+        return fmt
+    base, _ = split_compression(url)
+    low = base.lower()
+    for suffix, name in _SUFFIX_FORMAT.items():
+        if low.endswith(suffix):
+            return name
+    raise UnknownFormat(f"cannot tell the format of {url} from its name: set input.format")
+
+
+def field_names(preset: str, fields: Any = None) -> tuple[str, str | None]:
+    """(instruction column, input column or None) for a column-based preset."""
+    if fields is not None and hasattr(fields, "model_dump"):
+        fields = fields.model_dump()
+    names = {
+        "alpaca": ("instruction", "input"),
+        "dolly": ("instruction", "context"),
+        "text": ("text", None),
+        "custom": ("instruction", "input"),
+        "sharegpt": ("conversations", None),
+    }
+    if preset not in names:
+        raise ValueError(f"unknown input preset {preset!r} (one of {', '.join(PRESETS)})")
+    instr, inp = names[preset]
+    if fields and preset != "sharegpt":  # input.fields overrides a preset's column names
+        instr = fields.get("instruction") or instr
+        inp = fields.get("input", inp)
+    return instr, inp
+
+
+# ----------------------------------------------------------------------------- record helpers
+class _BadEncoding(Exception):
+    pass
+
+
+def _truncate(s: str) -> str:
+    s = s[:RAW_MAX_CHARS]
+    if _SURROGATE_RE.search(s):  # never hand Arrow a string it cannot encode
+        s = s.encode("utf-8", "replace").decode("utf-8")
+    return s
+
+
+def _raw_bytes(b: bytes) -> str:
+    return _truncate(b[: RAW_MAX_CHARS * 4].decode("utf-8", "replace"))
+
+
+def _raw_row(row: dict) -> str:
+    try:
+        return _truncate(json.dumps(row, ensure_ascii=False, default=str))
+    except (TypeError, ValueError):
+        return _truncate(str(row))
+
+
+def _to_str(v: Any) -> str:
+    if v is None:
+        return ""
+    if isinstance(v, str):
+        return v
+    if isinstance(v, (bytes, bytearray, memoryview)):
+        try:
+            return bytes(v).decode("utf-8")
+        except UnicodeDecodeError:
+            raise _BadEncoding from None
+    return str(v)
+
+
+def _sharegpt_instruction(obj: dict) -> tuple[str | None, str | None]:
+    """(instruction, reason): the first human/user turn of ``conversations`` or ``messages``."""
+    conv, who, what = obj.get("conversations"), "from", "value"
+    if conv is None:
+        conv, who, what = obj.get("messages"), "role", "content"
+    if conv is None:
+        return None, "missing_field"
+    if not isinstance(conv, (list, tuple)):
+        return None, "malformed"
+    for turn in conv:
+        if not isinstance(turn, dict):
+            continue
+        speaker = turn.get(who) or turn.get("role") or turn.get("from")
+        if str(speaker or "").lower() in ("human", "user"):
+            content = turn.get(what)
+            if content is None:
+                content = turn.get("value", turn.get("content"))
+            if isinstance(content, list):  # OpenAI content parts: [{"type": "text", "text": ...}]
+                content = "\n".join(
+                    _to_str(p.get("text")) if isinstance(p, dict) else _to_str(p) for p in content
+                )
+            return _to_str(content), None
+    return None, "missing_field"
+
+
+class _Extractor:
+    """Turns a parsed record (a dict) into (instruction, input, reason)."""
+
+    def __init__(self, preset: str, fields: Any, max_chars: int):
+        self.sharegpt = preset == "sharegpt"
+        self.instr, self.inp = field_names(preset, fields)
+        self.max_chars = max_chars
+
+    def needed_columns(self) -> list[str]:
+        if self.sharegpt:
+            return ["conversations", "messages"]
+        return [self.instr] + ([self.inp] if self.inp else [])
+
+    def has_instruction(self, columns: list[str]) -> bool:
+        if self.sharegpt:
+            return "conversations" in columns or "messages" in columns
+        return self.instr in columns
+
+    def __call__(self, obj: dict) -> tuple[str | None, str | None, str | None]:
+        try:
+            if self.sharegpt:
+                instr, reason = _sharegpt_instruction(obj)
+                if reason:
+                    return None, None, reason
+                inp = ""
+            else:
+                if self.instr not in obj:
+                    return None, None, "missing_field"
+                instr = _to_str(obj[self.instr])
+                inp = _to_str(obj.get(self.inp)) if self.inp else ""
+        except _BadEncoding:
+            return None, None, "bad_encoding"
+        return check_text(instr, inp, self.max_chars)
+
+
+def check_text(instruction: str, input: str, max_chars: int) -> tuple[str | None, str | None, str | None]:  # noqa: A002
+    """Clean both texts and classify: (instruction, input, None) or (None, None, reason)."""
+    instruction, input = clean_text(instruction), clean_text(input)
+    if _SURROGATE_RE.search(instruction) or _SURROGATE_RE.search(input):
+        return None, None, "bad_encoding"  # lone surrogates (e.g. "\ud800" escapes) are not text
+    if not instruction:
+        return None, None, "empty"
+    if len(instruction) + len(input) > max_chars:
+        return None, None, "too_long"
+    return instruction, input, None
+
+
+# ----------------------------------------------------------------------------- byte streams
+class _Replay(io.RawIOBase):
+    """A read-only stream that first returns ``head`` and then the rest of ``f``."""
+
+    def __init__(self, head: bytes, f):
+        self.head, self.f = head, f
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, n: int = -1) -> bytes:
+        if self.head:
+            if n is None or n < 0:
+                out, self.head = self.head + self.f.read(), b""
+                return out
+            out, self.head = self.head[:n], self.head[n:]
+            return out
+        return self.f.read(n)
+
+    def readinto(self, b) -> int:
+        data = self.read(len(b))
+        b[: len(data)] = data
+        return len(data)
+
+
+def _iter_lines(f, limit: int) -> Iterator[tuple[bytes, bool]]:
+    """Every line of a byte stream (split on ``\\n``) as (bytes, overlong).
+
+    An overlong line (> ``limit`` bytes) is never held whole: only its first bytes are yielded.
+    """
+    keep = RAW_MAX_CHARS * 4
+    carry = bytearray()
+    over: bytes | None = None  # prefix of the overlong line being skipped
+    for chunk in iter(lambda: f.read(CHUNK), b""):
+        parts = chunk.split(b"\n")
+        if over is None:
+            carry += parts[0]
+            if len(carry) > limit:
+                over, carry = bytes(carry[:keep]), bytearray()
+        if len(parts) == 1:
+            continue
+        if over is not None:
+            yield over, True
+            over = None
+        else:
+            yield bytes(carry), False
+        carry = bytearray()
+        for p in parts[1:-1]:
+            yield (p, False) if len(p) <= limit else (p[:keep], True)
+        last = parts[-1]
+        if len(last) > limit:
+            over = last[:keep]
+        else:
+            carry += last
+    if over is not None:
+        yield over, True
+    elif carry:
+        yield bytes(carry), False
+
+
+def _open(url: str):
+    _, comp = split_compression(url)
+    return fsspec.open(url, "rb", compression=comp)
+
+
+# ----------------------------------------------------------------------------- per format
+def _jsonl(f, ext: _Extractor, max_chars: int) -> Iterator[Record]:
+    for idx, (line, over) in enumerate(_iter_lines(f, raw_line_limit(max_chars))):
+        if idx == 0 and line.startswith(_BOM):
+            line = line[3:]
+        if over:
+            yield idx, _raw_bytes(line), None, None, "too_long"
+            continue
+        if not line.strip():
+            continue
+        try:
+            text = line.decode("utf-8")
+        except UnicodeDecodeError:
+            yield idx, _raw_bytes(line), None, None, "bad_encoding"
+            continue
+        try:
+            obj = json.loads(text)
+        except ValueError:
+            obj = None
+        if not isinstance(obj, dict):
+            yield idx, _truncate(text), None, None, "malformed"
+            continue
+        instr, inp, reason = ext(obj)
+        yield idx, (_truncate(text) if reason else None), instr, inp, reason
+
+
+def _txt(f, max_chars: int) -> Iterator[Record]:
+    for idx, (line, over) in enumerate(_iter_lines(f, raw_line_limit(max_chars))):
+        if idx == 0 and line.startswith(_BOM):
+            line = line[3:]
+        if over:
+            yield idx, _raw_bytes(line), None, None, "too_long"
+            continue
+        if not line.strip():
+            continue
+        try:
+            text = line.decode("utf-8")
+        except UnicodeDecodeError:
+            yield idx, _raw_bytes(line), None, None, "bad_encoding"
+            continue
+        instr, inp, reason = check_text(text, "", max_chars)
+        yield idx, (_truncate(text) if reason else None), instr, inp, reason
+
+
+def _json_array(f, ext: _Extractor, max_chars: int) -> Iterator[Record]:
+    """Elements of a top-level JSON array, decoded incrementally (the file is never loaded whole)."""
+    limit = raw_line_limit(max_chars)
+    decoder = json.JSONDecoder()
+    utf8 = codecs.getincrementaldecoder("utf-8")(errors="surrogateescape")
+    buf, pos, eof = "", 0, False
+
+    def fill() -> None:
+        nonlocal buf, pos, eof
+        chunk = f.read(CHUNK)
+        if not chunk:
+            eof = True
+        buf = buf[pos:] + utf8.decode(chunk, final=not chunk)
+        pos = 0
+
+    def skip_ws() -> None:
+        nonlocal pos
+        while True:
+            pos = _WS_RE.match(buf, pos).end()
+            if pos < len(buf) or eof:
+                return
+            fill()
+
+    skip_ws()
+    if pos >= len(buf) or buf[pos] != "[":
+        if pos < len(buf):
+            yield 0, _truncate(buf[pos:]), None, None, "malformed"
+        return
+    pos += 1
+    idx = 0
+    while True:
+        skip_ws()
+        if pos >= len(buf):
+            yield idx, "", None, None, "malformed"  # unterminated array
+            return
+        if buf[pos] == "]" and idx == 0:
+            return
+        while True:
+            try:
+                obj, end = decoder.raw_decode(buf, pos)
+                if end < len(buf) or eof:
+                    break
+            except ValueError:
+                if eof or len(buf) - pos > limit:
+                    reason = "too_long" if len(buf) - pos > limit else "malformed"
+                    yield idx, _truncate(buf[pos:]), None, None, reason
+                    return
+            fill()
+        text = buf[pos:end]
+        pos = end
+        if _SURROGATE_RE.search(text):
+            yield idx, _truncate(text), None, None, "bad_encoding"
+        elif len(text) > limit:
+            yield idx, _truncate(text), None, None, "too_long"
+        elif not isinstance(obj, dict):
+            yield idx, _truncate(text), None, None, "malformed"
+        else:
+            instr, inp, reason = ext(obj)
+            yield idx, (_truncate(text) if reason else None), instr, inp, reason
+        idx += 1
+        skip_ws()
+        if pos < len(buf) and buf[pos] == ",":
+            pos += 1
+            continue
+        if pos < len(buf) and buf[pos] == "]":
+            return
+        yield idx, _truncate(buf[pos:]), None, None, "malformed"  # missing comma or bracket
+        return
+
+
+def _json(f, ext: _Extractor, max_chars: int) -> Iterator[Record]:
+    """A JSON array of objects, or JSONL content in a .json file (told by the first byte)."""
+    head = f.read(CHUNK)
+    first = head.removeprefix(_BOM).lstrip(b" \t\r\n")[:1]
+    stream = _Replay(head, f)
+    if first == b"[":
+        yield from _json_array(stream, ext, max_chars)
+    else:
+        yield from _jsonl(stream, ext, max_chars)
+
+
+def _parquet(f, url: str, compressed: bool, ext: _Extractor) -> Iterator[Record]:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    src = pa.BufferReader(f.read()) if compressed else f
+    try:
+        pf = pq.ParquetFile(src)
+        names = pf.schema_arrow.names
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as e:
+        yield -1, _truncate(f"unreadable parquet file {url}: {e}"), None, None, "malformed"
+        return
+    # read only what we use, unless the instruction column is missing (then raw shows the row)
+    columns = [c for c in ext.needed_columns() if c in names] if ext.has_instruction(names) else None
+    idx = 0
+    for batch in pf.iter_batches(batch_size=4096, columns=columns):
+        for row in batch.to_pylist():
+            instr, inp, reason = ext(row)
+            yield idx, (_raw_row(row) if reason else None), instr, inp, reason
+            idx += 1
+
+
+def _csv(f, ext: _Extractor, max_chars: int) -> Iterator[Record]:
+    limit = raw_line_limit(max_chars)
+    if csv.field_size_limit() < limit:
+        csv.field_size_limit(limit)
+    text = io.TextIOWrapper(f, encoding="utf-8", errors="surrogateescape", newline="")
+    reader = csv.reader(text)
+    try:
+        header = next(reader)
+    except StopIteration:
+        return
+    except csv.Error as e:
+        yield -1, _truncate(f"unreadable CSV header: {e}"), None, None, "malformed"
+        return
+    if header:
+        header[0] = header[0].removeprefix("\ufeff")
+    idx = 0
+    while True:
+        try:
+            row = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as e:
+            reason = "too_long" if "field limit" in str(e) else "malformed"
+            yield idx, _truncate(f"CSV error: {e}"), None, None, reason
+            idx += 1
+            continue
+        if not row:
+            continue  # an empty line is not a record
+        raw = dict(zip(header, row)) if len(row) == len(header) else row
+        if len(row) != len(header):
+            yield idx, _raw_row({"row": raw}), None, None, "malformed"
+        elif any(_SURROGATE_RE.search(v) for v in row):
+            yield idx, _raw_row(raw), None, None, "bad_encoding"
+        else:
+            instr, inp, reason = ext(raw)
+            yield idx, (_raw_row(raw) if reason else None), instr, inp, reason
+        idx += 1
+
+
+# ----------------------------------------------------------------------------- entry point
+def iter_records(
+    url: str,
+    fmt: str = "auto",
+    preset: str = "alpaca",
+    fields: Any = None,
+    max_chars: int = 20_000,
+) -> Iterator[Record]:
+    """Stream one file (local path or fsspec URL) as ``(source_row, raw, instruction, input, reason)``.
+
+    ``fields`` is an ``InputFields`` (or a dict ``{instruction, input}``) overriding the preset's
+    column names.  For ``.txt`` files every non-blank line is one instruction, whatever the preset.
+    Errors opening or reading the file (missing file, permissions, network) are raised.
+    """
+    kind = detect_format(url, fmt)
+    ext = _Extractor(preset, fields, max_chars)
+    _, comp = split_compression(url)
+    with _open(url) as f:
+        if kind == "jsonl":
+            yield from _jsonl(f, ext, max_chars)
+        elif kind == "json":
+            yield from _json(f, ext, max_chars)
+        elif kind == "txt":
+            yield from _txt(f, max_chars)
+        elif kind == "parquet":
+            yield from _parquet(f, url, comp is not None, ext)
+        elif kind == "csv":
+            yield from _csv(f, ext, max_chars)
+        else:  # pragma: no cover - detect_format only returns FORMATS
+            raise UnknownFormat(kind)
