@@ -1,0 +1,81 @@
+"""Durable answer store: one small JSON file per request key, under any fsspec folder URL.
+
+Layout: ``<dir>/<key[:2]>/<key>.json``.  A paid answer is written *before* it is used, so a job
+killed at any point never pays twice for the same prompt.  Local writes go to a temporary name
+in the same folder, are fsync'ed and renamed into place (atomic: a reader sees the whole record
+or nothing); object stores (``s3://``, ``gs://``) put an object atomically by themselves.
+A record that cannot be read back (torn by a crash of a non-atomic filesystem) counts as absent.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from typing import Any, Iterator
+
+import fsspec
+from fsspec.implementations.local import LocalFileSystem
+
+
+class AnswerCache:
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.fs, root = fsspec.core.url_to_fs(url)
+        self.root = root.rstrip("/")
+        self.local = isinstance(self.fs, LocalFileSystem)
+        self._made: set[str] = set()
+
+    def path(self, key: str) -> str:
+        return f"{self.root}/{key[:2]}/{key}.json"
+
+    def get(self, key: str) -> dict | None:
+        p = self.path(key)
+        try:
+            if self.local:
+                with open(p, "rb") as f:
+                    data = f.read()
+            else:
+                data = self.fs.cat_file(p)
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        try:
+            rec = json.loads(data)
+        except (ValueError, UnicodeDecodeError):
+            return None
+        return rec if isinstance(rec, dict) else None
+
+    def __contains__(self, key: str) -> bool:
+        return self.get(key) is not None
+
+    def put(self, key: str, record: dict[str, Any]) -> None:
+        data = json.dumps(record, ensure_ascii=False, sort_keys=True).encode("utf-8")
+        p = self.path(key)
+        folder = p.rsplit("/", 1)[0]
+        if self.local:
+            if folder not in self._made:
+                os.makedirs(folder, exist_ok=True)
+                self._made.add(folder)
+            tmp = f"{folder}/.{key}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
+            with open(tmp, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, p)
+        else:
+            self.fs.pipe_file(p, data)
+
+    def keys(self) -> Iterator[str]:
+        try:
+            found = self.fs.find(self.root)
+        except FileNotFoundError:
+            return iter(())
+        out = []
+        for p in found:
+            name = p.rsplit("/", 1)[-1]
+            if name.endswith(".json") and not name.startswith("."):
+                out.append(name[: -len(".json")])
+        return iter(sorted(out))
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self.keys())

@@ -1,0 +1,320 @@
+"""The LLM client against a real simulator subprocess over HTTP (and a scripted fake server)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+
+import pytest
+from aiohttp import web
+
+from selectllm.config import LLMConfig, PriceConfig, SimulatorConfig
+from selectllm.errors import UserError
+from selectllm.llm.budget import cost_usd
+from selectllm.llm.client import llm_endpoint, run_requests
+from selectllm.llm.simulator import start_simulator
+from selectllm.llm.tokens import count_message_tokens
+from selectllm.llm.types import LLMRequest, request_key
+
+MODEL = "gpt-4o-mini"
+PRICE = PriceConfig(input_per_mtok=2.5, output_per_mtok=10.0)
+SCHEMA = {"type": "json_schema", "json_schema": {"name": "selection", "schema": {
+    "type": "object", "properties": {"selected": {"type": "array", "items": {"type": "integer"}}},
+    "required": ["selected"]}}}
+
+
+def make_requests(n: int, tag: str = "", max_tokens: int = 16, rf: dict | None = None,
+                  k: int = 1) -> list[LLMRequest]:
+    out = []
+    for i in range(n):
+        cands = "\n".join(f'<candidate id="{j}">\n### Instruction: task {tag} {i} {"x " * (j * 3)}\n</candidate>'
+                          for j in range(1, 5))
+        msgs = [{"role": "system", "content": "Pick the most useful instructions."},
+                {"role": "user", "content": f"{cands}\nSelect exactly {k} instruction(s)."}]
+        key = request_key(MODEL, msgs, {"max_tokens": max_tokens, "rf": rf is not None}, "test-v1")
+        out.append(LLMRequest(key=key, group_id=i, messages=msgs, max_tokens=max_tokens, response_format=rf))
+    return out
+
+
+def llm_cfg(**kw) -> LLMConfig:
+    base = dict(provider="simulator", model=MODEL, concurrency=8, price=PRICE, max_usd=10.0, max_retries=8)
+    base.update(kw)
+    return LLMConfig(**base)
+
+
+def delta(before: dict, after: dict) -> dict:
+    return {k: after[k] - before[k] for k in ("requests", "prompt_tokens", "completion_tokens")}
+
+
+@pytest.fixture(scope="module")
+def sim():
+    with start_simulator(SimulatorConfig(latency_ms=2), context_limit=3000) as h:
+        yield h
+
+
+# ---------------------------------------------------------------- happy path, cache, accounting
+
+
+def test_ordered_results_cache_and_exact_accounting(sim, tmp_path):
+    reqs = make_requests(40, "a", rf=SCHEMA)
+    cfg = llm_cfg()
+    before = sim.stats()
+    log = tmp_path / "select" / "requests.jsonl"
+    res = run_requests(reqs, cfg, str(tmp_path / "cache"), str(log), base_url=sim.base_url, progress=False)
+    after = sim.stats()
+    assert [r.key for r in res] == [r.key for r in reqs]
+    assert [r.group_id for r in res] == list(range(40))
+    assert all(r.status == "ok" and not r.cached and r.attempts == 1 for r in res)
+    assert all(json.loads(r.text) == {"selected": [4]} for r in res)  # the longest candidate
+    d = delta(before, after)
+    assert d["requests"] == 40
+    assert sum(r.input_tokens for r in res) == d["prompt_tokens"] == sum(
+        count_message_tokens(r.messages, MODEL) for r in reqs)
+    assert sum(r.output_tokens for r in res) == d["completion_tokens"]
+    spend = sum(r.usd for r in res)
+    assert spend == pytest.approx(cost_usd(d["prompt_tokens"], d["completion_tokens"], PRICE), rel=1e-9)
+
+    lines = [json.loads(x) for x in log.read_text().splitlines()]
+    assert sorted(x["key"] for x in lines) == sorted(r.key for r in reqs)
+    assert set(lines[0]) >= {"key", "status", "attempts", "cached", "input_tokens", "output_tokens", "usd"}
+
+    # rerun: every answer comes from the cache, nothing is sent
+    before = sim.stats()
+    res2 = run_requests(reqs, cfg, str(tmp_path / "cache"), str(log), base_url=sim.base_url, progress=False)
+    assert delta(before, sim.stats())["requests"] == 0
+    assert all(r.cached and r.status == "ok" and r.attempts == 0 for r in res2)
+    assert [r.text for r in res2] == [r.text for r in res]
+    assert [r.usd for r in res2] == [r.usd for r in res]  # what the answer cost when bought
+    assert len(log.read_text().splitlines()) == 80
+
+
+def test_same_key_twice_in_one_call_is_sent_once(sim, tmp_path):
+    reqs = make_requests(3, "dup")
+    twice = reqs + [reqs[1]]
+    before = sim.stats()
+    res = run_requests(twice, llm_cfg(concurrency=4), str(tmp_path), base_url=sim.base_url, progress=False)
+    assert delta(before, sim.stats())["requests"] == 3
+    assert res[3].text == res[1].text and res[3].cached and res[3].status == "ok"
+
+
+def test_structured_output_off_sends_plain_text(sim, tmp_path):
+    res = run_requests(make_requests(2, "plain", rf=SCHEMA), llm_cfg(structured_output="off"), str(tmp_path),
+                       base_url=sim.base_url, progress=False)
+    assert [r.text for r in res] == ["[4]", "[4]"]
+
+
+def test_length_gets_one_retry_with_double_max_tokens(sim, tmp_path):
+    reqs = make_requests(1, "len", max_tokens=1, k=3)  # "[4], [3], [2]" needs more than 2 tokens
+    before = sim.stats()
+    (r,) = run_requests(reqs, llm_cfg(), str(tmp_path), base_url=sim.base_url, progress=False)
+    d = delta(before, sim.stats())
+    assert r.status == "ok" and r.finish_reason == "length" and r.attempts == 2
+    assert d["requests"] == 2 and r.output_tokens == d["completion_tokens"] == 1 + 2
+    assert r.input_tokens == d["prompt_tokens"]
+
+
+# ---------------------------------------------------------------- failures
+
+
+def test_server_errors_are_retried_until_ok(tmp_path):
+    with start_simulator(SimulatorConfig(latency_ms=1, error_rate=0.3, seed=1)) as h:
+        reqs = make_requests(30, "err")
+        res = run_requests(reqs, llm_cfg(max_retries=10), str(tmp_path), base_url=h.base_url, progress=False,
+                           retry_base_s=0.01, seed=0)
+        st = h.stats()
+    assert all(r.status == "ok" for r in res)
+    assert sum(r.attempts for r in res) == st["requests"] > 30
+    assert st["by_status"].get("500", 0) + st["by_status"].get("503", 0) == st["requests"] - 30
+    assert sum(r.usd for r in res) == pytest.approx(cost_usd(st["prompt_tokens"], st["completion_tokens"], PRICE))
+
+
+def test_malformed_answers_come_back_as_text(tmp_path):
+    with start_simulator(SimulatorConfig(latency_ms=0, malformed_rate=1.0)) as h:
+        res = run_requests(make_requests(5, "mal"), llm_cfg(), str(tmp_path), base_url=h.base_url, progress=False)
+    assert all(r.status == "ok" and r.text and not any(c.isdigit() for c in r.text) for r in res)
+
+
+def test_budget_cap_stops_requests_and_is_never_exceeded(sim, tmp_path):
+    reqs = make_requests(40, "budget", max_tokens=20)
+    one = cost_usd(count_message_tokens(reqs[0].messages, MODEL), 20, PRICE)  # max cost of one request
+    cap = one * 10.5
+    before = sim.stats()
+    res = run_requests(reqs, llm_cfg(max_usd=cap, concurrency=6), str(tmp_path), base_url=sim.base_url,
+                       progress=False)
+    d = delta(before, sim.stats())
+    stopped = [r for r in res if r.status == "budget_stopped"]
+    ok = [r for r in res if r.status == "ok"]
+    assert stopped and ok and len(ok) + len(stopped) == 40
+    assert len(ok) >= 10  # answers cost less than their maximum, so at least 10 fit
+    spend = sum(r.usd for r in res)
+    assert spend <= cap
+    assert spend == pytest.approx(cost_usd(d["prompt_tokens"], d["completion_tokens"], PRICE))
+    assert d["requests"] == len(ok)
+    assert all(r.attempts == 0 and r.usd == 0 for r in stopped)
+
+
+def test_unknown_model_and_context_length_are_per_request_errors(sim, tmp_path):
+    (r,) = run_requests(make_requests(1, "m"), llm_cfg(model="no-such-model"), str(tmp_path),
+                        base_url=sim.base_url, progress=False)
+    assert r.status == "error" and "no-such-model" in r.error and r.attempts == 1
+    big = LLMRequest(key="b" * 64, group_id="big", messages=[{"role": "user", "content": "word " * 4000}],
+                     max_tokens=10)
+    small = make_requests(1, "ctx")[0]
+    res = run_requests([big, small], llm_cfg(), str(tmp_path), base_url=sim.base_url, progress=False)
+    assert res[0].status == "error" and "context length" in res[0].error and res[0].attempts == 1
+    assert res[1].status == "ok"
+
+
+def test_missing_key_for_openai_names_the_env_var(tmp_path, monkeypatch):
+    monkeypatch.delenv("SELECTLLM_TEST_KEY", raising=False)
+    with pytest.raises(UserError, match="SELECTLLM_TEST_KEY"):
+        run_requests(make_requests(1), llm_cfg(provider="openai", api_key_env="SELECTLLM_TEST_KEY"),
+                     str(tmp_path), base_url="http://127.0.0.1:9/v1", progress=False)
+
+
+# ---------------------------------------------------------------- scripted fake server
+
+
+class FakeServer:
+    """An aiohttp server in a thread whose handler is scripted by the test."""
+
+    def __init__(self, handler):
+        self.handler = handler
+        self.bodies: list[dict] = []
+        self.ready = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self):
+        self.loop = asyncio.new_event_loop()
+
+        async def handle(request):
+            body = await request.json()
+            self.bodies.append(body)
+            return await self.handler(request, body, len(self.bodies))
+
+        async def start():
+            app = web.Application()
+            app.router.add_post("/v1/chat/completions", handle)
+            self.runner = web.AppRunner(app, access_log=None)
+            await self.runner.setup()
+            site = web.TCPSite(self.runner, "127.0.0.1", 0)
+            await site.start()
+            self.port = self.runner.addresses[0][1]
+            self.ready.set()
+
+        self.loop.run_until_complete(start())
+        self.loop.run_forever()
+        self.loop.run_until_complete(self.runner.cleanup())
+
+    def __enter__(self):
+        self.thread.start()
+        self.ready.wait(10)
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    def __exit__(self, *exc):
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+
+
+def completion(text="[1]", prompt=10, completion=2, finish="stop"):
+    return web.json_response({
+        "id": "chatcmpl-1", "object": "chat.completion", "created": 0, "model": MODEL,
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": finish}],
+        "usage": {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}})
+
+
+def error(status, message, code=None, param=None, headers=None):
+    return web.json_response({"error": {"message": message, "type": "x", "code": code, "param": param}},
+                             status=status, headers=headers)
+
+
+def test_429_retry_after_is_honoured(tmp_path):
+    async def handler(request, body, n):
+        if n == 1:
+            return error(429, "slow down", code="rate_limit_exceeded",
+                         headers={"retry-after": "1", "retry-after-ms": "300"})
+        return completion()
+
+    with FakeServer(handler) as base:
+        t0 = time.monotonic()
+        (r,) = run_requests(make_requests(1), llm_cfg(), str(tmp_path), base_url=base, progress=False,
+                            retry_base_s=0.01)
+        elapsed = time.monotonic() - t0
+    assert r.status == "ok" and r.attempts == 2 and elapsed >= 0.3
+    assert r.input_tokens == 10 and r.usd == pytest.approx(cost_usd(10, 2, PRICE))
+
+
+def test_401_raises_user_error_without_the_key(tmp_path, monkeypatch):
+    secret = "sk-very-secret-123456"
+    monkeypatch.setenv("SELECTLLM_TEST_KEY", secret)
+
+    async def handler(request, body, n):
+        assert request.headers["Authorization"] == f"Bearer {secret}"
+        return error(401, f"Incorrect API key provided: {secret}", code="invalid_api_key")
+
+    with FakeServer(handler) as base:
+        with pytest.raises(UserError) as ei:
+            run_requests(make_requests(5), llm_cfg(provider="openai", api_key_env="SELECTLLM_TEST_KEY"),
+                         str(tmp_path), base_url=base, progress=False)
+    msg = str(ei.value)
+    assert "401" in msg and "SELECTLLM_TEST_KEY" in msg and secret not in msg and "\n" not in msg
+
+
+def test_auto_structured_output_falls_back_once_per_run(tmp_path, monkeypatch):
+    monkeypatch.setenv("SELECTLLM_TEST_KEY", "sk-test")
+
+    async def handler(request, body, n):
+        if "response_format" in body:
+            return error(400, "response_format is not supported by this model", param="response_format")
+        return completion("[2]")
+
+    srv = FakeServer(handler)
+    with srv as base:
+        res = run_requests(make_requests(4, rf=SCHEMA),
+                           llm_cfg(provider="openai", api_key_env="SELECTLLM_TEST_KEY", concurrency=1),
+                           str(tmp_path), base_url=base, progress=False)
+    assert all(r.status == "ok" and r.text == "[2]" for r in res)
+    assert [r.attempts for r in res] == [2, 1, 1, 1]  # rejected once, then never sent again
+    assert ["response_format" in b for b in srv.bodies] == [True, False, False, False, False]
+
+
+def test_structured_output_on_does_not_fall_back(tmp_path):
+    async def handler(request, body, n):
+        return error(400, "response_format is not supported", param="response_format")
+
+    with FakeServer(handler) as base:
+        (r,) = run_requests(make_requests(1, rf=SCHEMA), llm_cfg(structured_output="on"), str(tmp_path),
+                            base_url=base, progress=False)
+    assert r.status == "error" and "response_format" in r.error
+
+
+def test_connection_refused_is_retried_then_error(tmp_path):
+    (r,) = run_requests(make_requests(1), llm_cfg(max_retries=2), str(tmp_path),
+                        base_url="http://127.0.0.1:9/v1", progress=False, retry_base_s=0.01)
+    assert r.status == "error" and r.attempts == 3 and r.usd == 0
+
+
+# ---------------------------------------------------------------- helpers
+
+
+def test_llm_endpoint_starts_a_simulator(tmp_path):
+    cfg = llm_cfg(model="any-model-name", simulator=SimulatorConfig(latency_ms=0))
+    log = tmp_path / "sim.jsonl"
+    with llm_endpoint(cfg, str(log)) as base:
+        assert base.startswith("http://127.0.0.1:") and base.endswith("/v1")
+        (r,) = run_requests(make_requests(1), cfg, str(tmp_path / "c"), base_url=base, progress=False)
+        assert r.status == "ok"
+    assert json.loads(log.read_text().splitlines()[0])["status"] == 200
+    with llm_endpoint(llm_cfg(provider="openai", base_url="http://x/v1")) as base:
+        assert base == "http://x/v1"
+
+
+def test_run_requests_inside_a_running_loop(sim, tmp_path):
+    async def main():
+        return run_requests(make_requests(2, "loop"), llm_cfg(), str(tmp_path), base_url=sim.base_url,
+                            progress=True)
+
+    res = asyncio.run(main())
+    assert [r.status for r in res] == ["ok", "ok"]
