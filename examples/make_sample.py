@@ -371,7 +371,7 @@ CONCEPTS = {
     "an aurora": "a natural light display caused by charged solar particles hitting the upper atmosphere",
     "universal basic income": "a regular cash payment given to every citizen without conditions",
     "a transformer model": "a neural network that uses attention to relate all parts of a sequence",
-    "the Krebs-style business cycle": "the recurring pattern of economic expansion and contraction",
+    "the business cycle": "the recurring pattern of economic expansion and contraction",
     "fermentation": "the breakdown of sugars by microbes without oxygen, producing acids, gases or alcohol",
     "a monsoon": "a seasonal wind shift that brings heavy rain",
     "the speed of light": "about 299,792 kilometres per second in a vacuum",
@@ -1627,13 +1627,13 @@ def build(seed: int = SEED) -> tuple[bytes, dict]:
         assert dedup_key(v["instruction"], v["input"]) == keys[i]
         exact.append((i, v))
 
-    # where each planted row goes: after a random base row at or after its original
+    # where each planted row goes: after a random base row at most 600 rows after its original
     n = len(base)
     after: dict[int, list[tuple[str, object]]] = {}
     for i, v, jac in near:
-        after.setdefault(rng.randint(i, n - 1), []).append(("near", (i, v, jac)))
+        after.setdefault(rng.randint(i, min(n - 1, i + 600)), []).append(("near", (i, v, jac)))
     for i, v in exact:
-        after.setdefault(rng.randint(i, n - 1), []).append(("exact", (i, v)))
+        after.setdefault(rng.randint(i, min(n - 1, i + 600)), []).append(("exact", (i, v)))
     bad = ([("malformed", b) for b in BAD_MALFORMED] + [("empty", b) for b in BAD_EMPTY]
            + [("bad_encoding", b) for b in BAD_ENCODING] + [("missing_field", b) for b in BAD_MISSING])
     for reason, b in bad:

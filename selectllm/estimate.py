@@ -14,7 +14,7 @@ from selectllm.rundir import RunDir
 
 
 def estimate_cost(cfg: Config, run: RunDir) -> dict:
-    from selectllm.llm.budget import request_max_usd
+    from selectllm.llm.budget import max_request_cost
     from selectllm.llm.cache import AnswerCache
     from selectllm.llm.tokens import count_message_tokens
     from selectllm.select.decide import build_requests
@@ -44,6 +44,6 @@ def estimate_cost(cfg: Config, run: RunDir) -> dict:
         out["prompts"] += 1
         out["input_tokens"] += tokens
         out["max_output_tokens"] += r.max_tokens
-        out["max_usd"] += request_max_usd(tokens, r.max_tokens, cfg.llm.price)
+        out["max_usd"] += max_request_cost(tokens, r.max_tokens, cfg.llm.price)
     out["max_usd"] = round(out["max_usd"], 6)
     return out

@@ -9,16 +9,22 @@ import pyarrow.dataset as pds
 from selectllm.rundir import RunDir
 
 
-def read_table(run: RunDir, rel: str, columns: list[str] | None = None) -> pa.Table:
-    """A Parquet file or folder of ``*.parquet`` parts under the run directory, as one table."""
+def part_files(run: RunDir, stage: str) -> list[str]:
+    """A stage's ``part-*.parquet`` files (top level only: ``dedup/quarantine/`` etc. are other tables)."""
+    folder = run.path(stage)
+    return sorted(p for p in run.fs.ls(folder, detail=False)
+                  if p.rsplit("/", 1)[-1].startswith("part-") and p.endswith(".parquet"))
+
+
+def dataset(run: RunDir, rel: str) -> pds.Dataset:
+    """A single Parquet file, or a stage folder's part files, as one pyarrow dataset."""
     path = run.path(rel)
-    if run.fs.isdir(path):
-        files = sorted(p for p in run.fs.find(path) if p.endswith(".parquet") and "/quarantine/" not in p[len(path):]
-                       and "/duplicates" not in p[len(path):])
-    else:
-        files = [path]
-    dataset = pds.dataset(files, format="parquet", filesystem=run.fs)
-    return dataset.to_table(columns=columns)
+    files = part_files(run, rel) if run.fs.isdir(path) else [path]
+    return pds.dataset(files, format="parquet", filesystem=run.fs)
+
+
+def read_table(run: RunDir, rel: str, columns: list[str] | None = None) -> pa.Table:
+    return dataset(run, rel).to_table(columns=columns)
 
 
 def load_embeddings(run: RunDir) -> tuple[np.ndarray, np.ndarray]:

@@ -88,8 +88,10 @@ def run_stage(ctx: StageContext) -> dict:
     fs.makedirs(work, exist_ok=True)
     done = finished_ids(fs, work)
 
-    src = ctx.input_uri("dedup")
-    ds = ray.data.read_parquet(src, columns=["id", "text"], file_extensions=["parquet"])
+    from selectllm.tables import part_files
+
+    sources = [ctx.run.staging_uri(p) for p in part_files(ctx.run, "dedup")]
+    ds = ray.data.read_parquet(sources, columns=["id", "text"])
     total = ds.count()
     todo = total - len(done)
     if todo > 0:

@@ -7,7 +7,8 @@ too few identifiers is topped up from the same order.  Nothing is silent: every 
 
 from __future__ import annotations
 
-from selectllm.llm.client import llm_endpoint, run_requests
+from selectllm.llm.cache import AnswerCache
+from selectllm.llm.client import LocalBudget, llm_endpoint, run_requests
 from selectllm.llm.types import LLMRequest, request_key
 from selectllm.select.parse import parse_selection
 from selectllm.select.plan import Group
@@ -62,9 +63,16 @@ def decide_groups(ctx, groups: list[Group]) -> list[dict]:
     requests = build_requests(cfg, asking, texts)
     results = {}
     if requests:
+        cache_dir = ctx.run.path("cache", "llm")
+        # answers bought by an earlier (killed) run of this selection count against the cap
+        cache = AnswerCache(cache_dir)
+        prior = sum(float(rec.get("usd", 0.0)) for rec in (cache.get(r.key) for r in requests) if rec)
+        budget = LocalBudget(cfg.llm.max_usd, spent=prior)
+        log_dir = ctx.run.path("logs")
+        ctx.run.fs.makedirs(log_dir, exist_ok=True)
         with llm_endpoint(cfg.llm, ctx.run.path("logs", "simulator.jsonl")) as base_url:
-            out = run_requests(requests, cfg.llm, cache_dir=ctx.run.path("cache", "llm"),
-                               requests_log=ctx.out_path("requests.jsonl"), base_url=base_url)
+            out = run_requests(requests, cfg.llm, cache_dir=cache_dir, requests_log=ctx.out_path("requests.jsonl"),
+                               base_url=base_url, budget=budget)
         results = {r.group_id: r for r in out}
     decisions = []
     for g in groups:

@@ -13,21 +13,17 @@ import json
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.dataset as pds
 import pyarrow.parquet as pq
 
 from selectllm.errors import BudgetExceeded, UserError
 from selectllm.schemas import DECISIONS
 from selectllm.select import strategies
-from selectllm.tables import read_table
+from selectllm.tables import dataset, read_table
 
 
 def lookup_rows(run, ids: list[str], columns: list[str]) -> dict[str, dict]:
     """The dedup rows of some ids, streamed with a filter: the pool never lands on the driver."""
-    files = sorted(p for p in run.fs.find(run.path("dedup")) if p.endswith(".parquet")
-                   and "/quarantine/" not in p and "/duplicates" not in p)
-    dataset = pds.dataset(files, format="parquet", filesystem=run.fs)
-    table = dataset.to_table(columns=["id", *columns], filter=pc.field("id").isin(pa.array(ids, pa.string())))
+    table = dataset(run, "dedup").to_table(columns=["id", *columns], filter=pc.field("id").isin(pa.array(ids, pa.string())))
     return {row["id"]: row for row in table.to_pylist()}
 
 
