@@ -115,7 +115,7 @@ def simulate_llm(port: int = typer.Option(8011, "--port", help="0 picks a free p
 def main(argv: list[str] | None = None) -> None:
     debug = "--debug" in (argv if argv is not None else sys.argv[1:])
     try:
-        app(args=argv, standalone_mode=False)
+        code = app(args=argv, standalone_mode=False)
     except UserError as e:
         typer.echo(f"error: {e}", err=True)
         raise SystemExit(2)
@@ -137,6 +137,10 @@ def main(argv: list[str] | None = None) -> None:
         msg = str(e).strip().splitlines()[0] if str(e).strip() else ""
         typer.echo(f"error: {type(e).__name__}: {msg} (run with --debug for the traceback)", err=True)
         raise SystemExit(1)
+    if isinstance(code, int) and code != 0:  # typer turns Ctrl-C into exit code 130
+        if code == 130:
+            typer.echo("interrupted", err=True)
+        raise SystemExit(code)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,223 @@
+"""The whole CLI, end to end: every stage on a small corpus, resume, --force, kills, and errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from selectllm.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLE = ROOT / "examples" / "sample.jsonl"
+SELECTLLM = [sys.executable, "-m", "selectllm.cli"]
+
+
+def small_corpus(path: Path, good: int = 240) -> Path:
+    """`good` sample lines (which include planted duplicates) plus one bad line of every kind."""
+    lines = []
+    with SAMPLE.open("rb") as f:
+        for raw in f:
+            if len(lines) == good:
+                break
+            try:
+                rec = json.loads(raw)
+            except (ValueError, UnicodeDecodeError):
+                continue
+            if isinstance(rec, dict) and str(rec.get("instruction", "")).strip() and len(raw) < 5000:
+                lines.append(raw.rstrip(b"\n"))
+    lines += [
+        b'{"instruction": "truncated',  # malformed
+        b"[1, 2, 3]",  # malformed: not an object
+        b'{"instruction": "   ", "input": ""}',  # empty
+        b'{"instruction": "' + b"x" * 25_000 + b'"}',  # too_long (max_chars 20000)
+        b'{"instruction": "caf\xff\xfe bad bytes"}',  # bad_encoding
+        b'{"prompt": "no instruction field"}',  # missing_field
+    ]
+    first = json.loads(lines[0])
+    first["instruction"] = "  " + first["instruction"].upper() + " !"
+    lines.append(json.dumps(first).encode())  # an exact duplicate up to case, spaces, punctuation
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    return path
+
+
+def config(tmp_path: Path, corpus: Path, budget: int = 12, **extra) -> Path:
+    cfg = {
+        "run_dir": str(tmp_path / "run"),
+        "input": {"paths": [str(corpus)], "preset": "alpaca"},
+        "embed": {"batch_size": 32},
+        "select": {"strategy": "selectllm", "budget": budget, "candidates_per_prompt": 6},
+        "llm": {"provider": "simulator", "concurrency": 4, "max_usd": 1.0, "simulator": {"latency_ms": 1}},
+        **extra,
+    }
+    p = tmp_path / "cfg.yaml"
+    p.write_text(json.dumps(cfg))  # JSON is YAML
+    return p
+
+
+def cli(*args: str) -> None:
+    try:
+        main(list(args))
+    except SystemExit as e:
+        assert e.code in (0, None), f"selectllm {' '.join(args)} exited {e.code}"
+
+
+def manifest(run: Path) -> dict:
+    return json.loads((run / "manifest.json").read_text())
+
+
+@pytest.mark.slow
+def test_run_resume_force(tmp_path, spark, ray_local, capsys):
+    corpus = small_corpus(tmp_path / "corpus.jsonl")
+    cfg = config(tmp_path, corpus)
+    run = tmp_path / "run"
+    cli("run", str(cfg))
+    out = capsys.readouterr().out
+    assert f"selected.jsonl: {run / 'selected.jsonl'}" in out and "report.html:" in out
+
+    m = manifest(run)
+    assert [s for s in ("dedup", "embed", "cluster", "select", "report") if m["stages"][s]["status"] == "complete"] \
+        == ["dedup", "embed", "cluster", "select", "report"]
+    stats = json.loads((run / "dedup" / "stats.json").read_text())
+    assert stats["read"] == stats["kept"] + stats["exact_duplicates"] + stats["near_duplicates"] + stats["quarantined_total"]
+    assert stats["quarantined"] == {"malformed": 2, "empty": 1, "too_long": 1, "bad_encoding": 1, "missing_field": 1}
+    assert stats["exact_duplicates"] >= 1
+
+    selected = [json.loads(line) for line in (run / "selected.jsonl").read_text().splitlines()]
+    assert len(selected) == 12 and len({s["id"] for s in selected}) == 12
+    assert set(selected[0]) == {"id", "instruction", "input", "source", "cluster_id", "strategy"}
+    decisions = pq.read_table(run / "select" / "decisions.parquet").to_pylist()
+    assert len(decisions) == 12 and all(d["status"] == "ok" for d in decisions)
+    for d in decisions:
+        assert set(d["chosen_ids"]) <= set(d["candidate_ids"])
+    requests = (run / "select" / "requests.jsonl").read_text().splitlines()
+    asked = [d for d in decisions if "no LLM call" not in d["reason"]]
+    assert len(requests) == len(asked) >= 8 and all(d["input_tokens"] > 0 for d in asked)
+    assert "sk-" not in (run / "config.yaml").read_text()
+    html = (run / "report.html").read_text()
+    assert 'id="plot-funnel"' in html and 'id="plot-clusters"' in html
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["selection"]["selected"] == 12
+
+    # same command again: everything skipped, byte-identical selection
+    before = (run / "selected.jsonl").read_bytes()
+    tokens = {s: e["output_token"] for s, e in manifest(run)["stages"].items()}
+    cli("run", str(cfg))
+    assert (run / "selected.jsonl").read_bytes() == before
+    assert {s: e["output_token"] for s, e in manifest(run)["stages"].items()} == tokens
+
+    # --force select recomputes select and report only; answers come from the cache
+    cli("run", str(cfg), "--force", "select")
+    after = {s: e["output_token"] for s, e in manifest(run)["stages"].items()}
+    assert sorted(s for s in tokens if tokens[s] != after[s]) == ["report", "select"]
+    assert (run / "selected.jsonl").read_bytes() == before
+    log = [json.loads(x) for x in (run / "select" / "requests.jsonl").read_text().splitlines()]
+    assert all(r["cached"] for r in log)
+
+    # a changed setting reruns what depends on it
+    cli("run", str(cfg), "--set", "select.strategy=random")
+    after2 = manifest(run)["stages"]
+    assert after2["embed"]["output_token"] == after["embed"]
+    assert after2["select"]["output_token"] != after["select"]
+    assert all(json.loads(x)["strategy"] == "random" for x in (run / "selected.jsonl").read_text().splitlines())
+
+
+@pytest.mark.slow
+def test_killed_stage_is_never_complete(tmp_path, spark, ray_local, monkeypatch):
+    """A failure inside a stage leaves it incomplete and no staging leftovers count; a rerun finishes."""
+    corpus = small_corpus(tmp_path / "corpus.jsonl", good=60)
+    cfg = config(tmp_path, corpus, budget=5)
+    run = tmp_path / "run"
+    import selectllm.select.stage as select_stage
+
+    real = select_stage.write_outputs
+
+    def dies_half_way(ctx, selected, decisions):
+        (Path(ctx.out) / "selected.jsonl").write_text("half\n")
+        raise KeyboardInterrupt  # what a kill looks like from inside
+
+    monkeypatch.setattr(select_stage, "write_outputs", dies_half_way)
+    with pytest.raises(SystemExit):
+        main(["run", str(cfg)])
+    m = manifest(run)
+    assert m["stages"]["embed"]["status"] == "complete"
+    assert "select" not in m["stages"] or m["stages"]["select"]["status"] != "complete"
+    assert not (run / "selected.jsonl").exists()
+    monkeypatch.setattr(select_stage, "write_outputs", real)
+    cli("run", str(cfg))
+    assert manifest(run)["stages"]["select"]["status"] == "complete"
+    assert len((run / "selected.jsonl").read_text().splitlines()) == 5
+
+
+def _run_cli(*args, env_extra=None, cwd=None):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", **(env_extra or {})}
+    return subprocess.run(SELECTLLM + list(args), capture_output=True, text=True, env=env, cwd=cwd, timeout=300)
+
+
+@pytest.mark.parametrize("sets,needle", [
+    (["select.budgett=3"], "unknown key 'select.budgett'"),
+    (["llm.rpm=lots"], "llm.rpm"),
+    (["input.paths=[/nonexistent/file.jsonl]"], "matches no file"),
+])
+def test_cli_errors_are_one_line(tmp_path, sets, needle):
+    corpus = tmp_path / "c.jsonl"
+    corpus.write_text('{"instruction": "a"}\n')
+    cfg = config(tmp_path, corpus)
+    args = ["run", str(cfg)]
+    for s in sets:
+        args += ["--set", s]
+    r = _run_cli(*args)
+    assert r.returncode == 2, r.stderr
+    lines = [x for x in r.stderr.splitlines() if x.strip()]
+    assert lines[-1].startswith("error: ") and needle in lines[-1]
+    assert "Traceback" not in r.stderr
+
+
+def test_missing_config_file_and_credentials(tmp_path):
+    r = _run_cli("run", str(tmp_path / "nope.yaml"))
+    assert r.returncode == 2 and "config file not found" in r.stderr and "Traceback" not in r.stderr
+    from selectllm.config import load_config
+    from selectllm.errors import UserError
+    from selectllm.llm.client import resolve_api_key
+
+    cfg = load_config(None, ["llm.provider=openai", "llm.api_key_env=SELECTLLM_TEST_NO_SUCH_KEY"])
+    with pytest.raises(UserError, match="SELECTLLM_TEST_NO_SUCH_KEY"):
+        resolve_api_key(cfg.llm)
+
+
+@pytest.mark.slow
+def test_real_kill_during_embed_then_resume(tmp_path, spark, ray_local):
+    """SIGKILL the whole CLI process group while it embeds; the rerun embeds only what is missing."""
+    corpus = small_corpus(tmp_path / "corpus.jsonl", good=700)
+    cfg = config(tmp_path, corpus, budget=5, embed={"batch_size": 16}, ray={"num_cpus": 2},
+                 spark={"master": "local[1]"})
+    run = tmp_path / "run"
+    cli("dedup", str(cfg))  # in-process, shared Spark: the subprocess below only embeds
+    proc = subprocess.Popen(SELECTLLM + ["embed", str(cfg)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            env={**os.environ, "HF_HUB_OFFLINE": "1"}, start_new_session=True)
+    deadline = time.time() + 240
+    work = None
+    while time.time() < deadline and proc.poll() is None:
+        found = list((run / "_work").glob("embed-*/*.parquet")) if (run / "_work").exists() else []
+        if found:
+            work = found[0].parent
+            break
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert work is not None, "embedding never wrote a file before the deadline"
+    m = manifest(run)
+    assert m["stages"].get("embed", {}).get("status") != "complete"
+    cli("embed", str(cfg))
+    counts = manifest(run)["stages"]["embed"]["counts"]
+    kept = json.loads((run / "dedup" / "stats.json").read_text())["kept"]
+    ids = pq.read_table(run / "embed", columns=["id"]).column("id").to_pylist()
+    assert len(ids) == kept == counts["rows"] and len(set(ids)) == kept
+    assert counts["resumed_rows"] > 0
