@@ -50,7 +50,8 @@ def ray_init(cfg: Config) -> None:
     if address:
         ray.init(address=address, **{k: v for k, v in kwargs.items() if k != "include_dashboard"})
     else:
-        ray.init(num_cpus=cfg.ray.num_cpus or os.cpu_count(), **kwargs)
+        # address="local": always a fresh local Ray, never a cluster some `ray start` left running
+        ray.init(address="local", num_cpus=cfg.ray.num_cpus or os.cpu_count(), **kwargs)
         _owned["ray"] = True
     try:
         from ray.data import DataContext

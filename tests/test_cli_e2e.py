@@ -204,12 +204,16 @@ def test_real_kill_during_embed_then_resume(tmp_path, spark, ray_local):
                             env={**os.environ, "HF_HUB_OFFLINE": "1"}, start_new_session=True)
     deadline = time.time() + 240
     work = None
-    while time.time() < deadline and proc.poll() is None:
-        found = list((run / "_work").glob("embed-*/*.parquet")) if (run / "_work").exists() else []
-        if found:
-            work = found[0].parent
-            break
-        time.sleep(0.2)
+    while time.time() < deadline and proc.poll() is None and work is None:
+        for f in (run / "_work").glob("embed-*/*.parquet") if (run / "_work").exists() else []:
+            try:
+                pq.read_metadata(f)  # a finished file (a half-written one has no footer yet)
+                work = f.parent
+                break
+            except Exception:
+                pass
+        time.sleep(0.1)
+    assert proc.poll() is None, "embedding finished before it could be killed"
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     assert work is not None, "embedding never wrote a file before the deadline"

@@ -1,0 +1,30 @@
+"""Real instructions from ../shared/data for benchmarks (never copied into the repository)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+FILES = ["alpaca_subsets.jsonl", "dolly_subsets.jsonl", "code_alpaca_2k.jsonl", "gpteacher_codegen.jsonl",
+         "gsm8k_train.jsonl", "gpteacher_roleplay.jsonl", "self_instruct_user_oriented.jsonl",
+         "gpteacher_toolformer.jsonl", "flan_cot.jsonl"]
+
+
+def load_records(limit: int | None = None, files: list[str] | None = None) -> list[dict]:
+    """Records {instruction, input, source} from the shared corpora, interleaved file by file."""
+    if not SHARED.is_dir():
+        raise SystemExit(f"benchmark needs {SHARED} (the shared data folder)")
+    per_file = []
+    for name in files or FILES:
+        with (SHARED / name).open(encoding="utf-8") as f:
+            per_file.append([json.loads(line) for line in f if line.strip()])
+    out: list[dict] = []
+    i = 0
+    while any(i < len(rows) for rows in per_file) and (limit is None or len(out) < limit):
+        for rows in per_file:
+            if i < len(rows) and (limit is None or len(out) < limit):
+                r = rows[i]
+                out.append({"instruction": r["instruction"], "input": r.get("input") or "", "source": r.get("source", "")})
+        i += 1
+    return out
