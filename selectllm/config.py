@@ -77,6 +77,12 @@ class ClusterConfig(_Strict):
     k: int | Literal["auto"] = "auto"
     shards: int | Literal["auto"] = "auto"
     initial_centers: list[str] | str | None = None
+    mode: Literal["exact", "coreset"] = "exact"
+    coreset_factor: float = Field(2.0, gt=0)
+    device: str = "auto"  # auto | cpu | cuda[:i]
+    dtype: Literal["float32", "float16", "bfloat16"] = "float32"
+    batch: int = Field(64, ge=1)
+    min_shard_rows: int = Field(50_000, ge=1)
 
 
 class SelectConfig(_Strict):
@@ -88,6 +94,9 @@ class SelectConfig(_Strict):
     picks_per_prompt: int = Field(1, ge=1)
     seed: int = 0
     strict_budget: bool = False
+    # selectllm-paper: K diverse subsets (one prompt each) and the prompt's layout
+    paper_subsets: int = Field(1000, ge=1)
+    paper_prompt: Literal["delimited", "verbatim"] = "delimited"
 
     @model_validator(mode="after")
     def _picks_fit(self) -> "SelectConfig":
@@ -129,6 +138,9 @@ class LLMConfig(_Strict):
     structured_output: Literal["auto", "on", "off"] = "auto"
     price: PriceConfig = Field(default_factory=PriceConfig)
     simulator: SimulatorConfig = Field(default_factory=SimulatorConfig)
+    engine: Literal["auto", "local", "ray"] = "auto"  # auto: the Ray actor pool when Ray is up
+    batch_price_factor: float = Field(0.5, gt=0, le=1)  # Batch API price / online price
+    batch_poll_s: float = Field(10.0, gt=0)  # seconds between Batch API status polls
 
 
 class SparkConfig(_Strict):

@@ -78,7 +78,7 @@ def _embed_settings(cfg: Config) -> str:
 def _cluster_settings(cfg: Config) -> str:
     from selectllm.cluster.stage import resolved_k
 
-    return _h(cfg.section_hash("cluster", exclude={"cluster": {"shards"}}), resolved_k(cfg))
+    return _h(cfg.section_hash("cluster", exclude={"cluster": {"shards", "batch", "min_shard_rows", "device"}}), resolved_k(cfg))
 
 
 def _select_settings(cfg: Config) -> str:

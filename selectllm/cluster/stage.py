@@ -3,6 +3,10 @@
 k comes from ``cluster.k`` or, when auto, from the selection budget: one cluster per LLM prompt
 (``ceil(budget / picks_per_prompt)``) for ``selectllm``; ``budget`` clusters for strategies that
 take one row per cluster (``kcenter``, ``kmeans-closest``).
+
+The pool is split into ``cluster.shards`` Ray actors that read their own part of ``embed/`` and
+run exact farthest-first rounds with the driver as coordinator (:mod:`selectllm.cluster.sharded`);
+the centers do not depend on the number of shards.
 """
 
 from __future__ import annotations
@@ -13,11 +17,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from selectllm.cluster.kcenter import assign, farthest_first
 from selectllm.config import Config
 from selectllm.errors import UserError
-from selectllm.schemas import ASSIGNMENTS, CENTERS
-from selectllm.tables import load_embeddings
+from selectllm.schemas import CENTERS
 
 
 def resolved_k(cfg: Config) -> int:
@@ -29,23 +31,36 @@ def resolved_k(cfg: Config) -> int:
     return max(1, math.ceil(s.budget / s.picks_per_prompt))
 
 
-def initial_center_rows(cfg: Config, ids: np.ndarray) -> list[int]:
-    """Rows of ``cluster.initial_centers`` (ids, or a file with one id per line)."""
+def initial_center_ids(cfg: Config) -> list[str]:
+    """``cluster.initial_centers``: a list of ids, or a file (local or URL) with one id per line."""
     spec = cfg.cluster.initial_centers
     if not spec:
         return []
     if isinstance(spec, str):
         import fsspec
 
-        with fsspec.open(spec, "r") as f:
-            wanted = [line.strip() for line in f if line.strip()]
-    else:
-        wanted = list(spec)
+        try:
+            with fsspec.open(spec, "r") as f:
+                return [line.strip() for line in f if line.strip()]
+        except (OSError, ValueError) as e:
+            raise UserError(f"cluster.initial_centers: cannot read {spec}: {e}") from None
+    return [str(v) for v in spec]
+
+
+def initial_center_rows(cfg: Config, ids: np.ndarray) -> list[int]:
+    """Rows of ``cluster.initial_centers`` (ids, or a file with one id per line)."""
+    wanted = initial_center_ids(cfg)
+    if not wanted:
+        return []
     pos = {v: i for i, v in enumerate(ids)}
     missing = [w for w in wanted if w not in pos]
     if missing:
-        raise UserError(f"cluster.initial_centers: id {missing[0]} is not in the embedded pool ({len(missing)} missing)")
+        raise UserError(_missing_message(missing))
     return [pos[w] for w in wanted]
+
+
+def _missing_message(missing: list[str]) -> str:
+    return f"cluster.initial_centers: id {missing[0]} is not in the embedded pool ({len(missing)} missing)"
 
 
 def cluster_sizes_radii(labels: np.ndarray, dist: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -55,27 +70,98 @@ def cluster_sizes_radii(labels: np.ndarray, dist: np.ndarray, k: int) -> tuple[n
     return sizes, radii
 
 
+def _setting(cfg: Config, name: str, default):
+    """A ``cluster.*`` setting that ClusterConfig may not declare yet."""
+    value = getattr(cfg.cluster, name, None)
+    return default if value is None or value == "auto" and not isinstance(default, str) else value
+
+
+def embed_files(run) -> list[str]:
+    path = run.path("embed")
+    if not run.fs.exists(path):
+        return []
+    return sorted(run.fs.glob(path.rstrip("/") + "/part-*.parquet"))
+
+
+def resolve_shards(cfg: Config, n: int, device: str) -> int:
+    """``cluster.shards``: a number, or auto = the cluster's CPUs (GPUs with device cuda), never so
+    many that a shard has fewer than ``cluster.min_shard_rows`` rows."""
+    from selectllm.cluster.sharded import MIN_SHARD_ROWS
+
+    if cfg.cluster.shards != "auto":
+        return max(1, min(int(cfg.cluster.shards), n))
+    import ray
+
+    res = ray.cluster_resources()
+    slots = int(res.get("GPU", 0)) if device != "cpu" else int(res.get("CPU", 1))
+    min_rows = int(_setting(cfg, "min_shard_rows", MIN_SHARD_ROWS))
+    return max(1, min(slots, math.ceil(n / max(1, min_rows))))
+
+
+def resolve_device(cfg: Config) -> str:
+    """``cluster.device``: cpu, cuda, or auto (cuda when the Ray cluster has GPUs)."""
+    device = str(_setting(cfg, "device", "auto"))
+    if device != "auto":
+        return device
+    import ray
+
+    return "cuda" if ray.cluster_resources().get("GPU", 0) >= 1 else "cpu"
+
+
 def run_stage(ctx) -> dict:
+    from selectllm.cluster.sharded import (
+        DEFAULT_BATCH,
+        MissingIds,
+        ShardGroup,
+        keys_to_arrow,
+        plan_pieces,
+        run_kcenter,
+        write_assignments,
+    )
+    from selectllm.engines import ray_init
+
     cfg = ctx.cfg
     if cfg.cluster.method != "kcenter":
         raise UserError(f"cluster.method '{cfg.cluster.method}' is not available yet; use kcenter")
-    ids, x = load_embeddings(ctx.run)
-    if len(ids) == 0:
-        raise UserError("cluster: the embedded pool is empty (every input row was quarantined or a duplicate)")
-    k = min(resolved_k(cfg), len(ids))
-    centers, _ = farthest_first(x, k, initial=initial_center_rows(cfg, ids))
-    labels, dist = assign(x, centers)
-    sizes, radii = cluster_sizes_radii(labels, dist, k)
-    is_center = np.zeros(len(ids), dtype=bool)
-    is_center[centers] = True
-    assignments = pa.table({"id": pa.array(ids, pa.string()), "cluster_id": labels, "distance": dist,
-                            "is_center": is_center}, schema=ASSIGNMENTS)
-    table_centers = pa.table({"cluster_id": np.arange(k, dtype=np.int64), "id": pa.array(ids[centers], pa.string()),
-                              "size": sizes.astype(np.int64), "radius": radii}, schema=CENTERS)
+    files = embed_files(ctx.run)
     fs = ctx.run.fs
-    with fs.open(ctx.out_path("assignments.parquet"), "wb") as f:
-        pq.write_table(assignments, f)
+    n = 0
+    for path in files:
+        with fs.open(path, "rb") as f:
+            n += pq.read_metadata(f).num_rows
+    if n == 0:
+        raise UserError("cluster: the embedded pool is empty (every input row was quarantined or a duplicate)")
+    ray_init(cfg)
+    import ray
+
+    device = resolve_device(cfg)
+    dtype = str(_setting(cfg, "dtype", "float32"))
+    mode = str(_setting(cfg, "mode", "exact"))
+    shards = resolve_shards(cfg, n, device)
+    k = min(resolved_k(cfg), n)
+    cpus = ray.cluster_resources().get("CPU", 1)
+    group = ShardGroup.start([("parquet", fs, p) for p in plan_pieces(fs, files, shards)], dtype=dtype,
+                             device=device, num_cpus=min(1.0, cpus / shards),
+                             num_gpus=1 if device != "cpu" else 0)
+    try:
+        try:
+            result = run_kcenter(group, k, initial=initial_center_ids(cfg) or None, mode=mode,
+                                 batch=int(_setting(cfg, "batch", DEFAULT_BATCH)),
+                                 coreset_factor=float(_setting(cfg, "coreset_factor", 2.0)))
+        except MissingIds as e:
+            raise UserError(_missing_message(e.missing)) from None
+        k = len(result.keys)
+        write_assignments(group, fs, ctx.out_path("assignments.parquet"), n)
+    finally:
+        group.close()
+    table_centers = pa.table({"cluster_id": np.arange(k, dtype=np.int64), "id": keys_to_arrow(result.keys),
+                              "size": result.sizes.astype(np.int64), "radius": result.radii.astype(np.float32)},
+                             schema=CENTERS)
     with fs.open(ctx.out_path("centers.parquet"), "wb") as f:
         pq.write_table(table_centers, f)
-    return {"rows": int(len(ids)), "k": int(k), "radius": float(radii.max()),
-            "size_min": int(sizes.min()), "size_max": int(sizes.max())}
+    st = result.stats
+    return {"rows": int(n), "k": int(k), "radius": float(result.radii.max()),
+            "size_min": int(result.sizes.min()), "size_max": int(result.sizes.max()),
+            "shards": int(st["shards"]), "nodes": int(st["nodes"]), "mode": mode, "device": device,
+            "rounds": int(st.get("rounds", 1)), "select_seconds": round(st["select_seconds"], 3),
+            "assign_seconds": round(st["assign_seconds"], 3)}
