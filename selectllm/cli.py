@@ -91,6 +91,25 @@ def estimate(config: str = ConfigArg, run_dir: Optional[str] = RunDirOpt, set_: 
     typer.echo(json.dumps(estimate_cost(cfg, run), sort_keys=True))
 
 
+@app.command()
+def compare(config: str = ConfigArg,
+            strategies: Optional[str] = typer.Option(
+                None, "--strategies",
+                help="Comma-separated strategies (default: selectllm,selectllm-paper,random,kcenter,"
+                     "kmeans-closest,length,alpagasus)."),
+            run_dir: Optional[str] = RunDirOpt, set_: Optional[List[str]] = SetOpt, debug: bool = DebugOpt):
+    """Several strategies over the same embeddings: compare/compare.json, compare/compare.html."""
+    from selectllm.compare import parse_strategies, print_table, run_compare
+
+    _offline_defaults()
+    cfg = _load(config, run_dir, set_, debug)
+    names = parse_strategies(strategies)
+    run, results = run_compare(cfg, names)
+    print_table(results)
+    typer.echo(f"compare.json: {run.uri('compare', 'compare.json')}")
+    typer.echo(f"compare.html: {run.uri('compare', 'compare.html')}")
+
+
 @app.command("simulate-llm")
 def simulate_llm(port: int = typer.Option(8011, "--port", help="0 picks a free port."),
                  host: str = typer.Option("127.0.0.1", "--host"),

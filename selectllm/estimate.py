@@ -13,28 +13,56 @@ from selectllm.config import Config
 from selectllm.rundir import RunDir
 
 
+LLM_STRATEGIES = ("selectllm", "selectllm-paper", "alpagasus")
+
+
+def planned_requests(cfg: Config, run: RunDir) -> list:
+    """The exact requests the select stage would send for ``cfg.select.strategy`` (none for LLM-free ones)."""
+    from selectllm.select.decide import build_requests
+    from selectllm.select.stage import lookup_rows
+    from selectllm.tables import read_table
+
+    strategy = cfg.select.strategy
+    if strategy not in LLM_STRATEGIES:
+        return []
+    a = read_table(run, "cluster/assignments.parquet").sort_by("id")
+    ids = np.asarray(a.column("id").to_pylist(), dtype=object)
+    labels = a.column("cluster_id").to_numpy()
+    if strategy == "alpagasus":  # one rating per pool row
+        from selectllm.select.baselines import rating_requests
+
+        return rating_requests(cfg, ids, lookup_rows(run, [str(i) for i in ids], ["instruction", "input"]))
+    if strategy == "selectllm-paper":
+        from selectllm.select.paper import paper_groups
+        from selectllm.select.prompts import paper_prompt
+        from selectllm.tables import load_embeddings
+
+        emb_ids, x = load_embeddings(run)
+        if not np.array_equal(emb_ids, ids):
+            raise RuntimeError("estimate: embed/ and cluster/ disagree on the pool; rerun `selectllm cluster`")
+        groups, _ = paper_groups(cfg, ids, x)
+        prompt = paper_prompt(cfg.select.paper_prompt)
+    else:
+        from selectllm.select.plan import plan_groups
+
+        k = int(labels.max()) + 1 if len(labels) else 0
+        groups = plan_groups(ids, labels, a.column("distance").to_numpy(), k, cfg.select.budget,
+                             cfg.select.picks_per_prompt, cfg.select.candidates_per_prompt)
+        prompt = None
+    groups = [g for g in groups if g.needs_llm]
+    texts = lookup_rows(run, sorted({c for g in groups for c in g.candidates}), ["instruction", "input"])
+    return build_requests(cfg, groups, texts, prompt)
+
+
 def estimate_cost(cfg: Config, run: RunDir) -> dict:
     from selectllm.llm.budget import max_request_cost
     from selectllm.llm.cache import AnswerCache
     from selectllm.llm.tokens import count_message_tokens
-    from selectllm.select.decide import build_requests
-    from selectllm.select.plan import plan_groups
-    from selectllm.select.stage import lookup_rows
-    from selectllm.tables import read_table
 
     out = {"strategy": cfg.select.strategy, "budget": cfg.select.budget, "prompts": 0, "input_tokens": 0,
            "max_output_tokens": 0, "max_usd": 0.0, "cached_prompts": 0, "llm_max_usd_cap": cfg.llm.max_usd,
            "model": cfg.llm.model}
-    if cfg.select.strategy not in ("selectllm",):
-        return out
-    a = read_table(run, "cluster/assignments.parquet").sort_by("id")
-    ids = np.asarray(a.column("id").to_pylist(), dtype=object)
-    labels = a.column("cluster_id").to_numpy()
-    k = int(labels.max()) + 1 if len(labels) else 0
-    groups = [g for g in plan_groups(ids, labels, a.column("distance").to_numpy(), k, cfg.select.budget,
-                                     cfg.select.picks_per_prompt, cfg.select.candidates_per_prompt) if g.needs_llm]
-    texts = lookup_rows(run, sorted({c for g in groups for c in g.candidates}), ["instruction", "input"])
-    requests = build_requests(cfg, groups, texts)
+    requests = planned_requests(cfg, run)
     cache = AnswerCache(run.path("cache", "llm"))
     for r in requests:
         if cache.get(r.key) is not None:

@@ -164,6 +164,7 @@ def test_unknown_model_and_context_length_are_per_request_errors(sim, tmp_path):
     small = make_requests(1, "ctx")[0]
     res = run_requests([big, small], llm_cfg(), str(tmp_path), base_url=sim.base_url, progress=False)
     assert res[0].status == "error" and "context length" in res[0].error and res[0].attempts == 1
+    assert "context_length_exceeded, not retried" in res[0].error and "HTTP 400" in res[0].error
     assert res[1].status == "ok"
 
 

@@ -12,8 +12,9 @@ from selectllm.config import PriceConfig
 from selectllm.llm import tokens
 from selectllm.llm.budget import Budget, cost_usd, max_request_cost
 from selectllm.llm.cache import AnswerCache
+from selectllm.llm.gate import Gate
 from selectllm.llm.limiter import (RateLimiter, TokenBucket, format_duration, parse_duration,
-                                   retry_after_seconds)
+                                   retry_after_seconds, window_shape)
 from selectllm.llm.types import LLMResult, request_key
 
 MODEL = "gpt-4o-mini"
@@ -92,8 +93,9 @@ def test_budget_reserve_and_settle():
     assert not b.try_reserve(0.31)
     b.settle(0.5, 0.5)
     assert not b.could_fit_later(0.31)  # nothing outstanding: never
-    assert b.try_reserve(0.3)
-    assert b.remaining == pytest.approx(0.0, abs=1e-12)
+    assert not b.try_reserve(0.3)  # exactly the cap: refused (a billionth of headroom against float sums)
+    assert b.try_reserve(0.3 - 1e-6)
+    assert b.remaining == pytest.approx(0.0, abs=1e-6)
 
 
 def test_budget_never_exceeded_under_random_traffic():
@@ -148,33 +150,103 @@ def test_token_bucket_fake_clock():
     assert b.available(1000.0) == 60.0
 
 
+def test_window_shape_never_lets_more_than_the_limit_through_a_minute():
+    for limit in (2, 5, 60, 600, 1_000_000):
+        cap, rate = window_shape(limit)
+        assert cap + 61 * rate == pytest.approx(limit) and cap >= 1 and rate > 0
+    assert window_shape(600) == (5.0, 595 / 61)  # 97.5 % of the limit sustained
+
+
+def _sends(rl: RateLimiter, arrivals: list[tuple[float, int]]) -> list[tuple[float, int]]:
+    """Send times of requests (arrival time, tokens) that wait as long as the limiter says."""
+    return [(t + rl.reserve(tok, t), tok) for t, tok in arrivals]
+
+
+def _max_in_window(sends: list[tuple[float, int]], units: bool) -> float:
+    sends = sorted(sends)
+    best, j, acc = 0.0, 0, 0.0
+    for i, (t, tok) in enumerate(sends):
+        acc += tok if units else 1
+        while sends[j][0] <= t - 60.0:
+            acc -= sends[j][1] if units else 1
+            j += 1
+        best = max(best, acc)
+    return best
+
+
+def test_rate_limiter_keeps_every_sliding_minute_under_both_limits():
+    rng = random.Random(3)
+    for rpm, tpm in ((120, 20_000), (600, 1_000_000), (30, 3_000)):
+        rl = RateLimiter(rpm=rpm, tpm=tpm, now=0.0)
+        t, arrivals = 0.0, []
+        for _ in range(4 * rpm):  # bursts and lulls, 4 minutes' worth of requests
+            t += rng.choice([0.0, 0.0, 0.01, 0.5, 3.0])
+            arrivals.append((t, rng.randint(1, max(1, tpm // rpm * 2))))
+        sends = _sends(rl, arrivals)
+        assert _max_in_window(sends, units=False) <= rpm
+        assert _max_in_window(sends, units=True) <= tpm
+        span = sends[-1][0] - sends[0][0]
+        assert span > 120  # the limits, not the arrivals, decided the pace
+
+
 def test_rate_limiter_requests_and_tokens():
-    rl = RateLimiter(rpm=120, tpm=6000, now=0.0)  # 2 req/s, 100 tok/s
-    assert rl.reserve(5000, 0.0) == 0.0
-    w = rl.reserve(2000, 0.0)  # 1000 tokens short at 100 tok/s
-    assert w == pytest.approx(10.0)
-    rl.refund(1500, 0.0)  # the first answer used 1500 fewer than booked
-    assert rl.reserve(0, 0.0) == pytest.approx(0.0)  # level back to +500, no debt
+    rl = RateLimiter(rpm=120, tpm=12_000, now=0.0)  # buckets: 1 req + 100 tok, refilled at (L - b) / 61
+    r_tok = (12_000 - 100) / 61
+    assert rl.reserve(100, 0.0) == 0.0  # within the burst
+    w = rl.reserve(80, 0.0)  # 80 tokens short (and the request bucket one request short)
+    assert w == pytest.approx(max(80 / r_tok, 1 / ((120 - 1) / 61)))
+    rl.refund(300, 0.0)  # the answers used 300 fewer than booked
+    assert rl.tokens.available(0.0) == pytest.approx(100)  # capped at the capacity
     rl.pause_until(30.0)
     assert rl.reserve(1, 1.0) == pytest.approx(29.0)
     assert rl.pause_remaining(40.0) == 0.0
 
 
 def test_rate_limiter_observe_headers_only_tightens():
-    rl = RateLimiter(rpm=600, tpm=100_000, now=0.0)
-    rl.observe_headers({"x-ratelimit-limit-requests": "60", "x-ratelimit-remaining-requests": "10",
+    rl = RateLimiter(rpm=1200, tpm=100_000, now=0.0)
+    assert rl.requests.available(0.0) == 10
+    rl.observe_headers({"x-ratelimit-limit-requests": "600", "x-ratelimit-remaining-requests": "8",
                         "x-ratelimit-reset-requests": "50s", "x-ratelimit-limit-tokens": "1000000",
                         "x-ratelimit-remaining-tokens": "90000"}, now=0.0, in_flight_requests=2,
                        in_flight_tokens=500)
-    assert rl.requests.capacity == 60 and rl.requests.rate == 1.0  # tightened
-    assert rl.tokens.capacity == 100_000  # a looser server limit is ignored
-    assert rl.requests.available(0.0) == 8  # 10 remaining - 2 in flight
-    assert rl.tokens.available(0.0) == 89_500
+    assert (rl.requests.capacity, rl.requests.rate) == window_shape(600)  # tightened to 600/min
+    assert rl.limits["requests"] == 600 and rl.snapshot(0.0)["rpm"] == 600
+    assert rl.tokens.capacity == window_shape(100_000)[0]  # a looser server limit is ignored
+    assert rl.requests.available(0.0) == 5  # capacity 5 (8 remaining - 2 in flight = 6 is looser)
+    assert rl.tokens.available(0.0) == pytest.approx(window_shape(100_000)[0])
+    rl.observe_headers({"x-ratelimit-remaining-requests": "3"}, now=0.0, in_flight_requests=1)
+    assert rl.requests.available(0.0) == 2  # clamped to what the server says is left
     rl.observe_headers({"x-ratelimit-remaining-requests": "50"}, now=0.0)  # looser: no change
-    assert rl.requests.available(0.0) == 8
+    assert rl.requests.available(0.0) == 2
     rl.observe_headers(None, now=0.0)
-    waits = [rl.reserve(1, 0.0) for _ in range(10)]
-    assert waits[:8] == [0.0] * 8 and waits[8] == pytest.approx(1.0) and waits[9] == pytest.approx(2.0)
+    r = window_shape(600)[1]
+    waits = [rl.reserve(1, 0.0) for _ in range(4)]
+    assert waits[:2] == [0.0, 0.0] and waits[2] == pytest.approx(1 / r) and waits[3] == pytest.approx(2 / r)
+
+
+def test_gate_books_money_before_slots_and_settles_both():
+    g = Gate(rpm=1200, tpm=120_000, max_usd=1.0, now=0.0)  # buckets: 10 requests, 1000 tokens
+    assert g.acquire(0.6, 100, 0.0)[0] == "ok"
+    assert g.acquire(0.5, 100, 0.0)[0] == "later"  # 0.6 outstanding may settle lower
+    assert g.limiter.requests.available(0.0) == 9  # a refused request books no slot
+    assert g.limiter.tokens.available(0.0) == 900
+    g.complete(0.0, reserved_usd=0.6, actual_usd=0.1, booked_tokens=100, refund_tokens=60,
+               headers={"x-ratelimit-remaining-tokens": "50"})
+    assert g.budget.spent == pytest.approx(0.1) and g.unseen_requests == 0
+    assert g.limiter.tokens.available(0.0) == 50  # clamped by the server's remaining
+    state, wait, _ = g.acquire(0.5, 100, 0.0)
+    assert state == "ok" and wait == pytest.approx(50 / g.limiter.tokens.rate)
+    g.complete(0.0, reserved_usd=0.5, actual_usd=0.0, booked_tokens=100, refund_tokens=100,
+               refund_request=True, pause_s=5.0)  # a 429: nothing billed, everyone paused
+    assert g.acquire(0.0, 1, 1.0)[1:] == (pytest.approx(4.0), pytest.approx(4.0))
+    g.complete(1.0, reserved_usd=0.0, actual_usd=0.0, booked_tokens=1)
+    assert g.acquire(0.95, 1, 10.0)[0] == "stop"  # 0.1 spent + 0.95 > 1 and nothing outstanding
+    pauses = []  # a burst of 429s without retry-after: everyone pauses 1, 2, 4 ... s
+    for t in (20.0, 20.1, 20.2):
+        g.acquire(0.0, 1, t)
+        g.complete(t, reserved_usd=0.0, actual_usd=0.0, booked_tokens=1, refund_request=True, rate_limited=True)
+        pauses.append(g.limiter.pause_remaining(t))
+    assert pauses == [pytest.approx(1.0), pytest.approx(2.0), pytest.approx(4.0)]
 
 
 # ---------------------------------------------------------------- cache
@@ -190,8 +262,20 @@ def test_cache_roundtrip(tmp_path):
     assert list(c.keys()) == sorted(keys) and len(c) == 5 and keys[0] in c
     assert (tmp_path / "cache" / keys[2][:2] / f"{keys[2]}.json").is_file()
     assert not list((tmp_path / "cache").rglob("*.tmp"))
+    other = AnswerCache(str(tmp_path / "cache" / "batches"))  # a store in a sub-folder is not listed
+    other.put("ab" + "c" * 62, {"state": "done"})
+    assert list(c.keys()) == sorted(keys) and list(other.keys()) == ["ab" + "c" * 62]
     c.put(keys[0], {"text": "new"})  # overwrite is atomic too
     assert AnswerCache(f"file://{tmp_path}/cache").get(keys[0]) == {"text": "new"}
+
+
+def test_secret_never_prints():
+    import pickle
+
+    from selectllm.llm.client import Secret
+
+    s = Secret("sk-abc-123")
+    assert "sk-abc" not in repr(s) + str(s) + f"{s}" and pickle.loads(pickle.dumps(s)).get() == "sk-abc-123"
 
 
 def test_cache_torn_record_is_a_miss(tmp_path):

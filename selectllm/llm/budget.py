@@ -4,11 +4,16 @@ A request may be sent only after it has reserved its *maximum* cost (every promp
 ``max_tokens`` completion tokens); when its answer comes back the reservation is settled to the
 actual cost.  So ``spent + reserved <= max_usd`` holds at every moment, and the final spend can
 never exceed the cap as long as a request never bills more than its maximum.
+
+The comparison keeps a relative headroom of :data:`CAP_HEADROOM` (a billionth of the cap), so
+that the spend summed again by anyone, in any order, with float rounding, is still <= the cap.
 """
 
 from __future__ import annotations
 
 from selectllm.config import PriceConfig
+
+CAP_HEADROOM = 1e-9
 
 
 def cost_usd(input_tokens: int, output_tokens: int, price: PriceConfig) -> float:
@@ -31,11 +36,15 @@ class Budget:
         self.reserved = 0.0
         self.outstanding = 0  # reservations not yet settled
 
+    @property
+    def limit(self) -> float:
+        return self.max_usd * (1.0 - CAP_HEADROOM)
+
     def try_reserve(self, usd: float) -> bool:
         """Reserve ``usd`` if ``spent + reserved + usd <= max_usd``."""
         if usd < 0:
             raise ValueError("cannot reserve a negative amount")
-        if self.spent + self.reserved + usd <= self.max_usd:
+        if self.spent + self.reserved + usd <= self.limit:
             self.reserved += usd
             self.outstanding += 1
             return True
@@ -43,7 +52,7 @@ class Budget:
 
     def could_fit_later(self, usd: float) -> bool:
         """Whether ``usd`` might fit once outstanding reservations are settled (worth waiting)."""
-        return self.outstanding > 0 and self.spent + usd <= self.max_usd
+        return self.outstanding > 0 and self.spent + usd <= self.limit
 
     def settle(self, reserved: float, actual: float) -> None:
         """Replace a reservation by what was actually billed (0 for a failed attempt)."""
@@ -60,7 +69,7 @@ class Budget:
 
     @property
     def remaining(self) -> float:
-        return max(0.0, self.max_usd - self.spent - self.reserved)
+        return max(0.0, self.limit - self.spent - self.reserved)
 
     def snapshot(self) -> dict:
         return {"max_usd": self.max_usd, "spent": self.spent, "reserved": self.reserved,

@@ -1,6 +1,8 @@
 """Durable answer store: one small JSON file per request key, under any fsspec folder URL.
 
-Layout: ``<dir>/<key[:2]>/<key>.json``.  A paid answer is written *before* it is used, so a job
+Layout: ``<dir>/<key[:2]>/<key>.json`` (keys are sha256 hex digests; :meth:`keys` lists only
+files of that shape directly under the folder, so other stores may live in sub-folders, e.g.
+the Batch API's records in ``<dir>/batches/``).  A paid answer is written *before* it is used, so a job
 killed at any point never pays twice for the same prompt.  Local writes go to a temporary name
 in the same folder, are fsync'ed and renamed into place (atomic: a reader sees the whole record
 or nothing); object stores (``s3://``, ``gs://``) put an object atomically by themselves.
@@ -11,11 +13,15 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import uuid
 from typing import Any, Iterator
 
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
+
+
+_KEY_PATH = re.compile(r"([0-9a-f]{2})/([0-9a-f]{64})\.json")
 
 
 class AnswerCache:
@@ -72,9 +78,10 @@ class AnswerCache:
             return iter(())
         out = []
         for p in found:
-            name = p.rsplit("/", 1)[-1]
-            if name.endswith(".json") and not name.startswith("."):
-                out.append(name[: -len(".json")])
+            rel = p[len(self.root):].lstrip("/") if p.startswith(self.root) else p
+            m = _KEY_PATH.fullmatch(rel)
+            if m and m.group(1) == m.group(2)[:2]:
+                out.append(m.group(2))
         return iter(sorted(out))
 
     def __len__(self) -> int:

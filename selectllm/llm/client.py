@@ -5,21 +5,24 @@ request, in the same order.  For each request, in this order:
 
 1. **Cache** -- an answer stored under the request's key is returned without sending
    (``cached=True``); so is a second request with the same key in the same call.
-2. **Budget** -- the request reserves its maximum cost (prompt tokens x input price +
-   ``max_tokens`` x output price; for real endpoints the prompt estimate gets a
-   :data:`PROMPT_MARGIN` safety margin because their tokenizer may differ from ours).  If the cap
-   cannot hold it, even once in-flight requests have settled, the result is ``budget_stopped``
-   and nothing is sent.  After the answer the reservation is settled to the billed ``usage``.
-3. **Rate limits** -- one request and ``prompt + max_tokens`` tokens are booked in the token
-   buckets (:mod:`selectllm.llm.limiter`) and the worker waits as long as they say; the tokens not
-   used are refunded from ``usage``; ``x-ratelimit-*`` headers tighten the buckets; a 429's
-   ``retry-after`` pauses every worker.
-4. **Send** with ``openai.AsyncOpenAI(max_retries=0)`` (the SDK never retries on its own).
+2. **Gate** (:mod:`selectllm.llm.gate`, one call) -- the request reserves its maximum cost
+   (prompt tokens x input price + ``max_tokens`` x output price; for real endpoints the prompt
+   estimate gets a :data:`PROMPT_MARGIN` safety margin because their tokenizer may differ from
+   ours) under ``llm.max_usd`` (counting ``prior_usd``, already spent).  If the cap cannot hold
+   it, even once in-flight requests have settled, the result is ``budget_stopped`` and nothing is
+   sent.  Then one request and ``prompt + max_tokens`` tokens are booked in the token buckets
+   (:mod:`selectllm.llm.limiter`) and the worker waits as long as they say (and through any
+   shared 429 pause).
+3. **Send** with ``openai.AsyncOpenAI(max_retries=0)`` (the SDK never retries on its own).
    429 / 5xx / timeouts / connection errors are retried with exponential backoff and full jitter
    (``retry-after`` honoured), up to ``llm.max_retries`` times.  400 / 404 / 409 / 422 are not
-   retried: the result is ``error`` with the server's message.  401 / 403 and an exhausted quota
-   raise :class:`~selectllm.errors.UserError`.  ``finish_reason == "length"`` gets one more try
-   with twice the ``max_tokens`` (both attempts are billed and counted).
+   retried: the result is ``error`` with the server's message (``context_length_exceeded`` says
+   so).  401 / 403 and an exhausted quota raise :class:`~selectllm.errors.UserError`.
+   ``finish_reason == "length"`` gets one more try with twice the ``max_tokens`` (both attempts
+   are billed and counted).
+4. **Gate again** (second call, not awaited) -- the reservation is settled to the billed
+   ``usage``, unused tokens are refunded, ``x-ratelimit-*`` headers tighten the buckets, a 429's
+   ``retry-after`` pauses every worker.
 5. **Store** the answer in the cache *before* it is returned.
 
 Structured outputs (``llm.structured_output``): ``on`` sends each request's ``response_format``,
@@ -28,12 +31,19 @@ without it and stops sending it for the rest of the run.  Likewise an endpoint t
 ``max_tokens`` (newer OpenAI models) gets ``max_completion_tokens``, and one that rejects
 ``temperature`` gets none, for the rest of the run.
 
-The API key comes from the environment variable ``llm.api_key_env`` (provider ``simulator``: a
-dummy key when unset) and never appears in a message, log line or file: error texts are scrubbed.
+Engines (``llm.engine`` / ``engine=``): ``local`` runs :class:`LLMRunner` on asyncio in this
+process with a :class:`LocalGate`; ``ray`` runs one runner per actor of an async Ray actor pool,
+all sharing one limiter actor (:mod:`selectllm.llm.ray_pool`); ``auto`` picks Ray when this
+process is connected to it.  ``llm.mode: batch`` goes through the Batch API instead
+(:mod:`selectllm.llm.batch`).  Same interface, same results.
 
-:class:`LLMRunner` is the async engine behind :func:`run_requests`; its limiter and budget are
-duck-typed async objects (:class:`LocalLimiter`, :class:`LocalBudget`) so a Ray actor pool can
-pass handles to shared ones instead.
+Graceful stop: in the main thread, the first SIGINT/SIGTERM stops sending, lets the requests in
+flight finish and be stored, then :class:`LLMInterrupted` (a one-line UserError) is raised; a
+second signal does what it did before.
+
+The API key comes from the environment variable ``llm.api_key_env`` (provider ``simulator``: a
+dummy key when unset) and never appears in a message, log line or file: error texts are scrubbed;
+Ray actors get it as a :class:`Secret`.
 """
 
 from __future__ import annotations
@@ -44,19 +54,23 @@ import logging
 import math
 import os
 import random
+import signal
+import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import fsspec
 import openai
 
 from selectllm.config import LLMConfig
 from selectllm.errors import UserError
-from selectllm.llm.budget import Budget, cost_usd, max_request_cost
+from selectllm.llm.budget import cost_usd, max_request_cost
 from selectllm.llm.cache import AnswerCache
-from selectllm.llm.limiter import RateLimiter, retry_after_seconds
+from selectllm.llm.gate import LATER, OK, Gate
+from selectllm.llm.limiter import retry_after_seconds
 from selectllm.llm.tokens import count_message_tokens, count_text_tokens
 from selectllm.llm.types import LLMRequest, LLMResult
 
@@ -67,51 +81,108 @@ PROMPT_MARGIN = (1.10, 16)  # real endpoints: reserve ceil(prompt * 1.10) + 16 p
 KEY_HEADER = "X-Selectllm-Key"
 
 
-# --------------------------------------------------------------------------- local limiter / budget
+# --------------------------------------------------------------------------- local gate
 
 
-class LocalLimiter:
-    """Async face of :class:`RateLimiter` on this process's monotonic clock."""
+class LocalGate:
+    """A :class:`~selectllm.llm.gate.Gate` in this process, on this process's monotonic clock.
 
-    def __init__(self, rpm: float, tpm: float) -> None:
-        self.rl = RateLimiter(rpm, tpm, now=time.monotonic())
+    The runner's interface to a gate (duck-typed, see :class:`selectllm.llm.ray_pool.ActorGate`
+    for the one in a Ray actor): ``await acquire(usd, tokens) -> (state, wait_s)``,
+    ``complete(**kw)`` (fire and forget), ``pause_remaining() -> s``, ``await wait_settled(timeout)``,
+    ``await flush()``.
+    """
 
-    async def reserve(self, tokens: float) -> float:
-        return self.rl.reserve(tokens, time.monotonic())
+    def __init__(self, rpm: float, tpm: float, max_usd: float, spent: float = 0.0) -> None:
+        self.gate = Gate(rpm, tpm, max_usd, spent=spent, now=time.monotonic())
+        self._changed: asyncio.Event | None = None
 
-    async def refund(self, tokens: float, request: bool = False) -> None:
-        now = time.monotonic()
-        self.rl.refund(tokens, now)
-        if request:
-            self.rl.refund_request(now)
+    async def acquire(self, usd: float, tokens: float) -> tuple[str, float]:
+        state, wait, _ = self.gate.acquire(usd, tokens, time.monotonic())
+        return state, wait
 
-    async def pause_for(self, seconds: float) -> None:
-        self.rl.pause_until(time.monotonic() + seconds)
+    def complete(self, **kw: Any) -> None:
+        self.gate.complete(time.monotonic(), **kw)
+        if self._changed is not None:
+            self._changed.set()
+            self._changed = None
 
-    async def pause_remaining(self) -> float:
-        return self.rl.pause_remaining(time.monotonic())
+    def pause_remaining(self) -> float:
+        return self.gate.limiter.pause_remaining(time.monotonic())
 
-    async def observe(self, headers: Any, in_flight_requests: int = 0, in_flight_tokens: float = 0) -> None:
-        self.rl.observe_headers(headers, time.monotonic(), in_flight_requests, in_flight_tokens)
+    async def wait_settled(self, timeout: float) -> None:
+        if self._changed is None:
+            self._changed = asyncio.Event()
+        try:
+            await asyncio.wait_for(self._changed.wait(), timeout=timeout)
+        except asyncio.TimeoutError:
+            pass
+
+    async def flush(self) -> None:
+        return None
+
+    @property
+    def spent(self) -> float:
+        return self.gate.budget.spent
 
 
-class LocalBudget:
-    """Async face of :class:`Budget`."""
+class LLMInterrupted(UserError):
+    """SIGINT/SIGTERM: requests in flight were finished and stored, the rest were not sent."""
 
-    def __init__(self, max_usd: float, spent: float = 0.0) -> None:
-        self.b = Budget(max_usd, spent=spent)
 
-    async def try_reserve(self, usd: float) -> bool:
-        return self.b.try_reserve(usd)
+class Secret:
+    """A value that never prints (``repr``/``str`` give ``***``): how the API key travels to
+    Ray pool actors (as a constructor argument, never in a runtime_env, log or file)."""
 
-    async def could_fit_later(self, usd: float) -> bool:
-        return self.b.could_fit_later(usd)
+    __slots__ = ("_value",)
 
-    async def settle(self, reserved: float, actual: float) -> None:
-        self.b.settle(reserved, actual)
+    def __init__(self, value: str) -> None:
+        self._value = value
 
-    async def spent(self) -> float:
-        return self.b.spent
+    def get(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('***')"
+
+    __str__ = __repr__
+
+    def __getstate__(self) -> str:
+        return self._value
+
+    def __setstate__(self, state: str) -> None:
+        self._value = state
+
+
+RATELIMIT_HEADERS = ("x-ratelimit-limit-requests", "x-ratelimit-remaining-requests",
+                     "x-ratelimit-limit-tokens", "x-ratelimit-remaining-tokens")
+
+
+def ratelimit_headers(headers: Any) -> dict[str, str] | None:
+    """The few headers the gate reads (small enough to send to a Ray actor)."""
+    if not headers:
+        return None
+    out = {k: headers.get(k) for k in RATELIMIT_HEADERS if headers.get(k) is not None}
+    return out or None
+
+
+def log_record(req: LLMRequest, res: LLMResult) -> dict:
+    """One line of ``select/requests.jsonl``."""
+    return {"key": req.key, "status": res.status, "attempts": res.attempts, "cached": res.cached,
+            "input_tokens": res.input_tokens, "output_tokens": res.output_tokens,
+            "usd": res.usd, **({"error": res.error} if res.error else {})}
+
+
+def duplicate_result(first: LLMResult, req: LLMRequest) -> LLMResult:
+    """A second request with the same key in one call: never paid twice."""
+    if first.status == "ok":  # like a cache hit: the figures of the one purchase
+        return LLMResult(**{**first.to_dict(), "group_id": req.group_id, "cached": True, "attempts": 0})
+    return LLMResult(**{**first.to_dict(), "group_id": req.group_id, "attempts": 0,  # same outcome, not billed
+                        "input_tokens": 0, "output_tokens": 0, "usd": 0.0})
+
+
+class _Stopped(Exception):
+    """Internal: the run was asked to stop before this request was sent."""
 
 
 # --------------------------------------------------------------------------- helpers
@@ -170,7 +241,14 @@ class _RequestsLog:
 
 
 class LLMRunner:
-    """Sends :class:`LLMRequest` objects concurrently under a budget and rate limits."""
+    """Sends :class:`LLMRequest` objects concurrently under a budget and rate limits.
+
+    ``gate``: a :class:`LocalGate` by default (``llm.rpm``/``llm.tpm``/``llm.max_usd``, with
+    ``prior_usd`` already spent); a Ray pool passes an :class:`~selectllm.llm.ray_pool.ActorGate`
+    shared by every pool actor.  ``api_key`` overrides the environment lookup (Ray pool actors get
+    the driver's key).  At most ``llm.concurrency`` requests of this runner are in progress at once,
+    across concurrent :meth:`run` calls.
+    """
 
     def __init__(
         self,
@@ -179,8 +257,9 @@ class LLMRunner:
         *,
         base_url: str | None = None,
         requests_log: str | None = None,
-        limiter: Any = None,
-        budget: Any = None,
+        gate: Any = None,
+        prior_usd: float = 0.0,
+        api_key: str | None = None,
         retry_base_s: float = 0.5,
         retry_cap_s: float = 30.0,
         seed: int | None = None,
@@ -191,9 +270,8 @@ class LLMRunner:
         if cfg.provider == "simulator" and not self.base_url:
             raise UserError("llm.provider is simulator but no base URL was given: start one with "
                             "llm_endpoint(cfg) (or set llm.base_url)")
-        self.api_key = resolve_api_key(cfg)
-        self.limiter = limiter or LocalLimiter(cfg.rpm, cfg.tpm)
-        self.budget = budget or LocalBudget(cfg.max_usd)
+        self.api_key = api_key or resolve_api_key(cfg)
+        self.gate = gate or LocalGate(cfg.rpm, cfg.tpm, cfg.max_usd, spent=prior_usd)
         self.retry_base_s = retry_base_s
         self.retry_cap_s = retry_cap_s
         self.rng = random.Random(seed)
@@ -202,10 +280,10 @@ class LLMRunner:
         self._rf_rejected = False  # auto structured outputs: endpoint said no
         self._max_tokens_param = "max_tokens"
         self._send_temperature = True
-        self._in_flight = 0
-        self._in_flight_tokens = 0.0
         self._by_key: dict[str, asyncio.Future] = {}
-        self._settled = asyncio.Event()
+        self._slots: asyncio.Semaphore | None = None
+        self._stop_event: asyncio.Event | None = None
+        self.stopping = False
         self.counters = {"sent": 0, "cached": 0, "retries": 0, "unknown_billing_usd": 0.0}
 
     # ---- plumbing
@@ -224,6 +302,25 @@ class LLMRunner:
             self._client = None
         self.log.close()
 
+    def request_stop(self) -> None:
+        """Send nothing new; requests already sent are finished and stored (graceful stop)."""
+        self.stopping = True
+        if self._stop_event is not None:
+            self._stop_event.set()
+
+    async def _nap(self, seconds: float) -> None:
+        """Sleep, but wake up at once when a stop is requested."""
+        if seconds <= 0:
+            return
+        if self._stop_event is None:
+            self._stop_event = asyncio.Event()
+            if self.stopping:
+                self._stop_event.set()
+        try:
+            await asyncio.wait_for(self._stop_event.wait(), timeout=seconds)
+        except asyncio.TimeoutError:
+            pass
+
     def _scrub(self, msg: str) -> str:
         if self.api_key and len(self.api_key) >= 4:
             msg = msg.replace(self.api_key, "***")
@@ -234,22 +331,14 @@ class LLMRunner:
             return prompt_tokens
         return math.ceil(prompt_tokens * PROMPT_MARGIN[0]) + PROMPT_MARGIN[1]
 
-    async def _settle(self, reserved: float, actual: float) -> None:
-        await self.budget.settle(reserved, actual)
-        self._settled.set()
-        self._settled = asyncio.Event()
-
-    async def _reserve_budget(self, usd: float) -> bool:
+    async def _acquire(self, usd: float, tokens: float) -> tuple[str, float]:
         while True:
-            if await self.budget.try_reserve(usd):
-                return True
-            if not await self.budget.could_fit_later(usd):
-                return False
-            ev = self._settled
-            try:
-                await asyncio.wait_for(ev.wait(), timeout=0.2)  # remote budgets: poll
-            except asyncio.TimeoutError:
-                pass
+            state, wait = await self.gate.acquire(usd, tokens)
+            if state != LATER:
+                return state, wait
+            if self.stopping:
+                raise _Stopped
+            await self.gate.wait_settled(0.2)
 
     def _backoff(self, failures: int, retry_after: float | None) -> float:
         jitter = self.rng.uniform(0, min(self.retry_cap_s, self.retry_base_s * 2 ** (failures - 1)))
@@ -265,21 +354,19 @@ class LLMRunner:
         return not self._rf_rejected
 
     # ---- one request
-    async def run_one(self, req: LLMRequest) -> LLMResult:
+    async def run_one(self, req: LLMRequest) -> LLMResult | None:
+        """The result, or None when a stop was requested before the request was sent."""
         rec = await self._cache_get(req.key)
         if rec is not None:
             self.counters["cached"] += 1
             return self._finish(req, self._from_record(req, rec))
         fut = self._by_key.get(req.key)
         if fut is not None:  # same key earlier in this call: never pay twice
-            first: LLMResult = await asyncio.shield(fut)
+            first: LLMResult | None = await asyncio.shield(fut)
+            if first is None:
+                return None
             self.counters["cached"] += 1
-            if first.status == "ok":  # like a cache hit: the figures of the one purchase
-                res = LLMResult(**{**first.to_dict(), "group_id": req.group_id, "cached": True, "attempts": 0})
-            else:  # same outcome, nothing billed twice
-                res = LLMResult(**{**first.to_dict(), "group_id": req.group_id, "attempts": 0,
-                                   "input_tokens": 0, "output_tokens": 0, "usd": 0.0})
-            return self._finish(req, res)
+            return self._finish(req, duplicate_result(first, req))
         fut = asyncio.get_running_loop().create_future()
         self._by_key[req.key] = fut
         try:
@@ -294,7 +381,7 @@ class LLMRunner:
             raise
         fut.set_result(res)
         del self._by_key[req.key]  # later duplicates find the answer in the cache
-        return self._finish(req, res)
+        return self._finish(req, res) if res is not None else None
 
     async def _cache_get(self, key: str) -> dict | None:
         if self.cache.local:
@@ -314,12 +401,10 @@ class LLMRunner:
                          attempts=0, cached=True)
 
     def _finish(self, req: LLMRequest, res: LLMResult) -> LLMResult:
-        self.log.write({"key": req.key, "status": res.status, "attempts": res.attempts, "cached": res.cached,
-                        "input_tokens": res.input_tokens, "output_tokens": res.output_tokens,
-                        "usd": res.usd, **({"error": res.error} if res.error else {})})
+        self.log.write(log_record(req, res))
         return res
 
-    async def _send(self, req: LLMRequest) -> LLMResult:
+    async def _send(self, req: LLMRequest) -> LLMResult | None:
         cfg, model = self.cfg, self.cfg.model
         prompt_tokens = count_message_tokens(req.messages, model)
         est_prompt = self._prompt_estimate(prompt_tokens)
@@ -347,18 +432,30 @@ class LLMRunner:
                 return result("error", error=f"request needs {need_tokens} tokens, more than llm.tpm={cfg.tpm} "
                                              f"allows per minute")
             max_cost = max_request_cost(est_prompt, max_tokens, cfg.price)
-            if not await self._reserve_budget(max_cost):
+            try:
+                if self.stopping:
+                    raise _Stopped
+                state, wait = await self._acquire(max_cost, need_tokens)
+            except _Stopped:
+                state, wait = "stopped", 0.0
+            if state != OK:
                 if partial is not None:  # keep the truncated answer we already paid for
                     return await done_ok(partial[0], partial[1], self._send_rf(req))
+                if state == "stopped":
+                    return None
                 return result("budget_stopped", error=f"llm.max_usd={cfg.max_usd} cannot cover this request "
                                                       f"(up to ${max_cost:.6f})")
-            wait = await self.limiter.reserve(need_tokens)
             while True:
-                if wait > 0:
-                    await asyncio.sleep(wait)
-                wait = await self.limiter.pause_remaining()
-                if wait <= 0:
+                await self._nap(wait)
+                wait = self.gate.pause_remaining()
+                if wait <= 0 or self.stopping:
                     break
+            if self.stopping:  # booked but not sent: give everything back
+                self.gate.complete(reserved_usd=max_cost, actual_usd=0.0, booked_tokens=need_tokens,
+                                   refund_tokens=need_tokens, refund_request=True)
+                if partial is not None:
+                    return await done_ok(partial[0], partial[1], self._send_rf(req))
+                return None
 
             send_rf = self._send_rf(req)
             kwargs: dict[str, Any] = {"model": model, "messages": req.messages,
@@ -370,8 +467,6 @@ class LLMRunner:
                 kwargs["response_format"] = req.response_format
             attempts += 1
             self.counters["sent"] += 1
-            self._in_flight += 1
-            self._in_flight_tokens += need_tokens
             err: Exception | None = None
             try:
                 raw = await self.client.chat.completions.with_raw_response.create(**kwargs)
@@ -381,44 +476,48 @@ class LLMRunner:
                     raise _BadBody(f"HTTP {raw.status_code} answer is not a chat completion")
             except (openai.APIError, _BadBody) as e:
                 err = e
-            finally:
-                self._in_flight -= 1
-                self._in_flight_tokens -= need_tokens
+            except BaseException:  # cancelled mid-request: it may be billed, keep it as spent
+                self.gate.complete(reserved_usd=max_cost, actual_usd=max_cost, booked_tokens=need_tokens)
+                raise
 
+            close = {"reserved_usd": max_cost, "booked_tokens": need_tokens}
             if isinstance(err, openai.APIStatusError):
-                await self._settle(max_cost, 0.0)
                 status = err.status_code
                 code = getattr(err, "code", None)
                 msg = self._scrub(getattr(err, "message", str(err)))
+                retry_after = retry_after_seconds(err.response.headers)
+                if status == 429:  # not counted by the server: give the slot back, pause everyone
+                    limited = code not in ("insufficient_quota", "request_too_large")
+                    self.gate.complete(**close, actual_usd=0.0, refund_tokens=need_tokens, refund_request=True,
+                                       pause_s=retry_after if limited else None, rate_limited=limited,
+                                       headers=ratelimit_headers(err.response.headers))
+                elif status >= 500:  # counted as a request, no tokens
+                    self.gate.complete(**close, actual_usd=0.0, refund_tokens=need_tokens)
+                else:
+                    self.gate.complete(**close, actual_usd=0.0, refund_tokens=need_tokens, refund_request=True)
                 if status in (401, 403):
                     raise UserError(
                         f"the LLM endpoint ({self.base_url or 'OpenAI'}) rejected the API key from "
                         f"${cfg.api_key_env} (HTTP {status})") from None
-                retry_after = retry_after_seconds(err.response.headers)
                 if status == 429:
-                    await self.limiter.refund(need_tokens, request=True)
                     if code == "insufficient_quota":
                         raise UserError(f"the LLM account has no quota left (HTTP 429 insufficient_quota) at "
                                         f"{self.base_url or 'OpenAI'}") from None
                     if code == "request_too_large":
                         return result("error", error=msg)
-                    if retry_after is not None:
-                        await self.limiter.pause_for(retry_after)
-                elif status >= 500:
-                    await self.limiter.refund(need_tokens)
-                else:
-                    await self.limiter.refund(need_tokens, request=True)
+                elif status < 500:
                     if status == 400 and self._adapt_to_rejection(err, send_rf):
                         continue
-                    return result("error", error=msg)
+                    if code == "context_length_exceeded":
+                        msg = f"prompt too long for {model} (context_length_exceeded, not retried): {msg}"
+                    return result("error", error=f"HTTP {status}: {msg}")
             elif isinstance(err, openai.APITimeoutError):
                 # the server may have billed it: keep the reservation as spent (the cap stays hard)
-                await self._settle(max_cost, max_cost)
+                self.gate.complete(**close, actual_usd=max_cost)
                 self.counters["unknown_billing_usd"] += max_cost
                 msg, retry_after = "request timed out", None
             elif err is not None:  # connection error, or a 200 whose body is not a completion
-                await self._settle(max_cost, 0.0)
-                await self.limiter.refund(need_tokens)
+                self.gate.complete(**close, actual_usd=0.0, refund_tokens=need_tokens)
                 msg, retry_after = self._scrub(getattr(err, "message", None) or str(err)), None
             if err is not None:
                 failures += 1
@@ -426,7 +525,7 @@ class LLMRunner:
                     return result("error", error=f"gave up after {attempts} attempts: {msg}")
                 self.counters["retries"] += 1
                 log.debug("retrying %s after: %s", req.key[:12], msg)
-                await asyncio.sleep(self._backoff(failures, retry_after))
+                await self._nap(self._backoff(failures, retry_after))
                 continue
 
             # ---- a 200 answer
@@ -437,9 +536,8 @@ class LLMRunner:
             in_t = int(usage.prompt_tokens) if usage is not None else prompt_tokens
             out_t = int(usage.completion_tokens) if usage is not None else count_text_tokens(text, model)
             actual = cost_usd(in_t, out_t, cfg.price)
-            await self._settle(max_cost, actual)
-            await self.limiter.refund(need_tokens - (in_t + out_t))
-            await self.limiter.observe(headers, self._in_flight, self._in_flight_tokens)
+            self.gate.complete(**close, actual_usd=actual, refund_tokens=need_tokens - (in_t + out_t),
+                               headers=ratelimit_headers(headers))
             billed_in += in_t
             billed_out += out_t
             billed_usd += actual
@@ -472,17 +570,24 @@ class LLMRunner:
         return False
 
     # ---- many requests
-    async def run(self, requests: list[LLMRequest], progress: bool = False) -> list[LLMResult]:
+    async def run(self, requests: list[LLMRequest], progress: bool = False) -> list[LLMResult | None]:
+        """One result per request, in order; None for requests not sent because of a stop."""
         n = len(requests)
         results: list[LLMResult | None] = [None] * n
         if n == 0:
             return []
+        if self._slots is None:
+            self._slots = asyncio.Semaphore(self.cfg.concurrency)
+        slots = self._slots
         bar = _Progress(n, progress)
         it = iter(range(n))
 
         async def worker() -> None:
             for i in it:
-                results[i] = await self.run_one(requests[i])
+                if self.stopping:
+                    return
+                async with slots:
+                    results[i] = await self.run_one(requests[i])
                 bar.advance(results[i])
 
         tasks = [asyncio.create_task(worker()) for _ in range(min(self.cfg.concurrency, n))]
@@ -492,12 +597,13 @@ class LLMRunner:
                 t.cancel()
             if pending:
                 await asyncio.gather(*pending, return_exceptions=True)
-            for t in done:
-                if t.exception() is not None:
-                    raise t.exception()  # type: ignore[misc]
+            errors = [t.exception() for t in done if not t.cancelled() and t.exception() is not None]
+            if errors:
+                raise errors[0]
         finally:
             bar.close()
-        return results  # type: ignore[return-value]
+        await self.gate.flush()
+        return results
 
 
 class _Progress:
@@ -529,6 +635,78 @@ class _Progress:
 # --------------------------------------------------------------------------- public entry points
 
 
+def use_ray(engine: str) -> bool:
+    """``llm.engine``: ``ray`` / ``local``, or ``auto`` = Ray when this process is connected to it."""
+    if engine == "ray":
+        return True
+    if engine == "local":
+        return False
+    ray = sys.modules.get("ray")
+    return bool(ray is not None and getattr(ray, "is_initialized", lambda: False)())
+
+
+def check_complete(results: list[LLMResult | None], stop_reason: str | None = None) -> list[LLMResult]:
+    """Raise :class:`LLMInterrupted` when a stop left requests unsent."""
+    missing = sum(1 for r in results if r is None)
+    if missing:
+        n = len(results)
+        raise LLMInterrupted(
+            f"LLM requests interrupted{f' by {stop_reason}' if stop_reason else ''}: {n - missing} of {n} "
+            f"finished and stored, {missing} not sent; rerun to continue (stored answers are never paid again)")
+    return results  # type: ignore[return-value]
+
+
+class StopSignals:
+    """While active (main thread only), the first SIGINT/SIGTERM calls ``on_stop`` (finish what is
+    in flight, send nothing new) and a second one does what the signal did before."""
+
+    def __init__(self, on_stop: Callable[[], None], loop: asyncio.AbstractEventLoop | None = None) -> None:
+        self.on_stop = on_stop
+        self.loop = loop
+        self.received: str | None = None
+        self._prev: dict[int, Any] = {}
+
+    @staticmethod
+    def _ours_to_take(sig: int, prev: Any) -> bool:
+        if sig == signal.SIGTERM:  # the default, or Ray's driver handler (it just exits)
+            return prev in (signal.SIG_DFL, None) or getattr(prev, "__module__", "").startswith("ray.")
+        return prev is signal.default_int_handler or getattr(getattr(prev, "func", None), "__name__", "") == "_on_sigint"
+
+    def _handle(self, sig: int, *_: Any) -> None:
+        if self.received is None:
+            self.received = signal.Signals(sig).name
+            print(f"selectllm: {self.received}: finishing the LLM requests in flight and storing their answers "
+                  f"(send it again to abort at once)", file=sys.stderr, flush=True)
+            self.on_stop()
+        else:
+            self.restore()
+            signal.raise_signal(sig)
+
+    def __enter__(self) -> "StopSignals":
+        if threading.current_thread() is not threading.main_thread():
+            return self
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            prev = signal.getsignal(sig)
+            if not self._ours_to_take(sig, prev):
+                continue
+            if self.loop is not None:
+                self.loop.add_signal_handler(sig, self._handle, sig)
+            else:
+                signal.signal(sig, self._handle)
+            self._prev[sig] = prev
+        return self
+
+    def restore(self) -> None:
+        for sig, prev in self._prev.items():
+            if self.loop is not None:
+                self.loop.remove_signal_handler(sig)
+            signal.signal(sig, prev if prev is not None else signal.SIG_DFL)
+        self._prev = {}
+
+    def __exit__(self, *exc: Any) -> None:
+        self.restore()
+
+
 async def run_requests_async(
     requests: list[LLMRequest],
     cfg: LLMConfig,
@@ -536,13 +714,21 @@ async def run_requests_async(
     requests_log: str | None = None,
     base_url: str | None = None,
     progress: bool = False,
+    *,
+    stop_on_signals: bool = False,
     **runner_kwargs: Any,
 ) -> list[LLMResult]:
+    """The in-process path of :func:`run_requests` (online mode), for callers inside an event loop."""
     runner = LLMRunner(cfg, cache_dir, base_url=base_url, requests_log=requests_log, **runner_kwargs)
+    stops = StopSignals(runner.request_stop, asyncio.get_running_loop())
     try:
-        return await runner.run(requests, progress=progress)
+        if stop_on_signals:
+            stops.__enter__()
+        results = await runner.run(requests, progress=progress)
     finally:
+        stops.restore()
         await runner.aclose()
+    return check_complete(results, stops.received)
 
 
 def run_requests(
@@ -552,28 +738,50 @@ def run_requests(
     requests_log: str | None = None,
     base_url: str | None = None,
     progress: bool = True,
+    *,
+    prior_usd: float = 0.0,
+    engine: str | None = None,
     **runner_kwargs: Any,
 ) -> list[LLMResult]:
     """Send ``requests`` (see module doc); results come back in the same order.
 
-    ``runner_kwargs`` go to :class:`LLMRunner` (``retry_base_s``, ``retry_cap_s``, ``seed``,
-    ``limiter``, ``budget``).  Safe to call from inside a running event loop (it then runs in a
-    helper thread).  Raises :class:`UserError` for a missing or rejected API key.
-    """
-    def go() -> list[LLMResult]:
-        return asyncio.run(run_requests_async(requests, cfg, cache_dir, requests_log, base_url,
-                                              progress, **runner_kwargs))
+    ``prior_usd``: already spent on this selection (answers bought by an earlier, killed run);
+    it counts against ``llm.max_usd``.  ``engine`` (default ``llm.engine``): ``local`` (asyncio in
+    this process), ``ray`` (:mod:`selectllm.llm.ray_pool`: async actor pool + one shared limiter
+    actor), ``auto`` (Ray when this process is connected to Ray).  ``llm.mode: batch`` uses the
+    Batch API (:mod:`selectllm.llm.batch`) whatever the engine.  Same interface and results.
 
-    resolve_api_key(cfg)  # fail fast, before any thread or loop
+    ``runner_kwargs`` go to :class:`LLMRunner` (``retry_base_s``, ``retry_cap_s``, ``seed``;
+    batch mode: ``poll_s``).  Safe to call from inside a running event loop (it then runs in a
+    helper thread).  Raises :class:`UserError` for a missing or rejected API key, and
+    :class:`LLMInterrupted` after a graceful stop (SIGINT/SIGTERM, main thread only).
+    """
+    api_key = resolve_api_key(cfg)  # fail fast, before any thread, loop or actor
+    if cfg.mode == "batch":
+        from selectllm.llm.batch import run_batch
+
+        return run_batch(requests, cfg, cache_dir, requests_log=requests_log, base_url=base_url,
+                         progress=progress, prior_usd=prior_usd, api_key=api_key, **runner_kwargs)
+    if use_ray(engine or cfg.engine):
+        from selectllm.llm.ray_pool import run_requests_ray
+
+        return run_requests_ray(requests, cfg, cache_dir, requests_log=requests_log, base_url=base_url,
+                                progress=progress, prior_usd=prior_usd, api_key=api_key, **runner_kwargs)
+
+    def go(signals: bool) -> list[LLMResult]:
+        return asyncio.run(run_requests_async(requests, cfg, cache_dir, requests_log, base_url, progress,
+                                              stop_on_signals=signals, prior_usd=prior_usd, api_key=api_key,
+                                              **runner_kwargs))
+
     try:
         asyncio.get_running_loop()
         in_loop = True
     except RuntimeError:
         in_loop = False
     if not in_loop:
-        return go()
+        return go(True)
     with ThreadPoolExecutor(max_workers=1) as ex:
-        return ex.submit(go).result()
+        return ex.submit(go, False).result()
 
 
 @contextmanager

@@ -9,16 +9,25 @@ returns how long the caller must wait before sending, so concurrent callers queu
 the order they reserved.  A reservation larger than the capacity is allowed (it waits for the
 debt to be repaid) but a server would reject it, so callers should refuse such requests upfront.
 
+Shape (:func:`window_shape`): a per-minute limit ``L`` becomes a bucket of capacity
+``b = L/120`` (half a second's worth, at least 1 unit, at most ``L/2``) refilled at
+``(L - b) / (60 + WINDOW_SLACK_S)`` per second.  A bucket lets at most ``b + W * rate`` units
+through in *any* window of ``W`` seconds, whatever the traffic, so every window of
+``60 + WINDOW_SLACK_S`` seconds holds at most ``L``: a sliding-window server sees at most ``L`` a
+minute even when network or scheduling delays shift our requests by up to ``WINDOW_SLACK_S``
+relative to each other, and a token-bucket server that enforces its limit over short periods
+(OpenAI quantizes "600 RPM" to about 10 per second) never sees a burst.  The sustained rate is
+``(L - b) * 60 / 61`` per minute (97.5 % of ``L`` for ``L >= 120``).
+
 Server feedback (:meth:`RateLimiter.observe_headers`) only ever *tightens*:
 
-* ``x-ratelimit-limit-*`` lower than ours lowers our capacity and refill rate;
+* ``x-ratelimit-limit-*`` lower than ours reshapes the bucket to that limit;
 * ``x-ratelimit-remaining-*`` clamps our level to what the server says is left, minus what we
-  have in flight that the server had not counted yet;
+  have booked that the server had not counted yet (reserved, not yet answered);
 * ``x-ratelimit-reset-*`` (time until the server's window is back to its initial state) is
-  parsed but not turned into a pause: after a clamp to 0 our bucket refills at ``limit/60`` per
-  second, which for a token-bucket server (OpenAI) is exactly when a unit comes back; a
-  sliding-window server answers 429 with ``retry-after`` instead, which :meth:`pause_until`
-  honours for every caller.
+  parsed but not turned into a pause: after a clamp our bucket refills at its own rate, which for
+  a token-bucket server (OpenAI) is when a unit comes back; a sliding-window server answers 429
+  with ``retry-after`` instead, which :meth:`pause_until` honours for every caller.
 """
 
 from __future__ import annotations
@@ -84,60 +93,90 @@ def retry_after_seconds(headers: Mapping[str, str] | None) -> float | None:
 
 
 class TokenBucket:
+    """A token bucket kept as a *theoretical arrival time* (GCRA): ``tat`` is when the bucket
+    would be full again, so the level at ``now`` is ``capacity - max(0, tat - now) * rate``.
+
+    Units are booked at the moment they are *used* (:meth:`book`, possibly in the future): that
+    is what makes "at most ``capacity + rate * W`` units in any window of ``W`` seconds" hold for
+    any traffic, even when a request waits for another bucket before it is sent.
+    """
+
     def __init__(self, capacity: float, rate_per_s: float, now: float = 0.0) -> None:
         if capacity <= 0 or rate_per_s <= 0:
             raise ValueError("capacity and rate must be > 0")
         self.capacity = float(capacity)
         self.rate = float(rate_per_s)
-        self.level = float(capacity)
-        self.t = float(now)
-
-    def _refill(self, now: float) -> None:
-        if now > self.t:
-            self.level = min(self.capacity, self.level + (now - self.t) * self.rate)
-            self.t = now
+        self.tat = float(now)  # full at ``now``
 
     def available(self, now: float) -> float:
-        self._refill(now)
-        return self.level
+        return self.capacity - max(0.0, self.tat - now) * self.rate
+
+    def ready_at(self, amount: float, now: float) -> float:
+        """The earliest time >= ``now`` at which ``amount`` units are available."""
+        return max(now, self.tat - (self.capacity - amount) / self.rate)
+
+    def book(self, amount: float, at: float) -> None:
+        """Use ``amount`` units at time ``at`` (which must be >= their :meth:`ready_at`)."""
+        self.tat = max(self.tat, at) + amount / self.rate
 
     def reserve(self, amount: float, now: float) -> float:
         """Book ``amount`` units; return seconds to wait before using them (0 = now)."""
-        self._refill(now)
-        self.level -= amount
-        return 0.0 if self.level >= 0 else -self.level / self.rate
+        at = self.ready_at(amount, now)
+        self.book(amount, at)
+        return at - now
 
     def refund(self, amount: float, now: float | None = None) -> None:
         """Give back ``amount`` units (negative = take more: the server billed more than booked)."""
-        if now is not None:
-            self._refill(now)
-        self.level = min(self.capacity, self.level + amount)
+        self.tat -= amount / self.rate
 
     def clamp(self, level: float, now: float) -> None:
-        self._refill(now)
-        self.level = min(self.level, level)
+        """Make the level at ``now`` at most ``level`` (may be negative: a debt)."""
+        self.tat = max(self.tat, now + (self.capacity - level) / self.rate)
 
     def tighten_limit(self, capacity: float, rate_per_s: float, now: float) -> None:
-        if capacity < self.capacity:
-            self._refill(now)
-            self.capacity = float(capacity)
-            self.rate = float(rate_per_s)
-            self.level = min(self.level, self.capacity)
+        if capacity < self.capacity or rate_per_s < self.rate:
+            level = min(self.available(now), capacity)
+            self.capacity = min(self.capacity, float(capacity))
+            self.rate = min(self.rate, float(rate_per_s))
+            self.tat = now + (self.capacity - min(level, self.capacity)) / self.rate
+
+
+WINDOW_S = 60.0
+WINDOW_SLACK_S = 1.0  # jitter allowance between our send times and the server's arrival times
+
+
+def window_shape(limit: float) -> tuple[float, float]:
+    """``(capacity, rate_per_s)`` of a bucket that lets at most ``limit`` units through in any
+    ``WINDOW_S + WINDOW_SLACK_S`` window (``capacity + 61 * rate == limit``); see the module doc.
+    Limits below 2 units per minute get ``capacity = limit / 2``."""
+    limit = float(limit)
+    if limit <= 0:
+        raise ValueError("limit must be > 0")
+    burst = min(max(1.0, limit / 120.0), limit / 2.0)
+    return burst, (limit - burst) / (WINDOW_S + WINDOW_SLACK_S)
+
+
+def window_bucket(limit: float, now: float = 0.0) -> TokenBucket:
+    capacity, rate = window_shape(limit)
+    return TokenBucket(capacity, rate, now)
 
 
 class RateLimiter:
     """Requests/min and tokens/min buckets plus a shared pause (after a 429)."""
 
     def __init__(self, rpm: float, tpm: float, now: float = 0.0) -> None:
-        self.requests = TokenBucket(rpm, rpm / 60.0, now)
-        self.tokens = TokenBucket(tpm, tpm / 60.0, now)
+        self.limits = {"requests": float(rpm), "tokens": float(tpm)}
+        self.requests = window_bucket(rpm, now)
+        self.tokens = window_bucket(tpm, now)
         self.paused_until = -math.inf
 
     def reserve(self, tokens: float, now: float) -> float:
-        """Book one request of ``tokens`` tokens; return seconds to wait before sending."""
-        w_req = self.requests.reserve(1, now)
-        w_tok = self.tokens.reserve(tokens, now)
-        return max(0.0, w_req, w_tok, self.paused_until - now)
+        """Book one request of ``tokens`` tokens; return seconds to wait before sending.  Both
+        buckets are booked at the send time (the later of their ready times and the pause)."""
+        at = max(now, self.requests.ready_at(1, now), self.tokens.ready_at(tokens, now), self.paused_until)
+        self.requests.book(1, at)
+        self.tokens.book(tokens, at)
+        return at - now
 
     def refund(self, diff: float, now: float | None = None) -> None:
         """Booked more tokens than billed (``diff`` > 0) or fewer (``diff`` < 0)."""
@@ -160,7 +199,7 @@ class RateLimiter:
         in_flight_requests: int = 0,
         in_flight_tokens: float = 0.0,
     ) -> None:
-        """Tighten to the server's view (see module doc).  ``in_flight_*``: sent by us and not
+        """Tighten to the server's view (see module doc).  ``in_flight_*``: booked by us and not
         answered yet, so possibly not counted in the server's ``remaining``."""
         if not headers:
             return
@@ -170,8 +209,9 @@ class RateLimiter:
             ("tokens", self.tokens, in_flight_tokens),
         ):
             limit = _number(h.get(f"x-ratelimit-limit-{kind}"))
-            if limit is not None and limit > 0:
-                bucket.tighten_limit(limit, limit / 60.0, now)
+            if limit is not None and 0 < limit < self.limits[kind]:
+                self.limits[kind] = limit
+                bucket.tighten_limit(*window_shape(limit), now)
             remaining = _number(h.get(f"x-ratelimit-remaining-{kind}"))
             if remaining is not None:
                 bucket.clamp(remaining - in_flight, now)
@@ -180,8 +220,8 @@ class RateLimiter:
         return {
             "requests_available": self.requests.available(now),
             "tokens_available": self.tokens.available(now),
-            "rpm": self.requests.capacity,
-            "tpm": self.tokens.capacity,
+            "rpm": self.limits["requests"],
+            "tpm": self.limits["tokens"],
             "paused_for_s": self.pause_remaining(now),
         }
 

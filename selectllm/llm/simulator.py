@@ -9,8 +9,8 @@ Endpoints (all under ``/v1``; every one but ``/v1/health`` and ``/v1/stats`` nee
   ``max_completion_tokens``) is cut and gets ``finish_reason: "length"``.
 * ``GET /v1/models``, ``GET /v1/health``, ``GET /v1/stats`` (counters, see :class:`SimState`).
 * Batch API: ``POST /v1/files`` (multipart, ``purpose=batch``), ``GET /v1/files/{id}``,
-  ``GET /v1/files/{id}/content``, ``POST /v1/batches``, ``GET /v1/batches/{id}``,
-  ``POST /v1/batches/{id}/cancel``.  A batch completes ``batch_delay_s`` after creation; its
+  ``GET /v1/files/{id}/content``, ``POST /v1/batches``, ``GET /v1/batches`` (all, newest
+  first, one page), ``GET /v1/batches/{id}``, ``POST /v1/batches/{id}/cancel``.  A batch completes ``batch_delay_s`` after creation; its
   output file holds one JSONL line per successful request (``custom_id`` + ``response.body``),
   failed lines go to ``error_file_id``.  Batch lines skip latency and rate limits.
 
@@ -622,6 +622,15 @@ async def get_batch(request: web.Request) -> web.Response:
     return web.json_response(b)
 
 
+async def list_batches(request: web.Request) -> web.Response:
+    st = request.app[STATE]
+    if not _authorized(request):
+        return _unauthorized()
+    data = sorted(st.batches.values(), key=lambda b: b["created_at"], reverse=True)
+    return web.json_response({"object": "list", "data": data, "first_id": data[0]["id"] if data else None,
+                              "last_id": data[-1]["id"] if data else None, "has_more": False})
+
+
 async def cancel_batch(request: web.Request) -> web.Response:
     st = request.app[STATE]
     if not _authorized(request):
@@ -659,6 +668,7 @@ def build_app(
     app.router.add_get("/v1/files/{fid}", get_file)
     app.router.add_get("/v1/files/{fid}/content", get_file_content)
     app.router.add_post("/v1/batches", create_batch)
+    app.router.add_get("/v1/batches", list_batches)
     app.router.add_get("/v1/batches/{bid}", get_batch)
     app.router.add_post("/v1/batches/{bid}/cancel", cancel_batch)
 

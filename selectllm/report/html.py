@@ -412,10 +412,12 @@ def build(run: RunDir, cfg) -> tuple[str, dict, int]:
         sel_vecs = emb.vectors[emb.is_sel]
         if selected is not None and sel_vecs.shape[0] < len({str(r.get("id")) for r in selected}):
             parts.append(f'<p class="note">{len(selected) - sel_vecs.shape[0]:,} selected ids have no embedding.</p>')
+        nearest = None
         if emb.in_cov.any() and sel_vecs.shape[0]:
             cov = M.coverage(emb.vectors[emb.in_cov], sel_vecs, max_rows=emb.vectors.shape[0] + 1)
             cov.update(rows=int(emb.in_cov.sum()), pool_rows=emb.pool_rows, sampled=emb.cov_sampled)
             metrics["coverage"] = cov
+            nearest = M.nearest_distance(emb.vectors[emb.in_cov], sel_vecs)  # for the coverage curve
         metrics["diversity"] = M.diversity(sel_vecs) if sel_vecs.shape[0] else None
         map_mask = emb.in_map | emb.is_sel
         if map_mask.sum() >= 2 and emb.dim >= 2:
@@ -423,9 +425,11 @@ def build(run: RunDir, cfg) -> tuple[str, dict, int]:
 
             xy = PCA(n_components=2, random_state=SEED).fit_transform(emb.vectors[map_mask])
             shown = int((emb.in_map & ~emb.is_sel).sum())
-            parts.append(img("plot-map", "2-D PCA map of the pool with the selected instructions highlighted",
-                             P.map_plot(xy, emb.is_sel[map_mask],
-                                        f"Pool (PCA of {shown:,} of {emb.pool_rows:,} rows) and selection")))
+            parts.append(img("plot-map", "2-D PCA map of the pool with the selected instructions highlighted, "
+                             "and the coverage curve: share of the pool within distance r of the selection",
+                             P.map_coverage_plot(xy, emb.is_sel[map_mask],
+                                                 f"Pool (PCA of {shown:,} of {emb.pool_rows:,} rows) and selection",
+                                                 nearest)))
             plots += 1
         cov = metrics["coverage"]
         rows = [
@@ -470,8 +474,10 @@ def build(run: RunDir, cfg) -> tuple[str, dict, int]:
     else:
         names = [n for n in UPSTREAM if n in stages] + sorted(n for n in stages if n not in UPSTREAM)
         secs = [float(stages[n].get("seconds") or 0.0) for n in names]
-        parts.append(img("plot-stages", "Bar plot of wall-clock seconds per pipeline stage",
-                         P.bar_plot(names, secs, "Seconds per stage", "seconds", horizontal=True, fmt="{:.1f}")))
+        usd = [float(sel_metrics["usd"]) if n == "select" else 0.0 for n in names]
+        parts.append(img("plot-stages", "Spend per pipeline stage: wall-clock seconds and LLM dollars",
+                         P.spend_panels(names, [("Seconds per stage", "seconds", secs, "{:.1f}"),
+                                                ("LLM spend per stage", "USD", usd, "${:.4f}")])))
         plots += 1
         rows = []
         for n in names:
@@ -480,6 +486,17 @@ def build(run: RunDir, cfg) -> tuple[str, dict, int]:
             flat = ", ".join(f"{k}={v}" for k, v in counts.items() if isinstance(v, (int, float, str)))
             rows.append([n, e.get("status", "?"), e.get("seconds"), trunc(flat, 300), e.get("finished_at", "")])
         parts.append(table(["stage", "status", "seconds", "counts", "finished"], rows, numeric={2}))
+
+    # ---- strategy comparison (selectllm compare)
+    compared = run.read_json("compare/compare.json") if run.exists("compare", "compare.json") else None
+    if compared:
+        parts.append('<h2 id="compare">Strategy comparison</h2>')
+        parts.append('<p>From <code>selectllm compare</code>: every strategy over the same embeddings; plots in '
+                     '<a href="compare/compare.html">compare/compare.html</a>.</p>')
+        keys = ["coverage_max", "coverage_p99", "coverage_mean", "diversity", "cluster_coverage", "requests",
+                "input_tokens", "usd", "seconds"]
+        parts.append(table(["strategy", *keys], [[name, *[row.get(k) for k in keys]] for name, row in compared.items()],
+                           numeric=set(range(1, len(keys) + 1))))
 
     # ---- sample of the selection
     parts.append('<h2 id="selected">Selected instructions (first 20)</h2>')

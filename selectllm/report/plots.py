@@ -92,9 +92,14 @@ def histogram_plot(values: np.ndarray, title: str, xlabel: str, bins: int = 40) 
     return _encode(fig)
 
 
-def map_plot(xy: np.ndarray, selected: np.ndarray, title: str) -> str:
+def map_plot(xy: np.ndarray, selected: np.ndarray, title: str, size: tuple[float, float] = (6.4, 5.0)) -> str:
     """2-D scatter of the pool (grey) with the selected rows on top (red)."""
-    fig, ax = _figure((6.4, 5.0))
+    fig, ax = _figure(size)
+    _draw_map(ax, xy, selected, title)
+    return _encode(fig)
+
+
+def _draw_map(ax, xy: np.ndarray, selected: np.ndarray, title: str) -> None:
     xy = np.asarray(xy)
     selected = np.asarray(selected, dtype=bool)
     pool = xy[~selected]
@@ -108,4 +113,82 @@ def map_plot(xy: np.ndarray, selected: np.ndarray, title: str) -> str:
     ax.set_title(title, fontsize=10)
     ax.legend(loc="best", fontsize=8, markerscale=2)
     ax.spines[["top", "right"]].set_visible(False)
+
+
+# ----------------------------------------------------------------------------- coverage and spend
+CURVE_POINTS = 400
+STRATEGY_COLORS = ("#d62728", "#1f77b4", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2",
+                   "#7f7f7f", "#bcbd22", "#17becf")
+
+
+def coverage_cdf(distances: np.ndarray, points: int = CURVE_POINTS) -> tuple[np.ndarray, np.ndarray]:
+    """(r, fraction of pool rows within cosine distance r of the selection), at most ``points``."""
+    d = np.sort(np.asarray(distances, dtype=np.float64))
+    d = d[np.isfinite(d)]
+    if d.size == 0:
+        return np.zeros(0), np.zeros(0)
+    frac = np.arange(1, d.size + 1) / d.size
+    if d.size > points:
+        idx = np.unique(np.linspace(0, d.size - 1, points).round().astype(np.int64))
+        d, frac = d[idx], frac[idx]
+    return np.concatenate([[0.0], d]), np.concatenate([[0.0], frac])
+
+
+def _draw_coverage(ax, curves: dict[str, np.ndarray], title: str) -> None:
+    for i, (name, dist) in enumerate(curves.items()):
+        r, frac = coverage_cdf(dist)
+        if r.size:
+            ax.plot(r, frac, color=STRATEGY_COLORS[i % len(STRATEGY_COLORS)], linewidth=1.6,
+                    label=f"{name} (mean {float(np.nanmean(dist)):.3f})")
+    ax.set_xlabel("cosine distance r to the nearest selected row")
+    ax.set_ylabel("fraction of pool within r")
+    ax.set_ylim(0, 1.02)
+    ax.set_xlim(left=0)
+    ax.grid(alpha=0.3)
+    ax.set_title(title, fontsize=10)
+    if curves:
+        ax.legend(loc="lower right", fontsize=7)
+    ax.spines[["top", "right"]].set_visible(False)
+
+
+def coverage_curve_plot(curves: dict[str, np.ndarray], title: str = "Coverage curves (higher and further left is better)") -> str:
+    """One curve per selection: the share of pool rows within distance r of the selection."""
+    fig, ax = _figure((6.4, 4.2))
+    _draw_coverage(ax, curves, title)
+    return _encode(fig)
+
+
+def map_coverage_plot(xy: np.ndarray, selected: np.ndarray, title: str, distances: np.ndarray | None) -> str:
+    """The pool map (left) and the selection's coverage curve (right) in one figure."""
+    fig = Figure(figsize=(11.0, 4.6), dpi=DPI)
+    FigureCanvasAgg(fig)
+    _draw_map(fig.add_subplot(1, 2, 1), xy, selected, title)
+    curves = {"selection": distances} if distances is not None and np.size(distances) else {}
+    _draw_coverage(fig.add_subplot(1, 2, 2), curves, "Coverage curve")
+    return _encode(fig)
+
+
+def _hbars(ax, labels: Sequence[str], values: Sequence[float], title: str, xlabel: str, fmt: str, color: str) -> None:
+    pos = np.arange(len(values))
+    bars = ax.barh(pos, [float(v) for v in values], color=color)
+    ax.set_yticks(pos, list(labels))
+    ax.invert_yaxis()
+    ax.bar_label(bars, labels=[fmt.format(float(v)) for v in values], fontsize=8, padding=2)
+    ax.margins(x=0.25)
+    ax.set_xlabel(xlabel)
+    ax.set_title(title, fontsize=10)
+    ax.spines[["top", "right"]].set_visible(False)
+
+
+def spend_panels(labels: Sequence[str], panels: Sequence[tuple[str, str, Sequence[float], str]],
+                 size: tuple[float, float] | None = None) -> str:
+    """Side-by-side horizontal bar panels over the same labels: (title, xlabel, values, fmt)."""
+    n = len(panels)
+    cols = min(n, 2)
+    rows = -(-n // cols)
+    fig = Figure(figsize=size or (5.5 * cols, rows * (1.1 + 0.3 * max(3, len(labels)))), dpi=DPI)
+    FigureCanvasAgg(fig)
+    for i, (title, xlabel, values, fmt) in enumerate(panels):
+        _hbars(fig.add_subplot(rows, cols, i + 1), labels, values, title, xlabel, fmt,
+               STRATEGY_COLORS[(i + 1) % len(STRATEGY_COLORS)])
     return _encode(fig)

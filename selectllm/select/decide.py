@@ -8,24 +8,27 @@ too few identifiers is topped up from the same order.  Nothing is silent: every 
 from __future__ import annotations
 
 from selectllm.llm.cache import AnswerCache
-from selectllm.llm.client import LocalBudget, llm_endpoint, run_requests
+from selectllm.llm.client import llm_endpoint, run_requests
 from selectllm.llm.types import LLMRequest, request_key
 from selectllm.select.parse import parse_selection
 from selectllm.select.plan import Group
-from selectllm.select.prompts import PROMPT_VERSION, SELECTION_SCHEMA, selection_messages
+from selectllm.select.prompts import DEFAULT_PROMPT, PromptSpec
 
 
-def build_requests(cfg, groups: list[Group], texts: dict[str, dict]) -> list[LLMRequest]:
-    structured = cfg.llm.structured_output != "off"
+def build_requests(cfg, groups: list[Group], texts: dict[str, dict],
+                   prompt: PromptSpec | None = None) -> list[LLMRequest]:
+    """One request per group; ``prompt`` picks the wording (default: prompts.selection_messages)."""
+    prompt = prompt or DEFAULT_PROMPT
+    structured = cfg.llm.structured_output != "off" and prompt.structured is not False
     params = {"max_tokens": cfg.llm.max_tokens, "temperature": cfg.llm.temperature,
               "response_format": "json_schema" if structured else "text"}
     out = []
     for g in groups:
         cands = [(texts[c]["instruction"], texts[c]["input"] or "") for c in g.candidates]
-        messages = selection_messages(cands, g.quota, structured)
-        out.append(LLMRequest(key=request_key(cfg.llm.model, messages, params, PROMPT_VERSION),
+        messages = prompt.build(cands, g.quota, structured)
+        out.append(LLMRequest(key=request_key(cfg.llm.model, messages, params, prompt.version),
                               group_id=g.group_id, messages=messages, max_tokens=cfg.llm.max_tokens,
-                              response_format=SELECTION_SCHEMA if structured else None))
+                              response_format=prompt.schema if structured else None))
     return out
 
 
@@ -54,25 +57,28 @@ def decide_one(g: Group, result) -> dict:
     return decision(g, chosen, "ok", reason[:500], result)
 
 
-def decide_groups(ctx, groups: list[Group]) -> list[dict]:
+def decide_groups(ctx, groups: list[Group], prompt: PromptSpec | None = None) -> list[dict]:
     from selectllm.select.stage import lookup_rows
 
     cfg = ctx.cfg
     asking = [g for g in groups if g.needs_llm]
     texts = lookup_rows(ctx.run, sorted({c for g in asking for c in g.candidates}), ["instruction", "input"])
-    requests = build_requests(cfg, asking, texts)
+    requests = build_requests(cfg, asking, texts, prompt)
     results = {}
     if requests:
         cache_dir = ctx.run.path("cache", "llm")
         # answers bought by an earlier (killed) run of this selection count against the cap
         cache = AnswerCache(cache_dir)
         prior = sum(float(rec.get("usd", 0.0)) for rec in (cache.get(r.key) for r in requests) if rec)
-        budget = LocalBudget(cfg.llm.max_usd, spent=prior)
+        if cfg.llm.engine == "ray" and cfg.llm.mode == "online":
+            from selectllm.engines import ray_init
+
+            ray_init(cfg)  # llm.engine: ray (auto uses the pool when an earlier stage started Ray)
         log_dir = ctx.run.path("logs")
         ctx.run.fs.makedirs(log_dir, exist_ok=True)
         with llm_endpoint(cfg.llm, ctx.run.path("logs", "simulator.jsonl")) as base_url:
             out = run_requests(requests, cfg.llm, cache_dir=cache_dir, requests_log=ctx.out_path("requests.jsonl"),
-                               base_url=base_url, budget=budget)
+                               base_url=base_url, prior_usd=prior)
         results = {r.group_id: r for r in out}
     decisions = []
     for g in groups:

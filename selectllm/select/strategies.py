@@ -41,6 +41,24 @@ def _target(ctx, ids) -> int:
     return min(ctx.cfg.select.budget, len(ids))
 
 
+def pool_embeddings(ctx, ids: np.ndarray) -> np.ndarray:
+    """The embeddings of ``ids`` (sorted), row for row.  ``selectllm compare`` loads them once and
+    hands them over as ``ctx.embeddings = (ids, X)``; the select stage reads ``embed/``."""
+    cached = getattr(ctx, "embeddings", None)
+    if cached is None:
+        from selectllm.tables import load_embeddings
+
+        cached = load_embeddings(ctx.run)
+        try:
+            ctx.embeddings = cached
+        except (AttributeError, TypeError):
+            pass
+    all_ids, x = cached
+    if len(all_ids) != len(ids) or not np.array_equal(np.asarray(all_ids, dtype=object), np.asarray(ids, dtype=object)):
+        raise RuntimeError("select: the embedded rows and the cluster assignments differ; rerun `selectllm cluster`")
+    return x
+
+
 @register("random")
 def random_strategy(ctx, ids, labels, dist) -> StrategyResult:
     """Uniform sample without replacement, seeded by ``select.seed``."""
@@ -83,3 +101,8 @@ def selectllm_strategy(ctx, ids, labels, dist) -> StrategyResult:
     decisions = decide_groups(ctx, groups)
     selected = [(cid, d["cluster_id"]) for d in decisions for cid in d["chosen_ids"]]
     return StrategyResult(selected, decisions)
+
+
+# the other strategies register themselves on import
+from selectllm.select import baselines as _baselines  # noqa: E402,F401
+from selectllm.select import paper as _paper  # noqa: E402,F401
