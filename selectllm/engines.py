@@ -14,29 +14,86 @@ from selectllm.config import Config
 _owned: dict[str, object] = {}
 
 
+# set unless spark-submit / spark-defaults.conf already did
+SPARK_DEFAULTS = {
+    "spark.app.name": "selectllm",
+    "spark.sql.shuffle.partitions": "8",
+    "spark.ui.enabled": "false",
+    "spark.sql.execution.arrow.pyspark.enabled": "true",
+    "spark.driver.memory": "2g",
+}
+
+
+def under_spark_submit() -> bool:
+    """True when this Python process was started by ``spark-submit`` (its JVM is already up)."""
+    return "PYSPARK_GATEWAY_PORT" in os.environ
+
+
+def is_local_master(master: str) -> bool:
+    """``local`` / ``local[N]`` run executors inside the driver's JVM (``local-cluster`` does not)."""
+    return master.startswith("local") and not master.startswith("local-cluster")
+
+
 def spark_session(cfg: Config):
-    """The active SparkSession if there is one, else a new one from ``spark.*`` settings."""
+    """The active SparkSession if there is one, else a new one from ``spark.*`` settings.
+
+    Under ``spark-submit``, what it was given wins: its ``--master`` (``spark.master`` in the
+    config is then ignored) and its ``--conf`` settings; ``spark.conf`` from the config fills in
+    the rest.  Elsewhere (``selectllm run``, a Ray job) ``spark.master`` decides, e.g.
+    ``spark://host:7077``, ``yarn`` or ``k8s://https://...``.  On a non-local master the
+    ``selectllm`` package is shipped to the executors (``addPyFile``), so they run the driver's
+    code; its dependencies (pyarrow, fsspec, s3fs, zstandard) must be installed there.
+    """
+    from pyspark import SparkConf, SparkContext
     from pyspark.sql import SparkSession
 
     active = SparkSession.getActiveSession()
     if active is not None:
         return active
-    os.environ.setdefault("PYSPARK_PYTHON", _python())
-    os.environ.setdefault("PYSPARK_DRIVER_PYTHON", _python())
-    builder = (
-        SparkSession.builder.appName("selectllm")
-        .master(cfg.spark.master)
-        .config("spark.sql.shuffle.partitions", "8")
-        .config("spark.ui.enabled", "false")
-        .config("spark.sql.execution.arrow.pyspark.enabled", "true")
-        .config("spark.driver.memory", "2g")
-    )
+    preset = None
+    if under_spark_submit():  # connect to spark-submit's JVM and read what it was given
+        SparkContext._ensure_initialized()
+        preset = SparkConf()
+    master = preset.get("spark.master", cfg.spark.master) if preset is not None else cfg.spark.master
+    if master.startswith("local"):  # local, local[N], local-cluster[...]
+        # executors are this machine's processes: same interpreter (elsewhere the cluster's own)
+        os.environ.setdefault("PYSPARK_PYTHON", _python())
+        os.environ.setdefault("PYSPARK_DRIVER_PYTHON", _python())
+    builder = SparkSession.builder.master(master)
+    for key, value in SPARK_DEFAULTS.items():
+        if preset is None or not preset.contains(key):
+            builder = builder.config(key, value)
     for key, value in cfg.spark.conf.items():
-        builder = builder.config(key, value)
+        if preset is None or not preset.contains(key):
+            builder = builder.config(key, value)
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel("ERROR")
+    if not is_local_master(master):
+        ship_package(spark)
     _owned["spark"] = spark
     return spark
+
+
+def ship_package(spark) -> str:
+    """Zip this ``selectllm`` package and add it to the executors' Python path (``addPyFile``)."""
+    import tempfile
+    import zipfile
+    from pathlib import Path
+
+    import selectllm
+
+    import atexit
+    import shutil
+
+    pkg = Path(selectllm.__file__).resolve().parent
+    folder = tempfile.mkdtemp(prefix="selectllm-pyfiles-")
+    atexit.register(shutil.rmtree, folder, True)
+    path = os.path.join(folder, "selectllm.zip")
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as z:
+        for f in sorted(pkg.rglob("*.py")):
+            z.write(f, str(Path("selectllm") / f.relative_to(pkg)))
+    spark.sparkContext.addPyFile(path)
+    return path
 
 
 def ray_init(cfg: Config) -> None:

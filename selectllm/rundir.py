@@ -27,6 +27,22 @@ def is_url(path: str) -> bool:
     return "://" in path and not path.startswith("file://")
 
 
+# Object stores whose fsspec filesystems cache directory listings.  Stage outputs are written by
+# other processes (Spark executors, Ray workers), so the driver must list afresh every time.
+_LISTING_CACHED = {"s3", "s3a", "gs", "gcs", "az", "abfs", "abfss", "adl"}
+
+
+def storage_options(url: str) -> dict:
+    """fsspec options for a run directory URL: no listings cache on object stores.
+
+    Credentials are never options here: they come from the environment or the provider's chain
+    (``AWS_*`` variables, ``~/.aws``, instance/pod roles; ``GOOGLE_APPLICATION_CREDENTIALS``, ...),
+    and a custom endpoint (MinIO, Ceph, a local test server) from ``AWS_ENDPOINT_URL``.
+    """
+    proto = url.split("://", 1)[0].lower() if is_url(url) else "file"
+    return {"use_listings_cache": False} if proto in _LISTING_CACHED else {}
+
+
 @dataclass
 class RunDir:
     url: str
@@ -38,8 +54,14 @@ class RunDir:
         if not is_url(url):
             url = os.path.abspath(url.removeprefix("file://"))
         self.url = url
-        self.fs, self.root = fsspec.core.url_to_fs(url)
-        self.fs.makedirs(self.root, exist_ok=True)
+        try:
+            self.fs, self.root = fsspec.core.url_to_fs(url, **storage_options(url))
+            self.fs.makedirs(self.root, exist_ok=True)
+        except Exception as e:  # no credentials, no such bucket, no fsspec backend: one line
+            from selectllm.errors import UserError
+
+            msg = str(e).splitlines()[0] if str(e) else ""
+            raise UserError(f"cannot open run_dir {url}: {type(e).__name__}: {msg}") from None
 
     # ------------------------------------------------------------------ paths
     def path(self, *parts: str) -> str:
@@ -107,7 +129,21 @@ class RunDir:
         final = self.path(stage)
         if self.fs.exists(final):
             self.fs.rm(final, recursive=True)
-        self.fs.mv(staging_path, final, recursive=True)
+        if is_url(self.url):
+            self._move_tree(staging_path, final)
+        else:
+            self.fs.mv(staging_path, final, recursive=True)  # a rename on local disks
+
+    def _move_tree(self, src: str, dst: str) -> None:
+        """Object stores have no folders and no rename: copy every object, then delete the sources.
+
+        Not atomic, which is why a stage is complete only once the manifest says so.
+        """
+        files = [f for f in self.fs.find(src) if not f.endswith("/")]
+        if files:
+            self.fs.copy(files, [posixpath.join(dst, posixpath.relpath(f, src)) for f in files])
+        if self.fs.exists(src):
+            self.fs.rm(src, recursive=True)
 
     def clean_staging(self) -> None:
         """Remove leftovers of killed runs (never part of any complete stage)."""

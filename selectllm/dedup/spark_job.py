@@ -23,7 +23,11 @@ All outputs are sorted (kept by id, duplicates by id/source/source_row, quaranti
 source/source_row), so the same inputs give the same files' contents whatever the partitioning.
 Spark's ``_SUCCESS`` and ``.crc`` files are removed.
 
-Near-duplicate removal is a hook (:func:`near_duplicate_pairs`), not implemented yet.
+Near-duplicate removal (``dedup.near.enabled``; :mod:`selectllm.dedup.near`) runs after exact
+dedup on the kept rows: banded MinHash LSH, candidates verified by true Jaccard, connected
+components in Spark, keeper = the component's smallest ``(source, source_row)``.  Removed rows go
+to ``duplicates.parquet`` with ``kind="near"``; ``stats.json`` gets ``near_duplicates`` and a
+``near`` section (bands, candidate pairs, giant buckets, ...).
 """
 
 from __future__ import annotations
@@ -131,18 +135,24 @@ def staged_dataframe(spark, cfg: Config, num_partitions: int | None = None, urls
 
 
 def near_duplicate_pairs(df, cfg: Config):
-    """HOOK for near-duplicate removal (MinHash LSH over ``dedup.near``): not implemented yet.
+    """Near-duplicate removal (MinHash LSH over ``dedup.near``; :mod:`selectllm.dedup.near`).
 
-    Contract for whoever implements it: take the exact-deduplicated rows (DEDUP columns) and
-    return a DataFrame ``(id, duplicate_of, similarity)`` of rows to remove, each pointing at the
-    row it keeps; :func:`dedup_dataframe` then removes them and records them with ``kind="near"``.
+    Takes the exact-deduplicated rows (DEDUP columns) and returns ``None`` when
+    ``dedup.near.enabled`` is off, else a DataFrame ``(id, duplicate_of, similarity, source,
+    source_row)`` of the rows to remove, each pointing at the row it keeps (``source,
+    source_row`` identify the row even when ``dedup.exact`` is off and ids repeat);
+    :func:`dedup_dataframe` removes them and records them with ``kind="near"``.  Runs the
+    near-duplicate Spark jobs eagerly; the result is checkpointed.
     """
-    if cfg.dedup.near.enabled:
-        raise NotImplementedError("dedup.near.enabled: near-duplicate removal is not implemented yet")
-    return None
+    if not cfg.dedup.near.enabled:
+        return None
+    from selectllm.dedup.near import find_near_duplicates
+
+    return find_near_duplicates(df, cfg).removed
 
 
-def _plan(staged, cfg: Config) -> dict:
+def _plan(staged, cfg: Config, persist: bool = False) -> dict:
+    """The lazy plan; ``persist``: cache the ranking (the caller unpersists ``ranked``)."""
     from pyspark.sql import Window
     from pyspark.sql import functions as F
 
@@ -167,9 +177,23 @@ def _plan(staged, cfg: Config) -> dict:
     else:
         kept = good
         duplicates = good.limit(0).select(*dup_cols)
+    near_metrics = None
     if cfg.dedup.near.enabled:
-        near_duplicate_pairs(kept, cfg)  # raises until implemented
-    return {"quarantine": quarantine, "ranked": ranked, "kept": kept, "duplicates": duplicates}
+        from pyspark import StorageLevel
+
+        from selectllm.dedup.near import find_near_duplicates
+
+        if persist and ranked is not None:  # read by the near-duplicate jobs now and by the writes later
+            ranked.persist(StorageLevel.MEMORY_AND_DISK)
+        near = find_near_duplicates(kept, cfg)
+        near_metrics = near.metrics
+        removed = near.removed
+        kept = kept.join(removed.select("source", "source_row"), ["source", "source_row"], "left_anti") \
+            .select(*schemas.DEDUP.names)
+        duplicates = duplicates.unionByName(removed.select(
+            "id", "duplicate_of", "similarity", F.lit("near").alias("kind"), "source", "source_row"))
+    return {"quarantine": quarantine, "ranked": ranked, "kept": kept, "duplicates": duplicates,
+            "near_metrics": near_metrics}
 
 
 def dedup_dataframe(spark, cfg: Config, num_partitions: int | None = None, staged=None):
@@ -191,7 +215,9 @@ def _write_parquet(df, fs, path: str, uri: str, arrow_schema: pa.Schema) -> None
 
     An empty DataFrame still gets one (empty) part file carrying the schema.
     """
-    df.write.mode("overwrite").parquet(_spark_uri(uri))
+    from selectllm.io import spark_write_parquet  # Spark's writer, or fsspec from the tasks (no S3A)
+
+    spark_write_parquet(df, uri, arrow_schema)
     parts = []
     for p in fs.ls(path, detail=False):
         name = posixpath.basename(p)
@@ -211,7 +237,8 @@ def _move_parts_up(fs, tmp: str, dest: str) -> int:
     parts = sorted(p for p in fs.ls(tmp, detail=False) if posixpath.basename(p).startswith("part-"))
     for i, p in enumerate(parts):
         fs.mv(p, posixpath.join(dest, f"part-{i:05d}.parquet"))
-    fs.rm(tmp, recursive=True)
+    if fs.exists(tmp):  # an object store has no empty folders left to remove
+        fs.rm(tmp, recursive=True)
     return len(parts)
 
 
@@ -238,7 +265,7 @@ def run_stage(ctx) -> dict:
     ranked = None
     try:
         read = staged.count()
-        plan = _plan(staged, cfg)
+        plan = _plan(staged, cfg, persist=True)
         _write_parquet(plan["quarantine"].orderBy("source", "source_row"), fs,
                        join(out, "quarantine"), join(out_uri, "quarantine"), schemas.QUARANTINE)
         ranked = plan["ranked"]
@@ -256,10 +283,14 @@ def run_stage(ctx) -> dict:
     _move_parts_up(fs, join(out, "_kept"), out)
 
     # what was written, counted back (parquet footers and one small column)
-    kept = spark.read.parquet(_spark_uri(join(out_uri, "part-*.parquet"))).count()
-    dups = {r["kind"]: int(r["n"]) for r in spark.read.parquet(_spark_uri(join(out_uri, "duplicates.parquet")))
+    from selectllm.io import spark_read_parquet as read_back  # Spark's reader, or fsspec (no S3A)
+
+    kept = read_back(spark, join(out_uri, "part-*.parquet"), schemas.DEDUP, ["id"]).count()
+    dups = {r["kind"]: int(r["n"]) for r in read_back(spark, join(out_uri, "duplicates.parquet"),
+                                                      schemas.DUPLICATES, ["kind"])
             .groupBy("kind").agg(F.count(F.lit(1)).alias("n")).collect()}
-    by_reason = {r["reason"]: int(r["n"]) for r in spark.read.parquet(_spark_uri(join(out_uri, "quarantine")))
+    by_reason = {r["reason"]: int(r["n"]) for r in read_back(spark, join(out_uri, "quarantine"),
+                                                             schemas.QUARANTINE, ["reason"])
                  .groupBy("reason").agg(F.count(F.lit(1)).alias("n")).collect()}
     quarantined = {r: by_reason.pop(r, 0) for r in schemas.QUARANTINE_REASONS}
     quarantined.update(by_reason)  # never expected; kept visible rather than dropped
@@ -272,11 +303,14 @@ def run_stage(ctx) -> dict:
         "kept": kept,
         "files": n_files,
     }
+    if plan["near_metrics"] is not None:  # how near-duplicate removal went (candidates, buckets, ...)
+        stats["near"] = plan["near_metrics"]
     if read != kept + stats["exact_duplicates"] + stats["near_duplicates"] + stats["quarantined_total"]:
         raise RuntimeError(f"dedup: counts do not add up (rows lost or doubled): {stats}")
     with fs.open(join(out, "stats.json"), "w") as f:
         f.write(json.dumps(stats, indent=2, sort_keys=True) + "\n")
 
-    counts = {k: v for k, v in stats.items() if k != "quarantined"}
+    counts = {k: v for k, v in stats.items() if k not in ("quarantined", "near")}
+    counts.update({f"near_{k}": v for k, v in (stats.get("near") or {}).items()})
     counts.update({f"quarantined_{r}": n for r, n in quarantined.items()})
     return counts

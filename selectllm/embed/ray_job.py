@@ -99,14 +99,14 @@ def run_stage(ctx: StageContext) -> dict:
         device = "cuda" if gpus else "cpu"
         ds = ds.map_batches(_drop_done, fn_args=[done], batch_format="pyarrow")
         # one output file per block: small enough that a kill loses little, large enough to stay few
-        rows_per_file = int(min(max(-(-todo // (actors * 8)), cfg.embed.batch_size * 8), 50_000))
+        rows_per_file = int(min(max(-(-todo // (actors * 8)), cfg.embed.batch_size * 16), 50_000))
         ds = ds.repartition(target_num_rows_per_block=rows_per_file)
         ds = ds.map_batches(
             Embedder,
             fn_constructor_kwargs=dict(model=model, max_seq_length=cfg.embed.max_seq_length, device=device,
                                        dtype=cfg.embed.dtype, batch_size=cfg.embed.batch_size,
                                        cpu_threads=threads),
-            batch_size=cfg.embed.batch_size * 8,
+            batch_size=cfg.embed.batch_size * 16,
             batch_format="pyarrow",
             compute=ray.data.ActorPoolStrategy(size=actors),
             num_gpus=gpus or None,
