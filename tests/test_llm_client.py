@@ -39,7 +39,9 @@ def make_requests(n: int, tag: str = "", max_tokens: int = 16, rf: dict | None =
 
 
 def llm_cfg(**kw) -> LLMConfig:
-    base = dict(provider="simulator", model=MODEL, concurrency=8, price=PRICE, max_usd=10.0, max_retries=8)
+    # the asyncio runner (the Ray pool has its own tests in test_llm_pool.py)
+    base = dict(provider="simulator", model=MODEL, concurrency=8, price=PRICE, max_usd=10.0, max_retries=8,
+                engine="local")
     base.update(kw)
     return LLMConfig(**base)
 

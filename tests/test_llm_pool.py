@@ -83,6 +83,12 @@ def test_pool_results_equal_local_results(pool, sim, tmp_path):
     assert strip(ray_res) == strip(local)
 
 
+def test_the_same_request_object_twice_is_paid_once(pool, sim):
+    reqs = make_requests(3, "same-object")
+    res = pool.run(reqs + [reqs[1]], progress=False)
+    assert [r.cached for r in res] == [False, False, False, True] and res[3].text == res[1].text
+
+
 def test_budget_is_never_exceeded_with_the_pool(pool, sim):
     reqs = make_requests(24, "budget", max_tokens=20)
     one = cost_usd(count_message_tokens(reqs[0].messages, MODEL), 20, PRICE)  # max cost of one request
@@ -105,7 +111,7 @@ def test_budget_is_never_exceeded_with_the_pool(pool, sim):
 def test_run_requests_picks_ray_and_counts_prior_spend(ray_local, sim, tmp_path):
     reqs = make_requests(10, "prior", max_tokens=20)
     one = cost_usd(count_message_tokens(reqs[0].messages, MODEL), 20, PRICE)
-    res = run_requests(reqs, llm_cfg(rpm=RPM, max_usd=one * 6.5, concurrency=4), str(tmp_path),
+    res = run_requests(reqs, llm_cfg(rpm=RPM, max_usd=one * 6.5, concurrency=4, engine="auto"), str(tmp_path),
                        base_url=sim.base_url, progress=False, prior_usd=one * 3, actors=1)  # auto: Ray is up
     ok = [r for r in res if r.status == "ok"]
     assert 3 <= len(ok) <= 5 and one * 3 + sum(r.usd for r in ok) <= one * 6.5
@@ -121,7 +127,7 @@ def test_401_through_the_pool_is_one_line_without_the_key(ray_local, tmp_path, m
 
     with FakeServer(handler) as base:
         with pytest.raises(UserError) as ei:
-            run_requests(make_requests(4), llm_cfg(provider="openai", api_key_env="SELECTLLM_TEST_KEY"),
+            run_requests(make_requests(4), llm_cfg(provider="openai", api_key_env="SELECTLLM_TEST_KEY", engine="auto"),
                          str(tmp_path), base_url=base, progress=False, engine="ray", actors=1)
     msg = str(ei.value)
     assert type(ei.value) is UserError and "401" in msg and "SELECTLLM_TEST_KEY" in msg

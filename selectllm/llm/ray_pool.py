@@ -317,10 +317,13 @@ class RayLLMPool:
         finally:
             bar.close()
             out: list[LLMResult | None] = []
-            for r in requests:
+            first_pos: dict[str, int] = {}
+            for i, r in enumerate(requests):
+                first_pos.setdefault(r.key, i)
+            for i, r in enumerate(requests):
                 j = first[r.key]
                 u = results_u[j]
-                if u is None or uniq[j] is r:
+                if u is None or first_pos[r.key] == i:  # by position: a list may hold one object twice
                     out.append(u)
                     continue
                 dup = duplicate_result(u, r)
