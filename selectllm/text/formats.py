@@ -286,19 +286,27 @@ def _open(url: str):
 
 
 # ----------------------------------------------------------------------------- per format
-def _jsonl(f, ext: _Extractor, max_chars: int) -> Iterator[Record]:
+def _decoded_lines(f, max_chars: int) -> Iterator[tuple[int, str | None, Record | None]]:
+    """(line index, UTF-8 text, None) per non-blank line, or (index, None, quarantine record)
+    for a line that is too long or not valid UTF-8.  Shared by the JSONL and text readers."""
     for idx, (line, over) in enumerate(_iter_lines(f, raw_line_limit(max_chars))):
         if idx == 0 and line.startswith(_BOM):
             line = line[3:]
         if over:
-            yield idx, _raw_bytes(line), None, None, "too_long"
+            yield idx, None, (idx, _raw_bytes(line), None, None, "too_long")
             continue
         if not line.strip():
             continue
         try:
-            text = line.decode("utf-8")
+            yield idx, line.decode("utf-8"), None
         except UnicodeDecodeError:
-            yield idx, _raw_bytes(line), None, None, "bad_encoding"
+            yield idx, None, (idx, _raw_bytes(line), None, None, "bad_encoding")
+
+
+def _jsonl(f, ext: _Extractor, max_chars: int) -> Iterator[Record]:
+    for idx, text, bad in _decoded_lines(f, max_chars):
+        if bad is not None:
+            yield bad
             continue
         try:
             obj = json.loads(text)
@@ -312,18 +320,9 @@ def _jsonl(f, ext: _Extractor, max_chars: int) -> Iterator[Record]:
 
 
 def _txt(f, max_chars: int) -> Iterator[Record]:
-    for idx, (line, over) in enumerate(_iter_lines(f, raw_line_limit(max_chars))):
-        if idx == 0 and line.startswith(_BOM):
-            line = line[3:]
-        if over:
-            yield idx, _raw_bytes(line), None, None, "too_long"
-            continue
-        if not line.strip():
-            continue
-        try:
-            text = line.decode("utf-8")
-        except UnicodeDecodeError:
-            yield idx, _raw_bytes(line), None, None, "bad_encoding"
+    for idx, text, bad in _decoded_lines(f, max_chars):
+        if bad is not None:
+            yield bad
             continue
         instr, inp, reason = check_text(text, "", max_chars)
         yield idx, (_truncate(text) if reason else None), instr, inp, reason
