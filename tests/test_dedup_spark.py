@@ -168,14 +168,11 @@ def test_exact_off_keeps_every_good_row(spark, corpus):
     assert kept.count() == e["kept"] + e["exact_duplicates"] and dups.count() == 0
 
 
-def test_near_hook_and_bad_format(spark, corpus, tmp_path):
+def test_near_off_and_bad_format(spark, corpus, tmp_path):
     from selectllm.dedup.spark_job import dedup_dataframe, near_duplicate_pairs
 
     off = load_config(None, [_paths(corpus)])
-    assert near_duplicate_pairs(None, off) is None
-    on = load_config(None, [_paths(corpus), "dedup.near.enabled=true"])
-    with pytest.raises(NotImplementedError):
-        dedup_dataframe(spark, on)
+    assert near_duplicate_pairs(None, off) is None  # near dedup is opt-in (tests/test_near_dedup_spark.py)
     odd = tmp_path / "data.bin"
     odd.write_text("x")
     with pytest.raises(UserError, match="input.format"):

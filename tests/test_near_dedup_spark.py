@@ -1,0 +1,216 @@
+"""Near-duplicate removal in the dedup stage (selectllm.dedup.near) on local[2] and local-cluster."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from selectllm import schemas
+from selectllm.config import load_config
+from selectllm.text.minhash import shingle_text, true_jaccard
+from selectllm.text.normalize import content_id
+
+ROOT = Path(__file__).resolve().parents[1]
+_WORDS = ("time person year way day thing man world life hand part child eye woman place work week case "
+          "point government company number group problem fact river stone cloud paper light music north "
+          "garden window market letter winter summer bridge forest island engine doctor teacher").split()
+
+
+def _ctx(tmp_path: Path, overrides: list[str]):
+    from selectllm.pipeline import StageContext
+    from selectllm.rundir import RunDir
+
+    cfg = load_config(None, overrides)
+    run = RunDir(str(tmp_path / "run"))
+    return StageContext(cfg=cfg, run=run, stage="dedup", out=run.new_staging("dedup"))
+
+
+def test_sample_corpus_planted_near_duplicates(spark, tmp_path):
+    """examples/sample.jsonl with dedup.near.enabled: exactly the planted near duplicates."""
+    sample, manifest = ROOT / "examples" / "sample.jsonl", ROOT / "examples" / "sample_manifest.json"
+    if not (sample.is_file() and manifest.is_file()):
+        pytest.skip("examples/sample.jsonl or its manifest is not present")
+    from selectllm.dedup.spark_job import run_stage
+
+    want = json.loads(manifest.read_text())
+    ctx = _ctx(tmp_path, [f"input.paths=[{sample}]", "dedup.near.enabled=true"])
+    counts = run_stage(ctx)
+    out = Path(ctx.out)
+    stats = json.loads((out / "stats.json").read_text())
+    got = {k: stats[k] for k in ("read", "kept", "exact_duplicates", "near_duplicates")}
+    got["quarantined"] = stats["quarantined_total"]
+    assert got == want["expected_stats"]["exact_and_near"]
+    near = stats["near"]
+    assert near["removed"] == stats["near_duplicates"] and (near["bands"], near["rows_per_band"]) == (16, 8)
+    assert near["giant_buckets"] == 0 and near["verified_pairs"] >= near["removed"]
+    assert counts["near_duplicates"] == 150 and counts["near_pair_checks"] == near["pair_checks"]
+
+    kept = {r["source_row"]: r for p in sorted(out.glob("part-*.parquet")) for r in pq.read_table(p).to_pylist()}
+    dups = pq.read_table(out / "duplicates.parquet")
+    assert dups.schema.equals(schemas.DUPLICATES, check_metadata=False)
+    near_rows = {r["source_row"]: r for r in dups.to_pylist() if r["kind"] == "near"}
+    planted = {copy: orig for orig, copy in want["near_duplicate_pairs"]}
+    assert set(near_rows) == set(planted)  # precision = recall = 1 on the planted pairs
+    # the manifest's Jaccard is the smaller of two renderings; ours is that of the plain one
+    jaccard = dict(zip((c for _, c in want["near_duplicate_pairs"]), want["near_duplicate_jaccard"]))
+    lines = sample.read_bytes().split(b"\n")
+    for row, r in near_rows.items():
+        keeper = kept[planted[row]]  # the original (earlier line) is kept
+        assert r["duplicate_of"] == keeper["id"] != r["id"]
+        copy = json.loads(lines[row])
+        truth = true_jaccard(shingle_text(keeper["instruction"], keeper["input"]),
+                             shingle_text(copy["instruction"], copy.get("input")))
+        assert r["similarity"] == pytest.approx(truth, abs=1e-6) and truth >= jaccard[row] - 1e-4
+
+
+def _robust_rows() -> list[tuple]:
+    """DEDUP rows: identical rows, a shared boilerplate preamble, 1 MB rows, empty-after-normalization
+    rows, unique rows, and small planted near duplicates.  (id, instruction, input, text, source, source_row)."""
+    rng = random.Random(2024)
+
+    def words(n: int) -> str:
+        return " ".join(rng.choice(_WORDS) + str(rng.randint(0, 9999)) for _ in range(n))
+
+    rows: list[tuple[str, str, str]] = []  # (source, instruction, input)
+    rows += [("a.jsonl", "Explain why the sky is blue, in simple words for a child.", "")] * 120  # identical
+    preamble = words(150)
+    rows += [("b.jsonl", f"{preamble} Question: {words(4)}", "") for _ in range(150)]  # boilerplate
+    mega = words(170_000)
+    edited = mega.split(" ")
+    for i in (10, 50_000, 120_000):
+        edited[i] = "changed"
+    rows += [("c.jsonl", mega, ""), ("c.jsonl", " ".join(edited), ""), ("c.jsonl", words(170_000), "")]
+    rows += [("d.jsonl", "!!!", ""), ("d.jsonl", "???", "..."), ("d.jsonl", "— ・ —", "")]  # empty keys
+    for _ in range(60):
+        base = words(rng.randint(3, 60))
+        rows.append(("e.jsonl", base, words(rng.randint(0, 10))))
+    for _ in range(20):  # planted: 1 substitution in 100 words (word 5-gram Jaccard 0.90)
+        base = words(100).split(" ")
+        rows.append(("f.jsonl", " ".join(base), ""))
+        base[rng.randrange(100)] = "substituted"
+        rows.append(("f.jsonl", " ".join(base), ""))
+    out, seen = [], {}
+    for src, instr, inp in rows:
+        i = seen[src] = seen.get(src, -1) + 1
+        out.append((content_id(instr, inp), instr, inp, instr, src, i))
+    # files in reverse string order of their rows, so node order != input order
+    return out[::-1]
+
+
+_DDL = "id string, instruction string, input string, text string, source string, source_row bigint"
+
+
+def _removed(spark, rows, partitions: int, overrides=()):
+    from selectllm.dedup.near import find_near_duplicates
+
+    cfg = load_config(None, ["dedup.near.enabled=true", "dedup.near.max_bucket=20", *overrides])
+    df = spark.createDataFrame(rows, _DDL).repartition(partitions)
+    res = find_near_duplicates(df, cfg)
+    removed = sorted((r["source"], r["source_row"], r["id"], r["duplicate_of"], round(r["similarity"], 6))
+                     for r in res.removed.collect())
+    return removed, res.metrics
+
+
+def test_robust_corpus_and_partition_invariance(spark):
+    rows = _robust_rows()
+    removed, m = _removed(spark, rows, 1)
+    old = spark.conf.get("spark.sql.shuffle.partitions")
+    spark.conf.set("spark.sql.shuffle.partitions", "7")
+    try:
+        again, m2 = _removed(spark, rows, 3)
+    finally:
+        spark.conf.set("spark.sql.shuffle.partitions", old)
+    assert again == removed  # identical whatever the partitioning
+    assert {k: v for k, v in m2.items() if "seconds" not in k} == {k: v for k, v in m.items() if "seconds" not in k}
+
+    by_src: dict[str, list] = {}
+    for r in removed:
+        by_src.setdefault(r[0], []).append(r)
+    ids = {(r[4], r[5]): r[0] for r in rows}
+    # identical rows: one component, the first row kept, similarity 1
+    assert len(by_src["a.jsonl"]) == 119 and {r[1] for r in by_src["a.jsonl"]} == set(range(1, 120))
+    assert {r[3] for r in by_src["a.jsonl"]} == {ids[("a.jsonl", 0)]} and {r[4] for r in by_src["a.jsonl"]} == {1.0}
+    # boilerplate: all near-identical (Jaccard ~0.9) -> one component, kept = row 0; giant buckets capped
+    assert len(by_src["b.jsonl"]) == 149 and {r[3] for r in by_src["b.jsonl"]} == {ids[("b.jsonl", 0)]}
+    assert m["giant_buckets"] > 0 and m["giant_bucket_rows"] > 0
+    assert m["pair_checks"] < 16 * 120 + 16 * 150 + 5000  # linear, not 120^2 + 150^2 pairs
+    # 1 MB rows: the edited copy goes, the other megabyte row stays
+    assert [(r[1], r[3]) for r in by_src["c.jsonl"]] == [(1, ids[("c.jsonl", 0)])]
+    assert 0.99 < by_src["c.jsonl"][0][4] < 1.0
+    # empty after normalization: no shingles, never a near duplicate
+    assert "d.jsonl" not in by_src and m["rows_without_shingles"] == 3
+    assert "e.jsonl" not in by_src
+    # planted pairs: the second of each pair goes, pointing at the first
+    assert sorted((r[1], r[3]) for r in by_src["f.jsonl"]) == [(2 * i + 1, ids[("f.jsonl", 2 * i)]) for i in range(20)]
+    assert all(0.8 <= r[4] < 1.0 for r in by_src["f.jsonl"])
+    # conservation
+    assert m["rows"] == len(rows) and m["removed"] == len(removed) == 119 + 149 + 1 + 20
+    assert m["components"] == 1 + 1 + 1 + 20
+
+
+def test_unverified_and_char_shingles(spark):
+    rows = [r for r in _robust_rows() if r[4] in ("e.jsonl", "f.jsonl")]
+    removed, m = _removed(spark, rows, 2, ["dedup.near.verify=false"])
+    assert sorted(r[1] for r in removed) == [2 * i + 1 for i in range(20)]  # estimated Jaccard still finds them
+    removed, m = _removed(spark, rows, 2, ["dedup.near.shingle=char", "dedup.near.ngram=5",
+                                           "dedup.near.bands=20"])
+    assert (m["bands"], m["rows_per_band"]) == (20, 6)
+    assert sorted(r[1] for r in removed) == [2 * i + 1 for i in range(20)]
+
+
+def test_hook_off_and_dedup_dataframe(spark, tmp_path):
+    from selectllm.dedup.spark_job import dedup_dataframe, near_duplicate_pairs
+
+    assert near_duplicate_pairs(None, load_config(None, [])) is None
+    f = tmp_path / "x.jsonl"
+    base = " ".join(f"word{i}" for i in range(80))
+    f.write_text("\n".join(json.dumps({"instruction": t}) for t in (
+        base, base.replace("word7 ", "other "), "Something else entirely, not similar at all.", base.upper())) + "\n")
+    cfg = load_config(None, [f"input.paths=[{f}]", "dedup.near.enabled=true"])
+    kept, _, dups = dedup_dataframe(spark, cfg, num_partitions=1)
+    assert kept.columns == schemas.DEDUP.names and dups.columns == schemas.DUPLICATES.names
+    assert sorted(r["source_row"] for r in kept.collect()) == [0, 2]
+    d = sorted((r["source_row"], r["kind"]) for r in dups.collect())
+    assert d == [(1, "near"), (3, "exact")]
+
+
+_CLUSTER_SCRIPT = r"""
+import json, sys
+sys.path.insert(0, sys.argv[1])
+from pyspark.sql import SparkSession
+spark = (SparkSession.builder.master("local-cluster[2,1,1024]").appName("near-local-cluster")
+         .config("spark.ui.enabled", "false").config("spark.ui.showConsoleProgress", "false")
+         .config("spark.sql.shuffle.partitions", "6")
+         .config("spark.executor.memory", "900m").getOrCreate())
+spark.sparkContext.setLogLevel("ERROR")
+try:
+    from test_near_dedup_spark import _removed, _robust_rows
+    removed, metrics = _removed(spark, _robust_rows(), 4)
+    assert spark.sparkContext.master.startswith("local-cluster")
+    json.dump({"removed": removed, "executors": spark.sparkContext._jsc.sc().getExecutorMemoryStatus().size() - 1},
+              open(sys.argv[2], "w"))
+finally:
+    spark.stop()
+"""
+
+
+@pytest.mark.slow
+def test_local_cluster_gives_the_same_result(spark, tmp_path):
+    """The same plan on two executor JVMs (local-cluster[2,1,1024]) as on local[2]."""
+    script, result = tmp_path / "run_cluster.py", tmp_path / "result.json"
+    script.write_text(_CLUSTER_SCRIPT)
+    env = dict(os.environ, PYSPARK_PYTHON=sys.executable, PYSPARK_DRIVER_PYTHON=sys.executable)
+    proc = subprocess.run([sys.executable, str(script), str(Path(__file__).parent), str(result)],
+                          env=env, capture_output=True, text=True, timeout=540)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    got = json.loads(result.read_text())
+    assert got["executors"] == 2
+    local, _ = _removed(spark, _robust_rows(), 2)
+    assert [tuple(r) for r in got["removed"]] == local
