@@ -118,16 +118,20 @@ def _removed(spark, rows, partitions: int, overrides=()):
     return removed, res.metrics
 
 
-def test_robust_corpus_and_partition_invariance(spark):
+def test_robust_corpus_and_partition_invariance(spark, monkeypatch):
+    import selectllm.dedup.near as near
+
     rows = _robust_rows()
     removed, m = _removed(spark, rows, 1)
     old = spark.conf.get("spark.sql.shuffle.partitions")
     spark.conf.set("spark.sql.shuffle.partitions", "7")
+    monkeypatch.setattr(near, "BROADCAST_BYTES", 0)  # the plan for big data: shuffle joins only
+    monkeypatch.setattr(near, "KEYS_PER_PARTITION", 100)  # band keys spread over many tasks
     try:
         again, m2 = _removed(spark, rows, 3)
     finally:
         spark.conf.set("spark.sql.shuffle.partitions", old)
-    assert again == removed  # identical whatever the partitioning
+    assert again == removed  # identical whatever the partitioning and the join strategy
     assert {k: v for k, v in m2.items() if "seconds" not in k} == {k: v for k, v in m.items() if "seconds" not in k}
 
     by_src: dict[str, list] = {}

@@ -14,20 +14,22 @@ maths are in :mod:`selectllm.text.minhash`; this module only moves data to them.
    bands, sh)`` is persisted; ``sh`` holds the row's uint32 shingle hashes as raw bytes (or,
    when ``verify`` is off, its signature).  Rows without shingles (empty after normalization)
    get no band: they are never near duplicates.
-3. **Candidates**: rows exploded to ``(band, key, node)`` and counted by ``(band, key)``; the
-   shared buckets (2+ rows; usually few, then broadcast) are joined back to their rows.
-   A bucket of ``2..max_bucket`` rows gives all its pairs; a *giant* bucket (more than
-   ``max_bucket`` rows, e.g. a shared boilerplate preamble) gives only the pairs
-   ``(centre, other)`` - linear, never quadratic - and is counted in the metrics.  The centre is
-   the member with the smallest ``xxhash64(node, band)``: the bands of one group of rows get
-   different centres, so a member unlike one centre still meets others.
-4. **Verification**: every candidate pair gets the true Jaccard of its two shingle sets
-   (``verify: true``, the default) or the MinHash estimate (``verify: false``); pairs at or
-   above ``threshold`` are the edges of the similarity graph (a pair found in several bands
-   counts once).  Pairs of ordinary buckets are checked inside the bucket (one ``collect_list``
-   of the members' sets per bucket, all pairs in numpy), star pairs of giant buckets by joining
-   both rows.  The rows of shared buckets are broadcast when they fit in ``BROADCAST_BYTES``
-   (else shuffle joins).  ``pair_checks`` in the metrics counts the comparisons made.
+3. **Buckets**: rows exploded to ``(key, node)``, one row per band (keys are salted by band, so
+   a key names one band's bucket), hash-partitioned by key and sorted inside each partition in
+   numpy (:func:`selectllm.dedup.buckets.shared_buckets`): one shuffle of two longs per row
+   gives the members of every bucket with 2+ rows.  A *giant* bucket (more than ``max_bucket``
+   rows, e.g. a boilerplate preamble shared by thousands of rows) gives only the pairs
+   ``(centre, other)`` - linear, never quadratic - and is counted in the metrics; its centre is
+   a fixed pseudo-random member, different in every band, so a member unlike one centre still
+   meets others.
+4. **Verification**: the members of each ordinary bucket are gathered with their shingle sets
+   (one ``collect_list`` per bucket) and verified in pivot rounds
+   (:func:`selectllm.dedup.buckets.bucket_edges`): the components are those of checking every
+   pair, with ``m - 1`` checks for a bucket of ``m`` near-identical rows instead of
+   ``m(m-1)/2``.  A check is the true Jaccard of the two shingle sets (``verify: true``, the
+   default) or the MinHash estimate (``verify: false``); pairs at or above ``threshold`` are
+   the edges of the similarity graph.  Star pairs of giant buckets are checked by joining both
+   rows.  ``pair_checks`` in the metrics counts the comparisons made.
 5. **Connected components** of that graph in Spark
    (:func:`selectllm.dedup.components.connected_components`): component = smallest node.
 6. **Keeper** of a component: its smallest node, i.e. the member with the smallest
@@ -53,9 +55,8 @@ from selectllm.errors import UserError
 ROW_BITS = 40  # node = file_rank << ROW_BITS | source_row
 FILE_BITS = 63 - ROW_BITS
 BATCH_CHARS = 4 << 20  # characters normalized and shingled per numpy pass inside one Arrow batch
-BROADCAST_BYTES = 256 << 20  # rows in candidate pairs are broadcast to the pairs below this size
-PAIR_CHUNK = 100_000  # pairs of one bucket batch compared per numpy pass
-VERIFY_IN_BUCKETS = True
+BROADCAST_BYTES = 64 << 20  # a side of a join below this size is broadcast (else shuffle joins)
+KEYS_PER_PARTITION = 1 << 22  # band keys sorted per task when finding shared buckets (~64 MB)
 
 _DOCS_DDL = ("node bigint, id string, source string, source_row bigint, "
              "bands array<bigint>, sh binary")
@@ -147,65 +148,73 @@ def _scorer(verify: bool, num_perm: int):
     return score
 
 
-def _bucket_pairs(starts: np.ndarray, sizes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Member indices ``(i, j)``, ``i < j`` inside each bucket (buckets = consecutive members)."""
-    out_i, out_j = [np.zeros(0, np.int64)], [np.zeros(0, np.int64)]
-    for m in np.unique(sizes):
-        if m < 2:
-            continue
-        ti, tj = np.triu_indices(int(m), 1)
-        base = starts[sizes == m][:, None]
-        out_i.append((base + ti[None, :]).ravel())
-        out_j.append((base + tj[None, :]).ravel())
-    return np.concatenate(out_i), np.concatenate(out_j)
-
-
 def _gather(offsets: np.ndarray, values: np.ndarray, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The sets ``idx`` (as ``(offsets, values)``) taken out of ``(offsets, values)``."""
+    """The sets number ``idx`` (as ``(offsets, values)``) out of ``(offsets, values)``."""
     lens = offsets[idx + 1] - offsets[idx]
     new = np.concatenate(([0], np.cumsum(lens))).astype(np.int64)
     pos = np.repeat(offsets[idx] - new[:-1], lens) + np.arange(new[-1], dtype=np.int64)
     return new, values[pos]
 
 
-def _bucket_scorer(verify: bool, num_perm: int, threshold: float):
-    """mapInArrow function: one row per bucket, ``m = list<struct<node, sh>>`` -> ``(src, dst,
-    sim)`` for every pair of members at or above ``threshold``, and one row ``(-1, checked, -1)``
-    per batch counting the pairs checked.  Members' sets cross Arrow once per bucket, not per pair."""
+def _bucketer():
+    """mapInArrow function over one hash partition of ``(key, node)``: the members of its shared
+    buckets ``(key, node, size, centre)`` (the whole partition is sorted at once)."""
 
-    def score(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        from selectllm.text.minhash import jaccard_sets
+    def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        from selectllm.dedup.buckets import shared_buckets
+
+        keys, nodes = [], []
+        for batch in batches:
+            keys.append(batch.column("key").to_numpy(zero_copy_only=False))
+            nodes.append(batch.column("node").to_numpy(zero_copy_only=False))
+        if not keys:
+            return
+        k, n, size, centre = shared_buckets(np.concatenate(keys), np.concatenate(nodes))
+        yield pa.RecordBatch.from_arrays([pa.array(k), pa.array(n), pa.array(size), pa.array(centre)],
+                                         names=["key", "node", "size", "centre"])
+
+    return run
+
+
+def _bucket_verifier(verify: bool, num_perm: int, threshold: float):
+    """mapInArrow function: one row per bucket, ``m = list<struct<node, sh>>`` -> the verified
+    edges ``(src, dst, sim)`` of :func:`~selectllm.dedup.buckets.bucket_edges`, and one row
+    ``(-1, checks, -1)`` per batch counting the pairs checked."""
+
+    def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        from selectllm.dedup.buckets import bucket_edges
+        from selectllm.text.minhash import estimate_jaccard, jaccard_sets
 
         for batch in batches:
             col = batch.column("m")
             if isinstance(col, pa.ChunkedArray):
                 col = col.combine_chunks()
             lo = col.offsets.to_numpy().astype(np.int64)
+            bounds = lo - lo[0]
             flat = col.flatten()
             nodes = flat.field("node").to_numpy(zero_copy_only=False)
-            so, sv = _uint32_lists(flat.field("sh"))
-            ii, jj = _bucket_pairs(lo[:-1] - lo[0], np.diff(lo))
-            src, dst, sim = [np.zeros(0, np.int64)], [np.zeros(0, np.int64)], [np.zeros(0)]
-            for c in range(0, len(ii), PAIR_CHUNK):
-                i, j = ii[c:c + PAIR_CHUNK], jj[c:c + PAIR_CHUNK]
-                if verify:
-                    s = jaccard_sets(*_gather(so, sv, i), *_gather(so, sv, j))
-                else:
-                    sig = sv.reshape(-1, num_perm)
-                    s = (sig[i] == sig[j]).mean(axis=1)
-                keep = s >= threshold
-                a, b = nodes[i[keep]], nodes[j[keep]]
-                src.append(np.minimum(a, b))
-                dst.append(np.maximum(a, b))
-                sim.append(s[keep])
-            src.append(np.array([-1]))
-            dst.append(np.array([len(ii)]))
-            sim.append(np.array([-1.0]))
-            yield pa.RecordBatch.from_arrays(
-                [pa.array(np.concatenate(src)), pa.array(np.concatenate(dst)), pa.array(np.concatenate(sim))],
-                names=["src", "dst", "sim"])
+            off, vals = _uint32_lists(flat.field("sh"))
+            # members of a bucket in node order (collect_list keeps no order)
+            bucket = np.repeat(np.arange(len(bounds) - 1), np.diff(bounds))
+            order = np.lexsort((nodes, bucket))
+            nodes = nodes[order]
+            off, vals = _gather(off, vals, order)
+            if verify:
+                def sim(i, j):
+                    return jaccard_sets(*_gather(off, vals, i), *_gather(off, vals, j))
+            else:
+                sig = vals.reshape(-1, num_perm)
 
-    return score
+                def sim(i, j):
+                    return estimate_jaccard(sig[i], sig[j])
+            i, j, s, checks = bucket_edges(bounds, sim, threshold)
+            a, b = nodes[i], nodes[j]
+            yield pa.RecordBatch.from_arrays(
+                [pa.array(np.concatenate((np.minimum(a, b), [-1]))),
+                 pa.array(np.concatenate((np.maximum(a, b), [checks]))),
+                 pa.array(np.concatenate((s, [-1.0])))], names=["src", "dst", "sim"])
+
+    return run
 
 
 # ----------------------------------------------------------------------------- the plan
@@ -221,15 +230,19 @@ def _with_nodes(df):
         "node", F.shiftleft(F.col("_file").cast("bigint"), ROW_BITS).bitwiseOR(F.col("source_row"))).drop("_file")
 
 
-def score_pairs(pairs, sh, verify: bool, num_perm: int, broadcast: bool = False):
-    """``(src, dst)`` pairs of nodes -> ``(src, dst, sim)``; ``sh`` is a ``(node, sh)`` table."""
+def score_pairs(pairs, sh, verify: bool, num_perm: int, broadcast_pairs: bool = False):
+    """``(src, dst)`` pairs of nodes -> ``(src, dst, sim)``; ``sh`` is a ``(node, sh)`` table.
+
+    ``broadcast_pairs``: the pairs are few (e.g. one per removed row): they are broadcast to the
+    scan of ``sh`` instead of shuffling both sides.
+    """
     from pyspark.sql import functions as F
 
+    p = F.broadcast(pairs) if broadcast_pairs else pairs
     a = sh.select(F.col("node").alias("src"), F.col("sh").alias("a"))
+    with_a = a.join(p, "src")
     b = sh.select(F.col("node").alias("dst"), F.col("sh").alias("b"))
-    if broadcast:
-        a, b = F.broadcast(a), F.broadcast(b)
-    joined = pairs.join(a, "src").join(b, "dst").select("src", "dst", "a", "b")
+    joined = b.join(F.broadcast(with_a) if broadcast_pairs else with_a, "dst").select("src", "dst", "a", "b")
     return joined.mapInArrow(_scorer(verify, num_perm), _SCORED_DDL)
 
 
@@ -269,91 +282,68 @@ def find_near_duplicates(df, cfg: Config, keep_edges: bool = False) -> NearResul
     try:
         d = docs.agg(F.count(F.lit(1)).alias("rows"),
                      F.sum(F.when(F.size("bands") == 0, 1).otherwise(0)).alias("no_shingles"),
-                     F.sum(F.length("sh")).alias("sh_bytes"),
                      F.max("source_row").alias("max_row"),
                      F.max(F.shiftright("node", ROW_BITS)).alias("max_file")).first()
         if d["rows"] and (d["max_row"] >= 1 << ROW_BITS or d["max_file"] >= 1 << FILE_BITS):
             raise UserError(f"dedup.near: at most 2^{FILE_BITS} files and 2^{ROW_BITS} rows per file")
         lap("signatures")
 
-        # buckets: band keys shared by 2+ rows (one aggregation), joined back to their rows.
-        # The centre of a giant bucket's star is the member with the smallest xxhash64(node,
-        # band): the bands of one group of rows get different centres (deterministic).
-        bk = docs.select("node", F.posexplode("bands").alias("band", "key"))
-        sizes = (bk.groupBy("band", "key").agg(F.count(F.lit(1)).alias("size"),
-                                               F.min_by("node", F.xxhash64("node", "band")).alias("head"))
-                 .where(F.col("size") >= 2).persist(mem))
-        persisted.append(sizes)
-        g = sizes.agg(F.count(F.lit(1)).alias("buckets"), F.sum("size").alias("members"),
-                      F.sum(F.when(F.col("size") > near.max_bucket, 1).otherwise(0)).alias("giant"),
-                      F.sum(F.when(F.col("size") > near.max_bucket, F.col("size")).otherwise(0)).alias("giant_rows")
-                      ).first()
-        giant = {"buckets": g["giant"], "rows": g["giant_rows"]}
-        # usually few buckets are shared: broadcast them instead of shuffling every band key
-        shared = F.broadcast(sizes) if g["buckets"] * 48 <= BROADCAST_BYTES else sizes
-        multi = bk.join(shared, ["band", "key"])
+        # buckets: one shuffle of (key, node), sorted per partition in numpy
+        parts = max(n_parts, -(-(d["rows"] or 0) * bands // KEYS_PER_PARTITION))
+        members = (docs.select("node", F.explode("bands").alias("key"))
+                   .repartition(parts, "key")
+                   .mapInArrow(_bucketer(), "key bigint, node bigint, size bigint, centre bigint")
+                   .persist(mem))
+        persisted.append(members)
+        g = members.agg(F.count(F.lit(1)).alias("members"),
+                        F.sum(F.lit(1) / F.col("size")).alias("buckets"),
+                        F.sum(F.when(F.col("size") > near.max_bucket, 1.0 / F.col("size")).otherwise(0)).alias("giant"),
+                        F.sum(F.when(F.col("size") > near.max_bucket, 1).otherwise(0)).alias("giant_rows"),
+                        F.sum(F.when(F.col("size") <= near.max_bucket, F.col("size") - 1).otherwise(0) / 2
+                              ).alias("pairs_in_buckets")).first()
+        n_members = int(g["members"] or 0)
+        giant = {"buckets": round(g["giant"] or 0), "rows": int(g["giant_rows"] or 0)}
         lap("buckets")
 
-        # the rows of the shared buckets, with their shingles (broadcast when small enough)
-        need = multi.select("node").distinct()
-        row_bytes = (d["sh_bytes"] or 0) / max(d["rows"], 1) + 96
-        small_side = (g["members"] or 0) * row_bytes <= BROADCAST_BYTES
-        sub = docs.join(F.broadcast(need) if small_side else need, "node").select(
-            "node", "id", "source", "source_row", "sh").persist(mem)
-        persisted.append(sub)
-        n_need = sub.count()
-        lap("candidates")
-
-        # verification -> edges of the similarity graph.  Buckets up to max_bucket rows: every
-        # pair, checked inside the bucket (each member's set is shipped once per bucket); giant
-        # buckets: the pairs (centre, member) only, checked by joining both rows.
-        star = (multi.where((F.col("size") > near.max_bucket) & (F.col("node") != F.col("head")))
-                .select(F.least("head", "node").alias("src"), F.greatest("head", "node").alias("dst")))
-        if VERIFY_IN_BUCKETS:
-            sh = sub.select("node", "sh")
-            members = multi.where(F.col("size") <= near.max_bucket).select("band", "key", "node").join(
-                F.broadcast(sh) if small_side else sh, "node")
-            in_buckets = (members.groupBy("band", "key").agg(F.collect_list(F.struct("node", "sh")).alias("m"))
-                          .select("m").mapInArrow(_bucket_scorer(near.verify, near.num_perm, near.threshold),
-                                                  _SCORED_DDL))
-            in_stars = score_pairs(star.distinct(), sub, near.verify, near.num_perm, small_side).where(
-                F.col("sim") >= near.threshold)
-        else:  # every distinct pair, checked by joining both rows
-            small = multi.where(F.col("size") <= near.max_bucket).select("band", "key", "node")
-            pairs = (small.alias("x").join(small.alias("y"), ["band", "key"])
-                     .where(F.col("x.node") < F.col("y.node"))
-                     .select(F.col("x.node").alias("src"), F.col("y.node").alias("dst")))
-            cands = pairs.unionByName(star).distinct()
-            all_scored = score_pairs(cands, sub, near.verify, near.num_perm, small_side).persist(mem)
-            persisted.append(all_scored)
-            in_buckets = all_scored.groupBy().agg(F.lit(-1).cast("bigint").alias("src"),
-                                                  F.count(F.lit(1)).alias("dst"), F.lit(-1.0).alias("sim"))
-            in_stars = all_scored.where(F.col("sim") >= near.threshold)
+        # verification -> the edges of the similarity graph.  Ordinary buckets: members gathered
+        # with their sets, pivot rounds (m - 1 checks for m near-identical rows); giant buckets:
+        # the star pairs (centre, member), checked by joining both rows.
+        sh = docs.select("node", "sh")
+        ordinary = members.where(F.col("size") <= near.max_bucket).select("key", "node")
+        small = n_members * 24 <= BROADCAST_BYTES
+        with_sets = sh.join(F.broadcast(ordinary) if small else ordinary, "node")
+        in_buckets = (with_sets.groupBy("key").agg(F.collect_list(F.struct("node", "sh")).alias("m"))
+                      .select("m").mapInArrow(_bucket_verifier(near.verify, near.num_perm, near.threshold),
+                                              _SCORED_DDL))
+        star = (members.where((F.col("size") > near.max_bucket) & (F.col("node") != F.col("centre")))
+                .select(F.least("centre", "node").alias("src"), F.greatest("centre", "node").alias("dst"))
+                .distinct())
+        in_stars = score_pairs(star, sh, near.verify, near.num_perm,
+                               broadcast_pairs=giant["rows"] * 16 <= BROADCAST_BYTES)
         checked = in_buckets.unionByName(in_stars).persist(mem)
         persisted.append(checked)
-        in_bucket_checks = checked.agg(F.sum(F.when(F.col("src") < 0, F.col("dst"))).alias("n")).first()["n"]
-        scored = (checked.where(F.col("src") >= 0).groupBy("src", "dst").agg(F.max("sim").alias("sim"))
-                  .persist(mem))  # a pair seen in several bands, once
-        persisted.append(scored)
-        n_edges = scored.count()
-        checks = (in_bucket_checks or 0) + ((g["giant_rows"] or 0) - (g["giant"] or 0) if VERIFY_IN_BUCKETS else 0)
-        edges = scored.select("src", "dst")
+        c = checked.agg(F.sum(F.when(F.col("src") < 0, F.col("dst"))).alias("in_buckets")).first()
+        checks = int(c["in_buckets"] or 0) + max(giant["rows"] - giant["buckets"], 0)
+        edges = (checked.where((F.col("src") >= 0) & (F.col("sim") >= near.threshold))
+                 .groupBy("src", "dst").agg(F.max("sim").alias("sim")))  # a pair of several bands, once
+        edges = cut_lineage(edges, eager=False)
+        n_edges = edges.count()  # materializes the checkpoint
         lap("verified")
 
-        kept_edges = cut_lineage(scored) if keep_edges else None
         cc_stats: dict = {}
-        comp = connected_components(edges, stats=cc_stats, simple=True)  # src < dst, no repeats
+        comp = connected_components(edges.select("src", "dst"), stats=cc_stats, simple=True)  # src < dst
         lap("components")
 
         # one keeper per component (its smallest node); similarity of each other row to it
-        dup = comp.where(F.col("node") != F.col("component")).select(
-            F.col("node").alias("src"), F.col("component").alias("dst"))
-        sims = score_pairs(dup, sub, near.verify, near.num_perm, small_side)
-        info = sub.select(F.col("node").alias("src"), "id", "source", "source_row")
-        keeper = sub.select(F.col("node").alias("dst"), F.col("id").alias("duplicate_of"))
-        if small_side:
-            info, keeper = F.broadcast(info), F.broadcast(keeper)
-        removed = cut_lineage(sims.join(info, "src").join(keeper, "dst").select(
+        dup = cut_lineage(comp.where(F.col("node") != F.col("component")).select(
+            F.col("node").alias("src"), F.col("component").alias("dst")))
+        n_dup = dup.count()
+        few = n_dup * 64 <= BROADCAST_BYTES
+        sims = score_pairs(dup, sh, near.verify, near.num_perm, broadcast_pairs=few)
+        info = docs.select(F.col("node").alias("src"), "id", "source", "source_row")
+        keeper = docs.select(F.col("node").alias("dst"), F.col("id").alias("duplicate_of"))
+        removed_rows = info.join(F.broadcast(sims) if few else sims, "src")
+        removed = cut_lineage(keeper.join(F.broadcast(removed_rows) if few else removed_rows, "dst").select(
             "id", "duplicate_of", F.col("sim").cast("float").alias("similarity"), "source", "source_row"),
             eager=False)  # materialized by the count below
         r = removed.agg(F.count(F.lit(1)).alias("n"), F.countDistinct("duplicate_of").alias("keepers")).first()
@@ -369,9 +359,9 @@ def find_near_duplicates(df, cfg: Config, keep_edges: bool = False) -> NearResul
         "rows_without_shingles": int(d["no_shingles"] or 0),
         "giant_buckets": int(giant["buckets"] or 0),
         "giant_bucket_rows": int(giant["rows"] or 0),
-        "rows_in_candidates": int(n_need),
-        "broadcast": small_side,
-        "pair_checks": int(checks),
+        "rows_in_buckets": n_members,
+        "pairs_in_buckets": int(g["pairs_in_buckets"] or 0),
+        "pair_checks": checks,
         "verified_pairs": int(n_edges),
         "components": n_comps,
         "removed": n_removed,
@@ -379,4 +369,4 @@ def find_near_duplicates(df, cfg: Config, keep_edges: bool = False) -> NearResul
         "seconds": round(time.perf_counter() - t0, 3),
         "phase_seconds": phases,
     }
-    return NearResult(removed=removed, metrics=metrics, edges=kept_edges)
+    return NearResult(removed=removed, metrics=metrics, edges=edges if keep_edges else None)

@@ -284,24 +284,16 @@ def jaccard_sets(a_offsets: np.ndarray, a_values: np.ndarray, b_offsets: np.ndar
                  b_values: np.ndarray) -> np.ndarray:
     """Jaccard of pairs of shingle sets, vectorized: pair ``i`` is ``A[i]`` vs ``B[i]``.
 
-    Each set must hold unique values (as :func:`shingle_sets` gives).  Sets sorted ascending
-    (as :func:`shingle_sets` gives) take a fast path (binary search, no sort); int32 views of
-    the uint32 values are accepted.  Two empty sets give 0.0.
+    Each set must hold unique values (as :func:`shingle_sets` gives).  The ``pair << 32 | value``
+    keys of both sides are merged with one stable sort (linear when the sets are sorted, as
+    :func:`shingle_sets` gives them) and equal neighbours counted.  int32 views of the uint32
+    values are accepted.  Two empty sets give 0.0.
     """
     na, nb = np.diff(a_offsets), np.diff(b_offsets)
-    n = len(na)
-    ka = _pair_keys(na, a_values)
-    kb = _pair_keys(nb, b_values)
-    if ka.size and np.any(ka[1:] <= ka[:-1]):
-        ka = np.sort(ka)
-    inter = np.zeros(n, dtype=np.int64)
-    if ka.size and kb.size:
-        pos = np.searchsorted(ka, kb)
-        np.minimum(pos, ka.size - 1, out=pos)
-        hit = (kb == ka[pos]).view(np.int8)
-        has = nb > 0
-        starts = np.asarray(b_offsets[:-1], dtype=np.int64)[has] - int(b_offsets[0])
-        inter[has] = np.add.reduceat(hit, starts, dtype=np.int64)
+    keys = np.concatenate((_pair_keys(na, a_values), _pair_keys(nb, b_values)))
+    keys.sort(kind="stable")  # two sorted runs (sorted sets): a linear merge
+    common = np.flatnonzero(keys[1:] == keys[:-1])  # a value in both sets of a pair
+    inter = np.bincount((keys[common] >> U64(32)).astype(np.int64), minlength=len(na))
     union = na + nb - inter
     return np.where(union > 0, inter / np.maximum(union, 1), 0.0)
 

@@ -1,0 +1,70 @@
+"""LSH bucket helpers (selectllm.dedup.buckets): pure numpy, checked against brute force."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from selectllm.dedup.buckets import bucket_edges, shared_buckets
+
+
+def _components(n: int, edges) -> list[int]:
+    parent = list(range(n))
+
+    def find(x: int) -> int:
+        while parent[x] != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    for a, b in edges:
+        ra, rb = find(a), find(b)
+        if ra != rb:
+            parent[max(ra, rb)] = min(ra, rb)
+    return [find(x) for x in range(n)]
+
+
+def test_shared_buckets_keeps_buckets_of_two_or_more_with_a_fixed_centre():
+    keys = np.array([7, 3, 7, 5, 7, 3, 9], dtype=np.int64)
+    nodes = np.array([40, 11, 10, 99, 20, 12, 1], dtype=np.int64)
+    k, n, size, centre = shared_buckets(keys, nodes)
+    assert k.tolist() == [3, 3, 7, 7, 7] and n.tolist() == [11, 12, 10, 20, 40]
+    assert size.tolist() == [2, 2, 3, 3, 3]
+    assert centre[0] == centre[1] in (11, 12) and centre[2] == centre[3] == centre[4] in (10, 20, 40)
+    # the order rows arrive in changes nothing
+    perm = np.random.default_rng(0).permutation(len(keys))
+    again = shared_buckets(keys[perm], nodes[perm])
+    assert all(np.array_equal(x, y) for x, y in zip(again, (k, n, size, centre)))
+    assert all(len(x) == 0 for x in shared_buckets(np.array([1, 2]), np.array([5, 6])))
+
+
+def test_bucket_edges_give_the_components_of_all_pairs_with_fewer_checks():
+    rng = np.random.default_rng(3)
+    for trial in range(60):
+        sizes = rng.integers(1, 40, size=rng.integers(1, 12))
+        bounds = np.concatenate(([0], np.cumsum(sizes)))
+        m = int(bounds[-1])
+        # members are points on a line, grouped in a few tight clumps; sim falls with distance
+        pos = rng.choice(rng.uniform(0, 10, size=rng.integers(1, 6)), size=m) + rng.normal(0, 0.05, size=m)
+        if trial % 3 == 0:
+            pos = rng.uniform(0, 10, size=m)  # chains and loose groups
+
+        def sim(i, j):
+            return np.maximum(0.0, 1.0 - np.abs(pos[i] - pos[j]) / 2.0)
+
+        i, j, s, checks = bucket_edges(bounds, sim, 0.8)
+        assert np.all(i < j) and np.all(s >= 0.8) and np.allclose(s, sim(i, j))
+        bucket_of = np.repeat(np.arange(len(sizes)), sizes)
+        assert np.array_equal(bucket_of[i], bucket_of[j])  # never across buckets
+        brute = [(a, b) for lo, hi in zip(bounds[:-1], bounds[1:]) for a in range(lo, hi)
+                 for b in range(a + 1, hi) if sim(np.array([a]), np.array([b]))[0] >= 0.8]
+        assert _components(m, zip(i.tolist(), j.tolist())) == _components(m, brute)
+        assert checks <= int((sizes * (sizes - 1) // 2).sum())  # never more than all pairs
+
+
+def test_bucket_of_near_identical_rows_is_linear():
+    bounds = np.array([0, 500])
+    i, j, s, checks = bucket_edges(bounds, lambda a, b: np.full(a.size, 0.95), 0.8)
+    assert checks == 499 and len(i) == 499 and set(i.tolist()) == {0}
+    # all different: every pair is checked, no edge
+    i, j, s, checks = bucket_edges(np.array([0, 30]), lambda a, b: np.zeros(a.size), 0.8)
+    assert checks == 30 * 29 // 2 and len(i) == 0
