@@ -20,6 +20,14 @@ from selectllm.engines import ray_init
 from selectllm.pipeline import StageContext
 
 
+SORT_WINDOW = 64  # rows handed to an actor at once = SORT_WINDOW model batches, sorted by length
+
+
+def _num_rows(fs, path: str) -> int:
+    with fs.open(path, "rb") as f:
+        return pq.read_metadata(f).num_rows
+
+
 def work_dir(ctx: StageContext) -> str:
     from selectllm.pipeline import STAGES, _embed_settings, input_fingerprint
 
@@ -90,23 +98,24 @@ def run_stage(ctx: StageContext) -> dict:
 
     from selectllm.tables import part_files
 
-    sources = [ctx.run.staging_uri(p) for p in part_files(ctx.run, "dedup")]
-    ds = ray.data.read_parquet(sources, columns=["id", "text"])
-    total = ds.count()
+    parts = part_files(ctx.run, "dedup")
+    ds = ray.data.read_parquet([ctx.run.staging_uri(p) for p in parts], columns=["id", "text"])
+    total = sum(_num_rows(fs, p) for p in parts)  # from the footers: no pass over the data
     todo = total - len(done)
     if todo > 0:
         actors, gpus, threads = actor_plan(cfg)
         device = "cuda" if gpus else "cpu"
         ds = ds.map_batches(_drop_done, fn_args=[done], batch_format="pyarrow")
         # one output file per block: small enough that a kill loses little, large enough to stay few
-        rows_per_file = int(min(max(-(-todo // (actors * 8)), cfg.embed.batch_size * 16), 50_000))
+        window = cfg.embed.batch_size * SORT_WINDOW
+        rows_per_file = int(min(max(-(-todo // (actors * 8)), window), 50_000))
         ds = ds.repartition(target_num_rows_per_block=rows_per_file)
         ds = ds.map_batches(
             Embedder,
             fn_constructor_kwargs=dict(model=model, max_seq_length=cfg.embed.max_seq_length, device=device,
                                        dtype=cfg.embed.dtype, batch_size=cfg.embed.batch_size,
                                        cpu_threads=threads),
-            batch_size=cfg.embed.batch_size * 16,
+            batch_size=window,
             batch_format="pyarrow",
             compute=ray.data.ActorPoolStrategy(size=actors),
             num_gpus=gpus or None,
