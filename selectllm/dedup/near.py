@@ -23,7 +23,7 @@ maths are in :mod:`selectllm.text.minhash`; this module only moves data to them.
    a fixed pseudo-random member, different in every band, so a member unlike one centre still
    meets others.
 4. **Verification**: the members of each ordinary bucket are gathered with their shingle sets
-   (one ``collect_list`` per bucket) and verified in pivot rounds
+   (hash-partitioned by key, sorted per task in numpy) and verified in pivot rounds
    (:func:`selectllm.dedup.buckets.bucket_edges`): the components are those of checking every
    pair, with ``m - 1`` checks for a bucket of ``m`` near-identical rows instead of
    ``m(m-1)/2``.  A check is the true Jaccard of the two shingle sets (``verify: true``, the
@@ -177,42 +177,45 @@ def _bucketer():
 
 
 def _bucket_verifier(verify: bool, num_perm: int, threshold: float):
-    """mapInArrow function: one row per bucket, ``m = list<struct<node, sh>>`` -> the verified
-    edges ``(src, dst, sim)`` of :func:`~selectllm.dedup.buckets.bucket_edges`, and one row
-    ``(-1, checks, -1)`` per batch counting the pairs checked."""
+    """mapInArrow function over one hash partition of bucket members ``(key, node, sh)``: the
+    verified edges ``(src, dst, sim)`` of :func:`~selectllm.dedup.buckets.bucket_edges`, and one
+    row ``(-1, checks, -1)`` counting the pairs checked.  The partition is sorted by (key, node)
+    at once, so members of a bucket are consecutive and in node order."""
 
     def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         from selectllm.dedup.buckets import bucket_edges
         from selectllm.text.minhash import estimate_jaccard, jaccard_sets
 
+        keys, nodes, offs, vals, base = [], [], [], [], 0
         for batch in batches:
-            col = batch.column("m")
-            if isinstance(col, pa.ChunkedArray):
-                col = col.combine_chunks()
-            lo = col.offsets.to_numpy().astype(np.int64)
-            bounds = lo - lo[0]
-            flat = col.flatten()
-            nodes = flat.field("node").to_numpy(zero_copy_only=False)
-            off, vals = _uint32_lists(flat.field("sh"))
-            # members of a bucket in node order (collect_list keeps no order)
-            bucket = np.repeat(np.arange(len(bounds) - 1), np.diff(bounds))
-            order = np.lexsort((nodes, bucket))
-            nodes = nodes[order]
-            off, vals = _gather(off, vals, order)
-            if verify:
-                def sim(i, j):
-                    return jaccard_sets(*_gather(off, vals, i), *_gather(off, vals, j))
-            else:
-                sig = vals.reshape(-1, num_perm)
+            keys.append(batch.column("key").to_numpy(zero_copy_only=False))
+            nodes.append(batch.column("node").to_numpy(zero_copy_only=False))
+            o, v = _uint32_lists(batch.column("sh"))
+            offs.append(o[:-1] + base)
+            vals.append(v)
+            base += len(v)
+        if not keys:
+            return
+        key, node = np.concatenate(keys), np.concatenate(nodes)
+        off = np.concatenate(offs + [np.array([base], dtype=np.int64)])
+        order = np.lexsort((node, key))
+        key, node = key[order], node[order]
+        off, val = _gather(off, np.concatenate(vals), order)
+        bounds = np.flatnonzero(np.concatenate(([True], key[1:] != key[:-1], [True])))
+        if verify:
+            def sim(i, j):
+                return jaccard_sets(*_gather(off, val, i), *_gather(off, val, j))
+        else:
+            sig = val.reshape(-1, num_perm)
 
-                def sim(i, j):
-                    return estimate_jaccard(sig[i], sig[j])
-            i, j, s, checks = bucket_edges(bounds, sim, threshold)
-            a, b = nodes[i], nodes[j]
-            yield pa.RecordBatch.from_arrays(
-                [pa.array(np.concatenate((np.minimum(a, b), [-1]))),
-                 pa.array(np.concatenate((np.maximum(a, b), [checks]))),
-                 pa.array(np.concatenate((s, [-1.0])))], names=["src", "dst", "sim"])
+            def sim(i, j):
+                return estimate_jaccard(sig[i], sig[j])
+        i, j, sims, checks = bucket_edges(bounds, sim, threshold)
+        a, b = node[i], node[j]
+        yield pa.RecordBatch.from_arrays(
+            [pa.array(np.concatenate((np.minimum(a, b), [-1]))),
+             pa.array(np.concatenate((np.maximum(a, b), [checks]))),
+             pa.array(np.concatenate((sims, [-1.0])))], names=["src", "dst", "sim"])
 
     return run
 
@@ -282,6 +285,7 @@ def find_near_duplicates(df, cfg: Config, keep_edges: bool = False) -> NearResul
     try:
         d = docs.agg(F.count(F.lit(1)).alias("rows"),
                      F.sum(F.when(F.size("bands") == 0, 1).otherwise(0)).alias("no_shingles"),
+                     F.sum(F.length("sh")).alias("sh_bytes"),
                      F.max("source_row").alias("max_row"),
                      F.max(F.shiftright("node", ROW_BITS)).alias("max_file")).first()
         if d["rows"] and (d["max_row"] >= 1 << ROW_BITS or d["max_file"] >= 1 << FILE_BITS):
@@ -308,26 +312,28 @@ def find_near_duplicates(df, cfg: Config, keep_edges: bool = False) -> NearResul
         # verification -> the edges of the similarity graph.  Ordinary buckets: members gathered
         # with their sets, pivot rounds (m - 1 checks for m near-identical rows); giant buckets:
         # the star pairs (centre, member), checked by joining both rows.
+        row_bytes = 64 + (d["sh_bytes"] or 0) / max(d["rows"] or 0, 1)
         sh = docs.select("node", "sh")
         ordinary = members.where(F.col("size") <= near.max_bucket).select("key", "node")
         small = n_members * 24 <= BROADCAST_BYTES
         with_sets = sh.join(F.broadcast(ordinary) if small else ordinary, "node")
-        in_buckets = (with_sets.groupBy("key").agg(F.collect_list(F.struct("node", "sh")).alias("m"))
-                      .select("m").mapInArrow(_bucket_verifier(near.verify, near.num_perm, near.threshold),
-                                              _SCORED_DDL))
+        set_parts = max(n_parts, -(-n_members * row_bytes // (64 << 20)))  # ~64 MB of sets per task
+        in_buckets = (with_sets.select("key", "node", "sh").repartition(int(set_parts), "key")
+                      .mapInArrow(_bucket_verifier(near.verify, near.num_perm, near.threshold), _SCORED_DDL))
         star = (members.where((F.col("size") > near.max_bucket) & (F.col("node") != F.col("centre")))
                 .select(F.least("centre", "node").alias("src"), F.greatest("centre", "node").alias("dst"))
                 .distinct())
         in_stars = score_pairs(star, sh, near.verify, near.num_perm,
                                broadcast_pairs=giant["rows"] * 16 <= BROADCAST_BYTES)
-        checked = in_buckets.unionByName(in_stars).persist(mem)
-        persisted.append(checked)
-        c = checked.agg(F.sum(F.when(F.col("src") < 0, F.col("dst"))).alias("in_buckets")).first()
-        checks = int(c["in_buckets"] or 0) + max(giant["rows"] - giant["buckets"], 0)
-        edges = (checked.where((F.col("src") >= 0) & (F.col("sim") >= near.threshold))
-                 .groupBy("src", "dst").agg(F.max("sim").alias("sim")))  # a pair of several bands, once
-        edges = cut_lineage(edges, eager=False)
-        n_edges = edges.count()  # materializes the checkpoint
+        # the check counts (src = -1) ride along with the edges: one job computes both
+        checked = in_buckets.unionByName(in_stars).where((F.col("src") < 0) | (F.col("sim") >= near.threshold))
+        graph = cut_lineage(checked.groupBy("src", "dst").agg(F.max("sim").alias("sim"),  # a pair of several
+                                                              F.count(F.lit(1)).alias("n")))  # bands, once
+        c = graph.agg(F.sum(F.when(F.col("src") < 0, F.col("dst") * F.col("n"))).alias("checks"),
+                      F.sum(F.when(F.col("src") >= 0, 1).otherwise(0)).alias("edges")).first()
+        checks = int(c["checks"] or 0) + max(giant["rows"] - giant["buckets"], 0)
+        n_edges = int(c["edges"] or 0)
+        edges = graph.where(F.col("src") >= 0).select("src", "dst", "sim")
         lap("verified")
 
         cc_stats: dict = {}
@@ -335,10 +341,9 @@ def find_near_duplicates(df, cfg: Config, keep_edges: bool = False) -> NearResul
         lap("components")
 
         # one keeper per component (its smallest node); similarity of each other row to it
-        dup = cut_lineage(comp.where(F.col("node") != F.col("component")).select(
-            F.col("node").alias("src"), F.col("component").alias("dst")))
-        n_dup = dup.count()
-        few = n_dup * 64 <= BROADCAST_BYTES
+        dup = comp.where(F.col("node") != F.col("component")).select(
+            F.col("node").alias("src"), F.col("component").alias("dst"))
+        few = 2 * n_edges * 64 <= BROADCAST_BYTES  # removed rows < nodes in edges <= 2 * edges
         sims = score_pairs(dup, sh, near.verify, near.num_perm, broadcast_pairs=few)
         info = docs.select(F.col("node").alias("src"), "id", "source", "source_row")
         keeper = docs.select(F.col("node").alias("dst"), F.col("id").alias("duplicate_of"))
