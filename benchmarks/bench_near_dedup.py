@@ -264,8 +264,9 @@ def mllib(spark, texts: list[str], pairs, tables: int, threshold: float) -> dict
             "recall_jaccard_ge_0.85": round(sum((min(p[:2]), max(p[:2])) in found for p in hi) / max(len(hi), 1), 4)}
 
 
-def ours_on(spark, texts, pairs, workdir: Path, threshold: float, name: str) -> dict:
-    metrics, removed, secs = run_ours(spark, dedup_table(texts), workdir, name, [f"dedup.near.threshold={threshold}"])
+def ours_on(spark, texts, pairs, workdir: Path, threshold: float, name: str, overrides=()) -> dict:
+    metrics, removed, secs = run_ours(spark, dedup_table(texts), workdir, name,
+                                      [f"dedup.near.threshold={threshold}", *overrides])
     ids = [content_id(t, "") for t in texts]
     comp = {r["source_row"]: r["duplicate_of"] for r in removed}
     hi = [p for p in pairs if p[3] >= 0.85]
@@ -380,6 +381,9 @@ def main() -> None:
     ap.add_argument("--robust-scale", type=float, default=1.0)
     ap.add_argument("--sections", default="quality,mllib,datasketch,stage,robust")
     ap.add_argument("--master", default="local[2]")
+    ap.add_argument("--shuffle-partitions", default="4")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="config override for our runs, e.g. --set dedup.near.bands=18 (repeatable)")
     ap.add_argument("--out")
     args = ap.parse_args()
     sections = set(args.sections.split(","))
@@ -388,7 +392,7 @@ def main() -> None:
     from pyspark.sql import SparkSession
 
     spark = (SparkSession.builder.master(args.master).appName("bench-near")
-             .config("spark.sql.shuffle.partitions", "8").config("spark.ui.enabled", "false")
+             .config("spark.sql.shuffle.partitions", args.shuffle_partitions).config("spark.ui.enabled", "false")
              .config("spark.ui.showConsoleProgress", "false")
              .config("spark.sql.execution.arrow.pyspark.enabled", "true")
              .config("spark.driver.memory", "6g").getOrCreate())
@@ -397,22 +401,22 @@ def main() -> None:
     corpus = build_corpus(args.n, args.planted)
     log(f"corpus: {len(corpus['texts'])} rows ({corpus['real']} real, {len(corpus['pairs'])} planted) "
         f"in {time.perf_counter() - t:.1f}s")
-    result: dict = {"master": args.master, "threshold": args.threshold, "cores": os.cpu_count(),
+    result: dict = {"master": args.master, "threshold": args.threshold, "overrides": args.set, "cores": os.cpu_count(),
                     "load_avg_start": os.getloadavg()[0]}
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         if "quality" in sections:
-            result["quality"] = quality(spark, corpus, work, args.threshold)
+            result["quality"] = quality(spark, corpus, work, args.threshold, args.set)
             log("quality", json.dumps({k: v for k, v in result["quality"].items() if k != "recall_curve"}))
         if args.max_bucket_also and "quality" in sections:
-            q = quality(spark, corpus, work, args.threshold, [f"dedup.near.max_bucket={args.max_bucket_also}"])
+            q = quality(spark, corpus, work, args.threshold, [*args.set, f"dedup.near.max_bucket={args.max_bucket_also}"])
             result[f"quality_max_bucket_{args.max_bucket_also}"] = {
                 k: v for k, v in q.items() if k not in ("recall_curve", "removed_by_origin")}
             log("quality max_bucket", json.dumps(result[f"quality_max_bucket_{args.max_bucket_also}"]))
         if sections & {"mllib", "datasketch"}:
             if args.subset and args.subset < len(corpus["texts"]):
                 texts, pairs = subset_of(corpus, args.subset)
-                cmp = {"ours": ours_on(spark, texts, pairs, work, args.threshold, "subset")}
+                cmp = {"ours": ours_on(spark, texts, pairs, work, args.threshold, "subset", args.set)}
                 log("subset ours", cmp["ours"])
             else:
                 texts, pairs, cmp = corpus["texts"], corpus["pairs"], {}

@@ -276,8 +276,11 @@ def find_near_duplicates(df, cfg: Config, keep_edges: bool = False) -> NearResul
                   int(spark.conf.get("spark.sql.shuffle.partitions", "8")))
 
     src = _with_nodes(df.select("id", "instruction", "input", "source", "source_row"))
-    if src.rdd.getNumPartitions() < spark.sparkContext.defaultParallelism:  # keep every core busy
-        src = src.repartition(n_parts, "node")
+    # Signing is the costliest pass and runs one Python task per partition: with few input
+    # partitions (a file of one big row group gives one busy task whatever the split count)
+    # the rows are spread over every core first
+    if src.rdd.getNumPartitions() < 2 * spark.sparkContext.defaultParallelism:
+        src = src.repartition(max(n_parts, 2 * spark.sparkContext.defaultParallelism), "node")
     docs = (src
             .mapInArrow(_signer(near.ngram, near.shingle, near.num_perm, bands, rows, near.verify), _DOCS_DDL)
             .persist(mem))
