@@ -381,7 +381,7 @@ def main() -> None:
     ap.add_argument("--robust-scale", type=float, default=1.0)
     ap.add_argument("--sections", default="quality,mllib,datasketch,stage,robust")
     ap.add_argument("--master", default="local[2]")
-    ap.add_argument("--shuffle-partitions", default="4")
+    ap.add_argument("--shuffle-partitions", default="8")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="config override for our runs, e.g. --set dedup.near.bands=18 (repeatable)")
     ap.add_argument("--out")
