@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import random
-import time
 
 import numpy as np
 import pytest
@@ -219,14 +218,12 @@ def test_optimal_bands():
     assert p[0] == 0 and p[-1] == 1 and np.all(np.diff(p) >= 0)
 
 
-def test_megabyte_rows_are_fast():
+def test_megabyte_rows():
     rng = random.Random(1)
     big = " ".join(rng.choice(WORDS) + str(rng.randint(0, 999)) for _ in range(180_000))  # ~1 MB
     assert len(big) > 1_000_000
     nospace = "x" * 1_000_000  # one 1 MB token
-    t = time.perf_counter()
-    for kind, n in (("word", 5), ("char", 5)):
+    for kind, n in (("word", 5), ("char", 5)):  # how fast: benchmarks/bench_near_dedup.py (robust)
         off, vals = shingle_sets([big, nospace, "tiny text"], n, kind)
         sig = signatures(off, vals, 128)
         assert sig.shape == (3, 128) and not np.any(sig == EMPTY)
-    assert time.perf_counter() - t < 20
