@@ -68,3 +68,21 @@ def test_bucket_of_near_identical_rows_is_linear():
     # all different: every pair is checked, no edge
     i, j, s, checks = bucket_edges(np.array([0, 30]), lambda a, b: np.zeros(a.size), 0.8)
     assert checks == 30 * 29 // 2 and len(i) == 0
+
+
+def test_pairs_across_groups_in_small_passes_give_the_same_edges(monkeypatch):
+    import selectllm.dedup.buckets as buckets
+
+    rng = np.random.default_rng(9)
+    sizes = rng.integers(2, 30, size=40)
+    bounds = np.concatenate(([0], np.cumsum(sizes)))
+    pos = rng.uniform(0, 20, size=int(bounds[-1]))
+
+    def sim(i, j):
+        return np.maximum(0.0, 1.0 - np.abs(pos[i] - pos[j]) / 2.0)
+
+    whole = bucket_edges(bounds, sim, 0.8)
+    monkeypatch.setattr(buckets, "PAIRS_PER_PASS", 7)
+    parts = bucket_edges(bounds, sim, 0.8)
+    key = lambda r: sorted(zip(r[0].tolist(), r[1].tolist()))  # noqa: E731
+    assert key(parts) == key(whole) and parts[3] == whole[3] and len(whole[0]) > 0

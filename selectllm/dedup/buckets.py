@@ -28,6 +28,7 @@ import numpy as np
 from selectllm.text.minhash import splitmix64
 
 Similarity = Callable[[np.ndarray, np.ndarray], np.ndarray]
+PAIRS_PER_PASS = 1 << 21  # member pairs generated per numpy pass across groups
 
 
 def shared_buckets(keys: np.ndarray, nodes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -108,8 +109,11 @@ def bucket_edges(bounds: np.ndarray, sim: Similarity, threshold: float
     pivots = np.bincount(bucket[is_pivot], minlength=len(sizes))
     for m in np.unique(sizes[pivots >= 2]):
         ti, tj = np.triu_indices(int(m), 1)
-        base = bounds[:-1][(pivots >= 2) & (sizes == m)][:, None]
-        x, y = (base + ti).ravel(), (base + tj).ravel()
-        todo = (group[x] != group[y]) & ~(is_pivot[x] & (group[y] > x)) & ~(is_pivot[y] & (group[x] > y))
-        check(x[todo], y[todo])
+        starts = bounds[:-1][(pivots >= 2) & (sizes == m)]
+        step = max(1, PAIRS_PER_PASS // len(ti))  # bounded memory, whatever the bucket sizes
+        for c in range(0, len(starts), step):
+            base = starts[c:c + step, None]
+            x, y = (base + ti).ravel(), (base + tj).ravel()
+            todo = (group[x] != group[y]) & ~(is_pivot[x] & (group[y] > x)) & ~(is_pivot[y] & (group[x] > y))
+            check(x[todo], y[todo])
     return np.concatenate(out_i), np.concatenate(out_j), np.concatenate(out_s), checks
