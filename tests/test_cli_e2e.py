@@ -196,7 +196,8 @@ def test_missing_config_file_and_credentials(tmp_path):
 def test_real_kill_during_embed_then_resume(tmp_path, spark, ray_local):
     """SIGKILL the whole CLI process group while it embeds; the rerun embeds only what is missing."""
     corpus = small_corpus(tmp_path / "corpus.jsonl", good=700)
-    cfg = config(tmp_path, corpus, budget=5, embed={"batch_size": 16}, ray={"num_cpus": 2},
+    # batch 4: an actor gets 4 * 64 = 256 rows at once, so the 700 rows make 3 output files
+    cfg = config(tmp_path, corpus, budget=5, embed={"batch_size": 4}, ray={"num_cpus": 2},
                  spark={"master": "local[1]"})
     run = tmp_path / "run"
     cli("dedup", str(cfg))  # in-process, shared Spark: the subprocess below only embeds
