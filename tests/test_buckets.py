@@ -5,22 +5,12 @@ from __future__ import annotations
 import numpy as np
 
 from selectllm.dedup.buckets import bucket_edges, shared_buckets
+from union_find import union_find
 
 
 def _components(n: int, edges) -> list[int]:
-    parent = list(range(n))
-
-    def find(x: int) -> int:
-        while parent[x] != x:
-            parent[x] = parent[parent[x]]
-            x = parent[x]
-        return x
-
-    for a, b in edges:
-        ra, rb = find(a), find(b)
-        if ra != rb:
-            parent[max(ra, rb)] = min(ra, rb)
-    return [find(x) for x in range(n)]
+    roots = union_find(edges)
+    return [roots.get(x, x) for x in range(n)]
 
 
 def test_shared_buckets_keeps_buckets_of_two_or_more_with_a_fixed_centre():

@@ -7,23 +7,7 @@ import random
 import pytest
 
 from selectllm.dedup.components import connected_components
-
-
-def _union_find(edges: list[tuple[int, int]]) -> dict[int, int]:
-    parent: dict[int, int] = {}
-
-    def find(x: int) -> int:
-        parent.setdefault(x, x)
-        while parent[x] != x:
-            parent[x] = parent[parent[x]]
-            x = parent[x]
-        return x
-
-    for a, b in edges:
-        ra, rb = find(a), find(b)
-        if ra != rb:
-            parent[max(ra, rb)] = min(ra, rb)
-    return {x: find(x) for x in parent}
+from union_find import union_find
 
 
 def _graph() -> list[tuple[int, int]]:
@@ -65,7 +49,7 @@ def _components(spark, edges, partitions: int, stats=None) -> dict[int, int]:
 
 def test_components_match_union_find_and_do_not_depend_on_partitions(spark):
     edges = _graph()
-    expected = _union_find(edges)
+    expected = union_find(edges)
     stats: dict = {}
     one = _components(spark, edges, 1, stats)
     # conservation: every node of the input exactly once; component = min node of the component

@@ -130,19 +130,24 @@ def _uint32_lists(col) -> tuple[np.ndarray, np.ndarray]:
     return (off - off[0]) // 4, data.view(np.uint32)  # each value is 4 bytes
 
 
+def _similarity(verify: bool, num_perm: int):
+    """``sim(a, b)`` of two equally long lists of sets, each ``(offsets, values)`` as in ``sh``:
+    the true Jaccard of the shingle sets, or (``verify`` off) the MinHash estimate."""
+    from selectllm.text.minhash import estimate_jaccard, jaccard_sets
+
+    if verify:
+        return lambda a, b: jaccard_sets(*a, *b)
+    return lambda a, b: estimate_jaccard(a[1].reshape(-1, num_perm), b[1].reshape(-1, num_perm))
+
+
 def _scorer(verify: bool, num_perm: int):
-    """mapInArrow function: (src, dst, a, b) -> (src, dst, sim) with the Jaccard of a and b."""
+    """mapInArrow function: (src, dst, a, b) -> (src, dst, sim) with the similarity of a and b."""
 
     def score(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        from selectllm.text.minhash import estimate_jaccard, jaccard_sets
-
+        sim = _similarity(verify, num_perm)
         for batch in batches:
-            (ao, av), (bo, bv) = _uint32_lists(batch.column("a")), _uint32_lists(batch.column("b"))
-            if verify:
-                sim = jaccard_sets(ao, av, bo, bv)
-            else:
-                sim = estimate_jaccard(av.reshape(-1, num_perm), bv.reshape(-1, num_perm))
-            yield pa.RecordBatch.from_arrays([batch.column("src"), batch.column("dst"), pa.array(sim)],
+            s = sim(_uint32_lists(batch.column("a")), _uint32_lists(batch.column("b")))
+            yield pa.RecordBatch.from_arrays([batch.column("src"), batch.column("dst"), pa.array(s)],
                                              names=["src", "dst", "sim"])
 
     return score
@@ -156,6 +161,12 @@ def _gather(offsets: np.ndarray, values: np.ndarray, idx: np.ndarray) -> tuple[n
     return new, values[pos]
 
 
+def _whole_partition(batches: Iterator[pa.RecordBatch]) -> pa.Table | None:
+    """All the Arrow batches of a ``mapInArrow`` partition as one table (None when empty)."""
+    batches = list(batches)
+    return pa.Table.from_batches(batches) if batches else None
+
+
 def _bucketer():
     """mapInArrow function over one hash partition of ``(key, node)``: the members of its shared
     buckets ``(key, node, size, centre)`` (the whole partition is sorted at once)."""
@@ -163,13 +174,10 @@ def _bucketer():
     def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         from selectllm.dedup.buckets import shared_buckets
 
-        keys, nodes = [], []
-        for batch in batches:
-            keys.append(batch.column("key").to_numpy(zero_copy_only=False))
-            nodes.append(batch.column("node").to_numpy(zero_copy_only=False))
-        if not keys:
+        t = _whole_partition(batches)
+        if t is None:
             return
-        k, n, size, centre = shared_buckets(np.concatenate(keys), np.concatenate(nodes))
+        k, n, size, centre = shared_buckets(t.column("key").to_numpy(), t.column("node").to_numpy())
         yield pa.RecordBatch.from_arrays([pa.array(k), pa.array(n), pa.array(size), pa.array(centre)],
                                          names=["key", "node", "size", "centre"])
 
@@ -184,33 +192,18 @@ def _bucket_verifier(verify: bool, num_perm: int, threshold: float):
 
     def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         from selectllm.dedup.buckets import bucket_edges
-        from selectllm.text.minhash import estimate_jaccard, jaccard_sets
 
-        keys, nodes, offs, vals, base = [], [], [], [], 0
-        for batch in batches:
-            keys.append(batch.column("key").to_numpy(zero_copy_only=False))
-            nodes.append(batch.column("node").to_numpy(zero_copy_only=False))
-            o, v = _uint32_lists(batch.column("sh"))
-            offs.append(o[:-1] + base)
-            vals.append(v)
-            base += len(v)
-        if not keys:
+        t = _whole_partition(batches)
+        if t is None:
             return
-        key, node = np.concatenate(keys), np.concatenate(nodes)
-        off = np.concatenate(offs + [np.array([base], dtype=np.int64)])
+        key, node = t.column("key").to_numpy(), t.column("node").to_numpy()
         order = np.lexsort((node, key))
         key, node = key[order], node[order]
-        off, val = _gather(off, np.concatenate(vals), order)
+        off, val = _gather(*_uint32_lists(t.column("sh")), order)
         bounds = np.flatnonzero(np.concatenate(([True], key[1:] != key[:-1], [True])))
-        if verify:
-            def sim(i, j):
-                return jaccard_sets(*_gather(off, val, i), *_gather(off, val, j))
-        else:
-            sig = val.reshape(-1, num_perm)
-
-            def sim(i, j):
-                return estimate_jaccard(sig[i], sig[j])
-        i, j, sims, checks = bucket_edges(bounds, sim, threshold)
+        pair_sim = _similarity(verify, num_perm)
+        i, j, sims, checks = bucket_edges(
+            bounds, lambda i, j: pair_sim(_gather(off, val, i), _gather(off, val, j)), threshold)
         a, b = node[i], node[j]
         yield pa.RecordBatch.from_arrays(
             [pa.array(np.concatenate((np.minimum(a, b), [-1]))),
@@ -303,7 +296,6 @@ def find_near_duplicates(df, cfg: Config, keep_edges: bool = False) -> NearResul
                    .persist(mem))
         persisted.append(members)
         g = members.agg(F.count(F.lit(1)).alias("members"),
-                        F.sum(F.lit(1) / F.col("size")).alias("buckets"),
                         F.sum(F.when(F.col("size") > near.max_bucket, 1.0 / F.col("size")).otherwise(0)).alias("giant"),
                         F.sum(F.when(F.col("size") > near.max_bucket, 1).otherwise(0)).alias("giant_rows"),
                         F.sum(F.when(F.col("size") <= near.max_bucket, F.col("size") - 1).otherwise(0) / 2
