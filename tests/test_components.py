@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from selectllm.dedup.components import connected_components
+from selectllm.dedup.components import connected_components, local_stars
 from union_find import union_find
 
 
@@ -85,3 +85,17 @@ def test_max_rounds_is_enforced(spark):
     df = spark.createDataFrame(edges, "src bigint, dst bigint")
     with pytest.raises(RuntimeError, match="did not converge"):
         connected_components(df, max_rounds=1).collect()
+
+
+def test_local_stars_have_the_components_of_their_edges():
+    import numpy as np
+
+    edges = _graph()
+    src, dst = (np.array(x, dtype=np.int64) for x in zip(*edges))
+    root, leaf = local_stars(src, dst)
+    assert len(set(leaf.tolist())) == leaf.size and not set(leaf.tolist()) & set(root.tolist())  # stars
+    expected = union_find(edges)
+    got = {int(n): int(r) for r, n in zip(root, leaf)}
+    got.update({r: r for r in set(expected.values())})
+    assert {n: got.get(n, n) for n in expected} == expected
+    assert all(x.size == 0 for x in local_stars(np.zeros(0, np.int64), np.zeros(0, np.int64)))

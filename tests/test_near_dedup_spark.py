@@ -124,13 +124,17 @@ def test_robust_corpus_and_partition_invariance(spark, monkeypatch):
     rows = _robust_rows()
     removed, m = _removed(spark, rows, 1)
     old = spark.conf.get("spark.sql.shuffle.partitions")
+    old_batch = spark.conf.get("spark.sql.execution.arrow.maxRecordsPerBatch")
     spark.conf.set("spark.sql.shuffle.partitions", "7")
+    # Arrow batches of 7 rows: a component's rows span many batches of the keeper pass
+    spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", "7")
     monkeypatch.setattr(near, "BROADCAST_BYTES", 0)  # the plan for big data: shuffle joins only
     monkeypatch.setattr(near, "KEYS_PER_PARTITION", 100)  # band keys spread over many tasks
     try:
         again, m2 = _removed(spark, rows, 3)
     finally:
         spark.conf.set("spark.sql.shuffle.partitions", old)
+        spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", old_batch)
     assert again == removed  # identical whatever the partitioning and the join strategy
     assert {k: v for k, v in m2.items() if "seconds" not in k} == {k: v for k, v in m.items() if "seconds" not in k}
 

@@ -39,18 +39,20 @@ def shared_buckets(keys: np.ndarray, nodes: np.ndarray) -> tuple[np.ndarray, np.
     """
     keys = np.asarray(keys, dtype=np.int64)
     nodes = np.asarray(nodes, dtype=np.int64)
-    order = np.lexsort((nodes, keys))
-    k, n = keys[order], nodes[order]
-    if k.size == 0:
+    # most keys are unique: find the repeated ones with a plain sort, order only their rows
+    s = np.sort(keys)
+    rep = s[1:][s[1:] == s[:-1]]
+    if rep.size == 0:
         empty = np.zeros(0, np.int64)
         return empty, empty, empty, empty
+    rep = rep[np.concatenate(([True], rep[1:] != rep[:-1]))]
+    shared = rep[np.minimum(np.searchsorted(rep, keys), rep.size - 1)] == keys
+    keys, nodes = keys[shared], nodes[shared]
+    order = np.lexsort((nodes, keys))
+    k, n = keys[order], nodes[order]
     start = np.concatenate(([True], k[1:] != k[:-1]))
     group = np.cumsum(start) - 1
     size = np.bincount(group)[group]
-    keep = size >= 2
-    k, n, size, group = k[keep], n[keep], size[keep], group[keep]
-    if k.size == 0:
-        return k, n, size, n.copy()
     # centre: the member with the smallest splitmix64(node ^ key), per bucket
     h = splitmix64((n ^ k).view(np.uint64))
     by = np.lexsort((h, group))

@@ -22,6 +22,8 @@ SparkContext has a checkpoint directory, else ``localCheckpoint``) so the lineag
 
 from __future__ import annotations
 
+import numpy as np
+
 MAX_ROUNDS = 100  # O(log^2 n): a 10^12-node chain needs far fewer
 
 
@@ -34,6 +36,31 @@ def cut_lineage(df, eager: bool = True):
     if sc.getCheckpointDir():
         return df.checkpoint(eager=eager)
     return df.localCheckpoint(eager=eager)
+
+
+def local_stars(src: np.ndarray, dst: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The components of one task's edges as stars ``(root, node)``, root = smallest node.
+
+    Pure numpy/scipy, for the edges one task already holds (e.g. the verified pairs of its
+    buckets): the stars have the same components as the edges, and feeding them to
+    :func:`connected_components` instead of the raw edges leaves the Spark rounds only the
+    merging of components across tasks.
+    """
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components as scipy_components
+
+    src, dst = np.asarray(src, np.int64), np.asarray(dst, np.int64)
+    if src.size == 0:
+        return src.copy(), dst.copy()
+    nodes, idx = np.unique(np.concatenate((src, dst)), return_inverse=True)
+    k = src.size
+    graph = coo_matrix((np.ones(k, np.int8), (idx[:k], idx[k:])), shape=(nodes.size, nodes.size))
+    _, label = scipy_components(graph, directed=False)
+    root = np.full(label.max() + 1, np.iinfo(np.int64).max)
+    np.minimum.at(root, label, nodes)
+    r = root[label]
+    leaf = r != nodes
+    return r[leaf], nodes[leaf]
 
 
 def _oriented(edges):

@@ -11,32 +11,40 @@ maths are in :mod:`selectllm.text.minhash`; this module only moves data to them.
 2. **Signatures** (``mapInArrow``, numpy over whole Arrow batches): shingle sets of
    :func:`~selectllm.text.minhash.shingle_text` (normalized instruction + input), MinHash
    signatures and ``bands`` band keys per row.  The table ``(node, id, source, source_row,
-   bands, sh)`` is persisted; ``sh`` holds the row's uint32 shingle hashes as raw bytes (or,
-   when ``verify`` is off, its signature).  Rows without shingles (empty after normalization)
-   get no band: they are never near duplicates.
-3. **Buckets**: rows exploded to ``(key, node)``, one row per band (keys are salted by band, so
-   a key names one band's bucket), hash-partitioned by key and sorted inside each partition in
-   numpy (:func:`selectllm.dedup.buckets.shared_buckets`): one shuffle of two longs per row
-   gives the members of every bucket with 2+ rows.  A *giant* bucket (more than ``max_bucket``
-   rows, e.g. a boilerplate preamble shared by thousands of rows) gives only the pairs
-   ``(centre, other)`` - linear, never quadratic - and is counted in the metrics; its centre is
-   a fixed pseudo-random member, different in every band, so a member unlike one centre still
-   meets others.
+   bands, sh)`` is persisted; ``bands`` holds the row's int64 band keys and ``sh`` its uint32
+   shingle hashes (or, when ``verify`` is off, its signature), both as raw bytes (cheap in
+   Spark).  Rows without shingles (empty after normalization) get no band: they are never near
+   duplicates.
+3. **Buckets**: the band keys are sent to partition ``key mod parts`` as *packed* rows - one
+   binary row per map batch and destination (:mod:`selectllm.dedup.route`), not one Spark row
+   per key - and each partition is sorted in numpy
+   (:func:`selectllm.dedup.buckets.shared_buckets`), giving the members of every bucket with 2+
+   rows (keys are salted by band, so a key names one band's bucket).  A *giant* bucket (more
+   than ``max_bucket`` rows, e.g. a boilerplate preamble shared by thousands of rows) gives only
+   the pairs ``(centre, other)`` - linear, never quadratic - and is counted in the metrics; its
+   centre is a fixed pseudo-random member, different in every band, so a member unlike one
+   centre still meets others.
 4. **Verification**: the members of each ordinary bucket are gathered with their shingle sets
    (hash-partitioned by key, sorted per task in numpy) and verified in pivot rounds
    (:func:`selectllm.dedup.buckets.bucket_edges`): the components are those of checking every
    pair, with ``m - 1`` checks for a bucket of ``m`` near-identical rows instead of
    ``m(m-1)/2``.  A check is the true Jaccard of the two shingle sets (``verify: true``, the
    default) or the MinHash estimate (``verify: false``); pairs at or above ``threshold`` are
-   the edges of the similarity graph.  Star pairs of giant buckets are checked by joining both
-   rows.  ``pair_checks`` in the metrics counts the comparisons made.
+   the edges of the similarity graph.  Each task also reduces its edges to the stars of their
+   components (:func:`selectllm.dedup.components.local_stars`): those are what the component
+   search gets.  Star pairs of giant buckets are checked by joining both rows.
+   ``pair_checks`` in the metrics counts the comparisons made, ``verified_pairs`` the distinct
+   edges.
 5. **Connected components** of that graph in Spark
-   (:func:`selectllm.dedup.components.connected_components`): component = smallest node.
+   (:func:`selectllm.dedup.components.connected_components`): component = smallest node.  The
+   rounds only merge components across tasks.
 6. **Keeper** of a component: its smallest node, i.e. the member with the smallest
    ``(source, source_row)`` - the same rule as exact dedup, independent of partitioning.  Every
    other member is removed with ``duplicate_of`` = the keeper's id and ``similarity`` = the
-   Jaccard (true, or estimated when ``verify`` is off) **between that row and the keeper**.
-   Through a chain A~B~C, C can be removed for A with a similarity below the threshold.
+   Jaccard (true, or estimated when ``verify`` is off) **between that row and the keeper**:
+   the rows of the components are hash-partitioned by component and sorted, so each component
+   arrives keeper first and is scored in one streaming pass.  Through a chain A~B~C, C can be
+   removed for A with a similarity below the threshold.
 """
 
 from __future__ import annotations
@@ -59,8 +67,11 @@ BROADCAST_BYTES = 64 << 20  # a side of a join below this size is broadcast (els
 KEYS_PER_PARTITION = 1 << 22  # band keys sorted per task when finding shared buckets (~64 MB)
 
 _DOCS_DDL = ("node bigint, id string, source string, source_row bigint, "
-             "bands array<bigint>, sh binary")
+             "bands binary, sh binary")
 _SCORED_DDL = "src bigint, dst bigint, sim double"
+_GRAPH_DDL = "kind tinyint, src bigint, dst bigint, sim double"
+_REMOVED_DDL = "id string, duplicate_of string, similarity float, source string, source_row bigint"
+EDGE, LINK, CHECKS = 0, 1, 2  # rows of the verification output: verified pair, component link, check count
 
 
 @dataclass
@@ -93,8 +104,8 @@ def _signer(ngram: int, kind: str, num_perm: int, bands: int, rows: int, verify:
                 sig = signatures(offsets, values, num_perm)
                 keys = band_keys(sig, bands, rows)
                 has = np.diff(offsets) > 0
-                band_off = np.concatenate(([0], np.cumsum(np.where(has, bands, 0)))).astype(np.int32)
-                band_list = pa.ListArray.from_arrays(pa.array(band_off), pa.array(keys[has].ravel()))
+                band_bytes = np.concatenate(([0], np.cumsum(np.where(has, bands * 8, 0))))
+                band_list = _binary(band_bytes, keys[has].ravel().view(np.uint8))  # int64 keys, packed
                 if verify:  # the row's uint32 shingle hashes, as raw bytes (cheap in Spark)
                     sh = _binary(offsets * 4, values.view(np.uint8))
                 else:  # its signature
@@ -117,17 +128,18 @@ def _binary(byte_offsets: np.ndarray, data: np.ndarray) -> pa.Array:
     return pa.Array.from_buffers(typ, len(off) - 1, [None, pa.py_buffer(off), pa.py_buffer(data)])
 
 
-def _uint32_lists(col) -> tuple[np.ndarray, np.ndarray]:
-    """(offsets in values, from 0; flat uint32 values) of a binary column made by :func:`_binary`."""
+def _unpack(col, dtype=np.uint32) -> tuple[np.ndarray, np.ndarray]:
+    """(offsets in values, from 0; flat values) of a binary column made by :func:`_binary`."""
     if isinstance(col, pa.ChunkedArray):
         col = col.combine_chunks()
+    size = np.dtype(dtype).itemsize
     _, off_buf, data_buf = col.buffers()
     width = np.int64 if pa.types.is_large_binary(col.type) else np.int32
     off = np.frombuffer(off_buf, dtype=width)[col.offset:col.offset + len(col) + 1].astype(np.int64)
     if data_buf is None or not len(col):
-        return off - off[0], np.zeros(0, np.uint32)
+        return off - off[0], np.zeros(0, dtype)
     data = np.frombuffer(data_buf, dtype=np.uint8)[off[0]:off[-1]]
-    return (off - off[0]) // 4, data.view(np.uint32)  # each value is 4 bytes
+    return (off - off[0]) // size, data.view(dtype)
 
 
 def _similarity(verify: bool, num_perm: int):
@@ -146,11 +158,49 @@ def _scorer(verify: bool, num_perm: int):
     def score(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         sim = _similarity(verify, num_perm)
         for batch in batches:
-            s = sim(_uint32_lists(batch.column("a")), _uint32_lists(batch.column("b")))
+            s = sim(_unpack(batch.column("a")), _unpack(batch.column("b")))
             yield pa.RecordBatch.from_arrays([batch.column("src"), batch.column("dst"), pa.array(s)],
                                              names=["src", "dst", "sim"])
 
     return score
+
+
+def _keeper_scorer(verify: bool, num_perm: int):
+    """mapInArrow function over ``(component, node, id, source, source_row, sh)`` sorted by
+    ``(component, node)`` in the partition, so each component starts with its keeper (its
+    smallest node): every other row -> ``(id, duplicate_of, similarity, source, source_row)``
+    with the similarity to the keeper.  Streams: only the last keeper is kept across batches."""
+
+    def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        sim = _similarity(verify, num_perm)
+        carry = None  # (component, id, set) of the last keeper seen
+        for batch in batches:
+            comp, node = batch.column("component").to_numpy(), batch.column("node").to_numpy()
+            ids = batch.column("id")
+            off, val = _unpack(batch.column("sh"))
+            keeper = comp == node
+            # each row's keeper: the last keeper row at or before it; -1: the carried one
+            k = np.maximum.accumulate(np.where(keeper, np.arange(len(comp)), -1))
+            if carry is not None:  # sets of the carried keeper and of the batch, carried one first
+                off = np.concatenate(([0], carry[2][0][1:], carry[2][0][-1] + off[1:]))
+                val = np.concatenate((carry[2][1], val))
+            shift = int(carry is not None)
+            take = np.flatnonzero(~keeper)
+            if take.size and k[take[0]] < 0 and (carry is None or carry[0] != comp[take[0]]):
+                raise RuntimeError("keeper rows out of order")  # the plan sorts: cannot happen
+            kk = k[take] + shift  # index of the keeper's set
+            s = sim(_gather(off, val, take + shift), _gather(off, val, kk))
+            keeper_ids = np.asarray(ids.to_pylist(), dtype=object)
+            dup_of = [carry[1] if x < 0 else keeper_ids[x] for x in k[take]]
+            yield pa.RecordBatch.from_arrays(
+                [ids.take(pa.array(take)), pa.array(dup_of, pa.string()), pa.array(s.astype(np.float32)),
+                 batch.column("source").take(pa.array(take)), batch.column("source_row").take(pa.array(take))],
+                names=["id", "duplicate_of", "similarity", "source", "source_row"])
+            if keeper.any():
+                last = int(np.flatnonzero(keeper)[-1])
+                carry = (comp[last], keeper_ids[last], _gather(off, val, np.array([last + shift])))
+
+    return run
 
 
 def _gather(offsets: np.ndarray, values: np.ndarray, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -167,9 +217,31 @@ def _whole_partition(batches: Iterator[pa.RecordBatch]) -> pa.Table | None:
     return pa.Table.from_batches(batches) if batches else None
 
 
+def _key_router(parts: int):
+    """mapInArrow function over docs ``(node, bands)``: per Arrow batch, one row per destination
+    partition ``(route, keys, nodes)`` with the band keys (and their nodes) that go there, packed
+    (a key goes to partition ``key mod parts``; see :mod:`selectllm.dedup.route`)."""
+
+    def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        from selectllm.dedup.route import route_values, split_by_destination
+
+        route = route_values(parts)
+        for batch in batches:
+            off, keys = _unpack(batch.column("bands"), np.int64)
+            nodes = np.repeat(batch.column("node").to_numpy(), np.diff(off))
+            out = list(split_by_destination(keys.view(np.uint64) % np.uint64(parts), parts, keys, nodes))
+            if out:
+                yield pa.RecordBatch.from_arrays(
+                    [pa.array([route[t] for t, _ in out], pa.int64()),
+                     pa.array([k.tobytes() for _, (k, _) in out], pa.binary()),
+                     pa.array([n.tobytes() for _, (_, n) in out], pa.binary())], names=["route", "keys", "nodes"])
+
+    return run
+
+
 def _bucketer():
-    """mapInArrow function over one hash partition of ``(key, node)``: the members of its shared
-    buckets ``(key, node, size, centre)`` (the whole partition is sorted at once)."""
+    """mapInArrow function over one partition of packed band keys ``(route, keys, nodes)``: the
+    members of its shared buckets ``(key, node, size, centre)`` (the partition is sorted at once)."""
 
     def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         from selectllm.dedup.buckets import shared_buckets
@@ -177,7 +249,9 @@ def _bucketer():
         t = _whole_partition(batches)
         if t is None:
             return
-        k, n, size, centre = shared_buckets(t.column("key").to_numpy(), t.column("node").to_numpy())
+        keys = np.concatenate([np.zeros(0, np.int64)] + [np.frombuffer(b, np.int64) for b in t.column("keys").to_pylist()])
+        nodes = np.concatenate([np.zeros(0, np.int64)] + [np.frombuffer(b, np.int64) for b in t.column("nodes").to_pylist()])
+        k, n, size, centre = shared_buckets(keys, nodes)
         yield pa.RecordBatch.from_arrays([pa.array(k), pa.array(n), pa.array(size), pa.array(centre)],
                                          names=["key", "node", "size", "centre"])
 
@@ -185,13 +259,16 @@ def _bucketer():
 
 
 def _bucket_verifier(verify: bool, num_perm: int, threshold: float):
-    """mapInArrow function over one hash partition of bucket members ``(key, node, sh)``: the
-    verified edges ``(src, dst, sim)`` of :func:`~selectllm.dedup.buckets.bucket_edges`, and one
-    row ``(-1, checks, -1)`` counting the pairs checked.  The partition is sorted by (key, node)
-    at once, so members of a bucket are consecutive and in node order."""
+    """mapInArrow function over one hash partition of bucket members ``(key, node, sh)``: rows
+    ``(kind, src, dst, sim)`` of three kinds - :data:`EDGE`, the verified edges of
+    :func:`~selectllm.dedup.buckets.bucket_edges`; :data:`LINK`, the components of those edges
+    as stars ``(smallest node, node)`` (:func:`~selectllm.dedup.components.local_stars`); one
+    :data:`CHECKS` row ``(-1, checks)`` counting the pairs checked.  The partition is sorted by
+    (key, node) at once, so members of a bucket are consecutive and in node order."""
 
     def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         from selectllm.dedup.buckets import bucket_edges
+        from selectllm.dedup.components import local_stars
 
         t = _whole_partition(batches)
         if t is None:
@@ -199,16 +276,19 @@ def _bucket_verifier(verify: bool, num_perm: int, threshold: float):
         key, node = t.column("key").to_numpy(), t.column("node").to_numpy()
         order = np.lexsort((node, key))
         key, node = key[order], node[order]
-        off, val = _gather(*_uint32_lists(t.column("sh")), order)
+        off, val = _gather(*_unpack(t.column("sh")), order)
         bounds = np.flatnonzero(np.concatenate(([True], key[1:] != key[:-1], [True])))
         pair_sim = _similarity(verify, num_perm)
         i, j, sims, checks = bucket_edges(
             bounds, lambda i, j: pair_sim(_gather(off, val, i), _gather(off, val, j)), threshold)
-        a, b = node[i], node[j]
+        a, b = np.minimum(node[i], node[j]), np.maximum(node[i], node[j])
+        root, leaf = local_stars(a, b)
+        kind = np.repeat(np.array([EDGE, LINK, CHECKS], np.int8), [a.size, root.size, 1])
         yield pa.RecordBatch.from_arrays(
-            [pa.array(np.concatenate((np.minimum(a, b), [-1]))),
-             pa.array(np.concatenate((np.maximum(a, b), [checks]))),
-             pa.array(np.concatenate((sims, [-1.0])))], names=["src", "dst", "sim"])
+            [pa.array(kind), pa.array(np.concatenate((a, root, [-1]))),
+             pa.array(np.concatenate((b, leaf, [checks]))),
+             pa.array(np.concatenate((sims, np.full(root.size, np.nan), [np.nan])))],
+            names=["kind", "src", "dst", "sim"])
 
     return run
 
@@ -280,7 +360,7 @@ def find_near_duplicates(df, cfg: Config, keep_edges: bool = False) -> NearResul
     persisted = [docs]
     try:
         d = docs.agg(F.count(F.lit(1)).alias("rows"),
-                     F.sum(F.when(F.size("bands") == 0, 1).otherwise(0)).alias("no_shingles"),
+                     F.sum(F.when(F.length("bands") == 0, 1).otherwise(0)).alias("no_shingles"),
                      F.sum(F.length("sh")).alias("sh_bytes"),
                      F.max("source_row").alias("max_row"),
                      F.max(F.shiftright("node", ROW_BITS)).alias("max_file")).first()
@@ -288,10 +368,12 @@ def find_near_duplicates(df, cfg: Config, keep_edges: bool = False) -> NearResul
             raise UserError(f"dedup.near: at most 2^{FILE_BITS} files and 2^{ROW_BITS} rows per file")
         lap("signatures")
 
-        # buckets: one shuffle of (key, node), sorted per partition in numpy
+        # buckets: (key, node) rows packed per destination partition (one binary row per map
+        # batch and partition), shuffled and sorted per partition in numpy
         parts = max(n_parts, -(-(d["rows"] or 0) * bands // KEYS_PER_PARTITION))
-        members = (docs.select("node", F.explode("bands").alias("key"))
-                   .repartition(parts, "key")
+        members = (docs.select("node", "bands")
+                   .mapInArrow(_key_router(parts), "route bigint, keys binary, nodes binary")
+                   .repartition(parts, "route")
                    .mapInArrow(_bucketer(), "key bigint, node bigint, size bigint, centre bigint")
                    .persist(mem))
         persisted.append(members)
@@ -314,37 +396,40 @@ def find_near_duplicates(df, cfg: Config, keep_edges: bool = False) -> NearResul
         with_sets = sh.join(F.broadcast(ordinary) if small else ordinary, "node")
         set_parts = max(n_parts, -(-n_members * row_bytes // (64 << 20)))  # ~64 MB of sets per task
         in_buckets = (with_sets.select("key", "node", "sh").repartition(int(set_parts), "key")
-                      .mapInArrow(_bucket_verifier(near.verify, near.num_perm, near.threshold), _SCORED_DDL))
-        star = (members.where((F.col("size") > near.max_bucket) & (F.col("node") != F.col("centre")))
-                .select(F.least("centre", "node").alias("src"), F.greatest("centre", "node").alias("dst"))
-                .distinct())
-        in_stars = score_pairs(star, sh, near.verify, near.num_perm,
-                               broadcast_pairs=giant["rows"] * 16 <= BROADCAST_BYTES)
-        # the check counts (src = -1) ride along with the edges: one job computes both
-        checked = in_buckets.unionByName(in_stars).where((F.col("src") < 0) | (F.col("sim") >= near.threshold))
-        graph = cut_lineage(checked.groupBy("src", "dst").agg(F.max("sim").alias("sim"),  # a pair of several
-                                                              F.count(F.lit(1)).alias("n")))  # bands, once
-        c = graph.agg(F.sum(F.when(F.col("src") < 0, F.col("dst") * F.col("n"))).alias("checks"),
-                      F.sum(F.when(F.col("src") >= 0, 1).otherwise(0)).alias("edges")).first()
+                      .mapInArrow(_bucket_verifier(near.verify, near.num_perm, near.threshold), _GRAPH_DDL))
+        checked = in_buckets
+        if giant["rows"]:  # verified pairs of giant buckets are edges and links at once
+            star = (members.where((F.col("size") > near.max_bucket) & (F.col("node") != F.col("centre")))
+                    .select(F.least("centre", "node").alias("src"), F.greatest("centre", "node").alias("dst"))
+                    .distinct())
+            in_stars = score_pairs(star, sh, near.verify, near.num_perm,
+                                   broadcast_pairs=giant["rows"] * 16 <= BROADCAST_BYTES
+                                   ).where(F.col("sim") >= near.threshold)
+            checked = checked.unionByName(in_stars.withColumn("kind", F.lit(EDGE).cast("tinyint"))).unionByName(
+                in_stars.withColumn("kind", F.lit(LINK).cast("tinyint")))
+        # the check counts ride along with the edges: one job computes both
+        graph = cut_lineage(checked.groupBy("kind", "src", "dst").agg(F.max("sim").alias("sim"),  # a pair of
+                                                                      F.count(F.lit(1)).alias("n")))  # several bands, once
+        c = graph.agg(F.sum(F.when(F.col("kind") == CHECKS, F.col("dst") * F.col("n"))).alias("checks"),
+                      F.sum(F.when(F.col("kind") == EDGE, 1).otherwise(0)).alias("edges")).first()
         checks = int(c["checks"] or 0) + max(giant["rows"] - giant["buckets"], 0)
         n_edges = int(c["edges"] or 0)
-        edges = graph.where(F.col("src") >= 0).select("src", "dst", "sim")
+        edges = graph.where(F.col("kind") == EDGE).select("src", "dst", "sim")
         lap("verified")
 
         cc_stats: dict = {}
-        comp = connected_components(edges.select("src", "dst"), stats=cc_stats, simple=True)  # src < dst
+        links = graph.where(F.col("kind") == LINK).select("src", "dst")  # src < dst, no repeats
+        comp = connected_components(links, stats=cc_stats, simple=True)
         lap("components")
 
-        # one keeper per component (its smallest node); similarity of each other row to it
-        dup = comp.where(F.col("node") != F.col("component")).select(
-            F.col("node").alias("src"), F.col("component").alias("dst"))
-        few = 2 * n_edges * 64 <= BROADCAST_BYTES  # removed rows < nodes in edges <= 2 * edges
-        sims = score_pairs(dup, sh, near.verify, near.num_perm, broadcast_pairs=few)
-        info = docs.select(F.col("node").alias("src"), "id", "source", "source_row")
-        keeper = docs.select(F.col("node").alias("dst"), F.col("id").alias("duplicate_of"))
-        removed_rows = info.join(F.broadcast(sims) if few else sims, "src")
-        removed = cut_lineage(keeper.join(F.broadcast(removed_rows) if few else removed_rows, "dst").select(
-            "id", "duplicate_of", F.col("sim").cast("float").alias("similarity"), "source", "source_row"),
+        # one keeper per component (its smallest node); similarity of each other row to it: the
+        # rows of the components, grouped by component with the keeper first, scored in one pass
+        few = 2 * n_edges * 64 <= BROADCAST_BYTES  # nodes in components <= 2 * edges
+        in_components = docs.join(F.broadcast(comp) if few else comp, "node")
+        removed = cut_lineage(
+            in_components.select("component", "node", "id", "source", "source_row", "sh")
+            .repartition(n_parts, "component").sortWithinPartitions("component", "node")
+            .mapInArrow(_keeper_scorer(near.verify, near.num_perm), _REMOVED_DDL),
             eager=False)  # materialized by the count below
         r = removed.agg(F.count(F.lit(1)).alias("n"), F.countDistinct("duplicate_of").alias("keepers")).first()
         n_removed, n_comps = int(r["n"]), int(r["keepers"])  # one keeper per component

@@ -42,7 +42,7 @@ U64 = np.uint64
 SEED = 0x5E1EC711  # fixed: signatures and band keys are identical in every run and process
 FP_WEIGHT = 0.05 # optimal_bands: weight of false positives (candidates are verified: cheap)
 FN_WEIGHT = 0.95 # ... and of false negatives (a missed pair is never recovered)
-_CHUNK = 4096  # shingles per (chunk x num_perm) uint64 block in signatures()
+_CHUNK = 1024  # shingles per (chunk x num_perm) uint64 block in signatures() (1 MB: stays in cache)
 
 _GOLDEN = U64(0x9E3779B97F4A7C15)
 _M1 = U64(0xBF58476D1CE4E5B9)
@@ -113,27 +113,44 @@ def _powers(n: int) -> np.ndarray:
 
 
 def _word_symbols(texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
-    """(64-bit token hashes of the whole batch in order, tokens per text)."""
+    """(64-bit token hashes of the whole batch in order, tokens per text).
+
+    Tokens are the non-empty pieces between single spaces (texts are normalized).  Arrow splits
+    and dictionary-encodes them, so each distinct token of the batch is hashed once.
+    """
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
     r = len(texts)
-    buf = np.frombuffer("\n".join(_segment(t) for t in texts).encode("utf-8"), dtype=np.uint8)
-    if buf.size == 0:
+    tokens = pc.split_pattern(pa.array([_segment(t) for t in texts], pa.large_string()), " ")
+    per_text = pc.list_value_length(tokens).to_numpy(zero_copy_only=False).astype(np.int64)
+    coded = pc.dictionary_encode(pc.list_flatten(tokens))
+    words, idx = coded.dictionary, coded.indices.to_numpy(zero_copy_only=False)
+    if len(words) == 0:
         return np.zeros(0, U64), np.zeros(r, np.int64)
-    sep = (buf == 0x20) | (buf == 0x0A)  # never part of a multi-byte UTF-8 character
-    body = ~sep
-    starts = np.flatnonzero(body & np.concatenate(([True], sep[:-1])))
-    ends = np.flatnonzero(body & np.concatenate((sep[1:], [True]))) + 1
+    width = np.int64 if pa.types.is_large_string(words.type) else np.int32
+    off = np.frombuffer(words.buffers()[1], width)[words.offset:words.offset + len(words) + 1].astype(np.int64)
+    data = words.buffers()[2]
+    buf = np.frombuffer(data, np.uint8) if data is not None else np.zeros(0, np.uint8)
+    word_hash = np.zeros(len(words), U64)
+    real = np.flatnonzero(np.diff(off) > 0)  # "" comes from empty texts and repeated spaces
+    if real.size:
+        word_hash[real] = _byte_string_hashes(off[real], off[real + 1], buf)
+    keep = np.diff(off)[idx] > 0
+    row = np.repeat(np.arange(r), per_text)[keep]
+    return word_hash[idx][keep], np.bincount(row, minlength=r).astype(np.int64)
+
+
+def _byte_string_hashes(starts: np.ndarray, ends: np.ndarray, buf: np.ndarray) -> np.ndarray:
+    """64-bit hashes of the non-empty byte strings ``buf[starts[i]:ends[i]]``: a polynomial over
+    the bytes modulo 2^64, length-salted, finished with splitmix64."""
     lens = ends - starts
-    if starts.size == 0:
-        return np.zeros(0, U64), np.zeros(r, np.int64)
-    idx = np.flatnonzero(body)
     first = np.concatenate(([0], np.cumsum(lens)[:-1]))
-    pos = idx - np.repeat(starts, lens)  # position of each byte inside its token
+    pos = np.arange(int(lens.sum()), dtype=np.int64) - np.repeat(first, lens)  # byte index in its string
     with np.errstate(over="ignore"):
-        terms = (buf[idx].astype(U64) + U64(1)) * _powers(int(lens.max()))[pos]
-        tok = np.add.reduceat(terms, first)  # wraps modulo 2^64
-        tok = splitmix64(tok ^ (lens.astype(U64) * _GOLDEN))
-    row = np.searchsorted(np.flatnonzero(buf == 0x0A), starts)  # newlines before = text index
-    return tok, np.bincount(row, minlength=r).astype(np.int64)
+        terms = (buf[np.repeat(starts, lens) + pos].astype(U64) + U64(1)) * _powers(int(lens.max()))[pos]
+        h = np.add.reduceat(terms, first)  # wraps modulo 2^64
+        return splitmix64(h ^ (lens.astype(U64) * _GOLDEN))
 
 
 def _char_symbols(texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
