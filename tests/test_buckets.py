@@ -76,3 +76,20 @@ def test_pairs_across_groups_in_small_passes_give_the_same_edges(monkeypatch):
     parts = bucket_edges(bounds, sim, 0.8)
     key = lambda r: sorted(zip(r[0].tolist(), r[1].tolist()))  # noqa: E731
     assert key(parts) == key(whole) and parts[3] == whole[3] and len(whole[0]) > 0
+
+
+def test_pairs_far_apart_from_the_first_pivot_are_not_checked():
+    # a chain of 10 points 0.3 apart: sim 0.85 between neighbours, falling with distance (a metric)
+    pos = np.arange(10) * 0.3
+    seen = []
+
+    def sim(i, j):
+        seen.extend(zip(i.tolist(), j.tolist()))
+        return np.maximum(0.0, 1.0 - np.abs(pos[i] - pos[j]) / 2.0)
+
+    i, j, s, checks = bucket_edges(np.array([0, 10]), sim, 0.8)
+    assert _components(10, zip(i.tolist(), j.tolist())) == [0] * 10  # one chain, as with all pairs
+    # pivot rounds: 9 + 7 + 5 + 3 + 1 checks, groups {0,1} {2,3} ... {8,9}.  Of the 20 pairs across
+    # groups left, only those whose similarities to point 0 differ by <= 0.2 can reach 0.8:
+    # (1,2) (3,4) (5,6) (7,8), and (7,9) (both are 0 from point 0).  All pairs would be 45 checks.
+    assert checks == len(seen) == 25 + 5

@@ -77,6 +77,9 @@ def test_star_forest_needs_no_round_and_empty_graph(spark):
     stats: dict = {}
     got = _components(spark, [(1, 2), (1, 3), (4, 5)], 2, stats)
     assert got == {1: 1, 2: 1, 3: 1, 4: 4, 5: 4} and stats["rounds"] == 0
+    df = spark.createDataFrame([(1, 2), (1, 3), (4, 5)], "src bigint, dst bigint")
+    got = {r["node"]: r["component"] for r in connected_components(df, stats=stats, check_first=False).collect()}
+    assert got == {1: 1, 2: 1, 3: 1, 4: 4, 5: 4} and stats["rounds"] == 1  # a round on stars changes nothing
     assert _components(spark, [], 1) == {}
 
 

@@ -16,7 +16,10 @@ Two pure functions the Spark plan (:mod:`selectllm.dedup.near`) runs inside ``ma
   checked it already).  A pair inside
   a group adds no connection (the group is already connected), a pair across groups is
   checked, so the components are exactly those of verifying every pair - with ``m - 1``
-  checks instead of ``m(m-1)/2`` for a bucket of near-identical rows.
+  checks instead of ``m(m-1)/2`` for a bucket of near-identical rows.  A pair across groups is
+  also skipped when its two similarities to the bucket's first pivot differ by more than
+  ``1 - threshold``: Jaccard distance (true, or the MinHash fraction of unequal values) is a
+  metric, so such a pair is below the threshold for sure.
 """
 
 from __future__ import annotations
@@ -82,7 +85,7 @@ def bucket_edges(bounds: np.ndarray, sim: Similarity, threshold: float
     out_s: list[np.ndarray] = [np.zeros(0)]
     checks = 0
 
-    def check(i: np.ndarray, j: np.ndarray) -> np.ndarray:
+    def check(i: np.ndarray, j: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         nonlocal checks
         s = sim(i, j) if i.size else np.zeros(0)
         checks += int(i.size)
@@ -90,17 +93,22 @@ def bucket_edges(bounds: np.ndarray, sim: Similarity, threshold: float
         out_i.append(i[hit])
         out_j.append(j[hit])
         out_s.append(s[hit])
-        return hit
+        return hit, s
 
     # pivot rounds: the first unassigned member of each bucket against the other unassigned ones
     active = group[sizes[bucket] >= 2]
+    to_first = np.ones(group.size)  # similarity to the bucket's first pivot (1.0 for itself)
+    first_round = True
     while active.size:
         b = bucket[active]
         first = np.concatenate(([True], b[1:] != b[:-1]))
         pivot = active[first][np.cumsum(first) - 1]
         rest = ~first
         i, j = pivot[rest], active[rest]
-        joined = check(i, j)
+        joined, s = check(i, j)
+        if first_round:
+            to_first[j] = s
+            first_round = False
         group[j[joined]] = i[joined]
         active = j[~joined]
         active = active[np.bincount(bucket[active], minlength=len(sizes))[bucket[active]] >= 2]
@@ -117,5 +125,8 @@ def bucket_edges(bounds: np.ndarray, sim: Similarity, threshold: float
             base = starts[c:c + step, None]
             x, y = (base + ti).ravel(), (base + tj).ravel()
             todo = (group[x] != group[y]) & ~(is_pivot[x] & (group[y] > x)) & ~(is_pivot[y] & (group[x] > y))
+            # Jaccard distance is a metric: 1 - J(x, y) >= |J(p, x) - J(p, y)| for the first pivot p,
+            # so a pair whose similarities to p differ by more than 1 - threshold is below it
+            todo &= np.abs(to_first[x] - to_first[y]) <= (1.0 - threshold) + 1e-9
             check(x[todo], y[todo])
     return np.concatenate(out_i), np.concatenate(out_j), np.concatenate(out_s), checks

@@ -104,11 +104,15 @@ def _is_star_forest(ee) -> bool:
 
 
 def connected_components(edges, max_rounds: int = MAX_ROUNDS, stats: dict | None = None,
-                         simple: bool = False):
+                         simple: bool = False, check_first: bool = True):
     """``(node bigint, component bigint)`` of every node in ``edges`` (``component`` = min node).
 
     A node seen only in self loops is its own component.  ``simple=True`` promises that the
     edges are already ``src < dst`` without repeats (no self loops): one shuffle and one job less.
+
+    ``check_first=False`` skips the star-forest check of the input and runs a round at once
+    (one job less when the input is known to need rounds, e.g. stars from several tasks; a round
+    on a star forest leaves it unchanged).
 
     ``stats``, when given, receives ``rounds`` (large-star + small-star rounds run).
     Every round is checkpointed (computed once, lineage cut); the result is a projection of the last.
@@ -120,7 +124,7 @@ def connected_components(edges, max_rounds: int = MAX_ROUNDS, stats: dict | None
     ee = cut_lineage(edges if simple else _oriented(edges), eager=False)
     loops = edges.where(F.col("src") == F.col("dst")).select(F.col("src").alias("node")).distinct()
     rounds = 0
-    while not _is_star_forest(ee):
+    while (rounds == 0 and not check_first) or not _is_star_forest(ee):
         if rounds >= max_rounds:
             raise RuntimeError(f"connected components did not converge in {max_rounds} rounds")
         ee = cut_lineage(_small_star(_large_star(ee)), eager=False)

@@ -419,7 +419,8 @@ def find_near_duplicates(df, cfg: Config, keep_edges: bool = False) -> NearResul
 
         cc_stats: dict = {}
         links = graph.where(F.col("kind") == LINK).select("src", "dst")  # src < dst, no repeats
-        comp = connected_components(links, stats=cc_stats, simple=True)
+        comp = connected_components(links, stats=cc_stats, simple=True,
+                                    check_first=set_parts < 2)  # stars of several tasks: merge at once
         lap("components")
 
         # one keeper per component (its smallest node); similarity of each other row to it: the
