@@ -285,8 +285,9 @@ def compare_mllib(spark, texts, pairs, work: Path, args) -> dict:
     import statistics
 
     # warm-up, not counted: Python workers, imports and the JVM's JIT for both
-    ours_on(spark, texts, pairs, work, args.threshold, "warmup", args.set)
-    mllib(spark, texts, pairs, 1, args.threshold)
+    warmup = {"ours": ours_on(spark, texts, pairs, work, args.threshold, "warmup", args.set),
+              "mllib_1_table": mllib(spark, texts, pairs, 1, args.threshold)}
+    log("warm-up", warmup)
     runs: dict[str, list[dict]] = {"ours": []}
     for r in range(args.rounds):
         runs["ours"].append(ours_on(spark, texts, pairs, work, args.threshold, f"cmp{r}", args.set))
@@ -294,7 +295,7 @@ def compare_mllib(spark, texts, pairs, work: Path, args) -> dict:
         for tables in map(int, args.mllib_tables.split(",")):
             runs.setdefault(f"mllib_{tables}_tables", []).append(mllib(spark, texts, pairs, tables, args.threshold))
             log(f"round {r} mllib", runs[f"mllib_{tables}_tables"][-1])
-    out: dict = {}
+    out: dict = {"warmup_not_counted": warmup}
     for name, rs in runs.items():
         secs = [x["seconds"] for x in rs]
         out[name] = {"seconds_per_round": secs, "best_seconds": min(secs), "median_seconds": statistics.median(secs),
@@ -306,7 +307,7 @@ def compare_mllib(spark, texts, pairs, work: Path, args) -> dict:
         name: {"ours_recall_at_least_mllib": ours["recall_jaccard_ge_0.85"] >= m["recall_jaccard_ge_0.85"],
                "best": round(m["best_seconds"] / ours["best_seconds"], 2),
                "median": round(m["median_seconds"] / ours["median_seconds"], 2)}
-        for name, m in out.items() if name.startswith("mllib")}
+        for name, m in out.items() if name.startswith("mllib_")}
     return out
 
 
