@@ -1,4 +1,4 @@
-"""Near-duplicate removal in the dedup stage (selectllm.dedup.near) on local[2] and local-cluster."""
+"""Near-duplicate removal in the dedup stage (selectllm.dedup.near) on local[2] and local-cluster[2,1,2048]."""
 
 from __future__ import annotations
 
@@ -193,10 +193,10 @@ _CLUSTER_SCRIPT = r"""
 import json, sys
 sys.path.insert(0, sys.argv[1])
 from pyspark.sql import SparkSession
-spark = (SparkSession.builder.master("local-cluster[2,1,1024]").appName("near-local-cluster")
+spark = (SparkSession.builder.master("local-cluster[2,1,2048]").appName("near-local-cluster")
          .config("spark.ui.enabled", "false").config("spark.ui.showConsoleProgress", "false")
          .config("spark.sql.shuffle.partitions", "6")
-         .config("spark.executor.memory", "900m").getOrCreate())
+         .config("spark.executor.memory", "1536m").getOrCreate())
 spark.sparkContext.setLogLevel("ERROR")
 try:
     from test_near_dedup_spark import _removed, _robust_rows
@@ -211,7 +211,7 @@ finally:
 
 @pytest.mark.slow
 def test_local_cluster_gives_the_same_result(spark, tmp_path):
-    """The same plan on two executor JVMs (local-cluster[2,1,1024]) as on local[2]."""
+    """The same plan on two executor JVMs (local-cluster[2,1,2048]) as on local[2]."""
     script, result = tmp_path / "run_cluster.py", tmp_path / "result.json"
     script.write_text(_CLUSTER_SCRIPT)
     env = dict(os.environ, PYSPARK_PYTHON=sys.executable, PYSPARK_DRIVER_PYTHON=sys.executable)
