@@ -289,10 +289,11 @@ def compare_mllib(spark, texts, pairs, work: Path, args) -> dict:
               "mllib_1_table": mllib(spark, texts, pairs, 1, args.threshold)}
     log("warm-up", warmup)
     runs: dict[str, list[dict]] = {"ours": []}
+    settings = [int(x) for x in args.mllib_tables.split(",")]
     for r in range(args.rounds):
         runs["ours"].append(ours_on(spark, texts, pairs, work, args.threshold, f"cmp{r}", args.set))
         log(f"round {r} ours", runs["ours"][-1])
-        for tables in map(int, args.mllib_tables.split(",")):
+        for tables in settings:
             runs.setdefault(f"mllib_{tables}_tables", []).append(mllib(spark, texts, pairs, tables, args.threshold))
             log(f"round {r} mllib", runs[f"mllib_{tables}_tables"][-1])
     out: dict = {"warmup_not_counted": warmup}

@@ -188,17 +188,17 @@ def _keeper_scorer(verify: bool, num_perm: int):
             take = np.flatnonzero(~keeper)
             if take.size and k[take[0]] < 0 and (carry is None or carry[0] != comp[take[0]]):
                 raise RuntimeError("keeper rows out of order")  # the plan sorts: cannot happen
-            kk = k[take] + shift  # index of the keeper's set
+            kk = k[take] + shift  # index of the keeper's set, and of its id in keeper_ids
             s = sim(_gather(off, val, take + shift), _gather(off, val, kk))
-            keeper_ids = np.asarray(ids.to_pylist(), dtype=object)
-            dup_of = [carry[1] if x < 0 else keeper_ids[x] for x in k[take]]
+            keeper_ids = pa.concat_arrays([pa.array([carry[1]], ids.type), ids]) if carry is not None else ids
+            rows = pa.array(take)
             yield pa.RecordBatch.from_arrays(
-                [ids.take(pa.array(take)), pa.array(dup_of, pa.string()), pa.array(s.astype(np.float32)),
-                 batch.column("source").take(pa.array(take)), batch.column("source_row").take(pa.array(take))],
+                [ids.take(rows), keeper_ids.take(pa.array(kk)), pa.array(s.astype(np.float32)),
+                 batch.column("source").take(rows), batch.column("source_row").take(rows)],
                 names=["id", "duplicate_of", "similarity", "source", "source_row"])
             if keeper.any():
                 last = int(np.flatnonzero(keeper)[-1])
-                carry = (comp[last], keeper_ids[last], _gather(off, val, np.array([last + shift])))
+                carry = (comp[last], ids[last].as_py(), _gather(off, val, np.array([last + shift])))
 
     return run
 
@@ -249,9 +249,8 @@ def _bucketer():
         t = _whole_partition(batches)
         if t is None:
             return
-        keys = np.concatenate([np.zeros(0, np.int64)] + [np.frombuffer(b, np.int64) for b in t.column("keys").to_pylist()])
-        nodes = np.concatenate([np.zeros(0, np.int64)] + [np.frombuffer(b, np.int64) for b in t.column("nodes").to_pylist()])
-        k, n, size, centre = shared_buckets(keys, nodes)
+        k, n, size, centre = shared_buckets(_unpack(t.column("keys"), np.int64)[1],
+                                            _unpack(t.column("nodes"), np.int64)[1])
         yield pa.RecordBatch.from_arrays([pa.array(k), pa.array(n), pa.array(size), pa.array(centre)],
                                          names=["key", "node", "size", "centre"])
 
