@@ -59,7 +59,7 @@ def main() -> None:
 
     ray.init(address="local", num_cpus=os.cpu_count(), num_gpus=1 if gpu else 0, include_dashboard=False,
              logging_level="ERROR")
-    from selectllm.embed.ray_job import run_stage
+    from selectllm.embed.stage import run_stage
 
     cfg = load_config(None, [f"embed.batch_size={args.batch_size}"])
     table = pa.table({"id": ids, "instruction": [r["instruction"] for r in recs], "input": [r["input"] for r in recs],

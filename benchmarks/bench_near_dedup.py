@@ -339,7 +339,7 @@ def datasketch_run(texts, pairs, threshold: float) -> dict:
 
 # ----------------------------------------------------------------------------- the whole stage
 def stage(spark, corpus: dict, workdir: Path) -> dict:
-    from selectllm.dedup.spark_job import run_stage
+    from selectllm.dedup.stage import run_stage
     from selectllm.pipeline import StageContext
     from selectllm.rundir import RunDir
 

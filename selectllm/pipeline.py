@@ -90,12 +90,12 @@ def _report_settings(cfg: Config) -> str:
 
 
 STAGES: tuple[Stage, ...] = (
-    Stage("dedup", (), "selectllm.dedup.spark_job:run_stage", _dedup_settings),
-    Stage("embed", ("dedup",), "selectllm.embed.ray_job:run_stage", _embed_settings),
+    Stage("dedup", (), "selectllm.dedup.stage:run_stage", _dedup_settings),
+    Stage("embed", ("dedup",), "selectllm.embed.stage:run_stage", _embed_settings),
     Stage("cluster", ("embed",), "selectllm.cluster.stage:run_stage", _cluster_settings),
     Stage("select", ("dedup", "cluster", "embed"), "selectllm.select.stage:run_stage",
           _select_settings, root_files=("selected.jsonl",)),
-    Stage("report", ("dedup", "embed", "cluster", "select"), "selectllm.report.html:run_stage",
+    Stage("report", ("dedup", "embed", "cluster", "select"), "selectllm.report.stage:run_stage",
           _report_settings, root_files=("report.html", "metrics.json")),
 )
 STAGE_NAMES = tuple(s.name for s in STAGES)

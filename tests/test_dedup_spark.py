@@ -82,7 +82,7 @@ def _paths(files: list[str]) -> str:
 
 
 def test_stage_outputs_counts_and_schemas(spark, corpus, tmp_path):
-    from selectllm.dedup.spark_job import run_stage
+    from selectllm.dedup.stage import run_stage
 
     ctx = _ctx(tmp_path, [_paths(corpus), "dedup.max_chars=120"])
     counts = run_stage(ctx)
@@ -145,7 +145,7 @@ def test_stage_outputs_counts_and_schemas(spark, corpus, tmp_path):
 
 
 def test_same_ids_whatever_the_partitioning(spark, corpus):
-    from selectllm.dedup.spark_job import dedup_dataframe
+    from selectllm.dedup.stage import dedup_dataframe
 
     cfg = load_config(None, [_paths(corpus), "dedup.max_chars=120"])
     seen = []
@@ -160,7 +160,7 @@ def test_same_ids_whatever_the_partitioning(spark, corpus):
 
 
 def test_exact_off_keeps_every_good_row(spark, corpus):
-    from selectllm.dedup.spark_job import dedup_dataframe
+    from selectllm.dedup.stage import dedup_dataframe
 
     cfg = load_config(None, [_paths(corpus), "dedup.max_chars=120", "dedup.exact=false"])
     kept, _, dups = dedup_dataframe(spark, cfg)
@@ -169,7 +169,7 @@ def test_exact_off_keeps_every_good_row(spark, corpus):
 
 
 def test_near_off_and_bad_format(spark, corpus, tmp_path):
-    from selectllm.dedup.spark_job import dedup_dataframe, near_duplicate_pairs
+    from selectllm.dedup.stage import dedup_dataframe, near_duplicate_pairs
 
     off = load_config(None, [_paths(corpus)])
     assert near_duplicate_pairs(None, off) is None  # near dedup is opt-in (tests/test_near_dedup_spark.py)
@@ -184,7 +184,7 @@ def test_sample_corpus_matches_its_manifest(spark, tmp_path):
     sample, manifest = ROOT / "examples" / "sample.jsonl", ROOT / "examples" / "sample_manifest.json"
     if not (sample.is_file() and manifest.is_file()):
         pytest.skip("examples/sample.jsonl or its manifest is not present")
-    from selectllm.dedup.spark_job import run_stage
+    from selectllm.dedup.stage import run_stage
 
     want = json.loads(manifest.read_text())
     ctx = _ctx(tmp_path, [f"input.paths=[{sample}]"])
@@ -207,7 +207,7 @@ def test_sample_corpus_matches_its_manifest(spark, tmp_path):
 
 
 def test_nothing_kept_still_writes_schemas(spark, tmp_path):
-    from selectllm.dedup.spark_job import run_stage
+    from selectllm.dedup.stage import run_stage
 
     bad = tmp_path / "bad.jsonl"
     bad.write_bytes(b'{"instruction": ""}\n{oops\n')

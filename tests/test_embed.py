@@ -30,7 +30,7 @@ def fake_dedup(run: RunDir, n_files=3):
 
 
 def embed(run, cfg):
-    from selectllm.embed.ray_job import run_stage
+    from selectllm.embed.stage import run_stage
 
     ctx = StageContext(cfg=cfg, run=run, stage="embed", out=run.new_staging("embed"))
     counts = run_stage(ctx)
@@ -63,7 +63,7 @@ def test_embed_schema_norms_and_resume(tmp_path, ray_local):
     np.testing.assert_allclose(np.stack([by_id[ids[0]], by_id[ids[9]]]), direct, atol=1e-4)
 
     # a killed run: one finished work file (first 10 rows) and one half-written file
-    from selectllm.embed.ray_job import work_dir
+    from selectllm.embed.stage import work_dir
 
     work = work_dir(ctx)
     run.fs.makedirs(work, exist_ok=True)

@@ -222,7 +222,7 @@ def test_pipeline_then_stage_job_on_s3(ray_head, s3, s3_run):
 def test_job_options_map_to_the_cli(monkeypatch, tmp_path):
     """jobs/*.py take the CLI's options: --force STAGE for the pipeline, a bare --force for a stage."""
     import selectllm.cli
-    from selectllm.jobs import job_main
+    from selectllm.launch import job_main
 
     seen = []
     monkeypatch.setattr(selectllm.cli, "main", lambda args: seen.append(args))

@@ -37,7 +37,7 @@ def test_sample_corpus_planted_near_duplicates(spark, tmp_path):
     sample, manifest = ROOT / "examples" / "sample.jsonl", ROOT / "examples" / "sample_manifest.json"
     if not (sample.is_file() and manifest.is_file()):
         pytest.skip("examples/sample.jsonl or its manifest is not present")
-    from selectllm.dedup.spark_job import run_stage
+    from selectllm.dedup.stage import run_stage
 
     want = json.loads(manifest.read_text())
     ctx = _ctx(tmp_path, [f"input.paths=[{sample}]", "dedup.near.enabled=true"])
@@ -174,7 +174,7 @@ def test_unverified_and_char_shingles(spark):
 
 
 def test_hook_off_and_dedup_dataframe(spark, tmp_path):
-    from selectllm.dedup.spark_job import dedup_dataframe, near_duplicate_pairs
+    from selectllm.dedup.stage import dedup_dataframe, near_duplicate_pairs
 
     assert near_duplicate_pairs(None, load_config(None, [])) is None
     f = tmp_path / "x.jsonl"

@@ -96,7 +96,7 @@ def test_inputs_on_s3(s3_env):
 
 def test_missing_credentials_and_objects_are_one_line_errors(s3_env, monkeypatch, tmp_path):
     from selectllm.io import expand_inputs
-    from selectllm.jobs import fetch_config
+    from selectllm.launch import fetch_config
 
     bucket = s3_env.bucket()
     s3_env.fs().pipe(f"{bucket}/c.yaml", b"select: {budget: 3}\n")
@@ -125,7 +125,7 @@ def test_missing_credentials_and_objects_are_one_line_errors(s3_env, monkeypatch
 
 def test_job_entry_reads_a_config_url(s3_env, tmp_path, capsys):
     """jobs/*.py --config s3://...: a missing object is exit 2 with one line."""
-    from selectllm.jobs import job_main
+    from selectllm.launch import job_main
 
     bucket = s3_env.bucket()
     with pytest.raises(SystemExit) as e:

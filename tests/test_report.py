@@ -16,7 +16,7 @@ from selectllm import schemas
 from selectllm.config import load_config
 from selectllm.pipeline import StageContext
 from selectllm.report import metrics as M
-from selectllm.report.html import run_stage
+from selectllm.report.stage import run_stage
 from selectllm.rundir import RunDir
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

@@ -1,4 +1,4 @@
-"""The ``report`` stage: one self-contained HTML page and ``metrics.json`` for a run.
+"""The report page: one self-contained HTML page and the metrics of a run (written by ``report/stage.py``).
 
 Reads the committed outputs of the earlier stages (any that is missing gets a "not run" note),
 computes coverage/diversity (``metrics.py``), draws plots (``plots.py``, inline base64 PNGs) and
@@ -535,16 +535,3 @@ def _jsonable(o: Any) -> Any:
     if isinstance(o, (float, np.floating)):
         return M.finite_or_none(o)
     return o
-
-
-def run_stage(ctx) -> dict:
-    page, metrics, plots = build(ctx.run, ctx.cfg)
-    data = page.encode("utf-8")
-    fs = ctx.run.fs
-    with fs.open(posixpath.join(ctx.out, "report.html"), "wb") as f:
-        f.write(data)
-    with fs.open(posixpath.join(ctx.out, "metrics.json"), "w") as f:
-        json.dump(_jsonable(metrics), f, indent=2, sort_keys=True)
-        f.write("\n")
-    selected = metrics["selection"]["selected"]
-    return {"selected": int(selected or 0), "plots": plots, "bytes": len(data)}

@@ -1,0 +1,21 @@
+"""The ``report`` stage: ``report.html`` + ``metrics.json`` (built by ``html.py``) into the staging folder."""
+
+from __future__ import annotations
+
+import json
+import posixpath
+
+from selectllm.report.html import _jsonable, build
+
+
+def run_stage(ctx) -> dict:
+    page, metrics, plots = build(ctx.run, ctx.cfg)
+    data = page.encode("utf-8")
+    fs = ctx.run.fs
+    with fs.open(posixpath.join(ctx.out, "report.html"), "wb") as f:
+        f.write(data)
+    with fs.open(posixpath.join(ctx.out, "metrics.json"), "w") as f:
+        json.dump(_jsonable(metrics), f, indent=2, sort_keys=True)
+        f.write("\n")
+    selected = metrics["selection"]["selected"]
+    return {"selected": int(selected or 0), "plots": plots, "bytes": len(data)}
