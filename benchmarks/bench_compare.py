@@ -36,7 +36,7 @@ def main() -> None:
 
     from _data import load_records
 
-    from selectllm.compare import markdown_table, parse_strategies, run_compare
+    from selectllm.compare.stage import markdown_table, parse_strategies, run_compare
     from selectllm.config import Config
     from selectllm.report.compare_html import PAPER_INPUT_TOKENS, PAPER_ROWS, PAPER_TOKENS_PER_ROW
 

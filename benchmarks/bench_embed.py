@@ -39,7 +39,7 @@ def main() -> None:
 
     from selectllm.config import PAPER_TEMPLATE, PAPER_TEMPLATE_NO_INPUT, load_config
     from selectllm.embed.embedder import Embedder, resolve_model
-    from selectllm.pipeline import StageContext
+    from selectllm.pipeline import stage_context
     from selectllm.rundir import RunDir
     from selectllm.schemas import DEDUP
     from selectllm.text.normalize import content_id, render_text
@@ -79,7 +79,7 @@ def main() -> None:
             pq.write_table(table.slice(j * step, step), run.path("dedup", f"part-{j:05d}.parquet"))
         run.record_stage("dedup", {"status": "complete", "output_token": "bench", "input_fingerprint": "-",
                                    "settings_hash": "-"})
-        ctx = StageContext(cfg=cfg, run=run, stage="embed", out=run.new_staging("embed"))
+        ctx = stage_context(cfg, run, "embed")
         done = threading.Event()
         seen: dict[str, float] = {}  # output file -> when it appeared
 

@@ -340,7 +340,7 @@ def datasketch_run(texts, pairs, threshold: float) -> dict:
 # ----------------------------------------------------------------------------- the whole stage
 def stage(spark, corpus: dict, workdir: Path) -> dict:
     from selectllm.dedup.stage import run_stage
-    from selectllm.pipeline import StageContext
+    from selectllm.pipeline import stage_context
     from selectllm.rundir import RunDir
 
     files = []
@@ -356,7 +356,7 @@ def stage(spark, corpus: dict, workdir: Path) -> dict:
     for near in (False, True):
         cfg = load_config(None, ["input.paths=[" + ", ".join(files) + "]", f"dedup.near.enabled={str(near).lower()}"])
         run = RunDir(str(workdir / f"run-{near}"))
-        ctx = StageContext(cfg=cfg, run=run, stage="dedup", out=run.new_staging("dedup"))
+        ctx = stage_context(cfg, run, "dedup")
         t = time.perf_counter()
         counts = run_stage(ctx)
         secs = time.perf_counter() - t

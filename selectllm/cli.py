@@ -68,14 +68,14 @@ def _stage_command(name: str, doc: str):
     app.command(name=name)(command)
 
 
-for _name, _doc in [
-    ("dedup", "Spark: read raw files, normalize, quarantine bad rows, drop duplicates."),
-    ("embed", "Ray Data: embed every kept row (GPU when present)."),
-    ("cluster", "k-center clusters and nearest-center assignment."),
-    ("select", "Choose exactly select.budget rows (LLM calls for the selectllm strategies)."),
-    ("report", "Write report.html and metrics.json."),
-]:
-    _stage_command(_name, _doc)
+def _declared_stages():
+    from selectllm.pipeline import STAGES  # the declarations: cheap, no engine starts
+
+    return STAGES
+
+
+for _stage in _declared_stages():
+    _stage_command(_stage.name, _stage.doc)
 
 
 @app.command()
@@ -97,14 +97,16 @@ def compare(config: str = ConfigArg,
                 None, "--strategies",
                 help="Comma-separated strategies (default: selectllm,selectllm-paper,random,kcenter,"
                      "kmeans-closest,length,alpagasus)."),
-            run_dir: Optional[str] = RunDirOpt, set_: Optional[List[str]] = SetOpt, debug: bool = DebugOpt):
+            run_dir: Optional[str] = RunDirOpt, set_: Optional[List[str]] = SetOpt,
+            force: bool = typer.Option(False, "--force", help="Recompute the comparison even if complete."),
+            debug: bool = DebugOpt):
     """Several strategies over the same embeddings: compare/compare.json, compare/compare.html."""
-    from selectllm.compare import parse_strategies, print_table, run_compare
+    from selectllm.compare.stage import parse_strategies, print_table, run_compare
 
     _offline_defaults()
     cfg = _load(config, run_dir, set_, debug)
-    names = parse_strategies(strategies)
-    run, results = run_compare(cfg, names)
+    names = parse_strategies(strategies) if strategies else list(cfg.compare.strategies)
+    run, results = run_compare(cfg, names, force=force)
     print_table(results)
     typer.echo(f"compare.json: {run.uri('compare', 'compare.json')}")
     typer.echo(f"compare.html: {run.uri('compare', 'compare.html')}")

@@ -17,6 +17,13 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from selectllm.errors import UserError
+from selectllm.select.registry import NAMES as STRATEGY_NAMES
+
+
+def _check_strategy(name: str) -> str:
+    if name not in STRATEGY_NAMES:
+        raise ValueError(f"'{name}' is not a strategy (available: {', '.join(STRATEGY_NAMES)})")
+    return name
 
 PAPER_TEMPLATE = "### Instruction: {instruction}\n\n### Input: {input}\n\n### Response:"
 PAPER_TEMPLATE_NO_INPUT = "### Instruction: {instruction}\n\n### Response:"
@@ -86,9 +93,12 @@ class ClusterConfig(_Strict):
 
 
 class SelectConfig(_Strict):
-    strategy: Literal[
-        "selectllm", "selectllm-paper", "random", "kcenter", "kmeans-closest", "length", "alpagasus"
-    ] = "selectllm"
+    strategy: str = "selectllm"  # one of selectllm.select.registry.NAMES
+
+    @field_validator("strategy")
+    @classmethod
+    def _known_strategy(cls, v: str) -> str:
+        return _check_strategy(v)
     budget: int = Field(100, ge=1)
     candidates_per_prompt: int = Field(10, ge=2, le=200)
     picks_per_prompt: int = Field(1, ge=1)
@@ -153,6 +163,23 @@ class SparkConfig(_Strict):
         return {str(k): str(x) for k, x in (v or {}).items()}
 
 
+class CompareConfig(_Strict):
+    """``selectllm compare``: the strategies run side by side (``--strategies`` sets this)."""
+
+    strategies: list[str] = Field(default_factory=lambda: list(STRATEGY_NAMES))
+
+    @field_validator("strategies")
+    @classmethod
+    def _known(cls, v: list[str]) -> list[str]:
+        for name in v:
+            _check_strategy(name)
+        if not v:
+            raise ValueError("compare.strategies is empty")
+        if len(set(v)) != len(v):
+            raise ValueError(f"compare.strategies lists a strategy twice: {','.join(v)}")
+        return v
+
+
 class RayConfig(_Strict):
     address: str | None = None
     num_cpus: int | None = Field(None, ge=1)
@@ -168,6 +195,7 @@ class Config(_Strict):
     llm: LLMConfig = Field(default_factory=LLMConfig)
     spark: SparkConfig = Field(default_factory=SparkConfig)
     ray: RayConfig = Field(default_factory=RayConfig)
+    compare: CompareConfig = Field(default_factory=CompareConfig)
 
     def section_hash(self, *sections: str, exclude: dict[str, set[str]] | None = None) -> str:
         """Stable hash of some config sections: what decides whether a stage's output is reusable."""

@@ -7,50 +7,38 @@ Requests whose answers are already cached cost nothing and are reported separate
 
 from __future__ import annotations
 
-import numpy as np
-
 from selectllm.config import Config
 from selectllm.rundir import RunDir
 
 
-LLM_STRATEGIES = ("selectllm", "selectllm-paper", "alpagasus")
-
-
 def planned_requests(cfg: Config, run: RunDir) -> list:
     """The exact requests the select stage would send for ``cfg.select.strategy`` (none for LLM-free ones)."""
-    from selectllm.select.decide import build_requests
-    from selectllm.select.stage import lookup_rows
-    from selectllm.tables import read_table
+    from selectllm.pipeline import stage_context
+    from selectllm.select.decide import build_requests, selectllm_groups
+    from selectllm.select.registry import LLM_STRATEGIES
+    from selectllm.select.tables import assignments, lookup_rows, pool_embeddings
 
     strategy = cfg.select.strategy
     if strategy not in LLM_STRATEGIES:
         return []
-    a = read_table(run, "cluster/assignments.parquet").sort_by("id")
-    ids = np.asarray(a.column("id").to_pylist(), dtype=object)
-    labels = a.column("cluster_id").to_numpy()
+    ctx = stage_context(cfg, run, "select", out="", work="")  # reads the select stage's inputs; writes nothing
+    ids, labels, dist = assignments(ctx)
+    rows = ctx.input("rows")
     if strategy == "alpagasus":  # one rating per pool row
         from selectllm.select.baselines import rating_requests
 
-        return rating_requests(cfg, ids, lookup_rows(run, [str(i) for i in ids], ["instruction", "input"]))
+        return rating_requests(cfg, ids, lookup_rows(rows, [str(i) for i in ids], ["instruction", "input"]))
     if strategy == "selectllm-paper":
         from selectllm.select.paper import paper_groups
         from selectllm.select.prompts import paper_prompt
-        from selectllm.tables import load_embeddings
 
-        emb_ids, x = load_embeddings(run)
-        if not np.array_equal(emb_ids, ids):
-            raise RuntimeError("estimate: embed/ and cluster/ disagree on the pool; rerun `selectllm cluster`")
-        groups, _ = paper_groups(cfg, ids, x)
+        groups, _ = paper_groups(cfg, ids, pool_embeddings(ctx, ids))
         prompt = paper_prompt(cfg.select.paper_prompt)
     else:
-        from selectllm.select.plan import plan_groups
-
-        k = int(labels.max()) + 1 if len(labels) else 0
-        groups = plan_groups(ids, labels, a.column("distance").to_numpy(), k, cfg.select.budget,
-                             cfg.select.picks_per_prompt, cfg.select.candidates_per_prompt)
+        groups = selectllm_groups(cfg, ids, labels, dist)
         prompt = None
     groups = [g for g in groups if g.needs_llm]
-    texts = lookup_rows(run, sorted({c for g in groups for c in g.candidates}), ["instruction", "input"])
+    texts = lookup_rows(rows, sorted({c for g in groups for c in g.candidates}), ["instruction", "input"])
     return build_requests(cfg, groups, texts, prompt)
 
 

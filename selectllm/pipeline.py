@@ -1,124 +1,92 @@
-"""Where the stages are wired: order, what each depends on, and when one can be skipped.
+"""Where the stages are wired: which exist, in what order, and when one can be skipped.
 
-A stage is a plain function ``run(ctx) -> counts`` that reads committed upstream outputs and
-writes into ``ctx.out`` (a staging folder).  This module decides whether to run it (resume),
-commits its output atomically and records it in the manifest.  Stages never see each other:
-they talk only through Parquet in the run directory.
+Each stage declares itself next to its code (``STAGE = Stage(...)`` at the end of
+``selectllm/<stage>/stage.py``, see :mod:`selectllm.contract`); this module only lists those
+modules.  For each stage it decides whether to run it (resume: same input commits, same settings
+hash), hands it a context whose ``input(name)`` resolves to the declared upstream outputs, checks
+the declared output schemas, commits atomically and records the manifest entry.  Stages never see
+each other: they talk only through the outputs they declare.
 """
 
 from __future__ import annotations
 
-import hashlib
 import importlib
-import json
 import platform
 import time
 import uuid
-from dataclasses import dataclass, field
 from importlib import metadata
-from typing import Callable
-
-from rich.console import Console
 
 from selectllm import __version__
 from selectllm.config import Config, dump_config
+from selectllm.console import console
+from selectllm.contract import Output, Stage, StageContext, check_outputs, missing_upstream, stable_hash
 from selectllm.errors import UserError
 from selectllm.rundir import RunDir
 
-console = Console(stderr=True)
-
-# llm settings that change speed, never answers: changing them must not invalidate a selection.
-LLM_SPEED_KEYS = {"rpm", "tpm", "concurrency", "timeout_s", "max_retries", "mode", "api_key_env"}
-
-
-@dataclass
-class StageContext:
-    cfg: Config
-    run: RunDir
-    stage: str
-    out: str  # staging folder, filesystem path without protocol
-    log: Console = field(default=console)
-
-    @property
-    def out_uri(self) -> str:
-        return self.run.staging_uri(self.out)
-
-    def out_path(self, *parts: str) -> str:
-        import posixpath
-
-        return posixpath.join(self.out, *parts)
-
-    def input_uri(self, stage: str, *parts: str) -> str:
-        """URL of a committed upstream stage's output."""
-        return self.run.uri(stage, *parts)
-
-
-@dataclass(frozen=True)
-class Stage:
-    name: str
-    upstream: tuple[str, ...]
-    runner: str  # "module:function", imported lazily so `selectllm report` never starts a JVM
-    settings: Callable[[Config], str]
-    root_files: tuple[str, ...] = ()
-
-    def load(self) -> Callable[[StageContext], dict]:
-        module, func = self.runner.split(":")
-        return getattr(importlib.import_module(module), func)
-
-
-def _dedup_settings(cfg: Config) -> str:
-    h = cfg.section_hash("input", "dedup")
-    return _h(h, cfg.embed.template, cfg.embed.template_no_input)
-
-
-def _embed_settings(cfg: Config) -> str:
-    return cfg.section_hash("embed", exclude={"embed": {"batch_size", "actors", "gpus_per_actor"}})
-
-
-def _cluster_settings(cfg: Config) -> str:
-    from selectllm.cluster.stage import resolved_k
-
-    return _h(cfg.section_hash("cluster", exclude={"cluster": {"shards", "batch", "min_shard_rows", "device"}}), resolved_k(cfg))
-
-
-def _select_settings(cfg: Config) -> str:
-    return cfg.section_hash("select", "llm", exclude={"llm": LLM_SPEED_KEYS})
-
-
-def _report_settings(cfg: Config) -> str:
-    return _h("report-v1")
-
-
-STAGES: tuple[Stage, ...] = (
-    Stage("dedup", (), "selectllm.dedup.stage:run_stage", _dedup_settings),
-    Stage("embed", ("dedup",), "selectllm.embed.stage:run_stage", _embed_settings),
-    Stage("cluster", ("embed",), "selectllm.cluster.stage:run_stage", _cluster_settings),
-    Stage("select", ("dedup", "cluster", "embed"), "selectllm.select.stage:run_stage",
-          _select_settings, root_files=("selected.jsonl",)),
-    Stage("report", ("dedup", "embed", "cluster", "select"), "selectllm.report.stage:run_stage",
-          _report_settings, root_files=("report.html", "metrics.json")),
+# the stages of `selectllm run`, in order; then those run only when asked for (`selectllm compare`)
+PIPELINE_MODULES = (
+    "selectllm.dedup.stage",
+    "selectllm.embed.stage",
+    "selectllm.cluster.stage",
+    "selectllm.select.stage",
+    "selectllm.report.stage",
 )
+ON_DEMAND_MODULES = ("selectllm.compare.stage",)
+
+
+def _load(modules: tuple[str, ...]) -> tuple[Stage, ...]:
+    return tuple(importlib.import_module(m).STAGE for m in modules)
+
+
+STAGES: tuple[Stage, ...] = _load(PIPELINE_MODULES)
+ON_DEMAND: tuple[Stage, ...] = _load(ON_DEMAND_MODULES)
 STAGE_NAMES = tuple(s.name for s in STAGES)
+BY_NAME = {s.name: s for s in STAGES + ON_DEMAND}
 
 
-def _h(*parts: object) -> str:
-    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+def resolve(ref: str) -> tuple[str, Output]:
+    """``"<stage>.<output>"`` -> (stage name, its output declaration)."""
+    stage, _, output = ref.partition(".")
+    if stage not in BY_NAME:
+        raise KeyError(f"no stage '{stage}' (input {ref})")
+    return stage, BY_NAME[stage].output(output)
+
+
+def _check_wiring() -> None:
+    """Every input names an output of a stage declared earlier (so the order is a valid one)."""
+    seen: set[str] = set()
+    for s in STAGES + ON_DEMAND:
+        for ref in s.inputs.values():
+            up, _ = resolve(ref)
+            if up not in seen:
+                raise RuntimeError(f"stage '{s.name}' reads {ref} but '{up}' does not run before it")
+        if s in STAGES:
+            seen.add(s.name)
+
+
+_check_wiring()
+
+
+def stage_context(cfg: Config, run: RunDir, name: str, out: str | None = None, work: str | None = None) -> StageContext:
+    """The context a stage runs with (also for running one stage's function directly, in tests)."""
+    stage = BY_NAME[name]
+    return StageContext(cfg=cfg, run=run, stage=name, out=out if out is not None else run.new_staging(name),
+                        work=work if work is not None else run.path("_work", name), spec=stage, resolve=resolve,
+                        log=console)
 
 
 def input_fingerprint(cfg: Config, run: RunDir, stage: Stage) -> str:
-    """What a stage reads: the raw files for dedup, the committed upstream outputs otherwise."""
-    if not stage.upstream:
-        from selectllm.io import expand_inputs
-
-        files = expand_inputs(cfg.input.paths)
-        return _h([(f.url, f.size, f.version) for f in files])
-    parts = []
+    """What a stage reads: its external inputs (the raw files for dedup), the commits of the
+    upstream outputs it declares."""
+    parts: list = []
+    if stage.external_inputs is not None:
+        parts.append(stage.external_inputs(cfg))
     for up in stage.upstream:
         entry = run.stage_entry(up)
         if not entry or entry.get("status") != "complete":
-            raise UserError(f"stage '{stage.name}' needs stage '{up}' first (run `selectllm {up}` or `selectllm run`)")
+            raise missing_upstream(stage, up)
         parts.append((up, entry["output_token"]))
-    return _h(parts)
+    return stable_hash(parts) if stage.external_inputs is None else stable_hash(*parts)
 
 
 def _versions() -> dict:
@@ -146,26 +114,30 @@ def is_complete(run: RunDir, stage: Stage, fingerprint: str, settings: str) -> b
 def run_stage(cfg: Config, run: RunDir, stage: Stage, force: bool = False) -> dict:
     """Run one stage unless an identical complete run of it exists.  Returns its manifest entry."""
     fingerprint = input_fingerprint(cfg, run, stage)
-    settings = stage.settings(cfg)
+    settings = stage.settings.hash(cfg)
     if not force and is_complete(run, stage, fingerprint, settings):
         entry = run.stage_entry(stage.name)
         console.print(f"[dim]· {stage.name}: complete, skipped ({_counts_line(entry.get('counts', {}))})[/]")
         return entry
     run.invalidate(stage.name)
     console.print(f"[bold cyan]▶ {stage.name}[/]")
-    out = run.new_staging(stage.name)
+    # partial results of an attempt killed with the same inputs and settings, to resume from
+    work = run.path("_work", f"{stage.name}-{stable_hash(fingerprint, settings)}")
+    ctx = stage_context(cfg, run, stage.name, work=work)
     t0 = time.perf_counter()
     try:
-        counts = stage.load()(StageContext(cfg=cfg, run=run, stage=stage.name, out=out)) or {}
+        counts = stage.run(ctx) or {}
+        check_outputs(stage, ctx)
     except BaseException:
         # leave nothing that could be mistaken for output; the manifest already says "invalidated"
+        # (the work folder stays: the next attempt resumes from it)
         try:
-            run.fs.rm(out, recursive=True)
+            run.fs.rm(ctx.out, recursive=True)
         except Exception:
             pass
         raise
     seconds = round(time.perf_counter() - t0, 3)
-    run.commit(stage.name, out, stage.root_files)
+    run.commit(stage.name, ctx.out, stage.root_files)
     entry = {
         "status": "complete",
         "input_fingerprint": fingerprint,
@@ -173,10 +145,13 @@ def run_stage(cfg: Config, run: RunDir, stage: Stage, force: bool = False) -> di
         "output_token": uuid.uuid4().hex,
         "counts": counts,
         "seconds": seconds,
+        "resources": stage.resources.resolve(cfg),
         "versions": _versions(),
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     run.record_stage(stage.name, entry)
+    if run.fs.exists(work):
+        run.fs.rm(work, recursive=True)
     console.print(f"[green]✔ {stage.name}[/] in {seconds:.1f}s ({_counts_line(counts)})")
     return entry
 
@@ -193,16 +168,19 @@ def open_run(cfg: Config) -> RunDir:
 
 
 def run_pipeline(cfg: Config, stages: list[str] | None = None, force: list[str] | None = None) -> RunDir:
-    """Run the given stages (all by default) in order; ``force`` recomputes a stage and all after it."""
+    """Run the given stages in order (all of ``selectllm run`` by default; an on-demand stage such
+    as ``compare`` when named).  ``force`` recomputes a stage and every stage after it."""
     run = open_run(cfg)
+    order = list(STAGES) + [s for s in ON_DEMAND if s.name in (stages or [])]
+    names = [s.name for s in order]
     wanted = stages or list(STAGE_NAMES)
-    unknown = [s for s in (force or []) + wanted if s not in STAGE_NAMES]
+    unknown = [s for s in (force or []) + wanted if s not in BY_NAME]
     if unknown:
-        raise UserError(f"unknown stage '{unknown[0]}' (stages: {', '.join(STAGE_NAMES)})")
+        raise UserError(f"unknown stage '{unknown[0]}' (stages: {', '.join(BY_NAME)})")
     run.clean_staging()
-    first_forced = min((STAGE_NAMES.index(s) for s in force or []), default=len(STAGE_NAMES))
+    first_forced = min((names.index(s) for s in force or [] if s in names), default=len(names))
     try:
-        for i, stage in enumerate(STAGES):
+        for i, stage in enumerate(order):
             if stage.name in wanted:
                 run_stage(cfg, run, stage, force=i >= first_forced)
     finally:

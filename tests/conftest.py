@@ -54,3 +54,20 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip("../shared/data is not present")
     return SHARED_DATA
+
+
+# What a test starts, as markers (`make test-fast` deselects all three): from the fixtures it uses,
+# plus the modules whose tests start engines or processes themselves (marked there with pytestmark).
+FIXTURE_MARKS = {
+    "spark": "spark",
+    "ray_local": "ray", "pool": "ray", "ray_head": "ray",
+    "sim": "subprocess", "s3": "subprocess", "s3_env": "subprocess", "s3_run": "subprocess",
+}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        for fixture in getattr(item, "fixturenames", ()):
+            mark = FIXTURE_MARKS.get(fixture)
+            if mark:
+                item.add_marker(getattr(pytest.mark, mark))

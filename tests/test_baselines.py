@@ -9,11 +9,10 @@ import numpy as np
 import pytest
 
 from selectllm.cluster.kmeans_groups import fit_kmeans, nearest_center
-from selectllm.pipeline import StageContext
+from selectllm.pipeline import stage_context
 from selectllm.rundir import RunDir
-from selectllm.select import strategies
+from selectllm.select import registry as strategies
 from selectllm.select.baselines import parse_rating, rank_by_rating
-from selectllm.tables import read_table
 
 from test_compare import make_pool_run, pool_config
 
@@ -22,8 +21,8 @@ def _setup(tmp_path, *sets):
     ids, x, labels = make_pool_run(tmp_path)
     cfg = pool_config(tmp_path, *sets)
     run = RunDir(str(tmp_path))
-    ctx = StageContext(cfg=cfg, run=run, stage="select", out=run.new_staging("select"))
-    a = read_table(run, "cluster/assignments.parquet").sort_by("id")
+    ctx = stage_context(cfg, run, "select")
+    a = ctx.input("assignments").read().sort_by("id")
     return ctx, ids, x, labels, a.column("distance").to_numpy()
 
 
@@ -46,7 +45,7 @@ def test_kmeans_closest(tmp_path):
 
 def test_length(tmp_path):
     ctx, ids, x, labels, dist = _setup(tmp_path, "select.budget=20")
-    table = read_table(ctx.run, "dedup", ["id", "instruction", "input"]).sort_by("id").to_pylist()
+    table = ctx.input("rows").read(["id", "instruction", "input"]).sort_by("id").to_pylist()
     lengths = np.asarray([len(r["instruction"]) + len(r["input"]) for r in table])
     res = strategies.get("length")(ctx, ids, labels, dist)
     rows = sorted(int(np.flatnonzero(ids == i)[0]) for i, _ in res.selected)
@@ -83,7 +82,7 @@ def test_alpagasus_rates_every_row_and_keeps_the_best(tmp_path):
     assert len({i for i, _ in res.selected}) == 12
     assert len(res.decisions) == len(ids) and {d["status"] for d in res.decisions} == {"ok"}
     assert all(d["input_tokens"] > 0 for d in res.decisions) and res.extra["rated"] == len(ids)
-    texts = {r["id"]: r for r in read_table(ctx.run, "dedup", ["id", "instruction", "input"]).to_pylist()}
+    texts = {r["id"]: r for r in ctx.input("rows").read(["id", "instruction", "input"]).to_pylist()}
     score = {i: _sim_rating(texts[i]["instruction"], texts[i]["input"]) for i in ids}
     chosen = {i for i, _ in res.selected}
     assert min(score[i] for i in chosen) >= max(score[i] for i in ids if i not in chosen)

@@ -185,7 +185,7 @@ def test_missing_config_file_and_credentials(tmp_path):
     assert r.returncode == 2 and "config file not found" in r.stderr and "Traceback" not in r.stderr
     from selectllm.config import load_config
     from selectllm.errors import UserError
-    from selectllm.llm.client import resolve_api_key
+    from selectllm.llm.records import resolve_api_key
 
     cfg = load_config(None, ["llm.provider=openai", "llm.api_key_env=SELECTLLM_TEST_NO_SUCH_KEY"])
     with pytest.raises(UserError, match="SELECTLLM_TEST_NO_SUCH_KEY"):

@@ -195,7 +195,7 @@ def test_stage_end_to_end(tmp_path, ray_local):
     from selectllm.cluster.stage import run_stage
     from selectllm.config import load_config
     from selectllm.errors import UserError
-    from selectllm.pipeline import StageContext
+    from selectllm.pipeline import stage_context
     from selectllm.rundir import RunDir
 
     x = normalized(1200, 24, seed=10)
@@ -205,7 +205,7 @@ def test_stage_end_to_end(tmp_path, ray_local):
     order = np.argsort(ids)
     xs, ids_sorted = x[order], np.asarray(ids)[order]
     cfg = load_config(None, ["cluster.k=25", "cluster.shards=2", f"cluster.initial_centers=[{ids[5]}]"])
-    ctx = StageContext(cfg=cfg, run=run, stage="cluster", out=run.new_staging("cluster"))
+    ctx = stage_context(cfg, run, "cluster")
     counts = run_stage(ctx)
     rows, _ = K.farthest_first(xs, 25, initial=[int(np.flatnonzero(ids_sorted == ids[5])[0])])
     labels, dist = K.assign(xs, rows)
@@ -219,7 +219,7 @@ def test_stage_end_to_end(tmp_path, ray_local):
     assert counts["radius"] == pytest.approx(float(dist.max()), abs=1e-6)
     bad = load_config(None, ["cluster.k=5", "cluster.initial_centers=[nope]"])
     with pytest.raises(UserError, match="nope is not in the embedded pool"):
-        run_stage(StageContext(cfg=bad, run=run, stage="cluster", out=run.new_staging("cluster")))
+        run_stage(stage_context(bad, run, "cluster"))
 
 
 TWO_NODES = textwrap.dedent("""

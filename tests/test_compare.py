@@ -72,6 +72,16 @@ def make_pool_run(root: Path, n: int = 240, dim: int = 16, blobs: int = 8, k: in
     return ids, x, labels
 
 
+def compare_run(cfg, run: RunDir, names: list[str]) -> dict:
+    """The compare stage through the pipeline's machinery (manifest entry, schema checks, commit)."""
+    from selectllm.pipeline import BY_NAME, run_stage
+
+    cfg = cfg.model_copy(deep=True)
+    cfg.compare.strategies = list(names)
+    run_stage(cfg, run, BY_NAME["compare"])
+    return run.read_json("compare/compare.json")
+
+
 def pool_config(root: Path, *extra: str):
     return load_config(None, [f"run_dir={root}", "select.budget=12", "select.paper_subsets=6",
                               "llm.simulator.latency_ms=1", "llm.rpm=100000", "llm.tpm=100000000",
@@ -79,7 +89,7 @@ def pool_config(root: Path, *extra: str):
 
 
 def test_compare_all_strategies(tmp_path, capsys):
-    from selectllm.compare import compare_run, markdown_table, print_table
+    from selectllm.compare.stage import markdown_table, print_table
 
     ids, x, labels = make_pool_run(tmp_path)
     cfg = pool_config(tmp_path)
@@ -129,7 +139,7 @@ def test_compare_all_strategies(tmp_path, capsys):
 
 
 def test_compare_rejects_unknown_strategy():
-    from selectllm.compare import parse_strategies
+    from selectllm.compare.stage import parse_strategies
 
     with pytest.raises(UserError, match="nope"):
         parse_strategies("random,nope")
@@ -141,11 +151,18 @@ def test_compare_rejects_unknown_strategy():
 def test_compare_cli(tmp_path, monkeypatch, capsys):
     """The command's wiring: options, the table on stdout, exit code 0, one-line errors.  (The shared
     stages are the pipeline's, tested in test_cli_e2e.py; benchmarks/bench_compare.py runs it all.)"""
-    from selectllm import compare
+    from selectllm import pipeline
     from selectllm.cli import main
 
     make_pool_run(tmp_path / "run")
-    monkeypatch.setattr(compare, "run_pipeline", lambda cfg, stages: RunDir(cfg.run_dir))
+
+    def compare_only(cfg, stages, force):  # the synthetic upstream stages stand as they are
+        assert stages[-1] == "compare"
+        run = RunDir(cfg.run_dir)
+        pipeline.run_stage(cfg, run, pipeline.BY_NAME["compare"], force=bool(force))
+        return run
+
+    monkeypatch.setattr(pipeline, "run_pipeline", compare_only)
     path = tmp_path / "cfg.yaml"
     path.write_text(json.dumps({"run_dir": str(tmp_path / "run"), "select": {"budget": 8},
                                 "llm": {"provider": "simulator", "engine": "local"}}))

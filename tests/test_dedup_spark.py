@@ -64,12 +64,12 @@ def _expected(files: list[str], max_chars: int) -> dict:
 
 
 def _ctx(tmp_path: Path, overrides: list[str]):
-    from selectllm.pipeline import StageContext
+    from selectllm.pipeline import stage_context
     from selectllm.rundir import RunDir
 
     cfg = load_config(None, overrides)
     run = RunDir(str(tmp_path / "run"))
-    return StageContext(cfg=cfg, run=run, stage="dedup", out=run.new_staging("dedup"))
+    return stage_context(cfg, run, "dedup")
 
 
 @pytest.fixture(scope="module")
@@ -168,11 +168,9 @@ def test_exact_off_keeps_every_good_row(spark, corpus):
     assert kept.count() == e["kept"] + e["exact_duplicates"] and dups.count() == 0
 
 
-def test_near_off_and_bad_format(spark, corpus, tmp_path):
-    from selectllm.dedup.stage import dedup_dataframe, near_duplicate_pairs
+def test_unknown_format_is_a_user_error(spark, corpus, tmp_path):
+    from selectllm.dedup.stage import dedup_dataframe
 
-    off = load_config(None, [_paths(corpus)])
-    assert near_duplicate_pairs(None, off) is None  # near dedup is opt-in (tests/test_near_dedup_spark.py)
     odd = tmp_path / "data.bin"
     odd.write_text("x")
     with pytest.raises(UserError, match="input.format"):

@@ -8,7 +8,7 @@ import pytest
 from selectllm.config import load_config
 from selectllm.embed.embedder import from_fixed_size_list, resolve_model
 from selectllm.errors import UserError
-from selectllm.pipeline import StageContext
+from selectllm.pipeline import stage_context
 from selectllm.rundir import RunDir
 from selectllm.schemas import DEDUP
 
@@ -32,7 +32,7 @@ def fake_dedup(run: RunDir, n_files=3):
 def embed(run, cfg):
     from selectllm.embed.stage import run_stage
 
-    ctx = StageContext(cfg=cfg, run=run, stage="embed", out=run.new_staging("embed"))
+    ctx = stage_context(cfg, run, "embed")
     counts = run_stage(ctx)
     return ctx, counts
 
@@ -63,9 +63,7 @@ def test_embed_schema_norms_and_resume(tmp_path, ray_local):
     np.testing.assert_allclose(np.stack([by_id[ids[0]], by_id[ids[9]]]), direct, atol=1e-4)
 
     # a killed run: one finished work file (first 10 rows) and one half-written file
-    from selectllm.embed.stage import work_dir
-
-    work = work_dir(ctx)
+    work = ctx.work  # embed() hands every attempt the same work folder, as the pipeline does
     run.fs.makedirs(work, exist_ok=True)
     pq.write_table(out.slice(0, 10), f"{work}/done-1.parquet")
     with open(f"{work}/half.parquet", "wb") as f:

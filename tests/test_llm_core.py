@@ -272,7 +272,7 @@ def test_cache_roundtrip(tmp_path):
 def test_secret_never_prints():
     import pickle
 
-    from selectllm.llm.client import Secret
+    from selectllm.llm.records import Secret
 
     s = Secret("sk-abc-123")
     assert "sk-abc" not in repr(s) + str(s) + f"{s}" and pickle.loads(pickle.dumps(s)).get() == "sk-abc-123"

@@ -24,12 +24,12 @@ _WORDS = ("time person year way day thing man world life hand part child eye wom
 
 
 def _ctx(tmp_path: Path, overrides: list[str]):
-    from selectllm.pipeline import StageContext
+    from selectllm.pipeline import stage_context
     from selectllm.rundir import RunDir
 
     cfg = load_config(None, overrides)
     run = RunDir(str(tmp_path / "run"))
-    return StageContext(cfg=cfg, run=run, stage="dedup", out=run.new_staging("dedup"))
+    return stage_context(cfg, run, "dedup")
 
 
 def test_sample_corpus_planted_near_duplicates(spark, tmp_path):
@@ -173,10 +173,9 @@ def test_unverified_and_char_shingles(spark):
     assert sorted(r[1] for r in removed) == [2 * i + 1 for i in range(20)]
 
 
-def test_hook_off_and_dedup_dataframe(spark, tmp_path):
-    from selectllm.dedup.stage import dedup_dataframe, near_duplicate_pairs
+def test_dedup_dataframe_removes_near_then_exact(spark, tmp_path):
+    from selectllm.dedup.stage import dedup_dataframe
 
-    assert near_duplicate_pairs(None, load_config(None, [])) is None
     f = tmp_path / "x.jsonl"
     base = " ".join(f"word{i}" for i in range(80))
     f.write_text("\n".join(json.dumps({"instruction": t}) for t in (

@@ -5,11 +5,12 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 import numpy as np
+import pyarrow.parquet as pq
 import pytest
 
 from selectllm.cluster.kmeans_groups import balanced_assign, diverse_subsets, fit_kmeans
 from selectllm.config import load_config
-from selectllm.pipeline import StageContext
+from selectllm.pipeline import stage_context
 from selectllm.rundir import RunDir
 from selectllm.select.decide import decide_one
 from selectllm.select.paper import effective_subsets, paper_quotas
@@ -124,19 +125,17 @@ def test_fallback_and_bad_identifiers_are_fixed():
 def _ctx(tmp_path, *sets):
     cfg = pool_config(tmp_path, *sets)
     run = RunDir(str(tmp_path))
-    return StageContext(cfg=cfg, run=run, stage="select", out=run.new_staging("select"))
+    return stage_context(cfg, run, "select")
 
 
 def _assignments(tmp_path):
-    from selectllm.tables import read_table
-
-    a = read_table(RunDir(str(tmp_path)), "cluster/assignments.parquet").sort_by("id")
+    a = pq.read_table(tmp_path / "cluster" / "assignments.parquet").sort_by("id")
     return (np.asarray(a.column("id").to_pylist(), dtype=object), a.column("cluster_id").to_numpy(),
             a.column("distance").to_numpy())
 
 
 def test_paper_strategy_with_the_simulator(tmp_path):
-    from selectllm.select import strategies
+    from selectllm.select import registry as strategies
 
     ids, x, labels = make_pool_run(tmp_path)
     a_ids, a_labels, a_dist = _assignments(tmp_path)
@@ -160,7 +159,7 @@ def test_paper_strategy_with_the_simulator(tmp_path):
 def test_paper_verbatim_prompt_falls_back_documented(tmp_path):
     """The verbatim layout has no <candidate> blocks: the simulator cannot answer it with ids, so
     every subset gets the documented LLM-free pick (its first candidates) -- never a crash."""
-    from selectllm.select import strategies
+    from selectllm.select import registry as strategies
 
     make_pool_run(tmp_path)
     a_ids, a_labels, a_dist = _assignments(tmp_path)
@@ -176,7 +175,7 @@ def test_paper_verbatim_prompt_falls_back_documented(tmp_path):
 def test_estimate_covers_the_llm_strategies(tmp_path, strategy, prompts):
     """`selectllm estimate` builds the very requests the strategy sends (same cache keys)."""
     from selectllm.estimate import estimate_cost, planned_requests
-    from selectllm.select import strategies
+    from selectllm.select import registry as strategies
 
     make_pool_run(tmp_path)
     cfg = pool_config(tmp_path, f"select.strategy={strategy}")
@@ -187,7 +186,7 @@ def test_estimate_covers_the_llm_strategies(tmp_path, strategy, prompts):
     if strategy == "selectllm-paper":
         keys = {r.key for r in planned_requests(cfg, run)}
         a_ids, a_labels, a_dist = _assignments(tmp_path)
-        ctx = StageContext(cfg=cfg, run=run, stage="select", out=run.new_staging("select"))
+        ctx = stage_context(cfg, run, "select")
         res = strategies.get(strategy)(ctx, a_ids, a_labels, a_dist)
         assert sum(d["input_tokens"] for d in res.decisions) == est["input_tokens"]
         again = estimate_cost(cfg, run)

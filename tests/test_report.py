@@ -14,7 +14,7 @@ import pytest
 
 from selectllm import schemas
 from selectllm.config import load_config
-from selectllm.pipeline import StageContext
+from selectllm.pipeline import stage_context
 from selectllm.report import metrics as M
 from selectllm.report.stage import run_stage
 from selectllm.rundir import RunDir
@@ -143,7 +143,7 @@ def make_run(tmp, n=60, dim=8, k=4, budget=6, with_decisions=True):
 def _run_report(tmp, *overrides):
     cfg = load_config(None, list(overrides))
     run = RunDir(str(tmp))
-    ctx = StageContext(cfg=cfg, run=run, stage="report", out=run.new_staging("report"))
+    ctx = stage_context(cfg, run, "report")
     counts = run_stage(ctx)
     page = (Path(ctx.out) / "report.html").read_text(encoding="utf-8")
     metrics = json.loads((Path(ctx.out) / "metrics.json").read_text())

@@ -18,11 +18,10 @@ from pathlib import Path
 
 import pytest
 
-from selectllm.compare import compare_run
 from selectllm.pipeline import STAGES, run_stage
 from selectllm.rundir import RunDir
 
-from test_compare import make_pool_run, pool_config
+from test_compare import compare_run, make_pool_run, pool_config
 
 STRATEGIES = ["selectllm-paper", "random", "kcenter"]
 REPORT_PLOTS = ["plot-funnel", "plot-clusters", "plot-map", "plot-stages"]

@@ -19,14 +19,16 @@ import pyarrow.parquet as pq
 
 from selectllm.config import Config
 from selectllm.errors import UserError
-from selectllm.schemas import CENTERS
+from selectllm.contract import Output, Resources, Settings, Stage
+from selectllm.schemas import ASSIGNMENTS, CENTERS
+from selectllm.select.registry import ONE_PER_CLUSTER
 
 
 def resolved_k(cfg: Config) -> int:
     if cfg.cluster.k != "auto":
         return int(cfg.cluster.k)
     s = cfg.select
-    if s.strategy in ("kcenter", "kmeans-closest"):
+    if s.strategy in ONE_PER_CLUSTER:
         return s.budget
     return max(1, math.ceil(s.budget / s.picks_per_prompt))
 
@@ -70,37 +72,22 @@ def cluster_sizes_radii(labels: np.ndarray, dist: np.ndarray, k: int) -> tuple[n
     return sizes, radii
 
 
-def _setting(cfg: Config, name: str, default):
-    """A ``cluster.*`` setting that ClusterConfig may not declare yet."""
-    value = getattr(cfg.cluster, name, None)
-    return default if value is None or value == "auto" and not isinstance(default, str) else value
-
-
-def embed_files(run) -> list[str]:
-    path = run.path("embed")
-    if not run.fs.exists(path):
-        return []
-    return sorted(run.fs.glob(path.rstrip("/") + "/part-*.parquet"))
-
-
 def resolve_shards(cfg: Config, n: int, device: str) -> int:
     """``cluster.shards``: a number, or auto = the cluster's CPUs (GPUs with device cuda), never so
     many that a shard has fewer than ``cluster.min_shard_rows`` rows."""
-    from selectllm.cluster.sharded import MIN_SHARD_ROWS
-
     if cfg.cluster.shards != "auto":
         return max(1, min(int(cfg.cluster.shards), n))
     import ray
 
     res = ray.cluster_resources()
     slots = int(res.get("GPU", 0)) if device != "cpu" else int(res.get("CPU", 1))
-    min_rows = int(_setting(cfg, "min_shard_rows", MIN_SHARD_ROWS))
+    min_rows = int(cfg.cluster.min_shard_rows)
     return max(1, min(slots, math.ceil(n / max(1, min_rows))))
 
 
 def resolve_device(cfg: Config) -> str:
     """``cluster.device``: cpu, cuda, or auto (cuda when the Ray cluster has GPUs)."""
-    device = str(_setting(cfg, "device", "auto"))
+    device = str(cfg.cluster.device)
     if device != "auto":
         return device
     import ray
@@ -110,7 +97,6 @@ def resolve_device(cfg: Config) -> str:
 
 def run_stage(ctx) -> dict:
     from selectllm.cluster.sharded import (
-        DEFAULT_BATCH,
         MissingIds,
         ShardGroup,
         keys_to_arrow,
@@ -123,7 +109,7 @@ def run_stage(ctx) -> dict:
     cfg = ctx.cfg
     if cfg.cluster.method != "kcenter":
         raise UserError(f"cluster.method '{cfg.cluster.method}' is not available yet; use kcenter")
-    files = embed_files(ctx.run)
+    files = ctx.input("vectors").files()
     fs = ctx.run.fs
     n = 0
     for path in files:
@@ -135,8 +121,8 @@ def run_stage(ctx) -> dict:
     import ray
 
     device = resolve_device(cfg)
-    dtype = str(_setting(cfg, "dtype", "float32"))
-    mode = str(_setting(cfg, "mode", "exact"))
+    dtype = str(cfg.cluster.dtype)
+    mode = str(cfg.cluster.mode)
     shards = resolve_shards(cfg, n, device)
     k = min(resolved_k(cfg), n)
     cpus = ray.cluster_resources().get("CPU", 1)
@@ -146,8 +132,8 @@ def run_stage(ctx) -> dict:
     try:
         try:
             result = run_kcenter(group, k, initial=initial_center_ids(cfg) or None, mode=mode,
-                                 batch=int(_setting(cfg, "batch", DEFAULT_BATCH)),
-                                 coreset_factor=float(_setting(cfg, "coreset_factor", 2.0)))
+                                 batch=int(cfg.cluster.batch),
+                                 coreset_factor=float(cfg.cluster.coreset_factor))
         except MissingIds as e:
             raise UserError(_missing_message(e.missing)) from None
         k = len(result.keys)
@@ -165,3 +151,19 @@ def run_stage(ctx) -> dict:
             "shards": int(st["shards"]), "nodes": int(st["nodes"]), "mode": mode, "device": device,
             "rounds": int(st.get("rounds", 1)), "select_seconds": round(st["select_seconds"], 3),
             "assign_seconds": round(st["assign_seconds"], 3)}
+
+
+STAGE = Stage(
+    name="cluster",
+    run=run_stage,
+    inputs={"vectors": "embed.vectors"},
+    outputs=(
+        Output("assignments", "assignments.parquet", schema=ASSIGNMENTS),
+        Output("centers", "centers.parquet", schema=CENTERS),
+    ),
+    # shards, batch, min_shard_rows and device change the speed, never the centers
+    settings=Settings(("cluster",), exclude={"cluster": {"shards", "batch", "min_shard_rows", "device"}},
+                      extra=lambda cfg: (resolved_k(cfg),)),
+    resources=Resources(engine="ray", cpus_per_worker=1),
+    doc="k-center clusters and nearest-center assignment.",
+)

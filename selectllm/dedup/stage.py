@@ -40,6 +40,7 @@ import pyarrow as pa
 
 from selectllm import schemas
 from selectllm.config import Config
+from selectllm.contract import Output, Resources, Settings, Stage
 from selectllm.errors import UserError
 
 STAGED = pa.schema(
@@ -104,11 +105,6 @@ def _reader(fmt: str, preset: str, fields: dict | None, max_chars: int, template
 
 
 # ----------------------------------------------------------------------------- the plan
-def _spark_uri(uri: str) -> str:
-    """Hadoop's S3 connector is ``s3a://``; fsspec (and users) say ``s3://``."""
-    return "s3a://" + uri[len("s3://"):] if uri.startswith("s3://") else uri
-
-
 def list_inputs(cfg: Config) -> list[str]:
     """File URLs of ``input.paths``; raises UserError when a file's format cannot be told."""
     from selectllm.io import expand_inputs
@@ -132,23 +128,6 @@ def staged_dataframe(spark, cfg: Config, num_partitions: int | None = None, urls
     fn = _reader(cfg.input.format, cfg.input.preset, fields, cfg.dedup.max_chars,
                  cfg.embed.template, cfg.embed.template_no_input)
     return files.mapInArrow(fn, _STAGED_DDL)
-
-
-def near_duplicate_pairs(df, cfg: Config):
-    """Near-duplicate removal (MinHash LSH over ``dedup.near``; :mod:`selectllm.dedup.near`).
-
-    Takes the exact-deduplicated rows (DEDUP columns) and returns ``None`` when
-    ``dedup.near.enabled`` is off, else a DataFrame ``(id, duplicate_of, similarity, source,
-    source_row)`` of the rows to remove, each pointing at the row it keeps (``source,
-    source_row`` identify the row even when ``dedup.exact`` is off and ids repeat);
-    :func:`dedup_dataframe` removes them and records them with ``kind="near"``.  Runs the
-    near-duplicate Spark jobs eagerly; the result is checkpointed.
-    """
-    if not cfg.dedup.near.enabled:
-        return None
-    from selectllm.dedup.near import find_near_duplicates
-
-    return find_near_duplicates(df, cfg).removed
 
 
 def _plan(staged, cfg: Config, persist: bool = False) -> dict:
@@ -314,3 +293,27 @@ def run_stage(ctx) -> dict:
     counts.update({f"near_{k}": v for k, v in (stats.get("near") or {}).items()})
     counts.update({f"quarantined_{r}": n for r, n in quarantined.items()})
     return counts
+
+
+def _input_files(cfg: Config) -> list:
+    """The raw files' names, sizes and versions: a changed or added file makes dedup rerun."""
+    from selectllm.io import expand_inputs
+
+    return [(f.url, f.size, f.version) for f in expand_inputs(cfg.input.paths)]
+
+
+STAGE = Stage(
+    name="dedup",
+    run=run_stage,
+    external_inputs=_input_files,
+    outputs=(
+        Output("rows", "", schema=schemas.DEDUP),
+        Output("quarantine", "quarantine", schema=schemas.QUARANTINE),
+        Output("duplicates", "duplicates.parquet", schema=schemas.DUPLICATES),
+        Output("stats", "stats.json"),
+    ),
+    # the embedded text is rendered here, so the template is a dedup setting too
+    settings=Settings(("input", "dedup"), extra=lambda cfg: (cfg.embed.template, cfg.embed.template_no_input)),
+    resources=Resources(engine="spark"),
+    doc="Spark: read raw files, normalize, quarantine bad rows, drop duplicates.",
+)

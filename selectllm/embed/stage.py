@@ -8,7 +8,6 @@ as ``embed/part-*.parquet``.  A row is in exactly one readable work file, so not
 
 from __future__ import annotations
 
-import hashlib
 import posixpath
 
 import pyarrow as pa
@@ -17,7 +16,7 @@ import pyarrow.parquet as pq
 
 from selectllm.embed.embedder import Embedder, pick_device, resolve_model
 from selectllm.engines import ray_init
-from selectllm.pipeline import StageContext
+from selectllm.contract import Output, Resources, Settings, Stage, StageContext
 
 
 SORT_WINDOW = 64  # rows handed to an actor at once = SORT_WINDOW model batches, sorted by length
@@ -26,16 +25,6 @@ SORT_WINDOW = 64  # rows handed to an actor at once = SORT_WINDOW model batches,
 def _num_rows(fs, path: str) -> int:
     with fs.open(path, "rb") as f:
         return pq.read_metadata(f).num_rows
-
-
-def work_dir(ctx: StageContext) -> str:
-    from selectllm.pipeline import STAGES, _embed_settings, input_fingerprint
-
-    stage = next(s for s in STAGES if s.name == "embed")
-    key = hashlib.sha256(
-        (input_fingerprint(ctx.cfg, ctx.run, stage) + _embed_settings(ctx.cfg)).encode()
-    ).hexdigest()[:16]
-    return ctx.run.path("_work", f"embed-{key}")
 
 
 def finished_ids(fs, folder: str) -> pa.Array:
@@ -92,13 +81,11 @@ def run_stage(ctx: StageContext) -> dict:
     model = resolve_model(cfg.embed.model)  # fail fast, on the driver, with one line
     ray_init(cfg)
     fs = ctx.run.fs
-    work = work_dir(ctx)
+    work = ctx.work  # files of a killed attempt: resumed, not embedded again
     fs.makedirs(work, exist_ok=True)
     done = finished_ids(fs, work)
 
-    from selectllm.tables import part_files
-
-    parts = part_files(ctx.run, "dedup")
+    parts = ctx.input("rows").files()
     ds = ray.data.read_parquet([ctx.run.staging_uri(p) for p in parts], columns=["id", "text"])
     total = sum(_num_rows(fs, p) for p in parts)  # from the footers: no pass over the data
     todo = total - len(done)
@@ -139,3 +126,23 @@ def run_stage(ctx: StageContext) -> dict:
     fs.rm(work, recursive=True)
     return {"rows": rows, "resumed_rows": len(done), "dim": dim, "device": pick_device(actor_plan(cfg)[1]),
             "files": len(files)}
+
+
+def _vectors_check(schema: pa.Schema) -> str | None:
+    """``embedding``: fixed_size_list<float32 or float16>[d], d the model's dimension."""
+    i = schema.get_field_index("embedding")
+    t = schema.field(i).type if i >= 0 else None
+    if t is None or not pa.types.is_fixed_size_list(t) or t.value_type not in (pa.float32(), pa.float16()):
+        return f"column 'embedding' must be fixed_size_list<float32|float16>, not {t}"
+    return None
+
+
+STAGE = Stage(
+    name="embed",
+    run=run_stage,
+    inputs={"rows": "dedup.rows"},
+    outputs=(Output("vectors", "", schema=pa.schema([("id", pa.string())]), check=_vectors_check),),
+    settings=Settings(("embed",), exclude={"embed": {"batch_size", "actors", "gpus_per_actor"}}),
+    resources=Resources(engine="ray", cpus_per_worker=1, gpus_per_worker="embed.gpus_per_actor"),
+    doc="Ray Data: embed every kept row (GPU when present).",
+)

@@ -32,7 +32,6 @@
 from __future__ import annotations
 
 import json
-import math
 import random
 import time
 from dataclasses import dataclass, field
@@ -44,7 +43,8 @@ from selectllm.config import LLMConfig
 from selectllm.errors import UserError
 from selectllm.llm.budget import Budget, cost_usd, max_request_cost
 from selectllm.llm.cache import AnswerCache
-from selectllm.llm.client import PROMPT_MARGIN, _RequestsLog, duplicate_result, log_record
+from selectllm.llm import policy
+from selectllm.llm.records import RequestsLog, duplicate_result, log_record
 from selectllm.llm.tokens import count_message_tokens
 from selectllm.llm.types import LLMRequest, LLMResult
 
@@ -70,8 +70,7 @@ class _State:
     partials: dict[str, dict] = field(default_factory=dict)  # key -> truncated answer already paid
     rounds: dict[str, int] = field(default_factory=dict)  # key -> lines sent for it
     last_error: dict[str, str] = field(default_factory=dict)
-    rf_rejected: bool = False
-    max_tokens_param: str = "max_tokens"
+    shape: policy.RequestShape = field(default_factory=policy.RequestShape)
 
 
 class BatchClient:
@@ -90,9 +89,7 @@ class BatchClient:
         self.rng = random.Random(seed)
 
     def scrub(self, msg: str) -> str:
-        if self.api_key and len(self.api_key) >= 4:
-            msg = msg.replace(self.api_key, "***")
-        return msg.replace("\n", " ")[:500]
+        return policy.scrub(msg, self.api_key)
 
     def call(self, what: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         failures = 0
@@ -102,9 +99,8 @@ class BatchClient:
             except openai.APIStatusError as e:
                 status = e.status_code
                 if status in (401, 403):
-                    raise UserError(f"the LLM endpoint ({self.base_url or 'OpenAI'}) rejected the API key from "
-                                    f"${self.cfg.api_key_env} (HTTP {status})") from None
-                if status != 429 and status < 500:
+                    raise policy.auth_error(self.base_url, self.cfg.api_key_env, status) from None
+                if not policy.is_retried(status):
                     raise UserError(f"Batch API {what} failed (HTTP {status}): "
                                     f"{self.scrub(getattr(e, 'message', str(e)))}") from None
                 err = f"HTTP {status}"
@@ -114,7 +110,7 @@ class BatchClient:
             if failures > self.cfg.max_retries:
                 raise UserError(f"Batch API {what} failed after {failures} attempts ({err}) at "
                                 f"{self.base_url or 'OpenAI'}") from None
-            time.sleep(self.rng.uniform(0, min(self.retry_cap_s, self.retry_base_s * 2 ** (failures - 1))))
+            time.sleep(policy.backoff(self.rng, failures, self.retry_base_s, self.retry_cap_s))
 
     def content(self, file_id: str) -> str:
         return self.call("download", lambda: self.client.files.content(file_id).text)
@@ -158,19 +154,11 @@ def _price_factor(cfg: LLMConfig) -> float:
 
 
 def _est_prompt(cfg: LLMConfig, req: LLMRequest) -> int:
-    n = count_message_tokens(req.messages, cfg.model)
-    if cfg.provider == "simulator":
-        return n
-    return math.ceil(n * PROMPT_MARGIN[0]) + PROMPT_MARGIN[1]
+    return policy.prompt_estimate(cfg.provider, count_message_tokens(req.messages, cfg.model))
 
 
 def _body(cfg: LLMConfig, st: _State, plan: _Plan) -> dict:
-    body: dict[str, Any] = {"model": cfg.model, "messages": plan.req.messages,
-                            st.max_tokens_param: plan.max_tokens, "temperature": cfg.temperature}
-    rf = plan.req.response_format
-    if rf is not None and (cfg.structured_output == "on" or (cfg.structured_output == "auto" and not st.rf_rejected)):
-        body["response_format"] = rf
-    return body
+    return st.shape.body(cfg.model, plan.req.messages, plan.max_tokens, cfg.temperature, plan.req.response_format)
 
 
 def _lines(cfg: LLMConfig, st: _State, plans: list[_Plan]) -> list[bytes]:
@@ -250,23 +238,6 @@ def _wait(bc: BatchClient, cfg: LLMConfig, recs: list[dict], progress: bool, pol
     return done
 
 
-def _adapt(cfg: LLMConfig, st: _State, status: int, body: dict | None) -> bool:
-    """A 400 that another request shape avoids (as the online client does)."""
-    err = (body or {}).get("error") or {}
-    param = str(err.get("param") or "").lower()
-    msg = str(err.get("message") or "").lower()
-    if status != 400 or err.get("code") == "context_length_exceeded":
-        return False
-    if cfg.structured_output == "auto" and not st.rf_rejected and (
-            param == "response_format" or "response_format" in msg or "json_schema" in msg):
-        st.rf_rejected = True
-        return True
-    if st.max_tokens_param == "max_tokens" and (param == "max_tokens" or "max_completion_tokens" in msg):
-        st.max_tokens_param = "max_completion_tokens"
-        return True
-    return False
-
-
 def _join(bc: BatchClient, cfg: LLMConfig, st: _State, cache: AnswerCache, records: _Records, rec: dict,
           batch: Any, want: dict[str, LLMRequest]) -> dict[str, float]:
     """Download a terminal batch, store its answers, mark its record done; ``{key: usd billed}``."""
@@ -331,15 +302,13 @@ def _join(bc: BatchClient, cfg: LLMConfig, st: _State, cache: AnswerCache, recor
             st.rounds[key] = st.rounds.get(key, 0) + 1
             err = (body or {}).get("error") if isinstance(body, dict) else None
             msg = bc.scrub(str((err or {}).get("message") or f"HTTP {status}"))
-            if status == 429 or status >= 500:
+            err = err or {}
+            if policy.is_retried(status):
                 st.last_error[key] = f"HTTP {status}: {msg}"
-            elif _adapt(cfg, st, status, body):
+            elif st.shape.adapt(status, err.get("code"), err.get("param"), err.get("message"), bool(rec.get("structured"))):
                 st.last_error[key] = f"HTTP {status}: {msg} (resent in another shape)"
-            else:
-                if (err or {}).get("code") == "context_length_exceeded":
-                    msg = f"prompt too long for {cfg.model} (context_length_exceeded, not retried): {msg}"
-                if key in want:
-                    st.results[key] = _error(want, key, f"HTTP {status}: {msg}", st)
+            elif key in want:
+                st.results[key] = _error(want, key, policy.final_error(cfg.model, status, err.get("code"), msg), st)
         else:  # an error line without a response, or not answered at all (expired, cancelled)
             code = str(((item or {}).get("error") or {}).get("code") or "")
             if item is not None and code and code not in RETRIABLE_LINE_CODES:
@@ -387,7 +356,7 @@ def run_batch(
     cache = AnswerCache(cache_dir)
     records = _Records(cache_dir)
     bc = BatchClient(cfg, api_key, base_url, retry_base_s, retry_cap_s, seed)
-    st = _State()
+    st = _State(shape=policy.RequestShape(cfg.structured_output))
     want: dict[str, LLMRequest] = {}
     for r in requests:
         want.setdefault(r.key, r)
@@ -478,7 +447,7 @@ def run_batch(
                     budget.settle(rec["max_cost"][key], billed.get(key, 0.0))
     finally:
         bc.client.close()
-    log = _RequestsLog(requests_log)
+    log = RequestsLog(requests_log)
     out: list[LLMResult] = []
     seen: dict[str, LLMResult] = {}
     try:

@@ -9,7 +9,7 @@
   It is owned by the driver that created it (not detached): if the driver dies, so does it, and
   a rerun starts a fresh one whose spent-so-far comes from the answer cache, instead of inheriting
   reservations that would never settle.
-* :class:`LLMPoolActor` -- an async actor running an :class:`~selectllm.llm.client.LLMRunner`
+* :class:`LLMPoolActor` -- an async actor running an :class:`~selectllm.llm.runner.LLMRunner`
   whose gate is an :class:`ActorGate` (a handle to the limiter actor).  Requests arrive in chunks;
   a semaphore keeps at most its share of ``llm.concurrency`` requests in progress, so the pool as
   a whole never has more than ``llm.concurrency`` in flight.
@@ -22,7 +22,7 @@ Pool size: ``min(llm.concurrency, cluster CPUs, unique requests / 8)`` actors (a
 with ``num_cpus=0`` (they wait on the network) and the SPREAD strategy.  The answer cache must be
 reachable from every node (a shared filesystem or an object store URL); the simulator's
 loopback URL only works on a single-node cluster.  The API key travels to the actors as a
-:class:`~selectllm.llm.client.Secret` constructor argument (never in a runtime_env, log or file).
+:class:`~selectllm.llm.records.Secret` constructor argument (never in a runtime_env, log or file).
 """
 
 from __future__ import annotations
@@ -38,16 +38,9 @@ import ray
 
 from selectllm.config import LLMConfig
 from selectllm.errors import UserError
-from selectllm.llm.client import (
-    LLMRunner,
-    Secret,
-    StopSignals,
-    _Progress,
-    _RequestsLog,
-    check_complete,
-    duplicate_result,
-    log_record,
-)
+from selectllm.llm.records import RequestsLog, Secret, duplicate_result, log_record
+from selectllm.llm.runner import LLMRunner, Progress
+from selectllm.llm.signals import StopSignals, check_complete
 from selectllm.llm.budget import Budget
 from selectllm.llm.gate import Gate
 from selectllm.llm.types import LLMRequest, LLMResult
@@ -269,8 +262,8 @@ class RayLLMPool:
         pool = self.pool
         size = max(1, min(MAX_CHUNK, 2 * min(self.shape)))
         chunks = [list(range(s, min(s + size, len(uniq)))) for s in range(0, len(uniq), size)]
-        log = _RequestsLog(requests_log)
-        bar = _Progress(len(uniq), progress)
+        log = RequestsLog(requests_log)
+        bar = Progress(len(uniq), progress)
         results_u: list[LLMResult | None] = [None] * len(uniq)
         queue = deque(range(len(chunks)))
         outstanding: dict[Any, tuple[int, int]] = {}

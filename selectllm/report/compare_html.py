@@ -17,7 +17,6 @@ import numpy as np
 from selectllm.report import metrics as M
 from selectllm.report import plots as P
 from selectllm.report.html import CSS, esc, img, num, table, trunc
-from selectllm.rundir import RunDir
 
 MAP_MAX_ROWS = 8_000
 EXAMPLES = 5
@@ -49,18 +48,19 @@ def _funnel(stats: dict) -> list[tuple[str, int]]:
             ("- near dups", read - qt - exact - near), ("kept", kept)]
 
 
-def _examples(run: RunDir, ids: np.ndarray, rows: np.ndarray) -> list[dict]:
-    from selectllm.select.stage import lookup_rows
+def _examples(ctx, ids: np.ndarray, rows: np.ndarray) -> list[dict]:
+    from selectllm.select.tables import lookup_rows
 
     want = [str(ids[r]) for r in rows[:EXAMPLES]]
-    found = lookup_rows(run, want, ["instruction", "input"]) if want else {}
+    found = lookup_rows(ctx.input("rows"), want, ["instruction", "input"]) if want else {}
     return [found[w] for w in want if w in found]
 
 
-def build_compare_html(run: RunDir, cfg, results: dict, extras: dict, x: np.ndarray, cov_idx: np.ndarray,
+def build_compare_html(ctx, results: dict, extras: dict, x: np.ndarray, cov_idx: np.ndarray,
                        nearest: dict, selections: dict, labels: np.ndarray, k: int,
                        ids: np.ndarray | None = None) -> tuple[str, int]:
     """The page and its number of plots."""
+    run, cfg = ctx.run, ctx.cfg
     names = list(results)
     parts: list[str] = []
     plots = 0
@@ -141,15 +141,13 @@ def build_compare_html(run: RunDir, cfg, results: dict, extras: dict, x: np.ndar
 
     # ---- the pool: funnel, clusters, stages
     parts.append('<h2 id="pool">The pool</h2>')
-    stats = run.read_json("dedup/stats.json") if run.exists("dedup", "stats.json") else None
+    stats = ctx.input("stats").read_json() if ctx.input("stats").exists() else None
     if stats:
         parts.append(img("plot-funnel", "Dedup funnel: rows read, quarantined, exact and near duplicates removed, kept",
                          P.funnel_plot(_funnel(stats))))
         plots += 1
-    if run.exists("cluster", "centers.parquet"):
-        from selectllm.tables import read_table
-
-        sizes = read_table(run, "cluster/centers.parquet").column("size").to_numpy()
+    if ctx.input("centers").exists():
+        sizes = ctx.input("centers").read().column("size").to_numpy()
         parts.append(img("plot-clusters", "Cluster size histogram of the cluster stage",
                          P.histogram_plot(sizes, f"Cluster sizes (k = {len(sizes):,})", "rows in cluster")))
         plots += 1
@@ -166,7 +164,7 @@ def build_compare_html(run: RunDir, cfg, results: dict, extras: dict, x: np.ndar
     if ids is not None:
         parts.append(f'<h2 id="examples">First {EXAMPLES} selected rows of each strategy (by id)</h2>')
         for name in names:
-            ex = _examples(run, ids, selections[name])
+            ex = _examples(ctx, ids, selections[name])
             parts.append(f"<h3>{esc(name)}</h3>")
             parts.append(table(["instruction", "input"], [[trunc(r["instruction"]), trunc(r["input"])] for r in ex]))
 
@@ -176,10 +174,11 @@ def build_compare_html(run: RunDir, cfg, results: dict, extras: dict, x: np.ndar
     return page, plots
 
 
-def write_compare_html(run: RunDir, cfg, path: str, results: dict, extras: dict, x: np.ndarray,
+def write_compare_html(ctx, path: str, results: dict, extras: dict, x: np.ndarray,
                        cov_idx: np.ndarray, nearest: dict, selections: dict, labels: np.ndarray, k: int,
                        ids: np.ndarray | None = None) -> int:
-    page, plots = build_compare_html(run, cfg, results, extras, x, cov_idx, nearest, selections, labels, k, ids)
+    run = ctx.run
+    page, plots = build_compare_html(ctx, results, extras, x, cov_idx, nearest, selections, labels, k, ids)
     run.fs.makedirs(posixpath.dirname(path), exist_ok=True)
     with run.fs.open(path, "wb") as f:
         f.write(page.encode("utf-8"))

@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 import posixpath
 
-from selectllm.report.html import _jsonable, build
+from selectllm.contract import Output, Resources, Settings, Stage
 
 
 def run_stage(ctx) -> dict:
+    from selectllm.report.html import _jsonable, build  # matplotlib: only when the report is made
+
     page, metrics, plots = build(ctx.run, ctx.cfg)
     data = page.encode("utf-8")
     fs = ctx.run.fs
@@ -19,3 +21,16 @@ def run_stage(ctx) -> dict:
         f.write("\n")
     selected = metrics["selection"]["selected"]
     return {"selected": int(selected or 0), "plots": plots, "bytes": len(data)}
+
+
+STAGE = Stage(
+    name="report",
+    run=run_stage,
+    inputs={"stats": "dedup.stats", "quarantine": "dedup.quarantine", "vectors": "embed.vectors",
+            "assignments": "cluster.assignments", "centers": "cluster.centers",
+            "decisions": "select.decisions", "selected": "select.selected"},
+    outputs=(Output("page", "report.html", root=True), Output("metrics", "metrics.json", root=True)),
+    settings=Settings(version="report-v1"),
+    resources=Resources(engine="local"),
+    doc="Write report.html and metrics.json.",
+)

@@ -1,7 +1,9 @@
-"""Baselines SelectLLM is compared with: ``kmeans-closest``, ``length`` and ``alpagasus``.
+"""Baselines SelectLLM is compared with: ``random``, ``kcenter``, ``kmeans-closest``, ``length``
+and ``alpagasus``.  Each picks exactly ``min(budget, pool)`` distinct rows.
 
-(``random`` and ``kcenter`` live in :mod:`selectllm.select.strategies`.)  Each picks exactly
-``min(budget, pool)`` distinct rows.
+* ``random`` -- uniform sample without replacement, seeded by ``select.seed``.
+* ``kcenter`` -- the first ``budget`` farthest-first centers (the coreset baseline); with fewer
+  clusters than the budget the traversal is continued (it is prefix-consistent).
 
 * ``kmeans-closest`` -- k-means with ``budget`` clusters (scikit-learn, ``random_state =
   select.seed``; fitted on a sample above 200k rows), then the member closest to each centroid
@@ -26,11 +28,40 @@ import re
 
 import numpy as np
 
-from selectllm.select.strategies import StrategyResult, _target, pool_embeddings, register
+from selectllm.select.registry import StrategyResult
+from selectllm.select.registry import target as _target
+from selectllm.select.send import send
+from selectllm.select.tables import centers as read_centers
+from selectllm.select.tables import load_embeddings, lookup_rows, pool_embeddings, row_lengths
+
+
+# ----------------------------------------------------------------------------- random, kcenter
+def random_strategy(ctx, ids, labels, dist) -> StrategyResult:
+    """Uniform sample without replacement, seeded by ``select.seed``."""
+    rng = np.random.default_rng(ctx.cfg.select.seed)
+    idx = np.sort(rng.choice(len(ids), size=_target(ctx, ids), replace=False))
+    return StrategyResult([(str(ids[i]), int(labels[i])) for i in idx])
+
+
+def kcenter_strategy(ctx, ids, labels, dist) -> StrategyResult:
+    """The first ``budget`` farthest-first centers (the coreset baseline)."""
+    target = _target(ctx, ids)
+    centers = read_centers(ctx)
+    if len(centers) >= target:
+        chosen = centers.column("id").to_pylist()[:target]
+        return StrategyResult([(c, i) for i, c in enumerate(chosen)])
+    # fewer clusters than the budget: continue the traversal (it is prefix-consistent)
+    from selectllm.cluster.kcenter import farthest_first
+
+    all_ids, x = load_embeddings(ctx.input("vectors"))
+    pos = {v: i for i, v in enumerate(all_ids)}
+    seeds = [pos[c] for c in centers.column("id").to_pylist()]
+    rows, _ = farthest_first(x, target, initial=seeds)
+    label_of = dict(zip(ids, labels))
+    return StrategyResult([(str(all_ids[r]), int(label_of[all_ids[r]])) for r in rows])
 
 
 # ----------------------------------------------------------------------------- kmeans-closest
-@register("kmeans-closest")
 def kmeans_closest_strategy(ctx, ids, labels, dist) -> StrategyResult:
     """The member closest to each of ``budget`` k-means centroids."""
     from selectllm.cluster.kmeans_groups import fit_kmeans, nearest_center
@@ -56,28 +87,6 @@ def kmeans_closest_strategy(ctx, ids, labels, dist) -> StrategyResult:
 
 
 # ----------------------------------------------------------------------------- length
-def row_lengths(ctx, ids) -> np.ndarray:
-    """Characters of instruction + input for every id (aligned with ``ids``)."""
-    cached = getattr(ctx, "row_lengths", None)
-    if cached is not None and len(cached) == len(ids):
-        return cached
-    import pyarrow.compute as pc
-
-    from selectllm.tables import dataset
-
-    t = dataset(ctx.run, "dedup").to_table(columns=["id", "instruction", "input"])
-    n_chars = pc.add(pc.utf8_length(pc.fill_null(t.column("instruction"), "")),
-                     pc.utf8_length(pc.fill_null(t.column("input"), "")))
-    by_id = dict(zip(t.column("id").to_pylist(), n_chars.to_numpy(zero_copy_only=False).tolist()))
-    out = np.asarray([by_id.get(str(i), 0) for i in ids], dtype=np.int64)
-    try:
-        ctx.row_lengths = out
-    except (AttributeError, TypeError):
-        pass
-    return out
-
-
-@register("length")
 def length_strategy(ctx, ids, labels, dist) -> StrategyResult:
     """The longest rows (instruction + input characters), ties to the lowest id."""
     n, target = len(ids), _target(ctx, ids)
@@ -138,24 +147,6 @@ def rating_requests(cfg, ids, texts: dict[str, dict]) -> list:
     return out
 
 
-def send_requests(ctx, requests: list) -> list:
-    """Send through the one LLM layer (cache, budget, rate limits), as ``decide_groups`` does:
-    answers bought by an earlier run of the same requests count against ``llm.max_usd``."""
-    from selectllm.llm.cache import AnswerCache
-    from selectllm.llm.client import llm_endpoint, run_requests
-
-    if not requests:
-        return []
-    cfg = ctx.cfg
-    cache_dir = ctx.run.path("cache", "llm")
-    cache = AnswerCache(cache_dir)
-    prior = sum(float(rec.get("usd", 0.0)) for rec in (cache.get(r.key) for r in requests) if rec)
-    ctx.run.fs.makedirs(ctx.run.path("logs"), exist_ok=True)
-    with llm_endpoint(cfg.llm, ctx.run.path("logs", "simulator.jsonl")) as base_url:
-        return run_requests(requests, cfg.llm, cache_dir=cache_dir, requests_log=ctx.out_path("requests.jsonl"),
-                            base_url=base_url, prior_usd=prior)
-
-
 def rank_by_rating(scores: np.ndarray) -> np.ndarray:
     """Row order: rated rows by score (high first), then unrated (NaN) rows; ties by row (= id)."""
     n = len(scores)
@@ -164,14 +155,11 @@ def rank_by_rating(scores: np.ndarray) -> np.ndarray:
     return np.lexsort((np.arange(n), key, unrated))
 
 
-@register("alpagasus")
 def alpagasus_strategy(ctx, ids, labels, dist) -> StrategyResult:
     """One LLM rating per row; keep the ``budget`` best rated (see module doc)."""
-    from selectllm.select.stage import lookup_rows
-
     n, target = len(ids), _target(ctx, ids)
-    texts = lookup_rows(ctx.run, [str(i) for i in ids], ["instruction", "input"])
-    results = send_requests(ctx, rating_requests(ctx.cfg, ids, texts))
+    texts = lookup_rows(ctx.input("rows"), [str(i) for i in ids], ["instruction", "input"])
+    results = send(ctx, rating_requests(ctx.cfg, ids, texts))
     scores = np.full(n, np.nan)
     status = ["ok"] * n
     reason = [""] * n

@@ -7,12 +7,13 @@ too few identifiers is topped up from the same order.  Nothing is silent: every 
 
 from __future__ import annotations
 
-from selectllm.llm.cache import AnswerCache
-from selectllm.llm.client import llm_endpoint, run_requests
 from selectllm.llm.types import LLMRequest, request_key
 from selectllm.select.parse import parse_selection
-from selectllm.select.plan import Group
+from selectllm.select.plan import Group, plan_groups
 from selectllm.select.prompts import DEFAULT_PROMPT, PromptSpec
+from selectllm.select.registry import StrategyResult
+from selectllm.select.send import send
+from selectllm.select.tables import lookup_rows
 
 
 def build_requests(cfg, groups: list[Group], texts: dict[str, dict],
@@ -58,28 +59,9 @@ def decide_one(g: Group, result) -> dict:
 
 
 def decide_groups(ctx, groups: list[Group], prompt: PromptSpec | None = None) -> list[dict]:
-    from selectllm.select.stage import lookup_rows
-
-    cfg = ctx.cfg
     asking = [g for g in groups if g.needs_llm]
-    texts = lookup_rows(ctx.run, sorted({c for g in asking for c in g.candidates}), ["instruction", "input"])
-    requests = build_requests(cfg, asking, texts, prompt)
-    results = {}
-    if requests:
-        cache_dir = ctx.run.path("cache", "llm")
-        # answers bought by an earlier (killed) run of this selection count against the cap
-        cache = AnswerCache(cache_dir)
-        prior = sum(float(rec.get("usd", 0.0)) for rec in (cache.get(r.key) for r in requests) if rec)
-        if cfg.llm.engine == "ray" and cfg.llm.mode == "online":
-            from selectllm.engines import ray_init
-
-            ray_init(cfg)  # llm.engine: ray (auto uses the pool when an earlier stage started Ray)
-        log_dir = ctx.run.path("logs")
-        ctx.run.fs.makedirs(log_dir, exist_ok=True)
-        with llm_endpoint(cfg.llm, ctx.run.path("logs", "simulator.jsonl")) as base_url:
-            out = run_requests(requests, cfg.llm, cache_dir=cache_dir, requests_log=ctx.out_path("requests.jsonl"),
-                               base_url=base_url, prior_usd=prior)
-        results = {r.group_id: r for r in out}
+    texts = lookup_rows(ctx.input("rows"), sorted({c for g in asking for c in g.candidates}), ["instruction", "input"])
+    results = {r.group_id: r for r in send(ctx, build_requests(ctx.cfg, asking, texts, prompt))}
     decisions = []
     for g in groups:
         if g.needs_llm:
@@ -87,3 +69,17 @@ def decide_groups(ctx, groups: list[Group], prompt: PromptSpec | None = None) ->
         else:
             decisions.append(decision(g, list(g.candidates), "ok", "cluster has no more rows than its quota; no LLM call"))
     return decisions
+
+
+def selectllm_groups(cfg, ids, labels, dist) -> list[Group]:
+    """The groups the ``selectllm`` strategy asks about (also used by ``selectllm estimate``)."""
+    s = cfg.select
+    k = int(labels.max()) + 1 if len(labels) else 0
+    return plan_groups(ids, labels, dist, k, s.budget, s.picks_per_prompt, s.candidates_per_prompt)
+
+
+def selectllm_strategy(ctx, ids, labels, dist) -> StrategyResult:
+    """One prompt per cluster: the LLM picks the most beneficial of a spread of its members."""
+    decisions = decide_groups(ctx, selectllm_groups(ctx.cfg, ids, labels, dist))
+    selected = [(cid, d["cluster_id"]) for d in decisions for cid in d["chosen_ids"]]
+    return StrategyResult(selected, decisions)

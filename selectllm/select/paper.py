@@ -29,7 +29,8 @@ import time
 import numpy as np
 
 from selectllm.select.plan import Group
-from selectllm.select.strategies import StrategyResult, pool_embeddings, register
+from selectllm.select.registry import StrategyResult
+from selectllm.select.tables import pool_embeddings
 
 
 def paper_quotas(sizes: np.ndarray, target: int) -> np.ndarray:
@@ -70,7 +71,6 @@ def paper_groups(cfg, ids: np.ndarray, x: np.ndarray) -> tuple[list[Group], dict
     return groups, info
 
 
-@register("selectllm-paper")
 def paper_strategy(ctx, ids, labels, dist) -> StrategyResult:
     """Equal-size k-means -> K diverse subsets -> one paper-worded prompt per subset."""
     from selectllm.select.decide import decide_groups

@@ -10,26 +10,25 @@ from __future__ import annotations
 
 import json
 
-import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from selectllm.errors import BudgetExceeded, UserError
+from selectllm.contract import Output, Resources, Settings, Stage
+from selectllm.errors import BudgetExceeded
 from selectllm.schemas import DECISIONS
-from selectllm.select import strategies
-from selectllm.tables import dataset, read_table
+from selectllm.select import registry
+from selectllm.select.tables import assignments, lookup_rows
 
-
-def lookup_rows(run, ids: list[str], columns: list[str]) -> dict[str, dict]:
-    """The dedup rows of some ids, streamed with a filter: the pool never lands on the driver."""
-    table = dataset(run, "dedup").to_table(columns=["id", *columns], filter=pc.field("id").isin(pa.array(ids, pa.string())))
-    return {row["id"]: row for row in table.to_pylist()}
+# llm settings that change speed, never answers: changing them must not invalidate a selection
+LLM_SPEED_KEYS = {"rpm", "tpm", "concurrency", "timeout_s", "max_retries", "mode", "api_key_env"}
+# what every strategy may read (the compare stage declares the same names)
+STRATEGY_INPUTS = {"rows": "dedup.rows", "assignments": "cluster.assignments", "centers": "cluster.centers",
+                   "vectors": "embed.vectors"}
 
 
 def write_outputs(ctx, selected: list[tuple[str, int]], decisions: list[dict]) -> None:
     fs = ctx.run.fs
-    rows = lookup_rows(ctx.run, [i for i, _ in selected], ["instruction", "input", "source"])
+    rows = lookup_rows(ctx.input("rows"), [i for i, _ in selected], ["instruction", "input", "source"])
     ordered = sorted(selected, key=lambda t: (t[1], t[0]))
     with fs.open(ctx.out_path("selected.jsonl"), "w") as f:
         for ident, cluster_id in ordered:
@@ -47,13 +46,10 @@ def write_outputs(ctx, selected: list[tuple[str, int]], decisions: list[dict]) -
 
 def run_stage(ctx) -> dict:
     cfg = ctx.cfg
-    assignments = read_table(ctx.run, "cluster/assignments.parquet").sort_by("id")
-    ids = np.asarray(assignments.column("id").to_pylist(), dtype=object)
-    labels = assignments.column("cluster_id").to_numpy()
-    dist = assignments.column("distance").to_numpy()
+    ids, labels, dist = assignments(ctx)
     if cfg.select.budget > len(ids):
         ctx.log.print(f"[yellow]select: budget {cfg.select.budget} > pool {len(ids)}; selecting the whole pool[/]")
-    strategy = strategies.get(cfg.select.strategy)
+    strategy = registry.get(cfg.select.strategy)
     result = strategy(ctx, ids, labels, dist)
     target = min(cfg.select.budget, len(ids))
     chosen = [i for i, _ in result.selected]
@@ -73,4 +69,16 @@ def run_stage(ctx) -> dict:
     return counts
 
 
-__all__ = ["run_stage", "UserError"]
+STAGE = Stage(
+    name="select",
+    run=run_stage,
+    inputs=STRATEGY_INPUTS,
+    outputs=(
+        Output("decisions", "decisions.parquet", schema=DECISIONS),
+        Output("requests", "requests.jsonl"),
+        Output("selected", "selected.jsonl", root=True),
+    ),
+    settings=Settings(("select", "llm"), exclude={"llm": LLM_SPEED_KEYS}),
+    resources=Resources(engine="ray"),
+    doc="Choose exactly select.budget rows (LLM calls for the selectllm strategies).",
+)

@@ -18,23 +18,28 @@ Metrics per strategy (``compare/compare.json``, one object per strategy):
   cost (cached answers count at the price they were bought for), ``tokens_per_selected``.
 * ``seconds``: wall time of the strategy's select logic (the shared stages are not included).
 
-The stage is atomic like the others: it is written to ``_staging/`` and moved to ``compare/``.
+``compare`` is a stage like the others (declared at the end of this module, run on demand): it
+reads the declared outputs of dedup/embed/cluster, resumes (a rerun with the same inputs, settings
+and ``compare.strategies`` is skipped), has a manifest entry, and ``--force`` recomputes it.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import posixpath
 import time
 
 import numpy as np
 
+from selectllm.console import console
+from selectllm.contract import Output, Resources, Settings, Stage, StageContext
 from selectllm.errors import UserError
-from selectllm.pipeline import StageContext, console, run_pipeline
 from selectllm.report import metrics as M
-from selectllm.rundir import RunDir
+from selectllm.select import registry
+from selectllm.select.stage import LLM_SPEED_KEYS, STRATEGY_INPUTS
+from selectllm.select.tables import assignments, load_embeddings
 
-DEFAULT_STRATEGIES = ("selectllm", "selectllm-paper", "random", "kcenter", "kmeans-closest", "length", "alpagasus")
 TABLE_COLUMNS = (
     ("coverage_max", "cov max", "{:.4f}"), ("coverage_p99", "cov p99", "{:.4f}"),
     ("coverage_mean", "cov mean", "{:.4f}"), ("diversity", "diversity", "{:.4f}"),
@@ -45,24 +50,18 @@ TABLE_COLUMNS = (
 
 
 def parse_strategies(spec: str | None) -> list[str]:
-    from selectllm.select import strategies as S
-
-    names = [s.strip() for s in (spec or "").split(",") if s.strip()] or list(DEFAULT_STRATEGIES)
+    """``--strategies a,b,c`` -> names (all strategies when empty); unknown or repeated: UserError."""
+    names = [s.strip() for s in (spec or "").split(",") if s.strip()] or list(registry.NAMES)
     for name in names:
-        S.get(name)  # UserError naming the unknown strategy
+        registry.get(name)  # UserError naming the unknown strategy
     if len(set(names)) != len(names):
         raise UserError(f"--strategies lists a strategy twice: {spec}")
     return names
 
 
-def _pool(run: RunDir):
-    from selectllm.tables import load_embeddings, read_table
-
-    a = read_table(run, "cluster/assignments.parquet").sort_by("id")
-    ids = np.asarray(a.column("id").to_pylist(), dtype=object)
-    labels = a.column("cluster_id").to_numpy()
-    dist = a.column("distance").to_numpy()
-    emb_ids, x = load_embeddings(run)
+def _pool(ctx):
+    ids, labels, dist = assignments(ctx)
+    emb_ids, x = load_embeddings(ctx.input("vectors"))
     if not np.array_equal(emb_ids, ids):
         raise UserError("compare: embed/ and cluster/ disagree on the pool; rerun `selectllm cluster --force`")
     return ids, labels, dist, M.normalize(x)
@@ -93,73 +92,68 @@ def selection_metrics(x_cov: np.ndarray, x_sel: np.ndarray, labels_sel: np.ndarr
     return out, d.astype(np.float32)
 
 
-def compare_run(cfg, run: RunDir, names: list[str]) -> dict:
-    """Run every strategy over the committed dedup/embed/cluster outputs; write ``compare/``."""
+def run_stage(ctx: StageContext) -> dict:
+    """Run every strategy of ``compare.strategies`` over the declared inputs; write ``compare/``."""
     from selectllm.report.compare_html import write_compare_html
-    from selectllm.select import strategies as S
-    from selectllm.select.baselines import row_lengths
     from selectllm.select.stage import write_outputs
-    from selectllm.tables import read_table
+    from selectllm.select.tables import row_lengths
 
-    ids, labels, dist, x = _pool(run)
+    cfg, run, staging = ctx.cfg, ctx.run, ctx.out
+    names = list(cfg.compare.strategies)
+    ids, labels, dist, x = _pool(ctx)
     n = len(ids)
-    k = read_table(run, "cluster/centers.parquet").num_rows
+    k = ctx.input("centers").num_rows()
     cov_idx = M.sample_indices(n, M.COVERAGE_MAX_ROWS, seed=0)
     x_cov = x[cov_idx]
-    staging = run.new_staging("compare")
-    probe = StageContext(cfg=cfg, run=run, stage="compare", out=staging)
-    lengths = row_lengths(probe, ids)
+    lengths = row_lengths(ctx, ids)
     pos = {v: i for i, v in enumerate(ids)}
     results: dict[str, dict] = {}
     nearest: dict[str, np.ndarray] = {}
     selections: dict[str, np.ndarray] = {}
     extras: dict[str, dict] = {}
-    try:
-        for name in names:
-            cfg_s = cfg.model_copy(deep=True)
-            cfg_s.select.strategy = name
-            ctx = StageContext(cfg=cfg_s, run=run, stage="compare", out=posixpath.join(staging, name))
-            run.fs.makedirs(ctx.out, exist_ok=True)
-            ctx.embeddings = (ids, x)
-            ctx.row_lengths = lengths
-            console.print(f"[bold cyan]▶ compare: {name}[/]")
-            t0 = time.perf_counter()
-            res = S.get(name)(ctx, ids, labels, dist)
-            seconds = time.perf_counter() - t0
-            chosen = [i for i, _ in res.selected]
-            target = min(cfg.select.budget, n)
-            if len(chosen) != target or len(set(chosen)) != target:
-                raise RuntimeError(f"compare: strategy {name} chose {len(set(chosen))} distinct rows, not {target}")
-            write_outputs(ctx, res.selected, res.decisions)
-            rows = np.sort(np.asarray([pos[c] for c in chosen], dtype=np.int64))
-            m, d = selection_metrics(x_cov, x[rows], labels[rows], k, lengths[rows])
-            sp = spend(res.decisions)
-            results[name] = {**m, **{key: sp[key] for key in ("requests", "input_tokens", "output_tokens", "usd")},
-                             "seconds": round(seconds, 3), "selected": int(target),
-                             "tokens_per_selected": round(sp["input_tokens"] / target, 1) if target else None,
-                             "groups_by_status": sp["by_status"]}
-            nearest[name], selections[name], extras[name] = d, rows, dict(res.extra)
-            console.print(f"[green]✔ {name}[/] in {seconds:.1f}s (coverage mean {m['coverage_mean']:.4f}, "
-                          f"usd {sp['usd']:.4f})")
-        with run.fs.open(posixpath.join(staging, "compare.json"), "w") as f:
-            json.dump(results, f, indent=2, sort_keys=True)
-            f.write("\n")
-        write_compare_html(run, cfg, posixpath.join(staging, "compare.html"), results, extras, x, cov_idx,
-                           nearest, selections, labels, k, ids=ids)
-    except BaseException:
-        try:
-            run.fs.rm(staging, recursive=True)
-        except Exception:
-            pass
-        raise
-    run.commit("compare", staging)
-    return results
+    for name in names:
+        cfg_s = cfg.model_copy(deep=True)
+        cfg_s.select.strategy = name
+        sub = dataclasses.replace(ctx, cfg=cfg_s, out=posixpath.join(staging, name))
+        run.fs.makedirs(sub.out, exist_ok=True)
+        sub.embeddings = (ids, x)
+        sub.row_lengths = lengths
+        console.print(f"[bold cyan]▶ compare: {name}[/]")
+        t0 = time.perf_counter()
+        res = registry.get(name)(sub, ids, labels, dist)
+        seconds = time.perf_counter() - t0
+        chosen = [i for i, _ in res.selected]
+        target = min(cfg.select.budget, n)
+        if len(chosen) != target or len(set(chosen)) != target:
+            raise RuntimeError(f"compare: strategy {name} chose {len(set(chosen))} distinct rows, not {target}")
+        write_outputs(sub, res.selected, res.decisions)
+        rows = np.sort(np.asarray([pos[c] for c in chosen], dtype=np.int64))
+        m, d = selection_metrics(x_cov, x[rows], labels[rows], k, lengths[rows])
+        sp = spend(res.decisions)
+        results[name] = {**m, **{key: sp[key] for key in ("requests", "input_tokens", "output_tokens", "usd")},
+                         "seconds": round(seconds, 3), "selected": int(target),
+                         "tokens_per_selected": round(sp["input_tokens"] / target, 1) if target else None,
+                         "groups_by_status": sp["by_status"]}
+        nearest[name], selections[name], extras[name] = d, rows, dict(res.extra)
+        console.print(f"[green]✔ {name}[/] in {seconds:.1f}s (coverage mean {m['coverage_mean']:.4f}, "
+                      f"usd {sp['usd']:.4f})")
+    with run.fs.open(posixpath.join(staging, "compare.json"), "w") as f:
+        json.dump(results, f, indent=2, sort_keys=True)
+        f.write("\n")
+    write_compare_html(ctx, posixpath.join(staging, "compare.html"), results, extras, x, cov_idx,
+                       nearest, selections, labels, k, ids=ids)
+    return {"strategies": len(names), "rows": int(n),
+            "usd": round(sum(float(r["usd"]) for r in results.values()), 6)}
 
 
-def run_compare(cfg, names: list[str]) -> tuple[RunDir, dict]:
-    """dedup -> embed -> cluster (skipped when complete), then :func:`compare_run`."""
-    run = run_pipeline(cfg, stages=["dedup", "embed", "cluster"])
-    return run, compare_run(cfg, run, names)
+def run_compare(cfg, names: list[str], force: bool = False):
+    """dedup -> embed -> cluster -> compare (each skipped when complete); the comparison."""
+    from selectllm.pipeline import run_pipeline
+
+    cfg = cfg.model_copy(deep=True)
+    cfg.compare.strategies = names
+    run = run_pipeline(cfg, stages=["dedup", "embed", "cluster", "compare"], force=["compare"] if force else [])
+    return run, run.read_json("compare/compare.json")
 
 
 def format_cell(value, fmt: str) -> str:
@@ -191,3 +185,14 @@ def markdown_table(results: dict) -> str:
     body = ["| " + name + " | " + " | ".join(format_cell(row.get(k), f) for k, _, f in TABLE_COLUMNS) + " |"
             for name, row in results.items()]
     return "\n".join([head, sep, *body])
+
+
+STAGE = Stage(
+    name="compare",
+    run=run_stage,
+    inputs={**STRATEGY_INPUTS, "stats": "dedup.stats"},
+    outputs=(Output("comparison", "compare.json"), Output("page", "compare.html")),
+    settings=Settings(("select", "llm", "compare"), exclude={"llm": LLM_SPEED_KEYS, "select": {"strategy"}}),
+    resources=Resources(engine="ray"),
+    doc="Several strategies over the same embeddings: compare/compare.json, compare/compare.html.",
+)

@@ -1,0 +1,1 @@
+"""``selectllm compare``: several strategies side by side (the on-demand ``compare`` stage)."""

@@ -1,0 +1,453 @@
+"""The online runner: one asyncio loop sending :class:`LLMRequest` objects concurrently through a
+gate (budget + token buckets), with the retry policy of :mod:`selectllm.llm.policy`.
+
+Used in this process (:func:`run_requests_async`, with a :class:`LocalGate`) and inside each Ray
+pool actor (:mod:`selectllm.llm.ray_pool`, with an actor-backed gate).  The steps of one request
+are described in :mod:`selectllm.llm.client`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from typing import Any
+
+import openai
+
+from selectllm.config import LLMConfig
+from selectllm.errors import UserError
+from selectllm.llm import policy
+from selectllm.llm.budget import cost_usd, max_request_cost
+from selectllm.llm.cache import AnswerCache
+from selectllm.llm.gate import LATER, OK, Gate
+from selectllm.llm.limiter import retry_after_seconds
+from selectllm.llm.records import RequestsLog, duplicate_result, log_record, ratelimit_headers, resolve_api_key
+from selectllm.llm.signals import StopSignals, check_complete
+from selectllm.llm.tokens import count_message_tokens, count_text_tokens
+from selectllm.llm.types import LLMRequest, LLMResult
+
+log = logging.getLogger("selectllm.llm")
+
+KEY_HEADER = "X-Selectllm-Key"
+
+
+# --------------------------------------------------------------------------- local gate
+
+
+class LocalGate:
+    """A :class:`~selectllm.llm.gate.Gate` in this process, on this process's monotonic clock.
+
+    The runner's interface to a gate (duck-typed, see :class:`selectllm.llm.ray_pool.ActorGate`
+    for the one in a Ray actor): ``await acquire(usd, tokens) -> (state, wait_s)``,
+    ``complete(**kw)`` (fire and forget), ``pause_remaining() -> s``, ``await wait_settled(timeout)``,
+    ``await flush()``.
+    """
+
+    def __init__(self, rpm: float, tpm: float, max_usd: float, spent: float = 0.0) -> None:
+        self.gate = Gate(rpm, tpm, max_usd, spent=spent, now=time.monotonic())
+        self._changed: asyncio.Event | None = None
+
+    async def acquire(self, usd: float, tokens: float) -> tuple[str, float]:
+        state, wait, _ = self.gate.acquire(usd, tokens, time.monotonic())
+        return state, wait
+
+    def complete(self, **kw: Any) -> None:
+        self.gate.complete(time.monotonic(), **kw)
+        if self._changed is not None:
+            self._changed.set()
+            self._changed = None
+
+    def pause_remaining(self) -> float:
+        return self.gate.limiter.pause_remaining(time.monotonic())
+
+    async def wait_settled(self, timeout: float) -> None:
+        if self._changed is None:
+            self._changed = asyncio.Event()
+        try:
+            await asyncio.wait_for(self._changed.wait(), timeout=timeout)
+        except asyncio.TimeoutError:
+            pass
+
+    async def flush(self) -> None:
+        return None
+
+    @property
+    def spent(self) -> float:
+        return self.gate.budget.spent
+
+
+
+class _Stopped(Exception):
+    """Internal: the run was asked to stop before this request was sent."""
+
+
+
+class _BadBody(Exception):
+    """A 2xx answer whose body is not a chat completion (a proxy's HTML page, ...): retried."""
+
+
+class LLMRunner:
+    """Sends :class:`LLMRequest` objects concurrently under a budget and rate limits.
+
+    ``gate``: a :class:`LocalGate` by default (``llm.rpm``/``llm.tpm``/``llm.max_usd``, with
+    ``prior_usd`` already spent); a Ray pool passes an :class:`~selectllm.llm.ray_pool.ActorGate`
+    shared by every pool actor.  ``api_key`` overrides the environment lookup (Ray pool actors get
+    the driver's key).  At most ``llm.concurrency`` requests of this runner are in progress at once,
+    across concurrent :meth:`run` calls.
+    """
+
+    def __init__(
+        self,
+        cfg: LLMConfig,
+        cache_dir: str,
+        *,
+        base_url: str | None = None,
+        requests_log: str | None = None,
+        gate: Any = None,
+        prior_usd: float = 0.0,
+        api_key: str | None = None,
+        retry_base_s: float = 0.5,
+        retry_cap_s: float = 30.0,
+        seed: int | None = None,
+    ) -> None:
+        self.cfg = cfg
+        self.cache = AnswerCache(cache_dir)
+        self.base_url = base_url or cfg.base_url
+        if cfg.provider == "simulator" and not self.base_url:
+            raise UserError("llm.provider is simulator but no base URL was given: start one with "
+                            "llm_endpoint(cfg) (or set llm.base_url)")
+        self.api_key = api_key or resolve_api_key(cfg)
+        self.gate = gate or LocalGate(cfg.rpm, cfg.tpm, cfg.max_usd, spent=prior_usd)
+        self.retry_base_s = retry_base_s
+        self.retry_cap_s = retry_cap_s
+        self.rng = random.Random(seed)
+        self.log = RequestsLog(requests_log)
+        self._client: openai.AsyncOpenAI | None = None
+        self.shape = policy.RequestShape(cfg.structured_output)  # what the endpoint accepts
+        self._by_key: dict[str, asyncio.Future] = {}
+        self._slots: asyncio.Semaphore | None = None
+        self._stop_event: asyncio.Event | None = None
+        self.stopping = False
+        self.counters = {"sent": 0, "cached": 0, "retries": 0, "unknown_billing_usd": 0.0}
+
+    # ---- plumbing
+    @property
+    def client(self) -> openai.AsyncOpenAI:
+        if self._client is None:
+            kwargs: dict[str, Any] = {"api_key": self.api_key, "max_retries": 0, "timeout": self.cfg.timeout_s}
+            if self.base_url:
+                kwargs["base_url"] = self.base_url
+            self._client = openai.AsyncOpenAI(**kwargs)
+        return self._client
+
+    async def aclose(self) -> None:
+        if self._client is not None:
+            await self._client.close()
+            self._client = None
+        self.log.close()
+
+    def request_stop(self) -> None:
+        """Send nothing new; requests already sent are finished and stored (graceful stop)."""
+        self.stopping = True
+        if self._stop_event is not None:
+            self._stop_event.set()
+
+    async def _nap(self, seconds: float) -> None:
+        """Sleep, but wake up at once when a stop is requested."""
+        if seconds <= 0:
+            return
+        if self._stop_event is None:
+            self._stop_event = asyncio.Event()
+            if self.stopping:
+                self._stop_event.set()
+        try:
+            await asyncio.wait_for(self._stop_event.wait(), timeout=seconds)
+        except asyncio.TimeoutError:
+            pass
+
+    def _scrub(self, msg: str) -> str:
+        return policy.scrub(msg, self.api_key)
+
+    async def _acquire(self, usd: float, tokens: float) -> tuple[str, float]:
+        while True:
+            state, wait = await self.gate.acquire(usd, tokens)
+            if state != LATER:
+                return state, wait
+            if self.stopping:
+                raise _Stopped
+            await self.gate.wait_settled(0.2)
+
+    # ---- one request
+    async def run_one(self, req: LLMRequest) -> LLMResult | None:
+        """The result, or None when a stop was requested before the request was sent."""
+        rec = await self._cache_get(req.key)
+        if rec is not None:
+            self.counters["cached"] += 1
+            return self._finish(req, self._from_record(req, rec))
+        fut = self._by_key.get(req.key)
+        if fut is not None:  # same key earlier in this call: never pay twice
+            first: LLMResult | None = await asyncio.shield(fut)
+            if first is None:
+                return None
+            self.counters["cached"] += 1
+            return self._finish(req, duplicate_result(first, req))
+        fut = asyncio.get_running_loop().create_future()
+        self._by_key[req.key] = fut
+        try:
+            res = await self._send(req)
+        except BaseException as e:
+            if isinstance(e, asyncio.CancelledError):
+                fut.cancel()
+            else:
+                fut.set_exception(e)
+                fut.exception()  # mark retrieved
+            self._by_key.pop(req.key, None)
+            raise
+        fut.set_result(res)
+        del self._by_key[req.key]  # later duplicates find the answer in the cache
+        return self._finish(req, res) if res is not None else None
+
+    async def _cache_get(self, key: str) -> dict | None:
+        if self.cache.local:
+            return self.cache.get(key)
+        return await asyncio.to_thread(self.cache.get, key)
+
+    async def _cache_put(self, key: str, rec: dict) -> None:
+        if self.cache.local:
+            self.cache.put(key, rec)
+        else:
+            await asyncio.to_thread(self.cache.put, key, rec)
+
+    def _from_record(self, req: LLMRequest, rec: dict) -> LLMResult:
+        return LLMResult(key=req.key, group_id=req.group_id, status="ok", text=rec.get("text"),
+                         finish_reason=rec.get("finish_reason"), input_tokens=int(rec.get("input_tokens", 0)),
+                         output_tokens=int(rec.get("output_tokens", 0)), usd=float(rec.get("usd", 0.0)),
+                         attempts=0, cached=True)
+
+    def _finish(self, req: LLMRequest, res: LLMResult) -> LLMResult:
+        self.log.write(log_record(req, res))
+        return res
+
+    async def _send(self, req: LLMRequest) -> LLMResult | None:
+        cfg, model = self.cfg, self.cfg.model
+        prompt_tokens = count_message_tokens(req.messages, model)
+        est_prompt = policy.prompt_estimate(cfg.provider, prompt_tokens)
+        max_tokens = int(req.max_tokens)
+        attempts = failures = 0
+        billed_in = billed_out = 0
+        billed_usd = 0.0
+        partial: tuple[str, str | None] | None = None  # (text, finish_reason) of a 'length' answer
+
+        def result(status: str, **kw: Any) -> LLMResult:
+            return LLMResult(key=req.key, group_id=req.group_id, status=status,  # type: ignore[arg-type]
+                             input_tokens=billed_in, output_tokens=billed_out, usd=billed_usd,
+                             attempts=attempts, **kw)
+
+        async def done_ok(text: str, finish_reason: str | None, structured: bool) -> LLMResult:
+            rec = {"key": req.key, "model": model, "text": text, "finish_reason": finish_reason,
+                   "input_tokens": billed_in, "output_tokens": billed_out, "usd": billed_usd,
+                   "attempts": attempts, "structured": structured, "created": time.time()}
+            await self._cache_put(req.key, rec)  # durable before use
+            return result("ok", text=text, finish_reason=finish_reason)
+
+        while True:
+            need_tokens = est_prompt + max_tokens
+            if need_tokens > cfg.tpm:
+                return result("error", error=f"request needs {need_tokens} tokens, more than llm.tpm={cfg.tpm} "
+                                             f"allows per minute")
+            max_cost = max_request_cost(est_prompt, max_tokens, cfg.price)
+            try:
+                if self.stopping:
+                    raise _Stopped
+                state, wait = await self._acquire(max_cost, need_tokens)
+            except _Stopped:
+                state, wait = "stopped", 0.0
+            if state != OK:
+                if partial is not None:  # keep the truncated answer we already paid for
+                    return await done_ok(partial[0], partial[1], self.shape.sends_rf(req.response_format))
+                if state == "stopped":
+                    return None
+                return result("budget_stopped", error=f"llm.max_usd={cfg.max_usd} cannot cover this request "
+                                                      f"(up to ${max_cost:.6f})")
+            while True:
+                await self._nap(wait)
+                wait = self.gate.pause_remaining()
+                if wait <= 0 or self.stopping:
+                    break
+            if self.stopping:  # booked but not sent: give everything back
+                self.gate.complete(reserved_usd=max_cost, actual_usd=0.0, booked_tokens=need_tokens,
+                                   refund_tokens=need_tokens, refund_request=True)
+                if partial is not None:
+                    return await done_ok(partial[0], partial[1], self.shape.sends_rf(req.response_format))
+                return None
+
+            send_rf = self.shape.sends_rf(req.response_format)
+            kwargs = self.shape.body(model, req.messages, max_tokens, cfg.temperature, req.response_format)
+            kwargs["extra_headers"] = {KEY_HEADER: req.key}
+            attempts += 1
+            self.counters["sent"] += 1
+            err: Exception | None = None
+            try:
+                raw = await self.client.chat.completions.with_raw_response.create(**kwargs)
+                headers = raw.headers
+                completion = raw.parse()
+                if not hasattr(completion, "choices"):
+                    raise _BadBody(f"HTTP {raw.status_code} answer is not a chat completion")
+            except (openai.APIError, _BadBody) as e:
+                err = e
+            except BaseException:  # cancelled mid-request: it may be billed, keep it as spent
+                self.gate.complete(reserved_usd=max_cost, actual_usd=max_cost, booked_tokens=need_tokens)
+                raise
+
+            close = {"reserved_usd": max_cost, "booked_tokens": need_tokens}
+            if isinstance(err, openai.APIStatusError):
+                status = err.status_code
+                code = getattr(err, "code", None)
+                msg = self._scrub(getattr(err, "message", str(err)))
+                retry_after = retry_after_seconds(err.response.headers)
+                if status == 429:  # not counted by the server: give the slot back, pause everyone
+                    limited = code not in ("insufficient_quota", "request_too_large")
+                    self.gate.complete(**close, actual_usd=0.0, refund_tokens=need_tokens, refund_request=True,
+                                       pause_s=retry_after if limited else None, rate_limited=limited,
+                                       headers=ratelimit_headers(err.response.headers))
+                elif status >= 500:  # counted as a request, no tokens
+                    self.gate.complete(**close, actual_usd=0.0, refund_tokens=need_tokens)
+                else:
+                    self.gate.complete(**close, actual_usd=0.0, refund_tokens=need_tokens, refund_request=True)
+                if status in (401, 403):
+                    raise policy.auth_error(self.base_url, cfg.api_key_env, status) from None
+                if status == 429:
+                    if code == "insufficient_quota":
+                        raise policy.quota_error(self.base_url) from None
+                    if code == "request_too_large":
+                        return result("error", error=msg)
+                elif not policy.is_retried(status):
+                    if self.shape.adapt(status, code, getattr(err, "param", None), getattr(err, "message", ""), send_rf):
+                        continue
+                    return result("error", error=policy.final_error(model, status, code, msg))
+            elif isinstance(err, openai.APITimeoutError):
+                # the server may have billed it: keep the reservation as spent (the cap stays hard)
+                self.gate.complete(**close, actual_usd=max_cost)
+                self.counters["unknown_billing_usd"] += max_cost
+                msg, retry_after = "request timed out", None
+            elif err is not None:  # connection error, or a 200 whose body is not a completion
+                self.gate.complete(**close, actual_usd=0.0, refund_tokens=need_tokens)
+                msg, retry_after = self._scrub(getattr(err, "message", None) or str(err)), None
+            if err is not None:
+                failures += 1
+                if failures > cfg.max_retries:
+                    return result("error", error=f"gave up after {attempts} attempts: {msg}")
+                self.counters["retries"] += 1
+                log.debug("retrying %s after: %s", req.key[:12], msg)
+                await self._nap(policy.backoff(self.rng, failures, self.retry_base_s, self.retry_cap_s, retry_after))
+                continue
+
+            # ---- a 200 answer
+            choice = completion.choices[0] if completion.choices else None
+            text = (choice.message.content if choice is not None and choice.message is not None else None) or ""
+            finish = choice.finish_reason if choice is not None else None
+            usage = completion.usage
+            in_t = int(usage.prompt_tokens) if usage is not None else prompt_tokens
+            out_t = int(usage.completion_tokens) if usage is not None else count_text_tokens(text, model)
+            actual = cost_usd(in_t, out_t, cfg.price)
+            self.gate.complete(**close, actual_usd=actual, refund_tokens=need_tokens - (in_t + out_t),
+                               headers=ratelimit_headers(headers))
+            billed_in += in_t
+            billed_out += out_t
+            billed_usd += actual
+            if finish == "length" and partial is None:
+                partial = (text, finish)
+                max_tokens *= 2
+                continue
+            return await done_ok(text, finish, send_rf)
+
+    # ---- many requests
+    async def run(self, requests: list[LLMRequest], progress: bool = False) -> list[LLMResult | None]:
+        """One result per request, in order; None for requests not sent because of a stop."""
+        n = len(requests)
+        results: list[LLMResult | None] = [None] * n
+        if n == 0:
+            return []
+        if self._slots is None:
+            self._slots = asyncio.Semaphore(self.cfg.concurrency)
+        slots = self._slots
+        bar = Progress(n, progress)
+        it = iter(range(n))
+
+        async def worker() -> None:
+            for i in it:
+                if self.stopping:
+                    return
+                async with slots:
+                    results[i] = await self.run_one(requests[i])
+                bar.advance(results[i])
+
+        tasks = [asyncio.create_task(worker()) for _ in range(min(self.cfg.concurrency, n))]
+        try:
+            done, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+            for t in pending:
+                t.cancel()
+            if pending:
+                await asyncio.gather(*pending, return_exceptions=True)
+            errors = [t.exception() for t in done if not t.cancelled() and t.exception() is not None]
+            if errors:
+                raise errors[0]
+        finally:
+            bar.close()
+        await self.gate.flush()
+        return results
+
+
+class Progress:
+    def __init__(self, total: int, enabled: bool) -> None:
+        self.p = None
+        if enabled:
+            from rich.console import Console
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+            self.p = Progress(TextColumn("LLM requests"), BarColumn(), MofNCompleteColumn(),
+                              TextColumn("{task.fields[usd]}"), TimeRemainingColumn(),
+                              console=Console(stderr=True), transient=False)
+            self.usd = 0.0
+            self.task = self.p.add_task("llm", total=total, usd="$0.0000")
+            self.p.start()
+
+    def advance(self, res: LLMResult | None) -> None:
+        if self.p is not None:
+            if res is not None and not res.cached:
+                self.usd += res.usd
+            self.p.update(self.task, advance=1, usd=f"${self.usd:.4f}")
+
+    def close(self) -> None:
+        if self.p is not None:
+            self.p.stop()
+            self.p = None
+
+
+# --------------------------------------------------------------------------- public entry points
+
+
+async def run_requests_async(
+    requests: list[LLMRequest],
+    cfg: LLMConfig,
+    cache_dir: str,
+    requests_log: str | None = None,
+    base_url: str | None = None,
+    progress: bool = False,
+    *,
+    stop_on_signals: bool = False,
+    **runner_kwargs: Any,
+) -> list[LLMResult]:
+    """The in-process path of :func:`run_requests` (online mode), for callers inside an event loop."""
+    runner = LLMRunner(cfg, cache_dir, base_url=base_url, requests_log=requests_log, **runner_kwargs)
+    stops = StopSignals(runner.request_stop, asyncio.get_running_loop())
+    try:
+        if stop_on_signals:
+            stops.__enter__()
+        results = await runner.run(requests, progress=progress)
+    finally:
+        stops.restore()
+        await runner.aclose()
+    return check_complete(results, stops.received)
