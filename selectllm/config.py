@@ -68,15 +68,39 @@ class DedupConfig(_Strict):
     max_chars: int = Field(20_000, ge=1)
 
 
+EMBED_BACKENDS = ("auto", "torch", "onnx", "static")
+
+
 class EmbedConfig(_Strict):
     model: str = DEFAULT_MODEL
-    batch_size: int = Field(64, ge=1)
+    # auto: torch on GPU clusters, onnx (int8) on CPU-only ones; static only when asked for (README)
+    backend: str = "auto"
+    batch_size: int | Literal["auto"] = "auto"  # auto: per backend and device (embed/backends.py)
     actors: int | Literal["auto"] = "auto"
     gpus_per_actor: float | Literal["auto"] = "auto"
+    threads: int | Literal["auto"] = "auto"  # intra-op threads per CPU actor (auto: CPUs / actors)
     max_seq_length: int = Field(256, ge=8)
     template: str = PAPER_TEMPLATE
     template_no_input: str = PAPER_TEMPLATE_NO_INPUT
     dtype: Literal["float32", "float16"] = "float32"
+    gpu_precision: Literal["float16", "bfloat16", "float32"] = "float16"  # torch on GPU
+    onnx_int8: bool = True  # onnx: dynamic int8 quantization of the exported model
+    static_dims: int = Field(256, ge=2)  # static: PCA dimensions of the distilled token vectors
+    cache_dir: str | None = None  # exported / distilled models; default $SELECTLLM_CACHE or ~/.cache/selectllm
+
+    @field_validator("backend")
+    @classmethod
+    def _known_backend(cls, v: str) -> str:
+        if v not in EMBED_BACKENDS:
+            raise ValueError(f"unknown backend {v!r} (one of: {', '.join(EMBED_BACKENDS)})")
+        return v
+
+    @field_validator("batch_size", "actors", "threads")
+    @classmethod
+    def _positive(cls, v: Any) -> Any:
+        if v != "auto" and v < 1:
+            raise ValueError("must be >= 1 or 'auto'")
+        return v
 
 
 class ClusterConfig(_Strict):

@@ -142,7 +142,8 @@ STAGE = Stage(
     run=run_stage,
     inputs={"rows": "dedup.rows"},
     outputs=(Output("vectors", "", schema=pa.schema([("id", pa.string())]), check=_vectors_check),),
-    settings=Settings(("embed",), exclude={"embed": {"batch_size", "actors", "gpus_per_actor"}}),
+    # the backend and its precision knobs change the vectors; speed knobs and the cache folder do not
+    settings=Settings(("embed",), exclude={"embed": {"batch_size", "actors", "gpus_per_actor", "threads", "cache_dir"}}),
     resources=Resources(engine="ray", cpus_per_worker=1, gpus_per_worker="embed.gpus_per_actor"),
     doc="Ray Data: embed every kept row (GPU when present).",
 )
