@@ -1,4 +1,4 @@
-"""Embed stage on Ray: schema, normalization, resume by id after a kill left partial work."""
+"""Embed stage on Ray, for every backend: schema, normalization, resume by id after a kill left partial work."""
 
 import numpy as np
 import pyarrow as pa
@@ -43,22 +43,28 @@ def read_out(ctx):
     return pa.concat_tables([pq.read_table(p) for p in files])
 
 
+BACKEND_DIMS = {"torch": 384, "onnx": 384, "static": 256}
+
+
 @pytest.mark.slow
-def test_embed_schema_norms_and_resume(tmp_path, ray_local):
+@pytest.mark.parametrize("backend", ["torch", "onnx", "static"])
+def test_embed_schema_norms_and_resume(tmp_path, ray_local, backend):
     run = RunDir(str(tmp_path / "run"))
     ids = fake_dedup(run)
-    cfg = load_config(None, ["embed.batch_size=8"])
+    # onnx keeps its own batch size (1: int8 activation scales would otherwise depend on the batch)
+    cfg = load_config(None, [f"embed.backend={backend}"] + ([] if backend == "onnx" else ["embed.batch_size=8"]))
     ctx, counts = embed(run, cfg)
     out = read_out(ctx)
-    assert counts["rows"] == len(ids) and counts["resumed_rows"] == 0
-    assert out.schema.field("embedding").type == pa.list_(pa.float32(), 384)
+    assert counts["rows"] == len(ids) and counts["resumed_rows"] == 0 and counts["backend"] == backend
+    assert out.schema.field("embedding").type == pa.list_(pa.float32(), BACKEND_DIMS[backend])
     x = from_fixed_size_list(out.column("embedding"))
     np.testing.assert_allclose(np.linalg.norm(x, axis=1), 1.0, atol=1e-4)
     assert sorted(out.column("id").to_pylist()) == sorted(ids)
-    # the stage's vectors are the model's: compare with a direct encode of two rows
-    from selectllm.embed.embedder import Embedder
+    # the stage's vectors are the backend's: compare with a direct encode of two rows
+    from selectllm.embed.backends import make_encoder, plan
 
-    direct = Embedder(resolve_model("default"), 256, "cpu", "float32", 8).encode([TEXTS[0], TEXTS[9]])
+    direct = make_encoder(backend, resolve_model("default"), max_seq_length=256, device="cpu",
+                          batch_size=plan(cfg, 2, 0).batch_size, threads=1).encode([TEXTS[0], TEXTS[9]])
     by_id = dict(zip(out.column("id").to_pylist(), x))
     np.testing.assert_allclose(np.stack([by_id[ids[0]], by_id[ids[9]]]), direct, atol=1e-4)
 
@@ -72,6 +78,17 @@ def test_embed_schema_norms_and_resume(tmp_path, ray_local):
     out2 = read_out(ctx2)
     assert counts2["resumed_rows"] == 10 and counts2["rows"] == len(ids)
     assert sorted(out2.column("id").to_pylist()) == sorted(ids)  # no duplicates, none missing
+
+
+@pytest.mark.parametrize("backend", ["auto", "torch", "onnx", "static"])
+def test_missing_model_is_one_line_for_every_backend(tmp_path, monkeypatch, backend):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    run = RunDir(str(tmp_path / "run"))
+    fake_dedup(run, n_files=1)
+    cfg = load_config(None, [f"embed.backend={backend}", f"embed.model={tmp_path / 'no-such-model'}"])
+    with pytest.raises(UserError, match="not found; looked in") as e:
+        embed(run, cfg)  # fails on the driver before Ray starts
+    assert "\n" not in str(e.value)
 
 
 def test_model_resolution(monkeypatch, tmp_path):

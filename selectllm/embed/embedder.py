@@ -68,10 +68,15 @@ def pick_device(gpus: float) -> str:
 
 
 class Embedder:
-    """A callable class for Ray Data ``map_batches``: the model is loaded once per actor."""
+    """``embed.backend: torch``: sentence-transformers on CPU or GPU; also a Ray Data callable class.
+
+    On CUDA the model runs in ``precision`` (fp16 by default, bf16 or fp32 on request) and batches
+    go through :meth:`encode_overlapped`: rows sorted by length, the next batch tokenized (and
+    copied to pinned memory) on a CPU thread while the GPU runs the current one.
+    """
 
     def __init__(self, model: str, max_seq_length: int, device: str, dtype: str, batch_size: int,
-                 cpu_threads: int | None = None):
+                 cpu_threads: int | None = None, precision: str = "float16", overlap: bool | None = None):
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
         import torch
         from sentence_transformers import SentenceTransformer
@@ -81,21 +86,51 @@ class Embedder:
         self.device = device
         self.model = SentenceTransformer(model, device=device)
         self.model.max_seq_length = max_seq_length
-        if device == "cuda":
-            self.model.half()  # fp16 on GPU: ~2x throughput, same neighbours after L2 normalization
+        if device == "cuda" and precision != "float32":
+            self.model.to(torch.float16 if precision == "float16" else torch.bfloat16)
+        self.model.eval()
         self.batch_size = batch_size
         self.dtype = dtype
+        self.overlap = device == "cuda" if overlap is None else overlap
         get_dim = getattr(self.model, "get_embedding_dimension", None) or self.model.get_sentence_embedding_dimension
         self.dim = get_dim()
 
     def encode(self, texts: list[str]) -> np.ndarray:
-        # sentence-transformers sorts by length inside the call: a large Ray batch = length-aware batching
-        emb = self.model.encode(texts, batch_size=self.batch_size, normalize_embeddings=True,
-                                convert_to_numpy=True, show_progress_bar=False)
+        if self.overlap:
+            emb = self.encode_overlapped(texts)
+        else:
+            # sentence-transformers sorts by length inside the call: a large Ray batch = length-aware batching
+            emb = self.model.encode(texts, batch_size=self.batch_size, normalize_embeddings=True,
+                                    convert_to_numpy=True, show_progress_bar=False)
         emb = np.asarray(emb, dtype=np.float32)
         # re-normalize in float32 (fp16 models leave norms slightly off 1)
         norms = np.linalg.norm(emb, axis=1, keepdims=True)
         return emb / np.maximum(norms, 1e-12)
+
+    def encode_overlapped(self, texts: list[str]) -> np.ndarray:
+        """Length-sorted batches; batch i+1 is tokenized on a thread while batch i runs."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        import torch
+
+        order = np.argsort([-len(t) for t in texts], kind="stable")
+        batches = [order[i:i + self.batch_size] for i in range(0, len(order), self.batch_size)]
+        pin = self.device == "cuda"
+
+        def tokenize(rows):
+            feats = self.model.tokenize([texts[r] for r in rows])
+            return {k: (v.pin_memory() if pin else v) for k, v in feats.items() if isinstance(v, torch.Tensor)}
+
+        out = np.empty((len(texts), self.dim), dtype=np.float32)
+        with ThreadPoolExecutor(max_workers=1) as pool, torch.inference_mode():
+            pending = pool.submit(tokenize, batches[0]) if batches else None
+            for i, rows in enumerate(batches):
+                feats = pending.result()
+                pending = pool.submit(tokenize, batches[i + 1]) if i + 1 < len(batches) else None
+                feats = {k: v.to(self.device, non_blocking=True) for k, v in feats.items()}
+                emb = self.model(feats)["sentence_embedding"]
+                out[rows] = emb.float().cpu().numpy()
+        return out
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         texts = batch.column("text").to_pylist()

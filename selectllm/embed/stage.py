@@ -1,5 +1,9 @@
 """The ``embed`` stage: Ray Data reads ``dedup/``, an actor pool encodes, Parquet out.
 
+The backend (torch, onnx, static; ``auto`` resolved against the cluster's GPUs) and its actors,
+threads and batch size come from embed/backends.py; onnx and static build their cached model on
+the driver first, so a bad model fails there with one line.
+
 Resume works by id: finished output files accumulate in ``_work/embed-<key>/`` (outside the
 staging folder, so a killed run keeps them).  A rerun drops any file that a kill left unreadable,
 skips the ids already embedded and encodes only the rest; the stage then commits all work files
@@ -8,13 +12,15 @@ as ``embed/part-*.parquet``.  A row is in exactly one readable work file, so not
 
 from __future__ import annotations
 
+import os
 import posixpath
 
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from selectllm.embed.embedder import Embedder, pick_device, resolve_model
+from selectllm.embed.backends import EmbedActor, Plan, plan, prepare
+from selectllm.embed.embedder import resolve_model
 from selectllm.engines import ray_init
 from selectllm.contract import Output, Resources, Settings, Stage, StageContext
 
@@ -52,26 +58,16 @@ def _drop_done(batch: pa.Table, done: pa.Array) -> pa.Table:
     return batch.filter(pc.invert(pc.is_in(batch.column("id"), value_set=done)))
 
 
-def actor_plan(cfg) -> tuple[int, float, int]:
-    """(actors, gpus per actor, torch threads per actor) from config and the cluster's resources."""
+def actor_plan(cfg) -> Plan:
+    """The backend, actors, GPUs per actor, threads and batch size on the running Ray cluster."""
     import ray
 
     res = ray.cluster_resources()
-    gpus_total = int(res.get("GPU", 0))
-    cpus_total = max(1, int(res.get("CPU", 1)))
-    gpus = cfg.embed.gpus_per_actor
-    if gpus == "auto":
-        gpus = 1.0 if gpus_total else 0.0
-    if cfg.embed.actors != "auto":
-        actors = int(cfg.embed.actors)
-    elif gpus:
-        actors = max(1, int(gpus_total / gpus))
-    else:
-        # one CPU actor per 4 cores, each with up to 4 torch threads: fewer, fatter actors
-        # keep the model's memory low and leave cores for reading and writing
-        actors = max(1, cpus_total // 4)
-    threads = max(1, cpus_total // actors) if not gpus else 1
-    return actors, float(gpus), threads
+    return plan(cfg, int(res.get("CPU", 1)), int(res.get("GPU", 0)))
+
+
+def resolved_backend(cfg) -> str:
+    return actor_plan(cfg).backend
 
 
 def run_stage(ctx: StageContext) -> dict:
@@ -80,8 +76,12 @@ def run_stage(ctx: StageContext) -> dict:
     cfg = ctx.cfg
     model = resolve_model(cfg.embed.model)  # fail fast, on the driver, with one line
     ray_init(cfg)
+    p = actor_plan(cfg)
+    key, _ = prepare(cfg, p.backend, model)  # export / distill once, on the driver
     fs = ctx.run.fs
-    work = ctx.work  # files of a killed attempt: resumed, not embedded again
+    # files of a killed attempt are resumed, not embedded again; the resolved backend is part of
+    # the folder, so an `auto` run resumed on another kind of cluster never mixes two backends' vectors
+    work = posixpath.join(ctx.work, p.backend)
     fs.makedirs(work, exist_ok=True)
     done = finished_ids(fs, work)
 
@@ -90,23 +90,24 @@ def run_stage(ctx: StageContext) -> dict:
     total = sum(_num_rows(fs, p) for p in parts)  # from the footers: no pass over the data
     todo = total - len(done)
     if todo > 0:
-        actors, gpus, threads = actor_plan(cfg)
-        device = "cuda" if gpus else "cpu"
         ds = ds.map_batches(_drop_done, fn_args=[done], batch_format="pyarrow")
         # one output file per block: small enough that a kill loses little, large enough to stay few
-        window = cfg.embed.batch_size * SORT_WINDOW
-        rows_per_file = int(min(max(-(-todo // (actors * 8)), window), 50_000))
+        window = p.batch_size * SORT_WINDOW
+        rows_per_file = int(min(max(-(-todo // (p.actors * 8)), window), 50_000))
         ds = ds.repartition(target_num_rows_per_block=rows_per_file)
         ds = ds.map_batches(
-            Embedder,
-            fn_constructor_kwargs=dict(model=model, max_seq_length=cfg.embed.max_seq_length, device=device,
-                                       dtype=cfg.embed.dtype, batch_size=cfg.embed.batch_size,
-                                       cpu_threads=threads),
+            EmbedActor,
+            fn_constructor_kwargs=dict(
+                backend=p.backend, model=model, dtype=cfg.embed.dtype,
+                delay_s=float(os.environ.get("SELECTLLM_EMBED_TEST_DELAY_S", "0") or 0),
+                max_seq_length=cfg.embed.max_seq_length, device=p.device, batch_size=p.batch_size,
+                threads=p.threads, precision=cfg.embed.gpu_precision, key=key, onnx_int8=cfg.embed.onnx_int8,
+                static_dims=cfg.embed.static_dims, cache_dir=cfg.embed.cache_dir),
             batch_size=window,
             batch_format="pyarrow",
-            compute=ray.data.ActorPoolStrategy(size=actors),
-            num_gpus=gpus or None,
-            num_cpus=1 if not gpus else None,
+            compute=ray.data.ActorPoolStrategy(size=p.actors),
+            num_gpus=p.gpus or None,
+            num_cpus=1 if not p.gpus else None,
         )
         ds.write_parquet(ctx.run.staging_uri(work) if "://" in ctx.run.url else work)
 
@@ -124,8 +125,8 @@ def run_stage(ctx: StageContext) -> dict:
     if rows != total:
         raise RuntimeError(f"embed: {rows} vectors for {total} rows; rerun to embed the missing ones")
     fs.rm(work, recursive=True)
-    return {"rows": rows, "resumed_rows": len(done), "dim": dim, "device": pick_device(actor_plan(cfg)[1]),
-            "files": len(files)}
+    return {"rows": rows, "resumed_rows": len(done), "dim": dim, "device": p.device, "backend": p.backend,
+            "actors": p.actors, "threads": p.threads, "batch_size": p.batch_size, "files": len(files)}
 
 
 def _vectors_check(schema: pa.Schema) -> str | None:
