@@ -193,16 +193,19 @@ def test_missing_config_file_and_credentials(tmp_path):
 
 
 @pytest.mark.slow
-def test_real_kill_during_embed_then_resume(tmp_path, spark, ray_local):
+@pytest.mark.parametrize("backend", ["torch", "onnx", "static"])
+def test_real_kill_during_embed_then_resume(tmp_path, spark, ray_local, backend):
     """SIGKILL the whole CLI process group while it embeds; the rerun embeds only what is missing."""
     corpus = small_corpus(tmp_path / "corpus.jsonl", good=700)
     # batch 4: an actor gets 4 * 64 = 256 rows at once, so the 700 rows make 3 output files
-    cfg = config(tmp_path, corpus, budget=5, embed={"batch_size": 4}, ray={"num_cpus": 2},
+    cfg = config(tmp_path, corpus, budget=5, embed={"batch_size": 4, "backend": backend}, ray={"num_cpus": 2},
                  spark={"master": "local[1]"})
     run = tmp_path / "run"
     cli("dedup", str(cfg))  # in-process, shared Spark: the subprocess below only embeds
+    # onnx and static finish 700 rows faster than the polling below: the actor sleeps after each file
+    delay = {"SELECTLLM_EMBED_TEST_DELAY_S": "3"} if backend != "torch" else {}
     proc = subprocess.Popen(SELECTLLM + ["embed", str(cfg)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            env={**os.environ, "HF_HUB_OFFLINE": "1"}, start_new_session=True)
+                            env={**os.environ, "HF_HUB_OFFLINE": "1", **delay}, start_new_session=True)
     deadline = time.time() + 240
     work = None
     while time.time() < deadline and proc.poll() is None and work is None:
@@ -225,4 +228,4 @@ def test_real_kill_during_embed_then_resume(tmp_path, spark, ray_local):
     kept = json.loads((run / "dedup" / "stats.json").read_text())["kept"]
     ids = pq.read_table(run / "embed", columns=["id"]).column("id").to_pylist()
     assert len(ids) == kept == counts["rows"] and len(set(ids)) == kept
-    assert counts["resumed_rows"] > 0
+    assert counts["resumed_rows"] > 0 and counts["backend"] == backend
