@@ -10,7 +10,11 @@ from selectllm.embed.backends import make_encoder, plan
 from selectllm.embed.cache import build_once, model_files_key
 from selectllm.embed.embedder import Embedder, resolve_model
 from selectllm.errors import UserError
-from selectllm.pipeline import _embed_settings
+from selectllm.embed.stage import STAGE as EMBED
+
+
+def _embed_settings(cfg) -> str:
+    return EMBED.settings.hash(cfg)
 
 TOPICS = ["cats", "dogs", "tax law", "python lists", "baking bread", "poems", "SQL joins", "rivers"]
 TEXTS = [f"### Instruction: task number {i} about {w}\n\n### Response:" for i, w in enumerate(TOPICS * 3)]
