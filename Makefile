@@ -10,7 +10,7 @@ export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 export RAY_ENABLE_UV_RUN_RUNTIME_ENV ?= 0
 
-.PHONY: demo test install clean sample bench
+.PHONY: demo test test-fast install clean sample bench
 
 install: $(STAMP)
 
@@ -26,6 +26,10 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q
+
+# the pure tests: nothing that starts Spark, Ray or another process (a developer's inner loop)
+test-fast: $(STAMP)
+	$(PY) -m pytest -q -m "not spark and not ray and not subprocess and not slow"
 
 sample: $(STAMP)
 	$(PY) examples/make_sample.py

@@ -1,0 +1,78 @@
+"""The stage contract: a new stage is one declaration; inputs resolve, schemas are checked at commit."""
+
+from __future__ import annotations
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import pytest
+
+from selectllm import pipeline
+from selectllm.contract import Output, Resources, Settings, Stage
+from selectllm.rundir import RunDir
+from selectllm.schemas import DEDUP
+
+from test_compare import make_pool_run, pool_config
+
+
+def _short_filter(ctx):  # the README's example stage
+    rows = ctx.input("rows").read()
+    kept = rows.filter(pc.greater_equal(pc.utf8_length(rows["text"]), 20))
+    with ctx.run.fs.open(ctx.out_path("part-00000.parquet"), "wb") as f:
+        pq.write_table(kept, f)
+    return {"kept": kept.num_rows, "dropped": rows.num_rows - kept.num_rows}
+
+
+SHORT = Stage(name="shortfilter", run=_short_filter, inputs={"rows": "dedup.rows"},
+              outputs=(Output("rows", "", schema=DEDUP),), settings=Settings(version="v1"),
+              resources=Resources(engine="local"))
+
+
+def test_a_new_stage_is_one_declaration(tmp_path, monkeypatch):
+    make_pool_run(tmp_path)
+    monkeypatch.setitem(pipeline.BY_NAME, "shortfilter", SHORT)
+    cfg, run = pool_config(tmp_path), RunDir(str(tmp_path))
+    entry = pipeline.run_stage(cfg, run, SHORT)
+    rows = pq.read_table(tmp_path / "dedup" / "part-00000.parquet")
+    want = sum(1 for t in rows.column("text").to_pylist() if len(t) >= 20)
+    assert 0 < want < rows.num_rows and entry["counts"] == {"kept": want, "dropped": rows.num_rows - want}
+    assert pq.read_table(tmp_path / "shortfilter" / "part-00000.parquet").num_rows == want
+    assert run.stage_entry("shortfilter")["resources"]["engine"] == "local"
+    # resume: same inputs and settings -> skipped (same entry); a new dedup commit -> rerun
+    assert pipeline.run_stage(cfg, run, SHORT)["output_token"] == entry["output_token"]
+    run.record_stage("dedup", {**run.stage_entry("dedup"), "output_token": "new-commit"})
+    assert pipeline.run_stage(cfg, run, SHORT)["output_token"] != entry["output_token"]
+
+
+def test_an_output_that_breaks_its_schema_is_never_committed(tmp_path, monkeypatch):
+    make_pool_run(tmp_path)
+
+    def bad(ctx):
+        with ctx.run.fs.open(ctx.out_path("part-00000.parquet"), "wb") as f:
+            pq.write_table(pa.table({"id": ["a"], "text": [1]}), f)  # no instruction, text not a string
+        return {}
+
+    stage = Stage(name="bad", run=bad, inputs={"rows": "dedup.rows"}, outputs=(Output("rows", "", schema=DEDUP),))
+    monkeypatch.setitem(pipeline.BY_NAME, "bad", stage)
+    cfg, run = pool_config(tmp_path), RunDir(str(tmp_path))
+    with pytest.raises(RuntimeError, match="lacks column 'instruction'"):
+        pipeline.run_stage(cfg, run, stage)
+    assert not (tmp_path / "bad").exists() and (run.stage_entry("bad") or {}).get("status") != "complete"
+
+
+def test_undeclared_inputs_are_refused(tmp_path):
+    make_pool_run(tmp_path)
+    ctx = pipeline.stage_context(pool_config(tmp_path), RunDir(str(tmp_path)), "embed", out=str(tmp_path / "o"))
+    assert ctx.input("rows").files()[0].endswith("dedup/part-00000.parquet")
+    with pytest.raises(KeyError, match="declares no input 'assignments'"):
+        ctx.input("assignments")
+
+
+def test_every_declared_input_names_an_earlier_output():
+    names = [s.name for s in pipeline.STAGES]
+    for s in pipeline.STAGES + pipeline.ON_DEMAND:
+        for ref in s.inputs.values():
+            up, out = pipeline.resolve(ref)
+            assert out in pipeline.BY_NAME[up].outputs
+            if s in pipeline.STAGES:
+                assert names.index(up) < names.index(s.name)
