@@ -209,7 +209,7 @@ def test_real_kill_during_embed_then_resume(tmp_path, spark, ray_local, backend)
     deadline = time.time() + 240
     work = None
     while time.time() < deadline and proc.poll() is None and work is None:
-        for f in (run / "_work").glob("embed-*/*.parquet") if (run / "_work").exists() else []:
+        for f in (run / "_work").glob("embed-*/**/*.parquet") if (run / "_work").exists() else []:
             try:
                 pq.read_metadata(f)  # a finished file (a half-written one has no footer yet)
                 work = f.parent
