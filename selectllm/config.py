@@ -184,7 +184,18 @@ class SparkConfig(_Strict):
     @field_validator("conf", mode="before")
     @classmethod
     def _stringify(cls, v: Any) -> Any:
-        return {str(k): str(x) for k, x in (v or {}).items()}
+        """Spark keys are flat dotted names with scalar values; true/false as Spark writes them."""
+        if v is None:
+            return {}
+        if not isinstance(v, dict):
+            return v  # pydantic names the type error
+        out = {}
+        for k, x in v.items():
+            if isinstance(x, (dict, list)):
+                raise ValueError(f"'{k}' has a nested value: write the whole Spark key, e.g. "
+                                 f"spark.conf: {{spark.driver.memory: 8g}} or --set spark.conf.spark.driver.memory=8g")
+            out[str(k)] = str(x).lower() if isinstance(x, bool) else ("" if x is None else str(x))
+        return out
 
 
 class CompareConfig(_Strict):
@@ -233,8 +244,16 @@ class Config(_Strict):
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
 
+FLAT_SECTIONS = ("spark.conf.",)  # below these, the rest of a --set key is one (dotted) key
+
+
 def set_dotted(data: dict, dotted: str, value: Any) -> None:
+    """``a.b.c=v`` -> ``data[a][b][c] = v``; under ``spark.conf.`` the rest is one Spark key
+    (``spark.conf.spark.driver.memory`` -> ``data[spark][conf]["spark.driver.memory"]``)."""
     keys = dotted.split(".")
+    for flat in FLAT_SECTIONS:
+        if dotted.startswith(flat) and len(dotted) > len(flat):
+            keys = flat.rstrip(".").split(".") + [dotted[len(flat):]]
     node = data
     for key in keys[:-1]:
         nxt = node.get(key)

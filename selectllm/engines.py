@@ -14,14 +14,67 @@ from selectllm.config import Config
 _owned: dict[str, object] = {}
 
 
-# set unless spark-submit / spark-defaults.conf already did
+# set unless spark-submit / spark-defaults.conf / spark.conf already did
 SPARK_DEFAULTS = {
     "spark.app.name": "selectllm",
-    "spark.sql.shuffle.partitions": "8",
     "spark.ui.enabled": "false",
     "spark.sql.execution.arrow.pyspark.enabled": "true",
-    "spark.driver.memory": "2g",
+    # shuffle partitions are sized per input (size_shuffle); AQE merges the small ones
+    "spark.sql.adaptive.enabled": "true",
+    "spark.sql.adaptive.coalescePartitions.enabled": "true",
 }
+DRIVER_MEMORY_CLUSTER = "2g"  # a cluster's driver only plans and collects small aggregates
+LOCAL_DRIVER_SHARE = 0.25  # local mode: the JVM (driver = executors) gets this share of the RAM
+LOCAL_DRIVER_MIN_MB, LOCAL_DRIVER_MAX_MB = 2048, 64 << 10
+SHUFFLE_BYTES_PER_PARTITION = 32 << 20  # input bytes per initial shuffle partition
+MAX_SHUFFLE_PARTITIONS = 20_000
+
+
+def machine_memory_bytes() -> int:
+    """Physical RAM of this machine (or the cgroup limit of this container, when lower)."""
+    total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    for path in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
+        try:
+            with open(path) as f:
+                raw = f.read().strip()
+        except OSError:
+            continue
+        if raw.isdigit():
+            total = min(total, int(raw))
+    return total
+
+
+def driver_memory(master: str) -> str:
+    """``spark.driver.memory`` when the user set none: in local mode the JVM runs every task, so a
+    quarter of the machine's RAM (2 GiB to 64 GiB; the rest is for the Python workers and the
+    OS); on a cluster 2g."""
+    if not is_local_master(master):
+        return DRIVER_MEMORY_CLUSTER
+    mb = int(machine_memory_bytes() * LOCAL_DRIVER_SHARE) >> 20
+    return f"{max(LOCAL_DRIVER_MIN_MB, min(LOCAL_DRIVER_MAX_MB, mb))}m"
+
+
+def shuffle_partitions(input_bytes: int, parallelism: int) -> int:
+    """Initial shuffle partitions for ``input_bytes`` of input: one per 32 MB, at least one per
+    core (AQE coalesces the small ones after each shuffle)."""
+    return int(max(parallelism, min(MAX_SHUFFLE_PARTITIONS, -(-input_bytes // SHUFFLE_BYTES_PER_PARTITION))))
+
+
+def size_shuffle(spark, cfg: Config, input_bytes: int) -> int | None:
+    """Set ``spark.sql.shuffle.partitions`` from the input size unless the user set it (in
+    ``spark.conf``, spark-submit's ``--conf``, or the session they brought).  Returns the value set."""
+    key = "spark.sql.shuffle.partitions"
+    if key in cfg.spark.conf:
+        return None
+    try:
+        if spark.sparkContext.getConf().contains(key):
+            return None
+        parallelism = spark.sparkContext.defaultParallelism
+    except Exception:  # Spark Connect: the server decides
+        return None
+    n = shuffle_partitions(input_bytes, parallelism)
+    spark.conf.set(key, str(n))
+    return n
 
 
 def under_spark_submit() -> bool:
@@ -39,7 +92,8 @@ def spark_session(cfg: Config):
 
     Under ``spark-submit``, what it was given wins: its ``--master`` (``spark.master`` in the
     config is then ignored) and its ``--conf`` settings; ``spark.conf`` from the config fills in
-    the rest.  Elsewhere (``selectllm run``, a Ray job) ``spark.master`` decides, e.g.
+    the rest, then :data:`SPARK_DEFAULTS` and :func:`driver_memory`.  Elsewhere (``selectllm run``,
+    a Ray job) ``spark.master`` decides, e.g.
     ``spark://host:7077``, ``yarn`` or ``k8s://https://...``.  On a non-local master the
     ``selectllm`` package is shipped to the executors (``addPyFile``), so they run the driver's
     code; its dependencies (pyarrow, fsspec, s3fs, zstandard) must be installed there.
@@ -60,10 +114,8 @@ def spark_session(cfg: Config):
         os.environ.setdefault("PYSPARK_PYTHON", _python())
         os.environ.setdefault("PYSPARK_DRIVER_PYTHON", _python())
     builder = SparkSession.builder.master(master)
-    for key, value in SPARK_DEFAULTS.items():
-        if preset is None or not preset.contains(key):
-            builder = builder.config(key, value)
-    for key, value in cfg.spark.conf.items():
+    defaults = dict(SPARK_DEFAULTS, **{"spark.driver.memory": driver_memory(master)})
+    for key, value in {**defaults, **cfg.spark.conf}.items():
         if preset is None or not preset.contains(key):
             builder = builder.config(key, value)
     spark = builder.getOrCreate()

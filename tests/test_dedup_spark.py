@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import io
 import json
 import os
 from collections import Counter
@@ -12,6 +13,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import zstandard
+from rich.console import Console
 
 from selectllm import schemas
 from selectllm.config import load_config
@@ -219,3 +221,50 @@ def test_nothing_kept_still_writes_schemas(spark, tmp_path):
     assert pq.read_schema(parts[0]).equals(schemas.DEDUP, check_metadata=False)
     dups = pq.read_table(out / "duplicates.parquet")
     assert dups.num_rows == 0 and dups.schema.equals(schemas.DUPLICATES, check_metadata=False)
+
+
+def _split_corpus(root: Path) -> list[str]:
+    """One JSONL, one CSV and one Parquet file, each large enough for many 2 KB splits, with
+    duplicates across splits and bad lines near split edges."""
+    root.mkdir(parents=True, exist_ok=True)
+    lines = []
+    for i in range(400):
+        lines.append(json.dumps({"instruction": f"Explain item {i % 150} in simple words", "input": ""}))
+        if i % 37 == 0:
+            lines += ["{broken", "", '{"input": "no instruction"}']
+    (root / "big.jsonl").write_text("\n".join(lines) + "\n")
+    rows = ["instruction,input"] + [f'"Explain item {i % 90} in simple words",ctx {i % 3}' for i in range(300)]
+    rows.insert(50, "bad,row,extra")
+    (root / "big.csv").write_text("\n".join(rows) + "\n")
+    pq.write_table(pa.table({"instruction": [f"Explain item {i % 120} in simple words" for i in range(600)],
+                             "input": [""] * 600}), root / "big.parquet", row_group_size=40)
+    return [str(root / n) for n in ("big.jsonl", "big.csv", "big.parquet")]
+
+
+def test_one_split_or_many_gives_the_same_dedup_output(spark, tmp_path):
+    from selectllm.dedup.stage import run_stage
+
+    files = _split_corpus(tmp_path / "in")
+    outputs, stats = [], []
+    for i, size in enumerate((1 << 30, 2048)):
+        ctx = _ctx(tmp_path / f"r{i}", [_paths(files), f"spark.conf.spark.sql.files.maxPartitionBytes={size}"])
+        ctx.log = Console(file=io.StringIO(), width=200)
+        counts = run_stage(ctx)
+        # progress in the project's words, from the tasks' accumulators
+        assert f"dedup: {counts['read']:,} rows read, 3/3 files done ({counts['splits']}/{counts['splits']} splits)" \
+            in ctx.log.file.getvalue()
+        out = Path(ctx.out)
+        tables = {name: pq.read_table(out / name) for name in ("quarantine", "duplicates.parquet")}
+        tables["kept"] = pa.concat_tables([pq.read_table(p) for p in sorted(out.glob("part-*.parquet"))])
+        outputs.append({k: sorted(map(tuple, (r.values() for r in t.to_pylist()))) for k, t in tables.items()})
+        stats.append(counts)
+    assert stats[0]["splits"] == 3 and stats[1]["splits"] > 20
+    assert outputs[0] == outputs[1]
+    assert {k: v for k, v in stats[0].items() if k != "splits"} == {k: v for k, v in stats[1].items() if k != "splits"}
+    expected = _expected(files, 20_000)
+    assert stats[1]["read"] == expected["read"] and stats[1]["kept"] == expected["kept"]
+    # the quarantine names the physical line of the JSONL file, whatever the split
+    physical = (tmp_path / "in" / "big.jsonl").read_text().split("\n")
+    for raw, source, row, _reason in outputs[1]["quarantine"]:
+        if source.endswith("big.jsonl"):
+            assert physical[row] == raw

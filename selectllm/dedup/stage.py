@@ -3,8 +3,11 @@
 Plan (nothing but file names and small aggregates ever reach the driver):
 
 1. The driver lists the input files (:func:`selectllm.io.expand_inputs`: names and sizes only)
-   and checks that each one's format can be told.
-2. A small DataFrame of file URLs, one task per group of files, runs
+   and checks that each one's format can be told.  Large uncompressed files are cut into splits
+   of about ``spark.sql.files.maxPartitionBytes`` (default 64 MB; :mod:`selectllm.text.splits`):
+   line-aligned byte ranges for JSONL/text/CSV, row groups for Parquet; a count pass (one small
+   Spark job, newlines per range) gives each line split the ``source_row`` of its first line.
+2. A small DataFrame of splits, one task per split (or per group of small files), runs
    :func:`selectllm.text.formats.iter_records` in ``mapInArrow``: every record becomes one row
    ``(source, source_row, raw, instruction, input, reason, id, text)``.  Cleaning
    (:func:`clean_text`), the id (:func:`content_id`) and the embedded text (:func:`render_text`)
@@ -37,6 +40,7 @@ import posixpath
 from typing import Any, Iterator
 
 import pyarrow as pa
+from pyspark.accumulators import AccumulatorParam  # no JVM: plain Python
 
 from selectllm import schemas
 from selectllm.config import Config
@@ -62,12 +66,16 @@ BATCH_CHARS = 32 << 20  # flush an Arrow batch once it holds this many character
 
 # ----------------------------------------------------------------------------- the Python pass
 def _reader(fmt: str, preset: str, fields: dict | None, max_chars: int, template: str,
-            template_no_input: str):
-    """The mapInArrow function: file URLs in, one row per record out.  Closes over plain values."""
+            template_no_input: str, progress=None):
+    """The mapInArrow function: splits in, one row per record out.  Closes over plain values
+    (and ``progress``'s accumulators: rows read, splits done per file)."""
+    rows_acc = progress.rows if progress is not None else None
+    done_acc = progress.done if progress is not None else None
 
     def read_files(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         from selectllm.text.formats import iter_records
         from selectllm.text.normalize import content_id, render_text
+        from selectllm.text.splits import Split
 
         cols: dict[str, list] = {n: [] for n in STAGED.names}
         chars = 0
@@ -75,12 +83,16 @@ def _reader(fmt: str, preset: str, fields: dict | None, max_chars: int, template
         def flush() -> pa.RecordBatch:
             nonlocal cols, chars
             batch = pa.RecordBatch.from_pydict(cols, schema=STAGED)
+            if rows_acc is not None:
+                rows_acc.add(batch.num_rows)
             cols, chars = {n: [] for n in STAGED.names}, 0
             return batch
 
         for batch in batches:
-            for url in batch.column("url").to_pylist():
-                for row, raw, instr, inp, reason in iter_records(url, fmt, preset, fields, max_chars):
+            for values in batch.to_pylist():
+                split = Split(**values)
+                url = split.url
+                for row, raw, instr, inp, reason in iter_records(url, fmt, preset, fields, max_chars, split):
                     cols["source"].append(url)
                     cols["source_row"].append(row)
                     cols["raw"].append(raw)
@@ -98,15 +110,70 @@ def _reader(fmt: str, preset: str, fields: dict | None, max_chars: int, template
                         chars += len(raw or "")
                     if len(cols["source"]) >= BATCH_ROWS or chars >= BATCH_CHARS:
                         yield flush()
+                if done_acc is not None:
+                    done_acc.add({split.file_index: 1})
         if cols["source"]:
             yield flush()
 
     return read_files
 
 
+# ----------------------------------------------------------------------------- progress
+class PerFileParam(AccumulatorParam):
+    """Accumulator parameter: ``{file index: splits done}`` summed over tasks."""
+
+    def zero(self, value: dict) -> dict:
+        return {}
+
+    def addInPlace(self, a: dict, b: dict) -> dict:  # noqa: N802 - Spark's name
+        for k, v in b.items():
+            a[k] = a.get(k, 0) + v
+        return a
+
+
+class ReadProgress:
+    """"dedup: N rows read, f/F files done" every ``every`` seconds while the files are read.
+
+    The reading tasks add to two Spark accumulators (rows, splits done per file); Spark merges
+    them on the driver as tasks finish, so the figures move one finished batch or split at a time.
+    """
+
+    def __init__(self, spark, splits: list, log, every: float = 10.0):
+        self.rows = spark.sparkContext.accumulator(0)
+        self.done = spark.sparkContext.accumulator({}, PerFileParam())
+        self.per_file: dict[int, int] = {}
+        for sp in splits:
+            self.per_file[sp.file_index] = self.per_file.get(sp.file_index, 0) + 1
+        self.log, self.every = log, every
+        self._stop = None
+
+    def line(self) -> str:
+        done = self.done.value
+        files = sum(1 for i, n in self.per_file.items() if done.get(i, 0) >= n)
+        return (f"dedup: {self.rows.value:,} rows read, {files}/{len(self.per_file)} files done "
+                f"({sum(done.values())}/{sum(self.per_file.values())} splits)")
+
+    def __enter__(self) -> "ReadProgress":
+        import threading
+
+        self._stop = threading.Event()
+
+        def loop() -> None:
+            while not self._stop.wait(self.every):
+                self.log.print(self.line())
+
+        threading.Thread(target=loop, daemon=True, name="dedup-progress").start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        if exc[0] is None:
+            self.log.print(self.line())
+
+
 # ----------------------------------------------------------------------------- the plan
-def list_inputs(cfg: Config) -> list[str]:
-    """File URLs of ``input.paths``; raises UserError when a file's format cannot be told."""
+def list_inputs(cfg: Config) -> list:
+    """The files of ``input.paths`` (``InputFile``: url, size); UserError when a format cannot be told."""
     from selectllm.io import expand_inputs
     from selectllm.text.formats import UnknownFormat, detect_format
 
@@ -116,18 +183,70 @@ def list_inputs(cfg: Config) -> list[str]:
             detect_format(f.url, cfg.input.format)
         except UnknownFormat as e:
             raise UserError(str(e)) from None
-    return [f.url for f in files]
+    return files
 
 
-def staged_dataframe(spark, cfg: Config, num_partitions: int | None = None, urls: list[str] | None = None):
-    """Every record of every input file, one row each (STAGED schema), not yet persisted."""
-    urls = urls if urls is not None else list_inputs(cfg)
-    n = num_partitions or min(len(urls), spark.sparkContext.defaultParallelism)
-    files = spark.createDataFrame([(u,) for u in urls], "url string").repartition(max(1, n))
+def split_bytes(spark, cfg: Config) -> int:
+    """Bytes per split: ``spark.sql.files.maxPartitionBytes`` when set (config or session), else 64 MB."""
+    from selectllm.text.splits import SPLIT_BYTES
+
+    value = cfg.spark.conf.get("spark.sql.files.maxPartitionBytes")
+    if value is None:
+        try:
+            value = spark.sparkContext.getConf().get("spark.sql.files.maxPartitionBytes")
+        except Exception:  # Spark Connect: no SparkContext
+            value = None
+    if value is None:
+        return SPLIT_BYTES
+    try:
+        return max(1, int(value))
+    except ValueError:  # "128m", "1g": Spark's own size syntax
+        units = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+        v = str(value).strip().lower().removesuffix("b")
+        if v and v[-1] in units and v[:-1].isdigit():
+            return int(v[:-1]) * units[v[-1]]
+        raise UserError(f"config: spark.conf.spark.sql.files.maxPartitionBytes: not a size: {value!r}") from None
+
+
+def plan_splits(spark, cfg: Config, files: list, split_size: int | None = None) -> list:
+    """The splits of ``files`` (:class:`selectllm.text.splits.Split`) with ``source_row`` offsets:
+    :func:`~selectllm.text.splits.plan_files`, the count pass as one Spark job (one small tuple per
+    split reaches the driver), :func:`~selectllm.text.splits.resolve_splits`."""
+    from selectllm.text.splits import count_split, plan_files, resolve_splits
+
+    planned, to_count = plan_files(files, cfg.input.format, split_size or split_bytes(spark, cfg))
+    counts = {}
+    if to_count:
+        slices = min(len(to_count), 4 * spark.sparkContext.defaultParallelism)
+        counts = dict(spark.sparkContext.parallelize(to_count, slices)
+                      .map(lambda sp: ((sp.file_index, sp.part), count_split(sp))).collect())
+    return resolve_splits(planned, counts)
+
+
+_SPLIT_DDL = ("url string, kind string, start bigint, end bigint, first_row bigint, csv_lines boolean, "
+              "file_index bigint, part bigint")
+
+
+def staged_dataframe(spark, cfg: Config, num_partitions: int | None = None, files: list | None = None,
+                     split_size: int | None = None, splits: list | None = None, progress=None):
+    """Every record of every input file, one row each (STAGED schema), not yet persisted.
+
+    ``num_partitions``: reading tasks (default: one per split, at least one per core, small files
+    grouped to about one split's bytes); ``split_size``: bytes per split (default
+    :func:`split_bytes`); ``progress``: a :class:`ReadProgress` whose accumulators the tasks update.
+    """
+    from dataclasses import astuple
+
+    files = files if files is not None else list_inputs(cfg)
+    splits = splits if splits is not None else plan_splits(spark, cfg, files, split_size)
+    size = split_size or split_bytes(spark, cfg)
+    total = sum(f.size for f in files)
+    n = num_partitions or min(len(splits), max(spark.sparkContext.defaultParallelism, -(-total // size)))
+    table = spark.createDataFrame([astuple(s) for s in splits], _SPLIT_DDL).repartition(max(1, n))
     fields = cfg.input.fields.model_dump() if cfg.input.fields is not None else None
     fn = _reader(cfg.input.format, cfg.input.preset, fields, cfg.dedup.max_chars,
-                 cfg.embed.template, cfg.embed.template_no_input)
-    return files.mapInArrow(fn, _STAGED_DDL)
+                 cfg.embed.template, cfg.embed.template_no_input, progress)
+    return table.mapInArrow(fn, _STAGED_DDL)
 
 
 def _plan(staged, cfg: Config, persist: bool = False) -> dict:
@@ -230,7 +349,7 @@ def run_stage(ctx) -> dict:
     from pyspark import StorageLevel
     from pyspark.sql import functions as F
 
-    from selectllm.engines import spark_session
+    from selectllm.engines import size_shuffle, spark_session
 
     cfg = ctx.cfg
     spark = spark_session(cfg)
@@ -238,12 +357,17 @@ def run_stage(ctx) -> dict:
     out, out_uri = ctx.out, ctx.out_uri
     join = posixpath.join
 
-    urls = list_inputs(cfg)
-    n_files = len(urls)
-    staged = staged_dataframe(spark, cfg, urls=urls).persist(StorageLevel.MEMORY_AND_DISK)  # files read once
+    files = list_inputs(cfg)
+    n_files = len(files)
+    size_shuffle(spark, cfg, sum(f.size for f in files))
+    splits = plan_splits(spark, cfg, files)
+    progress = ReadProgress(spark, splits, ctx.log)
+    staged = staged_dataframe(spark, cfg, files=files, splits=splits, progress=progress) \
+        .persist(StorageLevel.MEMORY_AND_DISK)  # files read once
     ranked = None
     try:
-        read = staged.count()
+        with progress:
+            read = staged.count()
         plan = _plan(staged, cfg, persist=True)
         _write_parquet(plan["quarantine"].orderBy("source", "source_row"), fs,
                        join(out, "quarantine"), join(out_uri, "quarantine"), schemas.QUARANTINE)
@@ -281,6 +405,7 @@ def run_stage(ctx) -> dict:
         "near_duplicates": dups.get("near", 0),
         "kept": kept,
         "files": n_files,
+        "splits": len(splits),
     }
     if plan["near_metrics"] is not None:  # how near-duplicate removal went (candidates, buckets, ...)
         stats["near"] = plan["near_metrics"]

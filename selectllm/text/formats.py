@@ -286,10 +286,11 @@ def _open(url: str):
 
 
 # ----------------------------------------------------------------------------- per format
-def _decoded_lines(f, max_chars: int) -> Iterator[tuple[int, str | None, Record | None]]:
+def _decoded_lines(f, max_chars: int, first: int = 0) -> Iterator[tuple[int, str | None, Record | None]]:
     """(line index, UTF-8 text, None) per non-blank line, or (index, None, quarantine record)
-    for a line that is too long or not valid UTF-8.  Shared by the JSONL and text readers."""
-    for idx, (line, over) in enumerate(_iter_lines(f, raw_line_limit(max_chars))):
+    for a line that is too long or not valid UTF-8.  Shared by the JSONL and text readers.
+    ``first``: the file's line index of the stream's first line (a split's ``first_row``)."""
+    for idx, (line, over) in enumerate(_iter_lines(f, raw_line_limit(max_chars)), first):
         if idx == 0 and line.startswith(_BOM):
             line = line[3:]
         if over:
@@ -303,8 +304,8 @@ def _decoded_lines(f, max_chars: int) -> Iterator[tuple[int, str | None, Record 
             yield idx, None, (idx, _raw_bytes(line), None, None, "bad_encoding")
 
 
-def _jsonl(f, ext: _Extractor, max_chars: int) -> Iterator[Record]:
-    for idx, text, bad in _decoded_lines(f, max_chars):
+def _jsonl(f, ext: _Extractor, max_chars: int, first: int = 0) -> Iterator[Record]:
+    for idx, text, bad in _decoded_lines(f, max_chars, first):
         if bad is not None:
             yield bad
             continue
@@ -319,8 +320,8 @@ def _jsonl(f, ext: _Extractor, max_chars: int) -> Iterator[Record]:
         yield idx, (_truncate(text) if reason else None), instr, inp, reason
 
 
-def _txt(f, max_chars: int) -> Iterator[Record]:
-    for idx, text, bad in _decoded_lines(f, max_chars):
+def _txt(f, max_chars: int, first: int = 0) -> Iterator[Record]:
+    for idx, text, bad in _decoded_lines(f, max_chars, first):
         if bad is not None:
             yield bad
             continue
@@ -409,7 +410,7 @@ def _json(f, ext: _Extractor, max_chars: int) -> Iterator[Record]:
         yield from _jsonl(stream, ext, max_chars)
 
 
-def _parquet(f, url: str, compressed: bool, ext: _Extractor) -> Iterator[Record]:
+def _parquet(f, url: str, compressed: bool, ext: _Extractor, split=None) -> Iterator[Record]:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -422,8 +423,14 @@ def _parquet(f, url: str, compressed: bool, ext: _Extractor) -> Iterator[Record]
         return
     # read only what we use, unless the instruction column is missing (then raw shows the row)
     columns = [c for c in ext.needed_columns() if c in names] if ext.has_instruction(names) else None
-    idx = 0
-    for batch in pf.iter_batches(batch_size=4096, columns=columns):
+    groups, idx = None, 0
+    if split is not None and split.end >= 0:  # a split owns the row groups that start in its range
+        from selectllm.text.splits import parquet_row_groups
+
+        groups, idx = parquet_row_groups(pf, split.start, split.end)
+        if not groups:
+            return
+    for batch in pf.iter_batches(batch_size=4096, columns=columns, row_groups=groups):
         for row in batch.to_pylist():
             instr, inp, reason = ext(row)
             yield idx, (_raw_row(row) if reason else None), instr, inp, reason
@@ -458,14 +465,46 @@ def _csv(f, ext: _Extractor, max_chars: int) -> Iterator[Record]:
             continue
         if not row:
             continue  # an empty line is not a record
-        raw = dict(zip(header, row)) if len(row) == len(header) else row
-        if len(row) != len(header):
-            yield idx, _raw_row({"row": raw}), None, None, "malformed"
-        elif any(_SURROGATE_RE.search(v) for v in row):
-            yield idx, _raw_row(raw), None, None, "bad_encoding"
+        yield _csv_row(idx, header, row, ext)
+        idx += 1
+
+
+def _csv_row(idx: int, header: list[str], row: list[str], ext: _Extractor) -> Record:
+    raw = dict(zip(header, row)) if len(row) == len(header) else row
+    if len(row) != len(header):
+        return idx, _raw_row({"row": raw}), None, None, "malformed"
+    if any(_SURROGATE_RE.search(v) for v in row):
+        return idx, _raw_row(raw), None, None, "bad_encoding"
+    instr, inp, reason = ext(raw)
+    return idx, (_raw_row(raw) if reason else None), instr, inp, reason
+
+
+def _csv_lines(f, lines, ext: _Extractor, max_chars: int, first: int, at_start: bool) -> Iterator[Record]:
+    """CSV read line by line (every line one record; see :func:`selectllm.text.splits.csv_lines_ok`):
+    ``lines`` is this split's byte stream, ``f`` the file (its line 0 is the header), ``first`` the
+    data-row index of the split's first record.  An empty line is not a record, as in :func:`_csv`."""
+    limit = raw_line_limit(max_chars)
+
+    def parse(line: bytes) -> list[str]:
+        return next(csv.reader([line.decode("utf-8", "surrogateescape")]), [])
+
+    it = _iter_lines(lines, limit)
+    if at_start:
+        head = next(it, None)
+    else:
+        f.seek(0)
+        head = next(_iter_lines(f, limit), None)
+    if head is None:
+        return
+    header = parse(head[0].removeprefix(_BOM))
+    idx = first
+    for line, over in it:
+        if line in (b"", b"\r"):
+            continue
+        if over:
+            yield idx, _truncate(f"CSV error: line longer than {limit} bytes"), None, None, "too_long"
         else:
-            instr, inp, reason = ext(raw)
-            yield idx, (_raw_row(raw) if reason else None), instr, inp, reason
+            yield _csv_row(idx, header, parse(line), ext)
         idx += 1
 
 
@@ -476,25 +515,35 @@ def iter_records(
     preset: str = "alpaca",
     fields: Any = None,
     max_chars: int = 20_000,
+    split=None,
 ) -> Iterator[Record]:
     """Stream one file (local path or fsspec URL) as ``(source_row, raw, instruction, input, reason)``.
 
     ``fields`` is an ``InputFields`` (or a dict ``{instruction, input}``) overriding the preset's
     column names.  For ``.txt`` files every non-blank line is one instruction, whatever the preset.
     Errors opening or reading the file (missing file, permissions, network) are raised.
+    ``split`` (a :class:`selectllm.text.splits.Split`): read only that split's lines, row groups or
+    (CSV line by line) records, with the file's own ``source_row`` numbers.
     """
     kind = detect_format(url, fmt)
     ext = _Extractor(preset, fields, max_chars)
     _, comp = split_compression(url)
     with _open(url) as f:
+        src, first = f, 0
+        if split is not None and kind != "parquet" and (split.start > 0 or split.end >= 0):
+            from selectllm.text.splits import open_range
+
+            src, first = open_range(f, split.start, split.end), split.first_row
         if kind == "jsonl":
-            yield from _jsonl(f, ext, max_chars)
+            yield from _jsonl(src, ext, max_chars, first)
         elif kind == "json":
             yield from _json(f, ext, max_chars)
         elif kind == "txt":
-            yield from _txt(f, max_chars)
+            yield from _txt(src, max_chars, first)
         elif kind == "parquet":
-            yield from _parquet(f, url, comp is not None, ext)
+            yield from _parquet(f, url, comp is not None, ext, split)
+        elif kind == "csv" and split is not None and split.csv_lines:
+            yield from _csv_lines(f, src, ext, max_chars, first, split.start == 0)
         elif kind == "csv":
             yield from _csv(f, ext, max_chars)
         else:  # pragma: no cover - detect_format only returns FORMATS
