@@ -152,21 +152,84 @@ def test_coreset_radius_close_to_exact():
     assert core.radii.max() <= 2.0 * exact.radii.max()  # constant-factor guarantee (4 in theory)
 
 
-def test_write_assignments_merges_id_ranges(tmp_path):
+def test_coreset_union_stays_in_the_shards_and_matches_one_process():
+    """The distributed greedy over the shards' local centers = farthest-first over their union."""
+    x = normalized(3000, 12, seed=9)
+    ids = ids_for(len(x))
+    shards = split(ids, x, 3)
+    group = ShardGroup.start(shards, remote=False)
+    core = run_kcenter(group, 40, mode="coreset", coreset_factor=1.5)
+    # the oracle: each shard's local greedy (same seeds), the union in id order, farthest-first on it
+    seeds = [K.Entry(0, -1, b"", group.shards[0].kernel.rows([0])[0])]  # placeholder, replaced below
+    first = core.keys[0]
+    holder = next(s for s, sh in enumerate(group.shards) if first in set(sh.keys.tolist()))
+    pos = int(np.searchsorted(group.shards[holder].keys, first))
+    vec = group.shards[holder].kernel.rows([pos])[0]
+    union = {bytes(first): vec}
+    for s, sh in enumerate(group.shards):
+        keys, _, vecs = sh.local_greedy(60, [(vec, pos if s == holder else -1)], 64, K.margin_for(12))
+        union.update({bytes(k): v for k, v in zip(keys, vecs)})
+        sh.kernel.reset()
+    order = sorted(union)
+    rows, _ = K.farthest_first(np.stack([union[k] for k in order]), 40, initial=[order.index(bytes(first))])
+    assert [bytes(k) for k in core.keys] == [order[i] for i in rows]
+    assert core.stats["coreset_size"] <= 3 * 61 and core.sizes.sum() == len(x)
+    assert all(sh._full is None and sh.n == 1000 for sh in group.shards)  # full rows back for the assignment
+    del seeds
+
+
+def test_shards_write_their_own_assignment_parts(tmp_path):
     import fsspec
 
     x = normalized(900, 8, seed=8)
     ids = ids_for(len(x))
     group = ShardGroup.start(split(ids, x, 3), remote=False)
     res = run_kcenter(group, 12)
-    path = str(tmp_path / "a.parquet")
-    write_assignments(group, fsspec.filesystem("file"), path, len(x), merge_rows=100)
-    t = pq.read_table(path)
-    assert t.column("id").to_pylist() == [i.decode() for i in ids]  # one id-sorted file
+    folder = str(tmp_path / "assignments.parquet")
+    assert write_assignments(group, fsspec.filesystem("file"), folder, rows=100) == len(x)
+    parts = sorted(os.listdir(folder))
+    assert parts == ["part-00000.parquet", "part-00001.parquet", "part-00002.parquet"]
+    for p in parts:  # each part id-sorted, in row groups of at most 100 rows
+        t = pq.read_table(os.path.join(folder, p))
+        assert t.column("id").to_pylist() == sorted(t.column("id").to_pylist())
+        assert pq.ParquetFile(os.path.join(folder, p)).metadata.row_group(0).num_rows <= 100
+    t = pq.read_table(folder).sort_by("id")  # the folder reads as one table
+    assert t.column("id").to_pylist() == [i.decode() for i in ids]
     assert t.column("is_center").to_numpy().sum() == 12
     labels, dist = K.assign(x, np.asarray(center_rows(res, ids)))
     assert (t.column("cluster_id").to_numpy() == labels).all()
     np.testing.assert_allclose(t.column("distance").to_numpy(), dist, atol=1e-6)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float16"])
+def test_parquet_shards_stream_row_groups_into_id_order(tmp_path, dtype):
+    """Row groups from files in any id order land in one preallocated array, sorted, stored in dtype."""
+    import fsspec
+
+    from selectllm.cluster.sharded import Shard, plan_pieces
+    from selectllm.rundir import RunDir
+
+    x = normalized(700, 16, seed=11)
+    ids = [f"{(i * 389) % 700:06d}" for i in range(700)]
+    run = RunDir(str(tmp_path / "run"))
+    _fake_embed(run, x, ids)
+    fs = fsspec.filesystem("file")
+    files = sorted(str(p) for p in (tmp_path / "run" / "embed").glob("part-*.parquet"))
+    order = np.argsort(ids)
+    pieces = plan_pieces(fs, files, 2)
+    shards = [Shard(("parquet", fs, p), dtype=dtype) for p in pieces]
+    got_keys = np.concatenate([s.keys for s in shards])
+    assert sorted(got_keys.tolist()) == sorted(i.encode() for i in ids)
+    for s in shards:
+        assert (s.keys[1:] >= s.keys[:-1]).all()
+        assert s.kernel.x.dtype == np.dtype(dtype)
+        want = x[[int(np.flatnonzero(np.asarray(ids) == k.decode())[0]) for k in s.keys]]
+        np.testing.assert_allclose(K.decode(s.kernel.x), want, atol=1e-3 if dtype == "float16" else 0)
+    # centers as one process over the id-sorted pool
+    res = run_kcenter(ShardGroup(shards, remote=False), 20)
+    xs = x[order]
+    assert center_rows(res, np.asarray(ids, dtype="S")[order]) == K.farthest_first(K.encode(xs, dtype), 20)[0].tolist() \
+        or dtype == "float16"
 
 
 # ------------------------------------------------------------------------------------ on Ray
@@ -214,7 +277,7 @@ def test_stage_end_to_end(tmp_path, ray_local):
     rows, _ = K.farthest_first(xs, 25, initial=[int(np.flatnonzero(ids_sorted == ids[5])[0])])
     labels, dist = K.assign(xs, rows)
     centers = pq.read_table(ctx.out_path("centers.parquet"))
-    assign = pq.read_table(ctx.out_path("assignments.parquet"))
+    assign = pq.read_table(ctx.out_path("assignments.parquet")).sort_by("id")  # a folder of shard parts
     assert centers.column("id").to_pylist() == ids_sorted[rows].tolist()
     assert centers.column("size").to_pylist() == np.bincount(labels, minlength=25).tolist()
     assert assign.column("id").to_pylist() == ids_sorted.tolist()

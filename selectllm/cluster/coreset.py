@@ -1,8 +1,8 @@
 """Coreset k-center for very large k or very many shards (composable coresets).
 
 Each shard runs farthest-first on its own rows, after the global first centers, for
-``tau = c·k`` local centers (no communication); the coordinator then runs farthest-first over
-the union of the local centers (and the seeds).  The local centers cover their shard within the
+``tau = c·k`` local centers (no communication); then farthest-first runs over the union of the
+local centers (and the seeds), distributed over the shards that hold them.  The local centers cover their shard within the
 local radius, which is at most twice the optimal k-center radius of the whole pool, so the
 result is a constant-factor approximation (4 with tau = k; Malkomes et al., NeurIPS 2015;
 Ceccarello, Pietracaprina & Pucci, VLDB 2019, who show that larger tau brings it close to the
@@ -14,26 +14,38 @@ from __future__ import annotations
 
 import numpy as np
 
-from selectllm.cluster.kcenter import Entry, farthest_first
+from selectllm.cluster.kcenter import Entry
 
 
 def coreset_centers(group, k: int, seeds: list[Entry], tau: int, batch: int, margin: float,
-                    stats: dict | None = None) -> list[Entry]:
-    """k centers: the seeds, then farthest-first over the union of every shard's tau local centers."""
+                    stats: dict | None = None, exact: bool = True, log=None) -> list[Entry]:
+    """k centers: the seeds, then farthest-first over the union of every shard's tau local centers.
+
+    The union never leaves the shards: each shard shrinks to its local centers (and its own
+    seeds), the same distributed rounds as the exact mode run over these subsets (ties to the
+    lowest id, as farthest-first over the id-ordered union would), and the chosen rows are mapped
+    back to the shards' full rows.  The driver holds only the k chosen vectors.
+    """
+    from selectllm.cluster.kcenter import greedy
+    from selectllm.cluster.sharded import GroupStep
+
     each = []
     for s in range(len(group)):
         each.append((tau, [(np.asarray(e.vec, dtype=np.float32), e.local if e.shard == s else -1) for e in seeds],
                      batch, margin))
-    local = group.call("local_greedy", each=each)
-    pool: dict[bytes, Entry] = {bytes(e.key): e for e in seeds}
-    for s, (keys, locs, vecs) in enumerate(local):
-        for key, loc, vec in zip(keys, locs, vecs):
-            pool.setdefault(bytes(key), Entry(s, int(loc), key, vec))
-    # Row order of the union = id order, so the kernel's "lowest index wins ties" is "lowest id".
-    order = sorted(pool)
-    pos = {key: i for i, key in enumerate(order)}
-    x = np.stack([np.asarray(pool[key].vec, dtype=np.float32) for key in order])
-    rows, _ = farthest_first(x, k, initial=[pos[bytes(e.key)] for e in seeds], batch=batch)
+    positions = group.call("coreset_subset", each=each)
+    sizes = [i["n"] for i in group.call("info")]
+    sub_seeds = [Entry(e.shard, positions[e.shard][e.local], e.key, e.vec) for e in seeds]
+    step = GroupStep(group, k, log, what="centers (coreset)")
+    chosen: list[Entry] = []
+    try:
+        chosen = greedy(step, k, sub_seeds, batch=batch, m=GroupStep.m(batch, sizes), margin=margin,
+                        exact=exact, final_update=False, stats=stats)
+    finally:  # the shards get all their rows back, whatever happened
+        full = group.call("leave_subset", each=[([e.local for e in chosen if e.shard == s],)
+                                                for s in range(len(group))])
+    nxt = [iter(f) for f in full]
+    out = [Entry(e.shard, next(nxt[e.shard]), e.key, e.vec) for e in chosen]
     if stats is not None:
-        stats.update(coreset_size=len(order), coreset_tau=tau)
-    return [pool[order[i]] for i in rows]
+        stats.update(coreset_size=sum(sizes), coreset_tau=tau)
+    return out

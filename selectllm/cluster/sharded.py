@@ -13,9 +13,10 @@ centers do not depend on how the rows are split (``cluster.shards`` is not part 
 The first center is the row closest to the mean direction (the mean is a reduction of the
 shards' column sums); ``initial`` ids are looked up in the shards and become the first centers.
 Then every shard assigns its rows to the nearest center in blocks (matrix-matrix) and returns
-cluster sizes and radii; :func:`write_assignments` merges the shards' id-sorted rows range by
-range into one id-sorted ``assignments.parquet`` without holding the whole table.
-``mode="coreset"`` replaces the rounds by one local greedy per shard and a greedy over the union
+cluster sizes and radii, and each writes its own id-sorted part of ``assignments.parquet/``
+(:func:`write_assignments`).
+``mode="coreset"`` replaces the rounds by one local greedy per shard and the same distributed
+rounds over the union of the local centers, which stays in the shards
 (:mod:`selectllm.cluster.coreset`).
 """
 
@@ -41,8 +42,9 @@ from selectllm.cluster.kcenter import (
 )
 
 DEFAULT_BATCH = 64  # exact rounds one pass may serve at most
+PROGRESS_SECONDS = 10.0  # at most one progress line this often
 MIN_SHARD_ROWS = 50_000  # cluster.shards: auto never makes shards smaller than this
-MERGE_ROWS = 1 << 20  # rows per id range when the shards' assignments are merged
+MERGE_ROWS = 1 << 20  # rows per Parquet row group of a shard's assignment part
 
 
 # ------------------------------------------------------------------------------------ sources
@@ -83,27 +85,55 @@ def synthetic_rows(n: int, d: int, seed: int, start: int, stop: int, chunk: int 
     return ids, x
 
 
-def _load(source) -> tuple[np.ndarray, np.ndarray]:
+def _load(source, dtype: str = "float32") -> tuple[np.ndarray, np.ndarray]:
+    """(ids sorted, rows in the storage dtype, in id order) of a shard's source."""
     kind = source[0]
+    if kind == "parquet":
+        return _load_parquet(source[1], source[2], dtype)
     if kind == "arrays":
         _, ids, x = source
-        return np.asarray(ids, dtype="S") if np.asarray(ids).dtype.kind != "S" else np.asarray(ids), x
-    if kind == "synthetic":
-        return synthetic_rows(**source[1])
-    if kind == "parquet":
-        from selectllm.embed.embedder import from_fixed_size_list
+        ids = np.asarray(ids, dtype="S") if np.asarray(ids).dtype.kind != "S" else np.asarray(ids)
+    elif kind == "synthetic":
+        ids, x = synthetic_rows(**source[1])
+    else:
+        raise ValueError(f"unknown shard source {kind!r}")
+    if len(ids) > 1 and not (ids[1:] >= ids[:-1]).all():
+        order = np.argsort(ids, kind="stable")
+        ids, x = ids[order], x[order]
+    return ids, (encode(x, dtype) if len(ids) else np.zeros((0, x.shape[1] if x.ndim == 2 else 0), np.float32))
 
-        _, fs, pieces = source
-        tables = []
-        for path, rg, start, stop in pieces:
-            with fs.open(path, "rb") as f:
-                t = pq.ParquetFile(f).read_row_group(rg, columns=["id", "embedding"])
-            tables.append(t.slice(start, stop - start))
-        if not tables:
-            return np.zeros(0, dtype="S1"), np.zeros((0, 0), np.float32)
-        t = pa.concat_tables(tables)
-        return ids_to_keys(t.column("id")), from_fixed_size_list(t.column("embedding"))
-    raise ValueError(f"unknown shard source {kind!r}")
+
+def _read_piece(fs, piece, column: str) -> pa.Array:
+    path, rg, start, stop = piece
+    with fs.open(path, "rb") as f:
+        col = pq.ParquetFile(f).read_row_group(rg, columns=[column]).column(column)
+    return col.slice(start, stop - start)
+
+
+def _load_parquet(fs, pieces, dtype: str) -> tuple[np.ndarray, np.ndarray]:
+    """Stream the shard's row groups into one preallocated array, already in id order and in the
+    storage dtype (float16 / bfloat16 take half the bytes): the ids are read first (a small
+    column), their sort order gives every row its place, then each row group's vectors are
+    converted and written to their rows.  Peak = the final arrays + one row group."""
+    from selectllm.embed.embedder import from_fixed_size_list
+
+    if not pieces:
+        return np.zeros(0, dtype="S1"), np.zeros((0, 0), np.float32)
+    keys = np.concatenate([ids_to_keys(_read_piece(fs, p, "id")) for p in pieces])
+    order = np.argsort(keys, kind="stable")
+    rank = np.empty(len(order), dtype=np.int64)
+    rank[order] = np.arange(len(order))
+    keys = keys[order]
+    del order
+    x = None
+    at = 0
+    for p in pieces:
+        block = encode(from_fixed_size_list(_read_piece(fs, p, "embedding")), dtype)
+        if x is None:
+            x = np.empty((len(keys), block.shape[1]), dtype=block.dtype)
+        x[rank[at:at + len(block)]] = block
+        at += len(block)
+    return keys, x
 
 
 def plan_pieces(fs, files: list[str], shards: int) -> list[list[tuple[str, int, int, int]]]:
@@ -139,18 +169,14 @@ class Shard:
 
             threadpool_limits(threads)  # BLAS threads = the actor's CPUs
         t0 = time.perf_counter()
-        ids, x = _load(source)
-        if len(ids) > 1 and not (ids[1:] >= ids[:-1]).all():
-            order = np.argsort(ids, kind="stable")
-            ids, x = ids[order], x[order]
-        self.keys = ids
+        self.keys, x = _load(source, dtype)
         self.n = len(self.keys)
         self.d = x.shape[1] if x.ndim == 2 and x.shape[1] else 0
-        x = encode(x, dtype) if self.n else np.zeros((0, self.d), np.float32)
         self.dtype, self.device = dtype, device
         self.kernel = make_kernel(x, device=device, dtype=dtype) if self.n else None
         self.load_seconds = time.perf_counter() - t0
         self.labels = self.dist = None
+        self._full = None  # (keys, kernel) while a coreset subset is active
 
     # -- small questions
     def info(self) -> dict:
@@ -230,6 +256,39 @@ class Shard:
         loc = np.asarray([e.local for e in extra], dtype=np.int64)
         return self.keys[loc], loc, (kern.rows(loc) if len(loc) else np.zeros((0, self.d), np.float32))
 
+    def coreset_subset(self, tau: int, seeds: list[tuple[np.ndarray, int]], batch: int, margin: float) -> dict:
+        """Coreset mode: the local greedy, then this shard becomes its own seeds and local centers
+        (:meth:`enter_subset`).  Returns {full row of each own seed: its row in the subset}."""
+        _, loc, _ = self.local_greedy(tau, seeds, batch, margin)
+        own = [int(o) for _, o in seeds if o >= 0]
+        self.enter_subset(np.concatenate([loc, np.asarray(own, dtype=np.int64)]))
+        return {o: int(np.searchsorted(self.sub_local, o)) for o in own}
+
+    def enter_subset(self, local: np.ndarray) -> int:
+        """Coreset mode: from now on this shard is only its rows ``local`` (in id order) until
+        :meth:`leave_subset`; the distributed rounds then run over the union of every shard's
+        local centers without gathering it anywhere."""
+        if self._full is None:
+            self._full = (self.keys, self.kernel, self.n)
+        keys, kernel, _ = self._full
+        loc = np.unique(np.asarray(local, dtype=np.int64))
+        self.sub_local = loc
+        self.keys = keys[loc]
+        self.n = len(loc)
+        rows = kernel.rows(loc) if len(loc) else np.zeros((0, self.d), np.float32)
+        self.kernel = make_kernel(encode(rows, self.dtype), device=self.device, dtype=self.dtype) if self.n else None
+        return self.n
+
+    def leave_subset(self, positions: list[int] | None = None) -> list[int]:
+        """Back to all rows; returns the full rows of subset rows ``positions``."""
+        full = [int(self.sub_local[p]) for p in positions or []]
+        if self._full is not None:
+            self.keys, self.kernel, self.n = self._full
+            self._full = None
+            if self.kernel is not None:
+                self.kernel.reset()
+        return full
+
     # -- assignment and output
     def assign(self, centers: np.ndarray, own: list[tuple[int, int]]) -> tuple[np.ndarray, np.ndarray]:
         """Nearest center for every row (blockwise products); returns (sizes, radii) per cluster."""
@@ -247,21 +306,20 @@ class Shard:
         np.maximum.at(radii, labels, dist)
         return sizes, radii
 
-    def key_sample(self, count: int) -> np.ndarray:
-        if not self.n or count <= 0:
-            return self.keys[:0]
-        return self.keys[np.linspace(0, self.n - 1, min(count, self.n)).astype(np.int64)]
-
-    def rows_between(self, lo: bytes | None, hi: bytes | None) -> pa.Table:
-        """This shard's assignment rows with lo <= id < hi (None: open end), id-sorted."""
-        a = 0 if lo is None else int(np.searchsorted(self.keys, lo, side="left"))
-        b = self.n if hi is None else int(np.searchsorted(self.keys, hi, side="left"))
+    def write_part(self, fs, path: str, rows: int = MERGE_ROWS) -> int:
+        """Write this shard's assignment rows (id-sorted) to its own part file; returns rows."""
         from selectllm.schemas import ASSIGNMENTS
 
-        if self.labels is None or b <= a:
-            return ASSIGNMENTS.empty_table()
-        return pa.table({"id": keys_to_arrow(self.keys[a:b]), "cluster_id": self.labels[a:b],
-                         "distance": self.dist[a:b], "is_center": self.is_center[a:b]}, schema=ASSIGNMENTS)
+        with fs.open(path, "wb") as f, pq.ParquetWriter(f, ASSIGNMENTS) as writer:
+            if self.labels is None or not self.n:
+                writer.write_table(ASSIGNMENTS.empty_table())
+                return 0
+            for a in range(0, self.n, rows):
+                b = min(self.n, a + rows)
+                writer.write_table(pa.table({"id": keys_to_arrow(self.keys[a:b]), "cluster_id": self.labels[a:b],
+                                             "distance": self.dist[a:b], "is_center": self.is_center[a:b]},
+                                            schema=ASSIGNMENTS))
+        return self.n
 
 
 # ------------------------------------------------------------------------------------- group
@@ -358,9 +416,45 @@ def seed_entries(group: ShardGroup, initial: list | None) -> list[Entry]:
     return [Entry(s, local, key, vec)]
 
 
+class GroupStep:
+    """The :data:`~selectllm.cluster.kcenter.Step` of the rounds over a :class:`ShardGroup`: one
+    remote call per shard and round.  ``log`` (a print function) gets "cluster: round r, c/k
+    centers" every :data:`PROGRESS_SECONDS`."""
+
+    def __init__(self, group: ShardGroup, k: int, log=None, what: str = "centers"):
+        self.group, self.k, self.log, self.what = group, k, log, what
+        self.overhead = [0.0, 0.0]  # round trip beyond the slowest shard; all step calls
+        self.rounds = self.centers = 0
+        self.last = time.perf_counter()
+
+    @staticmethod
+    def m(batch: int, sizes: list[int]) -> int:
+        live = sum(1 for n in sizes if n)
+        return max(16, -(-2 * (2 * batch + 2) // max(1, live)))
+
+    def __call__(self, pending: list[Entry], m_: int):
+        group = self.group
+        vecs = np.stack([e.vec for e in pending]).astype(np.float32) if pending else None
+        if vecs is not None and vecs.nbytes * len(group) > (256 << 10):
+            vecs = group.share(vecs)
+        own = [[e.local for e in pending if e.shard == s] for s in range(len(group))]
+        w0 = time.perf_counter()
+        reports = group.call("step", each=[(vecs, own[s], m_) for s in range(len(group))])
+        wall = time.perf_counter() - w0
+        self.overhead[0] += wall - max((r.seconds for r in reports if r is not None), default=0.0)
+        self.overhead[1] += wall
+        self.rounds += 1
+        self.centers += len(pending)
+        if self.log is not None and time.perf_counter() - self.last >= PROGRESS_SECONDS:
+            self.last = time.perf_counter()
+            self.log(f"cluster: round {self.rounds:,}, {self.centers:,}/{self.k:,} {self.what} chosen")
+        return reports
+
+
 def run_kcenter(group: ShardGroup, k: int, initial: list | None = None, mode: str = "exact",
-                batch: int = DEFAULT_BATCH, coreset_factor: float = 2.0) -> KCenterResult:
-    """Centers (farthest-first, exact or coreset), then every row assigned to its nearest."""
+                batch: int = DEFAULT_BATCH, coreset_factor: float = 2.0, log=None) -> KCenterResult:
+    """Centers (farthest-first, exact or coreset), then every row assigned to its nearest.
+    ``log``: a print function for progress lines (rounds)."""
     t_start = time.perf_counter()
     infos = group.call("info")
     n = sum(i["n"] for i in infos)
@@ -376,26 +470,12 @@ def run_kcenter(group: ShardGroup, k: int, initial: list | None = None, mode: st
         from selectllm.cluster.coreset import coreset_centers
 
         chosen = coreset_centers(group, k, seeds, tau=max(1, int(round(coreset_factor * k))), batch=batch,
-                                 margin=margin, stats=stats)
+                                 margin=margin, stats=stats, exact=exact, log=log)
     else:
-        live = sum(1 for i in infos if i["n"])
-        m = max(16, -(-2 * (2 * batch + 2) // max(1, live)))
-        overhead = [0.0, 0.0]  # round trip beyond the slowest shard; all step calls
-
-        def step(pending: list[Entry], m_: int):
-            vecs = np.stack([e.vec for e in pending]).astype(np.float32) if pending else None
-            if vecs is not None and vecs.nbytes * len(group) > (256 << 10):
-                vecs = group.share(vecs)
-            own = [[e.local for e in pending if e.shard == s] for s in range(len(group))]
-            w0 = time.perf_counter()
-            reports = group.call("step", each=[(vecs, own[s], m_) for s in range(len(group))])
-            wall = time.perf_counter() - w0
-            overhead[0] += wall - max((r.seconds for r in reports if r is not None), default=0.0)
-            overhead[1] += wall
-            return reports
-
-        chosen = greedy(step, k, seeds, batch=batch, m=m, margin=margin, exact=exact, final_update=False,
-                        stats=stats)
+        step = GroupStep(group, k, log)
+        chosen = greedy(step, k, seeds, batch=batch, m=step.m(batch, [i["n"] for i in infos]), margin=margin,
+                        exact=exact, final_update=False, stats=stats)
+        overhead = step.overhead
         stats["round_overhead_seconds"] = overhead[0]
     stats["select_seconds"] = time.perf_counter() - t0
     if mode != "coreset":
@@ -414,18 +494,12 @@ def run_kcenter(group: ShardGroup, k: int, initial: list | None = None, mode: st
     return KCenterResult(keys=keys, sizes=sizes, radii=radii, n=n, stats=stats)
 
 
-def write_assignments(group: ShardGroup, fs, path: str, n: int, merge_rows: int = MERGE_ROWS) -> None:
-    """One id-sorted Parquet file from the shards' id-sorted rows, one id range at a time."""
-    from selectllm.schemas import ASSIGNMENTS
+def write_assignments(group: ShardGroup, fs, folder: str, rows: int = MERGE_ROWS) -> int:
+    """Every shard writes its own rows to ``folder/part-<shard>.parquet`` (each part id-sorted;
+    the folder reads as one table, as ``dedup/duplicates.parquet`` does).  Nothing passes
+    through the driver.  Returns the rows written."""
+    import posixpath
 
-    ranges = max(1, -(-n // merge_rows))
-    splitters: list = []
-    if ranges > 1:
-        sample = np.sort(np.concatenate(group.call("key_sample", 64 * ranges)))
-        splitters = sorted(set(sample[np.linspace(0, len(sample) - 1, ranges + 1).astype(np.int64)[1:-1]].tolist()))
-    edges = [None] + splitters + [None]
-    with fs.open(path, "wb") as f, pq.ParquetWriter(f, ASSIGNMENTS) as writer:
-        for lo, hi in zip(edges[:-1], edges[1:]):
-            parts = [t for t in group.call("rows_between", lo, hi) if t.num_rows]
-            if parts:
-                writer.write_table(pa.concat_tables(parts).sort_by("id"))
+    fs.makedirs(folder, exist_ok=True)
+    return sum(group.call("write_part", each=[(fs, posixpath.join(folder, f"part-{s:05d}.parquet"), rows)
+                                              for s in range(len(group))]))

@@ -6,7 +6,9 @@ take one row per cluster (``kcenter``, ``kmeans-closest``).
 
 The pool is split into ``cluster.shards`` Ray actors that read their own part of ``embed/`` and
 run exact farthest-first rounds with the driver as coordinator (:mod:`selectllm.cluster.sharded`);
-the centers do not depend on the number of shards.
+the centers do not depend on the number of shards.  Every shard writes its own rows of
+``assignments.parquet/`` (a folder of id-sorted part files, read as one table by
+:func:`selectllm.tables.read_table`); only the k centers pass through the driver.
 """
 
 from __future__ import annotations
@@ -133,11 +135,13 @@ def run_stage(ctx) -> dict:
         try:
             result = run_kcenter(group, k, initial=initial_center_ids(cfg) or None, mode=mode,
                                  batch=int(cfg.cluster.batch),
-                                 coreset_factor=float(cfg.cluster.coreset_factor))
+                                 coreset_factor=float(cfg.cluster.coreset_factor), log=ctx.log.print)
         except MissingIds as e:
             raise UserError(_missing_message(e.missing)) from None
         k = len(result.keys)
-        write_assignments(group, fs, ctx.out_path("assignments.parquet"), n)
+        written = write_assignments(group, fs, ctx.out_path("assignments.parquet"))
+        if written != n:
+            raise RuntimeError(f"cluster: {written} assignment rows written for {n} embedded rows")
     finally:
         group.close()
     table_centers = pa.table({"cluster_id": np.arange(k, dtype=np.int64), "id": keys_to_arrow(result.keys),

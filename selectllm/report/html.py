@@ -46,8 +46,7 @@ def _parquet_files(run: RunDir, *parts: str, pattern: str = "*.parquet") -> list
 def _read_table(run: RunDir, rel: str, columns: list[str] | None = None) -> pa.Table | None:
     if not run.exists(rel):
         return None
-    with run.open(rel, "rb") as f:
-        return pq.read_table(f, columns=columns)
+    return pq.read_table(run.path(rel), columns=columns, filesystem=run.fs)  # a file or a folder of parts
 
 
 def _read_selected(run: RunDir) -> list[dict] | None:

@@ -1,0 +1,262 @@
+"""The whole pipeline at N rows in ONE JSONL file: seconds and peak RSS per stage and process kind.
+
+    python benchmarks/bench_scale.py --rows 100000 [--stages dedup,embed,...] [--set key=value]...
+                                     [--work /tmp/bench_scale] [--plot out.png] [--interval 1.0]
+
+Builds N rows from ../shared/data (real instructions, each spliced with a real context window
+taken from another record's text, so rows are distinct like a day of logs), plants exact copies
+(4%) and near copies (3%: one word changed) of earlier rows, writes them to one JSONL file (with
+each record's output, as a data lake would hold it), then runs ``selectllm run`` (or the listed
+stages, one ``selectllm <stage>`` each) with the default settings, the input path and
+``llm.provider: simulator`` plus any ``--set`` overrides.
+
+While it runs, every process of the run's tree is sampled with psutil (every ``--interval``
+seconds) and put in one kind: ``driver`` (the selectllm process), ``spark_jvm``, ``spark_python``
+(PySpark workers), ``ray_workers`` (Ray actors and task workers, ``ray::*``), ``ray_system``
+(raylet, GCS, agents) or ``other``.  The stage running at a sample is read from selectllm's own
+"▶ stage" / "✔ stage" lines.  Printed: one JSON object with, per stage, its seconds (from the
+manifest) and per kind the peak of the kind's summed RSS and the largest single process; plus the
+input's size.  RSS sums count pages shared by forked workers once per process (an upper bound).
+The plot (PNG) shows the same: seconds per stage and peak RSS per stage and kind.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import re
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+ROOT = Path(__file__).resolve().parents[1]
+STAGES = ["dedup", "embed", "cluster", "select", "report"]
+KINDS = ["driver", "spark_jvm", "spark_python", "ray_workers", "ray_system", "other"]
+
+
+# ----------------------------------------------------------------------------- the input
+def build_input(path: Path, rows: int, seed: int = 0) -> dict:
+    """N JSONL rows from the shared corpora; returns what was planted."""
+    from _data import SHARED, FILES
+
+    recs = []
+    for name in FILES:
+        with (SHARED / name).open(encoding="utf-8") as f:
+            for line in f:
+                if line.strip():
+                    r = json.loads(line)
+                    recs.append((r["instruction"], r.get("input") or "", r.get("output") or ""))
+    words = [(r[1] + " " + r[2]).split() for r in recs]
+    rng = random.Random(seed)
+    written: list[str] = []  # only the last few thousand lines, for copies (bounded memory)
+    exact = near = 0
+    with path.open("w", encoding="utf-8") as f:
+        for i in range(rows):
+            roll = rng.random()
+            if written and roll < 0.04:
+                line = written[rng.randrange(len(written))]  # exact copy of an earlier row
+                exact += 1
+            elif written and roll < 0.07:
+                obj = json.loads(written[rng.randrange(len(written))])
+                toks = obj["instruction"].split()
+                toks[rng.randrange(len(toks))] = rng.choice(["please", "kindly", "now", "briefly"])
+                obj["instruction"] = " ".join(toks)
+                line = json.dumps(obj, ensure_ascii=False)
+                near += 1
+            else:
+                instr, inp, out = recs[i % len(recs)]
+                ctx = words[rng.randrange(len(recs))]
+                a = rng.randrange(max(1, len(ctx) - 8)) if ctx else 0
+                window = " ".join(ctx[a:a + rng.randint(8, 40)])
+                obj = {"instruction": instr, "input": (inp + "\n" + window).strip(), "output": out}
+                line = json.dumps(obj, ensure_ascii=False)
+            f.write(line + "\n")
+            written.append(line)
+            if len(written) > 5000:
+                written = written[-2500:]
+    return {"rows": rows, "planted_exact": exact, "planted_near": near, "bytes": path.stat().st_size}
+
+
+# ----------------------------------------------------------------------------- sampling
+def kind_of(proc, root_pid: int) -> str:
+    try:
+        if proc.pid == root_pid:
+            return "driver"
+        name = proc.name()
+        cmd = " ".join(proc.cmdline()[:4])
+    except Exception:
+        return "other"
+    if name == "java" or "java" in cmd.split(" ")[0]:
+        return "spark_jvm"
+    if "pyspark.daemon" in cmd or "pyspark.worker" in cmd or "pyspark/daemon" in cmd:
+        return "spark_python"
+    if name.startswith("ray::") or cmd.startswith("ray::"):
+        return "ray_workers"
+    if "ray" in cmd or name in ("raylet", "gcs_server"):
+        return "ray_system"
+    return "other"
+
+
+class Sampler:
+    def __init__(self, root_pid: int, interval: float):
+        self.root_pid, self.interval = root_pid, interval
+        self.stage = "start"
+        self.peaks: dict[str, dict[str, dict[str, int]]] = {}
+        self.stop = threading.Event()
+
+    def sample(self) -> None:
+        import psutil
+
+        try:
+            root = psutil.Process(self.root_pid)
+            procs = [root] + root.children(recursive=True)
+        except psutil.Error:
+            return
+        sums: dict[str, int] = {}
+        single: dict[str, int] = {}
+        for p in procs:
+            try:
+                rss = p.memory_info().rss
+            except psutil.Error:
+                continue
+            k = kind_of(p, self.root_pid)
+            sums[k] = sums.get(k, 0) + rss
+            single[k] = max(single.get(k, 0), rss)
+        st = self.peaks.setdefault(self.stage, {})
+        for k in sums:
+            e = st.setdefault(k, {"peak_rss_sum_mb": 0, "peak_rss_one_mb": 0, "processes_max": 0})
+            e["peak_rss_sum_mb"] = max(e["peak_rss_sum_mb"], sums[k] >> 20)
+            e["peak_rss_one_mb"] = max(e["peak_rss_one_mb"], single[k] >> 20)
+            e["processes_max"] = max(e["processes_max"], sum(1 for p in procs if kind_of(p, self.root_pid) == k))
+
+    def loop(self) -> None:
+        while not self.stop.wait(self.interval):
+            self.sample()
+
+
+def run_command(cmd: list[str], sampler_interval: float, log) -> tuple[int, dict, float]:
+    env = dict(os.environ, PYTHONPATH=str(ROOT), HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false",
+               RAY_ENABLE_UV_RUN_RUNTIME_ENV="0")
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+                            bufsize=1)
+    sampler = Sampler(proc.pid, sampler_interval)
+    threading.Thread(target=sampler.loop, daemon=True).start()
+    start_re = re.compile(r"▶ (\w+)")
+    done_re = re.compile(r"✔ (\w+) in")
+    for line in proc.stdout:
+        log.write(line)
+        log.flush()
+        m = start_re.search(line)
+        if m:
+            sampler.sample()
+            sampler.stage = m.group(1)
+        elif done_re.search(line):
+            sampler.sample()
+            sampler.stage = "between"
+    rc = proc.wait()
+    sampler.stop.set()
+    return rc, sampler.peaks, time.perf_counter() - t0
+
+
+def plot(result: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    stages = [s for s in STAGES if s in result["stages"]]
+    fig, (a, b) = plt.subplots(1, 2, figsize=(13, 4.5))
+    secs = [result["stages"][s].get("seconds") or 0 for s in stages]
+    a.bar(stages, secs, color="#4c72b0")
+    a.set_ylabel("seconds")
+    a.set_title(f"{result['input']['rows']:,} rows ({result['input']['bytes'] / 1e6:.0f} MB JSONL): seconds per stage")
+    width = 0.8 / len(KINDS)
+    for j, k in enumerate(KINDS):
+        vals = [result["stages"][s].get("rss", {}).get(k, {}).get("peak_rss_sum_mb", 0) / 1024 for s in stages]
+        if any(vals):
+            b.bar([i + j * width for i in range(len(stages))], vals, width, label=k)
+    b.set_xticks([i + 0.4 - width / 2 for i in range(len(stages))], stages)
+    b.set_ylabel("peak RSS, GiB (sum over the kind's processes)")
+    b.set_title("peak RSS per stage and process kind")
+    b.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rows", type=int, required=True)
+    ap.add_argument("--stages", default="all", help="all (one `selectllm run`) or a comma list")
+    ap.add_argument("--set", dest="sets", action="append", default=[], help="config override key=value")
+    ap.add_argument("--work", default="/tmp/bench_scale")
+    ap.add_argument("--plot", default=None, help="PNG path (default: WORK/bench_scale_<rows>.png)")
+    ap.add_argument("--interval", type=float, default=1.0)
+    ap.add_argument("--keep", action="store_true", help="reuse an existing input file of the same N")
+    args = ap.parse_args()
+
+    work = Path(args.work)
+    work.mkdir(parents=True, exist_ok=True)
+    data = work / f"rows_{args.rows}.jsonl"
+    t0 = time.perf_counter()
+    meta_path = work / f"rows_{args.rows}.json"
+    if args.keep and data.exists() and meta_path.exists():
+        info = json.loads(meta_path.read_text())
+    else:
+        info = build_input(data, args.rows)
+        meta_path.write_text(json.dumps(info))
+    info["build_seconds"] = round(time.perf_counter() - t0, 1)
+    run_dir = work / f"run_{args.rows}"
+    if run_dir.exists():
+        import shutil
+
+        shutil.rmtree(run_dir)
+    cfg = work / "bench.yaml"
+    cfg.write_text(f"run_dir: {run_dir}\ninput:\n  paths: [{data}]\nllm:\n  provider: simulator\n")
+    sets = [x for s in args.sets for x in ("--set", s)]
+    exe = [sys.executable, "-m", "selectllm.cli"]
+    cmds = ([exe + ["run", str(cfg)] + sets] if args.stages == "all"
+            else [exe + [s, str(cfg)] + sets for s in args.stages.split(",")])
+    peaks: dict = {}
+    rcs, wall = [], 0.0
+    with (work / f"log_{args.rows}.txt").open("w") as log:
+        for cmd in cmds:
+            rc, p, secs = run_command(cmd, args.interval, log)
+            rcs.append(rc)
+            wall += secs
+            for stage, kinds in p.items():
+                peaks.setdefault(stage, {}).update(kinds)
+            if rc:
+                break
+    manifest = json.loads((run_dir / "manifest.json").read_text()) if (run_dir / "manifest.json").exists() else {}
+    stages = {}
+    for s in STAGES:
+        entry = manifest.get("stages", {}).get(s)
+        if entry or s in peaks:
+            stages[s] = {"seconds": (entry or {}).get("seconds"), "status": (entry or {}).get("status"),
+                         "counts": {k: v for k, v in ((entry or {}).get("counts") or {}).items()
+                                    if k in ("read", "kept", "exact_duplicates", "near_duplicates", "splits",
+                                             "rows", "k", "rounds", "files", "quarantined_total", "selected")},
+                         "rss": peaks.get(s, {})}
+    result = {"input": info, "command": " ".join(["selectllm", "run" if args.stages == "all" else args.stages,
+                                                  "bench.yaml"] + sets),
+              "exit_codes": rcs, "wall_seconds": round(wall, 1), "stages": stages,
+              "outside_stages_rss": {k: v for k, v in peaks.items() if k not in STAGES},
+              "cpus": os.cpu_count()}
+    png = Path(args.plot) if args.plot else work / f"bench_scale_{args.rows}.png"
+    try:
+        plot(result, png)
+        result["plot"] = str(png)
+    except Exception as e:  # the figures matter more than the picture
+        result["plot_error"] = f"{type(e).__name__}: {e}"
+    print(json.dumps(result, indent=1))
+    sys.exit(max(rcs) if rcs else 1)
+
+
+if __name__ == "__main__":
+    main()
