@@ -11,14 +11,8 @@ import pytest
 
 from selectllm.io import InputFile
 from selectllm.text.formats import iter_records
-from selectllm.text.splits import (
-    CHUNK,
-    count_split,
-    open_range,
-    plan_files,
-    range_chunks,
-    resolve_splits,
-)
+from selectllm.text.ranges import CHUNK, open_range, range_chunks
+from selectllm.text.splits import count_split, plan_files, resolve_splits
 
 
 def _read_split(path, split_bytes: int, max_chars: int = 20_000, preset: str = "alpaca") -> tuple[list, list]:

@@ -425,7 +425,7 @@ def _parquet(f, url: str, compressed: bool, ext: _Extractor, split=None) -> Iter
     columns = [c for c in ext.needed_columns() if c in names] if ext.has_instruction(names) else None
     groups, idx = None, 0
     if split is not None and split.end >= 0:  # a split owns the row groups that start in its range
-        from selectllm.text.splits import parquet_row_groups
+        from selectllm.text.ranges import parquet_row_groups
 
         groups, idx = parquet_row_groups(pf, split.start, split.end)
         if not groups:
@@ -531,7 +531,7 @@ def iter_records(
     with _open(url) as f:
         src, first = f, 0
         if split is not None and kind != "parquet" and (split.start > 0 or split.end >= 0):
-            from selectllm.text.splits import open_range
+            from selectllm.text.ranges import open_range
 
             src, first = open_range(f, split.start, split.end), split.first_row
         if kind == "jsonl":

@@ -22,12 +22,11 @@ the footer.  So the same file gives the same rows, ids and quarantine rows with 
 
 from __future__ import annotations
 
-import io
 from dataclasses import dataclass
-from typing import Iterator
+
+from selectllm.text.ranges import CHUNK, open_range
 
 SPLIT_BYTES = 64 << 20  # default bytes per split (``spark.sql.files.maxPartitionBytes`` overrides)
-CHUNK = 1 << 20
 LINE_FORMATS = ("jsonl", "txt", "csv")
 CSV_COUNT_LINE_LIMIT = 4 << 20  # the count pass looks at the quotes of a longer line's head only
 
@@ -99,87 +98,6 @@ def resolve_splits(planned: list[list[Split]], counts: dict[tuple[int, int], tup
     return out
 
 
-# ----------------------------------------------------------------------------- reading a range
-def range_chunks(f, start: int, end: int, size: int = CHUNK) -> Iterator[bytes]:
-    """The bytes of the lines that start in ``[start, end)`` of a seekable byte stream, in chunks.
-
-    ``end < 0`` means the end of the file.  Never holds more than ``size`` bytes (plus one line's
-    head when skipping), whatever the lines' lengths.
-    """
-    if start > 0:
-        f.seek(start - 1)  # from the byte before: a range starting at a line start keeps that line
-        pos = start - 1
-        while True:
-            chunk = f.read(size)
-            if not chunk:
-                return
-            i = chunk.find(b"\n")
-            if i >= 0:
-                pos += i + 1
-                rest = chunk[i + 1:]
-                break
-            pos += len(chunk)
-    else:
-        f.seek(0)
-        pos, rest = 0, b""
-    if 0 <= end <= pos:
-        return  # the range lies inside one line that started before it
-    last = b"\n"
-    while end < 0 or pos < end:
-        if not rest:
-            rest = f.read(size)
-            if not rest:
-                return
-        take = rest if end < 0 else rest[: end - pos]
-        rest = rest[len(take):]
-        pos += len(take)
-        last = take[-1:]
-        yield take
-    if last == b"\n":
-        return
-    while True:  # finish the line that crosses the end
-        if not rest:
-            rest = f.read(size)
-            if not rest:
-                return
-        i = rest.find(b"\n")
-        if i >= 0:
-            yield rest[: i + 1]
-            return
-        yield rest
-        rest = b""
-
-
-class ChunkStream(io.RawIOBase):
-    """A read-only byte stream over an iterator of chunks (``read`` may return fewer bytes)."""
-
-    def __init__(self, chunks: Iterator[bytes]):
-        self.chunks, self.buf = chunks, b""
-
-    def readable(self) -> bool:
-        return True
-
-    def read(self, n: int = -1) -> bytes:
-        if n is None or n < 0:
-            out = self.buf + b"".join(self.chunks)
-            self.buf = b""
-            return out
-        if not self.buf:
-            self.buf = next(self.chunks, b"")
-        out, self.buf = self.buf[:n], self.buf[n:]
-        return out
-
-    def readinto(self, b) -> int:
-        data = self.read(len(b))
-        b[: len(data)] = data
-        return len(data)
-
-
-def open_range(f, start: int, end: int) -> ChunkStream:
-    return ChunkStream(range_chunks(f, start, end))
-
-
-# ----------------------------------------------------------------------------- the count pass
 def count_split(split: Split) -> tuple[int, int, int]:
     """(lines, csv records, csv lines with an odd number of quotes) owned by one line split.
 
@@ -211,21 +129,3 @@ def csv_lines_ok(odd_quote_lines: int) -> bool:
     ``"``: then no quoted field can hold a newline.  Otherwise it is one split, parsed as a stream
     by the csv module (quoted newlines allowed)."""
     return odd_quote_lines == 0
-
-
-def parquet_row_groups(pf, start: int, end: int) -> tuple[list[int], int]:
-    """(row groups owned by ``[start, end)``, data-row index of the first one) of a ParquetFile."""
-    meta = pf.metadata
-    owned, first, before = [], None, 0
-    for g in range(meta.num_row_groups):
-        rg = meta.row_group(g)
-        col = rg.column(0)
-        offset = col.data_page_offset
-        if col.has_dictionary_page and col.dictionary_page_offset is not None:
-            offset = min(offset, col.dictionary_page_offset)
-        if end < 0 or start <= offset < end:
-            owned.append(g)
-            if first is None:
-                first = before
-        before += rg.num_rows
-    return owned, first or 0
