@@ -69,7 +69,7 @@ def test_embed_schema_norms_and_resume(tmp_path, ray_local, backend):
     np.testing.assert_allclose(np.stack([by_id[ids[0]], by_id[ids[9]]]), direct, atol=1e-4)
 
     # a killed run: one finished work file (first 10 rows) and one half-written file
-    work = ctx.work  # embed() hands every attempt the same work folder, as the pipeline does
+    work = f"{ctx.work}/{backend}"  # every attempt gets the same work folder (as in the pipeline), one per backend
     run.fs.makedirs(work, exist_ok=True)
     pq.write_table(out.slice(0, 10), f"{work}/done-1.parquet")
     with open(f"{work}/half.parquet", "wb") as f:
