@@ -1,7 +1,8 @@
 """``selectllm estimate``: the most the select stage can spend, computed before any LLM call.
 
 It builds the exact prompts the stage would send (same plan, same wording, same cache keys) and
-counts their tokens; the upper bound assumes every request uses its full ``llm.max_tokens``.
+counts their tokens; the upper bound assumes every request uses its full answer tokens
+(``llm.max_tokens``, plus 48 per pick with ``select.reasons``).
 Requests whose answers are already cached cost nothing and are reported separately.
 """
 
@@ -51,9 +52,9 @@ def estimate_cost(cfg: Config, run: RunDir) -> dict:
            "max_output_tokens": 0, "max_usd": 0.0, "cached_prompts": 0, "llm_max_usd_cap": cfg.llm.max_usd,
            "model": cfg.llm.model}
     requests = planned_requests(cfg, run)
-    cache = AnswerCache(run.path("cache", "llm"))
+    cached = AnswerCache(run.uri("cache", "llm")).load(r.key for r in requests)
     for r in requests:
-        if cache.get(r.key) is not None:
+        if r.key in cached:
             out["cached_prompts"] += 1
             continue
         tokens = count_message_tokens(r.messages, cfg.llm.model)

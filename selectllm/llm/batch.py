@@ -2,7 +2,8 @@
 
 :func:`run_batch` has the interface and results of :func:`selectllm.llm.client.run_requests`:
 
-1. **Cache** -- answers already stored are returned (``cached=True``); each key is sent once.
+1. **Cache** -- answers already stored are returned (``cached=True``; one listing of the cache
+   and concurrent reads, :meth:`~selectllm.llm.cache.AnswerCache.load`); each key is sent once.
 2. **Resume** -- every batch record under ``<cache dir>/batches/`` that is not ``done`` is
    finished first: the batch it names is polled (never created again), downloaded and joined.
    A record is written *before* ``batches.create`` (with the uploaded file id) and again right
@@ -22,8 +23,9 @@
 6. **Retry rounds** (the batch path's one retry layer, at most ``llm.max_retries`` rounds):
    lines that failed with 429/5xx, expired or were never answered go into the next batch;
    ``finish_reason == "length"`` goes once more with twice the ``max_tokens`` (both billed; the
-   truncated answer is kept in the record meanwhile); an endpoint that rejects
-   ``response_format`` (``structured_output: auto``) or ``max_tokens`` gets the other shape.
+   truncated answer is kept in the record meanwhile); an endpoint that rejects (400/422) or
+   ignores ``response_format`` (``structured_output: auto``) or rejects ``max_tokens`` gets the
+   other shape (:class:`~selectllm.llm.policy.RequestShape`).
    Other 4xx lines (context length, unknown model) are ``error`` results with the server's
    message.  Control calls (upload, create, poll, download) are retried on 429/5xx/timeouts
    with backoff; 401/403 raise :class:`~selectllm.errors.UserError` without the key.
@@ -44,7 +46,7 @@ from selectllm.errors import UserError
 from selectllm.llm.budget import Budget, cost_usd, max_request_cost
 from selectllm.llm.cache import AnswerCache
 from selectllm.llm import policy
-from selectllm.llm.records import RequestsLog, duplicate_result, log_record
+from selectllm.llm.records import RequestsLog, cached_result, duplicate_result, log_record
 from selectllm.llm.tokens import count_message_tokens
 from selectllm.llm.types import LLMRequest, LLMResult
 
@@ -153,12 +155,13 @@ def _price_factor(cfg: LLMConfig) -> float:
     return float(cfg.batch_price_factor)
 
 
-def _est_prompt(cfg: LLMConfig, req: LLMRequest) -> int:
-    return policy.prompt_estimate(cfg.provider, count_message_tokens(req.messages, cfg.model))
+def _est_prompt(cfg: LLMConfig, st: _State, req: LLMRequest) -> int:
+    return policy.prompt_estimate(cfg.provider, count_message_tokens(st.shape.messages(req), cfg.model))
 
 
 def _body(cfg: LLMConfig, st: _State, plan: _Plan) -> dict:
-    return st.shape.body(cfg.model, plan.req.messages, plan.max_tokens, cfg.temperature, plan.req.response_format)
+    return st.shape.body(cfg.model, st.shape.messages(plan.req), plan.max_tokens, cfg.temperature,
+                         plan.req.response_format)
 
 
 def _lines(cfg: LLMConfig, st: _State, plans: list[_Plan]) -> list[bytes]:
@@ -273,6 +276,8 @@ def _join(bc: BatchClient, cfg: LLMConfig, st: _State, cache: AnswerCache, recor
             out_t = int(usage.get("completion_tokens", 0))
             actual = cost_usd(in_t, out_t, cfg.price) * factor
             billed[key] = actual
+            if finish != "length":
+                st.shape.check_answer(text, bool(rec.get("structured")))
             part = st.partials.get(key)
             tot_in, tot_out, tot_usd = in_t, out_t, actual
             if part is not None:
@@ -301,11 +306,11 @@ def _join(bc: BatchClient, cfg: LLMConfig, st: _State, cache: AnswerCache, recor
         elif status:
             st.rounds[key] = st.rounds.get(key, 0) + 1
             err = (body or {}).get("error") if isinstance(body, dict) else None
-            msg = bc.scrub(str((err or {}).get("message") or f"HTTP {status}"))
+            msg = bc.scrub(str((err or {}).get("message") or f"HTTP {status}: {json.dumps(body)[:300]}"))
             err = err or {}
             if policy.is_retried(status):
                 st.last_error[key] = f"HTTP {status}: {msg}"
-            elif st.shape.adapt(status, err.get("code"), err.get("param"), err.get("message"), bool(rec.get("structured"))):
+            elif st.shape.adapt(status, err.get("code"), err.get("param"), msg, bool(rec.get("structured"))):
                 st.last_error[key] = f"HTTP {status}: {msg} (resent in another shape)"
             elif key in want:
                 st.results[key] = _error(want, key, policy.final_error(cfg.model, status, err.get("code"), msg), st)
@@ -345,6 +350,8 @@ def run_batch(
     retry_base_s: float = 0.5,
     retry_cap_s: float = 30.0,
     seed: int | None = None,
+    known: dict[str, dict] | None = None,
+    report: dict | None = None,
     **_ignored: Any,
 ) -> list[LLMResult]:
     """See the module doc.  Results in request order, like the online path."""
@@ -361,11 +368,12 @@ def run_batch(
     for r in requests:
         want.setdefault(r.key, r)
     budget = Budget(cfg.max_usd, spent=prior_usd)
+    known = dict(known) if known is not None else cache.load(want)
     try:
         # truncated answers already paid for, waiting for their second try
         for rec in records.all():
             for key, part in (rec.get("partials") or {}).items():
-                if key not in st.partials and cache.get(key) is None:
+                if key not in st.partials and key not in known and cache.get(key) is None:
                     st.partials[key] = part
                     if key in want:
                         budget.spent += float(part.get("usd", 0.0))
@@ -398,13 +406,9 @@ def run_batch(
             for key, r in want.items():
                 if key in st.results:
                     continue
-                hit = cache.get(key)
+                hit = known.pop(key, None)  # one listing at the start; this run's answers are in st.results
                 if hit is not None:
-                    st.results[key] = LLMResult(key=key, group_id=r.group_id, status="ok", text=hit.get("text"),
-                                                finish_reason=hit.get("finish_reason"),
-                                                input_tokens=int(hit.get("input_tokens", 0)),
-                                                output_tokens=int(hit.get("output_tokens", 0)),
-                                                usd=float(hit.get("usd", 0.0)), attempts=0, cached=True)
+                    st.results[key] = cached_result(r, hit)
                     continue
                 sent = st.rounds.get(key, 0) - (1 if key in st.partials else 0)  # the length retry is free
                 if sent > cfg.max_retries:
@@ -417,7 +421,7 @@ def run_batch(
                 break
             fit: list[_Plan] = []
             for p in todo:
-                p.max_cost = max_request_cost(_est_prompt(cfg, p.req), p.max_tokens, cfg.price) * _price_factor(cfg)
+                p.max_cost = max_request_cost(_est_prompt(cfg, st, p.req), p.max_tokens, cfg.price) * _price_factor(cfg)
                 if budget.try_reserve(p.max_cost):
                     fit.append(p)
                 elif fit and budget.could_fit_later(p.max_cost):
@@ -447,6 +451,8 @@ def run_batch(
                     budget.settle(rec["max_cost"][key], billed.get(key, 0.0))
     finally:
         bc.client.close()
+        if report is not None:
+            report["structured_fallback"] = st.shape.fallback
     log = RequestsLog(requests_log)
     out: list[LLMResult] = []
     seen: dict[str, LLMResult] = {}

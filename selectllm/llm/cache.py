@@ -7,6 +7,10 @@ killed at any point never pays twice for the same prompt.  Local writes go to a 
 in the same folder, are fsync'ed and renamed into place (atomic: a reader sees the whole record
 or nothing); object stores (``s3://``, ``gs://``) put an object atomically by themselves.
 A record that cannot be read back (torn by a crash of a non-atomic filesystem) counts as absent.
+
+Resuming many requests (:meth:`load`) costs one listing of the folder and concurrent reads of
+the records present, not one read per request: 100k requests on S3 would otherwise take an hour
+before the first send.
 """
 
 from __future__ import annotations
@@ -15,19 +19,23 @@ import json
 import os
 import re
 import uuid
-from typing import Any, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Iterable, Iterator
 
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
+from selectllm.rundir import storage_options
+
 
 _KEY_PATH = re.compile(r"([0-9a-f]{2})/([0-9a-f]{64})\.json")
+READ_THREADS = 32  # concurrent reads of :meth:`AnswerCache.load` (object stores answer in ~10-50 ms each)
 
 
 class AnswerCache:
     def __init__(self, url: str) -> None:
         self.url = url
-        self.fs, root = fsspec.core.url_to_fs(url)
+        self.fs, root = fsspec.core.url_to_fs(url, **storage_options(url))
         self.root = root.rstrip("/")
         self.local = isinstance(self.fs, LocalFileSystem)
         self._made: set[str] = set()
@@ -36,7 +44,20 @@ class AnswerCache:
         return f"{self.root}/{key[:2]}/{key}.json"
 
     def get(self, key: str) -> dict | None:
-        p = self.path(key)
+        return self._read(self.path(key))
+
+    def load(self, keys: Iterable[str]) -> dict[str, dict]:
+        """The stored records of ``keys`` (absent ones left out): one listing of the folder, then
+        concurrent reads of the keys it holds."""
+        wanted = set(keys)
+        present = [k for k in self.keys() if k in wanted]
+        if not present:
+            return {}
+        with ThreadPoolExecutor(max_workers=min(READ_THREADS, len(present))) as ex:
+            records = ex.map(lambda k: self._read(self.path(k)), present)
+            return {k: rec for k, rec in zip(present, records) if rec is not None}
+
+    def _read(self, p: str) -> dict | None:
         try:
             if self.local:
                 with open(p, "rb") as f:

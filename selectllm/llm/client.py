@@ -26,8 +26,11 @@ request, in the same order.  For each request, in this order:
 5. **Store** the answer in the cache *before* it is returned.
 
 Structured outputs (``llm.structured_output``): ``on`` sends each request's ``response_format``,
-``off`` never does, ``auto`` sends it but, if the endpoint rejects it with a 400, resends once
-without it and stops sending it for the rest of the run.  Likewise an endpoint that rejects
+``off`` never does, ``auto`` sends it until the endpoint shows it cannot take it -- a 400/422
+naming the response format (that request is resent at once in its text form) or a 200 answer
+that is not JSON (kept: it is usable) -- and from then on sends every request's
+``text_messages`` without it, for the rest of the run (the Ray pool's actors share the finding).
+``report["structured_fallback"]`` says why, or None.  Likewise an endpoint that rejects
 ``max_tokens`` (newer OpenAI models) gets ``max_completion_tokens``, and one that rejects
 ``temperature`` gets none, for the rest of the run.
 
@@ -81,6 +84,8 @@ def run_requests(
     *,
     prior_usd: float = 0.0,
     engine: str | None = None,
+    known: dict[str, dict] | None = None,
+    report: dict | None = None,
     **runner_kwargs: Any,
 ) -> list[LLMResult]:
     """Send ``requests`` (see module doc); results come back in the same order.
@@ -90,6 +95,10 @@ def run_requests(
     this process), ``ray`` (:mod:`selectllm.llm.ray_pool`: async actor pool + one shared limiter
     actor), ``auto`` (Ray when this process is connected to Ray).  ``llm.mode: batch`` uses the
     Batch API (:mod:`selectllm.llm.batch`) whatever the engine.  Same interface and results.
+
+    ``known``: cache records already read for these keys (:meth:`AnswerCache.load`: one listing,
+    concurrent reads); a key in it is not read again.  ``report``, if given, receives
+    ``structured_fallback`` (see module doc).
 
     ``runner_kwargs`` go to :class:`LLMRunner` (``retry_base_s``, ``retry_cap_s``, ``seed``;
     batch mode: ``poll_s``).  Safe to call from inside a running event loop (it then runs in a
@@ -101,17 +110,19 @@ def run_requests(
         from selectllm.llm.batch import run_batch
 
         return run_batch(requests, cfg, cache_dir, requests_log=requests_log, base_url=base_url,
-                         progress=progress, prior_usd=prior_usd, api_key=api_key, **runner_kwargs)
+                         progress=progress, prior_usd=prior_usd, api_key=api_key, known=known, report=report,
+                         **runner_kwargs)
     if use_ray(engine or cfg.engine):
         from selectllm.llm.ray_pool import run_requests_ray
 
         return run_requests_ray(requests, cfg, cache_dir, requests_log=requests_log, base_url=base_url,
-                                progress=progress, prior_usd=prior_usd, api_key=api_key, **runner_kwargs)
+                                progress=progress, prior_usd=prior_usd, api_key=api_key, known=known,
+                                report=report, **runner_kwargs)
 
     def go(signals: bool) -> list[LLMResult]:
         return asyncio.run(run_requests_async(requests, cfg, cache_dir, requests_log, base_url, progress,
                                               stop_on_signals=signals, prior_usd=prior_usd, api_key=api_key,
-                                              **runner_kwargs))
+                                              known=known, report=report, **runner_kwargs))
 
     try:
         asyncio.get_running_loop()

@@ -38,7 +38,7 @@ import ray
 
 from selectllm.config import LLMConfig
 from selectllm.errors import UserError
-from selectllm.llm.records import RequestsLog, Secret, duplicate_result, log_record
+from selectllm.llm.records import RequestsLog, Secret, cached_result, duplicate_result, log_record
 from selectllm.llm.runner import LLMRunner, Progress
 from selectllm.llm.signals import StopSignals, check_complete
 from selectllm.llm.budget import Budget
@@ -157,10 +157,15 @@ class LLMPoolActor:
     async def ping(self) -> int:
         return 0
 
-    async def run_chunk(self, requests: list[LLMRequest]) -> list[LLMResult | None]:
+    async def run_chunk(self, requests: list[LLMRequest]) -> tuple[list[LLMResult | None], str | None]:
+        """The results, and why structured outputs stopped (None: they did not)."""
         results = await self.runner.run(requests)
         await self.runner.gate.flush()  # every complete() has reached the limiter
-        return results
+        return results, self.runner.shape.fallback
+
+    async def adopt_shape(self, fallback: str) -> None:
+        """Another actor found that the endpoint cannot do structured outputs: stop them here too."""
+        self.runner.shape.adopt(fallback)
 
     async def counters(self) -> dict:
         return dict(self.runner.counters)
@@ -247,7 +252,9 @@ class RayLLMPool:
         ray.get(self.gate.set_budget.remote(max_usd, spent_usd))
 
     def run(self, requests: list[LLMRequest], *, requests_log: str | None = None, progress: bool = True,
-            stats: dict | None = None) -> list[LLMResult]:
+            stats: dict | None = None, known: dict[str, dict] | None = None,
+            report: dict | None = None) -> list[LLMResult]:
+        """``known``: cache records already read (answered here, never dealt to an actor)."""
         first: dict[str, int] = {}
         uniq: list[LLMRequest] = []
         for r in requests:
@@ -256,15 +263,23 @@ class RayLLMPool:
                 uniq.append(r)
         if not uniq:
             return []
+        known = known or {}
+        fallback: str | None = None
         if self._dirty:
             ray.get([p.reset.remote() for p in self.pool])
             self._dirty = False
         pool = self.pool
         size = max(1, min(MAX_CHUNK, 2 * min(self.shape)))
-        chunks = [list(range(s, min(s + size, len(uniq)))) for s in range(0, len(uniq), size)]
+        todo = [j for j, r in enumerate(uniq) if r.key not in known]
+        chunks = [todo[s:s + size] for s in range(0, len(todo), size)]
         log = RequestsLog(requests_log)
         bar = Progress(len(uniq), progress)
         results_u: list[LLMResult | None] = [None] * len(uniq)
+        for j, r in enumerate(uniq):
+            if r.key in known:
+                results_u[j] = cached_result(r, known[r.key])
+                log.write(log_record(r, results_u[j]))
+                bar.advance(results_u[j])
         queue = deque(range(len(chunks)))
         outstanding: dict[Any, tuple[int, int]] = {}
 
@@ -277,6 +292,23 @@ class RayLLMPool:
         stops = StopSignals(lambda: None)
         try:
             with stops:
+                if chunks and self.cfg.structured_output == "auto" and uniq[chunks[0][0]].response_format is not None:
+                    # a probe: one structured request alone, so every actor learns the endpoint's answer at once
+                    probe = [chunks[0].pop(0)]
+                    try:
+                        res, found = ray.get(pool[0].run_chunk.remote([uniq[j] for j in probe]))
+                    except ray.exceptions.RayTaskError as e:
+                        raise _unwrap(e) from None
+                    for j, r in zip(probe, res):
+                        results_u[j] = r
+                        if r is not None:
+                            log.write(log_record(uniq[j], r))
+                            bar.advance(r)
+                    if found:
+                        fallback = found
+                        ray.get([p.adopt_shape.remote(found) for p in pool[1:]])
+                    if not chunks[0]:
+                        queue.popleft()
                 for _ in range(CHUNKS_PER_ACTOR):
                     for a in range(len(pool)):
                         if queue:
@@ -290,9 +322,12 @@ class RayLLMPool:
                     for ref in ready:
                         a, ci = outstanding.pop(ref)
                         try:
-                            res = ray.get(ref)
+                            res, found = ray.get(ref)
                         except ray.exceptions.RayTaskError as e:
                             raise _unwrap(e) from None
+                        if found and fallback is None:  # once per run: tell the other actors
+                            fallback = found
+                            ray.get([p.adopt_shape.remote(found) for p in pool if p is not pool[a]])
                         for j, r in zip(chunks[ci], res):
                             results_u[j] = r
                             if r is not None:
@@ -309,6 +344,8 @@ class RayLLMPool:
                               "limiter": ray.get(self.gate.snapshot.remote())})
         finally:
             bar.close()
+            if report is not None:
+                report["structured_fallback"] = fallback
             out: list[LLMResult | None] = []
             first_pos: dict[str, int] = {}
             for i, r in enumerate(requests):
@@ -338,6 +375,8 @@ def run_requests_ray(
     api_key: str,
     actors: int | None = None,
     stats: dict | None = None,
+    known: dict[str, dict] | None = None,
+    report: dict | None = None,
     **runner_kwargs: Any,
 ) -> list[LLMResult]:
     """:func:`selectllm.llm.client.run_requests` on a Ray pool started for this call (see module
@@ -348,4 +387,5 @@ def run_requests_ray(
         return []
     with RayLLMPool(cfg, cache_dir, api_key=api_key, base_url=base_url, prior_usd=prior_usd, actors=actors,
                     n_hint=n, **runner_kwargs) as pool:
-        return pool.run(requests, requests_log=requests_log, progress=progress, stats=stats)
+        return pool.run(requests, requests_log=requests_log, progress=progress, stats=stats, known=known,
+                        report=report)

@@ -8,6 +8,7 @@ import os
 from typing import Any
 
 import fsspec
+from fsspec.implementations.local import LocalFileSystem
 
 from selectllm.config import LLMConfig
 from selectllm.errors import UserError
@@ -77,39 +78,40 @@ def resolve_api_key(cfg: LLMConfig) -> str:
                     f"(llm.api_key_env) holding the API key is not set")
 
 
-def _is_local(url: str) -> bool:
-    return "://" not in url or url.startswith("file://")
+def cached_result(req: LLMRequest, rec: dict) -> LLMResult:
+    """The result of a request whose answer is in the cache (the figures of its one purchase)."""
+    return LLMResult(key=req.key, group_id=req.group_id, status="ok", text=rec.get("text"),
+                     finish_reason=rec.get("finish_reason"), input_tokens=int(rec.get("input_tokens", 0)),
+                     output_tokens=int(rec.get("output_tokens", 0)), usd=float(rec.get("usd", 0.0)),
+                     attempts=0, cached=True)
 
 
 class RequestsLog:
-    """One JSON line per request: appended live to a local file; buffered for remote URLs."""
+    """One JSON line per request, streamed to ``url`` on its own filesystem (local or object store).
+
+    Local files are appended line by line.  An object store has no append: the lines go out as
+    the parts of a multipart upload (s3fs, gcsfs: a part every few MB, so memory stays bounded)
+    and the object appears on :meth:`close`.  The log lives in the stage's staging folder, which
+    a killed run never commits, so a kill loses nothing that a rerun would keep.
+    """
 
     def __init__(self, url: str | None) -> None:
         self.url = url
-        self.buffer: list[str] = []
         self.f = None
-        if url and _is_local(url):
-            path = url[len("file://"):] if url.startswith("file://") else url
-            os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-            self.f = open(path, "a", encoding="utf-8", buffering=1)
+        if url:
+            fs, path = fsspec.core.url_to_fs(url)
+            fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
+            local = isinstance(fs, LocalFileSystem)
+            self.f = open(path, "a", encoding="utf-8", buffering=1) if local else fs.open(path, "wb")
+            self.text = local
 
     def write(self, rec: dict) -> None:
-        if not self.url:
+        if self.f is None:
             return
-        line = json.dumps(rec, sort_keys=True)
-        if self.f is not None:
-            self.f.write(line + "\n")
-        else:
-            self.buffer.append(line)
+        line = json.dumps(rec, sort_keys=True) + "\n"
+        self.f.write(line if self.text else line.encode("utf-8"))
 
     def close(self) -> None:
         if self.f is not None:
             self.f.close()
             self.f = None
-        elif self.url and self.buffer:
-            with fsspec.open(self.url, "w", encoding="utf-8") as f:
-                f.write("\n".join(self.buffer) + "\n")
-            self.buffer = []
-
-
-# --------------------------------------------------------------------------- the runner

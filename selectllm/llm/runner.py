@@ -23,7 +23,8 @@ from selectllm.llm.budget import cost_usd, max_request_cost
 from selectllm.llm.cache import AnswerCache
 from selectllm.llm.gate import LATER, OK, Gate
 from selectllm.llm.limiter import retry_after_seconds
-from selectllm.llm.records import RequestsLog, duplicate_result, log_record, ratelimit_headers, resolve_api_key
+from selectllm.llm.records import (RequestsLog, cached_result, duplicate_result, log_record, ratelimit_headers,
+                                   resolve_api_key)
 from selectllm.llm.signals import StopSignals, check_complete
 from selectllm.llm.tokens import count_message_tokens, count_text_tokens
 from selectllm.llm.types import LLMRequest, LLMResult
@@ -111,9 +112,11 @@ class LLMRunner:
         retry_base_s: float = 0.5,
         retry_cap_s: float = 30.0,
         seed: int | None = None,
+        known: dict[str, dict] | None = None,
     ) -> None:
         self.cfg = cfg
         self.cache = AnswerCache(cache_dir)
+        self.known = known or {}  # records already read (AnswerCache.load): no second read
         self.base_url = base_url or cfg.base_url
         if cfg.provider == "simulator" and not self.base_url:
             raise UserError("llm.provider is simulator but no base URL was given: start one with "
@@ -127,6 +130,7 @@ class LLMRunner:
         self._client: openai.AsyncOpenAI | None = None
         self.shape = policy.RequestShape(cfg.structured_output)  # what the endpoint accepts
         self._by_key: dict[str, asyncio.Future] = {}
+        self._probe: asyncio.Future | None = None  # the structured request in flight that tests the endpoint
         self._slots: asyncio.Semaphore | None = None
         self._stop_event: asyncio.Event | None = None
         self.stopping = False
@@ -185,7 +189,7 @@ class LLMRunner:
         rec = await self._cache_get(req.key)
         if rec is not None:
             self.counters["cached"] += 1
-            return self._finish(req, self._from_record(req, rec))
+            return self._finish(req, cached_result(req, rec))
         fut = self._by_key.get(req.key)
         if fut is not None:  # same key earlier in this call: never pay twice
             first: LLMResult | None = await asyncio.shield(fut)
@@ -196,7 +200,7 @@ class LLMRunner:
         fut = asyncio.get_running_loop().create_future()
         self._by_key[req.key] = fut
         try:
-            res = await self._send(req)
+            res = await self._send_probed(req)
         except BaseException as e:
             if isinstance(e, asyncio.CancelledError):
                 fut.cancel()
@@ -209,7 +213,24 @@ class LLMRunner:
         del self._by_key[req.key]  # later duplicates find the answer in the cache
         return self._finish(req, res) if res is not None else None
 
+    async def _send_probed(self, req: LLMRequest) -> LLMResult | None:
+        """With ``structured_output: auto``, the first request that would send ``response_format``
+        goes alone (a probe); the others wait for what it shows (taken, rejected, ignored), so a
+        server that cannot do structured outputs sees one such request per run, not one per slot."""
+        while self.shape.needs_probe(req.response_format):
+            if self._probe is None:
+                self._probe = asyncio.get_running_loop().create_future()
+                try:
+                    return await self._send(req)
+                finally:
+                    probe, self._probe = self._probe, None
+                    probe.set_result(None)
+            await asyncio.shield(self._probe)  # no verdict (e.g. the probe failed): the next one probes
+        return await self._send(req)
+
     async def _cache_get(self, key: str) -> dict | None:
+        if key in self.known:
+            return self.known[key]
         if self.cache.local:
             return self.cache.get(key)
         return await asyncio.to_thread(self.cache.get, key)
@@ -220,20 +241,13 @@ class LLMRunner:
         else:
             await asyncio.to_thread(self.cache.put, key, rec)
 
-    def _from_record(self, req: LLMRequest, rec: dict) -> LLMResult:
-        return LLMResult(key=req.key, group_id=req.group_id, status="ok", text=rec.get("text"),
-                         finish_reason=rec.get("finish_reason"), input_tokens=int(rec.get("input_tokens", 0)),
-                         output_tokens=int(rec.get("output_tokens", 0)), usd=float(rec.get("usd", 0.0)),
-                         attempts=0, cached=True)
-
     def _finish(self, req: LLMRequest, res: LLMResult) -> LLMResult:
         self.log.write(log_record(req, res))
         return res
 
     async def _send(self, req: LLMRequest) -> LLMResult | None:
         cfg, model = self.cfg, self.cfg.model
-        prompt_tokens = count_message_tokens(req.messages, model)
-        est_prompt = policy.prompt_estimate(cfg.provider, prompt_tokens)
+        counted: dict[int, int] = {}  # prompt tokens per message form (the shape may change mid-way)
         max_tokens = int(req.max_tokens)
         attempts = failures = 0
         billed_in = billed_out = 0
@@ -253,6 +267,11 @@ class LLMRunner:
             return result("ok", text=text, finish_reason=finish_reason)
 
         while True:
+            messages = self.shape.messages(req)
+            if id(messages) not in counted:
+                counted[id(messages)] = count_message_tokens(messages, model)
+            prompt_tokens = counted[id(messages)]
+            est_prompt = policy.prompt_estimate(cfg.provider, prompt_tokens)
             need_tokens = est_prompt + max_tokens
             if need_tokens > cfg.tpm:
                 return result("error", error=f"request needs {need_tokens} tokens, more than llm.tpm={cfg.tpm} "
@@ -283,8 +302,12 @@ class LLMRunner:
                     return await done_ok(partial[0], partial[1], self.shape.sends_rf(req.response_format))
                 return None
 
+            if self.shape.messages(req) is not messages:  # another worker stopped structured outputs meanwhile
+                self.gate.complete(reserved_usd=max_cost, actual_usd=0.0, booked_tokens=need_tokens,
+                                   refund_tokens=need_tokens, refund_request=True)
+                continue
             send_rf = self.shape.sends_rf(req.response_format)
-            kwargs = self.shape.body(model, req.messages, max_tokens, cfg.temperature, req.response_format)
+            kwargs = self.shape.body(model, messages, max_tokens, cfg.temperature, req.response_format)
             kwargs["extra_headers"] = {KEY_HEADER: req.key}
             attempts += 1
             self.counters["sent"] += 1
@@ -324,7 +347,7 @@ class LLMRunner:
                     if code == "request_too_large":
                         return result("error", error=msg)
                 elif not policy.is_retried(status):
-                    if self.shape.adapt(status, code, getattr(err, "param", None), getattr(err, "message", ""), send_rf):
+                    if self.shape.adapt(status, code, getattr(err, "param", None), msg, send_rf):
                         continue
                     return result("error", error=policy.final_error(model, status, code, msg))
             elif isinstance(err, openai.APITimeoutError):
@@ -357,6 +380,8 @@ class LLMRunner:
             billed_in += in_t
             billed_out += out_t
             billed_usd += actual
+            if finish != "length":  # a cut answer is no sign of what the endpoint does
+                self.shape.check_answer(text, send_rf)
             if finish == "length" and partial is None:
                 partial = (text, finish)
                 max_tokens *= 2
@@ -438,6 +463,7 @@ async def run_requests_async(
     progress: bool = False,
     *,
     stop_on_signals: bool = False,
+    report: dict | None = None,
     **runner_kwargs: Any,
 ) -> list[LLMResult]:
     """The in-process path of :func:`run_requests` (online mode), for callers inside an event loop."""
@@ -450,4 +476,6 @@ async def run_requests_async(
     finally:
         stops.restore()
         await runner.aclose()
+        if report is not None:
+            report["structured_fallback"] = runner.shape.fallback
     return check_complete(results, stops.received)

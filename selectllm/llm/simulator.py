@@ -23,6 +23,10 @@ Answers are deterministic and transparent:
   ``\\w+`` runs, lower-cased).  The top K (ties -> lower id), best first, are answered as
   ``[3], [7]`` in plain text or ``{"selected": [3, 7]}`` when ``response_format`` asks for JSON
   (with a ``json_schema``, its first array property's name is used instead of ``selected``).
+  Asked for reasons (``select.reasons``: a schema whose array holds objects, or the text form's
+  "its identifier in brackets, then a one-line reason"), each pick comes with the heuristic's
+  terms as its reason: ``{"choices": [{"id": 3, "reason": "score 7.41: 412 characters, 83%
+  distinct words, has an input"}]}`` or one ``[3] score 7.41: ...`` line per pick.
 * **Rating prompts** -- a message containing ``Rate the following``: the text after that phrase
   has ``w`` words and scores ``min(5, 1 + floor(log2(1 + w / 8)))``, answered ``Score: 4`` or
   ``{"score": 4}`` (first integer property of a ``json_schema``).
@@ -45,7 +49,7 @@ When ``rpm`` / ``tpm`` are set, every chat response carries ``x-ratelimit-limit-
 variants (OpenAI formats: ``"20ms"``, ``"1.5s"``, ``"6m0s"``); *reset* is the time until the
 window is empty again (back to its initial state).  Unlimited dimensions send no headers.
 
-Request log (``log_path``): one JSON line per received request: ``ts``, ``path``, ``status``,
+Request log (``log_path``, a local path or an object store URL): one JSON line per received request: ``ts``, ``path``, ``status``,
 ``key`` (the client's ``X-Selectllm-Key`` header, if any), ``body_sha256`` (16 hex),
 ``attempt``, ``prompt_tokens``, ``completion_tokens``.  Never the Authorization header.
 
@@ -59,6 +63,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import hashlib
+import io
 import json
 import math
 import os
@@ -96,6 +101,7 @@ SELECT_K_RE = re.compile(r"Select exactly (\d+) instruction", re.I)
 RATE_RE = re.compile(r"Rate the following", re.I)
 INPUT_RE = re.compile(r"### Input:(.*?)(?:###|\Z)", re.S)
 WORD_RE = re.compile(r"\w+")
+REASONS_RE = re.compile(r"in brackets, then a one-line reason", re.I)  # select.reasons, text form
 MALFORMED = (
     "I think every one of these instructions is valuable, so I cannot pick just a few.",
     "Sure! Here are my thoughts on the candidates: they vary a lot in quality and scope.",
@@ -115,6 +121,17 @@ def candidate_score(text: str) -> float:
     m = INPUT_RE.search(t)
     has_input = bool(m and m.group(1).strip())
     return math.log1p(len(t)) + distinct + (0.5 if has_input else 0.0)
+
+
+def score_reason(text: str) -> str:
+    """The heuristic's one-line reason for a pick: the parts of :func:`candidate_score`."""
+    t = text.strip()
+    words = [w.lower() for w in WORD_RE.findall(t)]
+    distinct = len(set(words)) / len(words) if words else 0.0
+    m = INPUT_RE.search(t)
+    has_input = bool(m and m.group(1).strip())
+    return (f"score {candidate_score(text):.2f}: {len(t)} characters, {distinct:.0%} distinct words"
+            + (", has an input" if has_input else ""))
 
 
 def select_ids(candidates: list[tuple[int, str]], k: int) -> list[int]:
@@ -146,6 +163,13 @@ def _schema_key(response_format: dict | None, types: tuple[str, ...], default: s
     return default
 
 
+def _items_are_objects(response_format: dict | None, key: str) -> bool:
+    try:
+        return response_format["json_schema"]["schema"]["properties"][key]["items"]["type"] == "object"  # type: ignore[index]
+    except (KeyError, TypeError):
+        return False
+
+
 def answer_text(messages: list[dict], response_format: dict | None) -> str:
     """The full (untruncated) deterministic answer to a chat request."""
     json_mode = isinstance(response_format, dict) and response_format.get("type") in (
@@ -160,9 +184,14 @@ def answer_text(messages: list[dict], response_format: dict | None) -> str:
         m = SELECT_K_RE.search(source) or SELECT_K_RE.search(everything)
         k = int(m.group(1)) if m else 1
         ids = select_ids(cands, k)
+        texts = dict(cands)
         if json_mode:
             key = _schema_key(response_format, ("array",), "selected")
+            if _items_are_objects(response_format, key):  # {"choices": [{"id": 3, "reason": "..."}]}
+                return json.dumps({key: [{"id": i, "reason": score_reason(texts[i])} for i in ids]})
             return json.dumps({key: ids})
+        if REASONS_RE.search(source):
+            return "\n".join(f"[{i}] {score_reason(texts[i])}" for i in ids)
         return ", ".join(f"[{i}]" for i in ids)
 
     src = last_user if RATE_RE.search(last_user) else everything
@@ -187,6 +216,20 @@ def _unit(*parts: Any) -> float:
 
 
 # --------------------------------------------------------------------------- server state
+
+
+def _open_log(url: str):
+    """The request log: a local file appended line by line, or an object (``s3://``, ``gs://``)
+    appended through fsspec (the lines go out as multipart parts; the object is complete when the
+    server stops)."""
+    if "://" not in url or url.startswith("file://"):
+        path = url.removeprefix("file://")
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        return open(path, "a", encoding="utf-8", buffering=1)
+    import fsspec
+
+    return fsspec.open(url, "ab").open()
+
 
 
 def _error(status: int, message: str, type_: str, code: str | None = None,
@@ -228,9 +271,9 @@ class SimState:
         if not self.log_path:
             return
         if self._log is None:
-            Path(self.log_path).parent.mkdir(parents=True, exist_ok=True)
-            self._log = open(self.log_path, "a", encoding="utf-8", buffering=1)
-        self._log.write(json.dumps(rec, sort_keys=True) + "\n")
+            self._log = _open_log(self.log_path)
+        line = json.dumps(rec, sort_keys=True) + "\n"
+        self._log.write(line if isinstance(self._log, io.TextIOBase) else line.encode("utf-8"))
 
     def close(self) -> None:
         if self._log is not None:

@@ -13,7 +13,12 @@ Status = Literal["ok", "error", "budget_stopped"]
 @dataclass
 class LLMRequest:
     """One chat request.  ``key`` is its content key (:func:`request_key`); ``group_id`` is the
-    caller's handle (e.g. the candidate group), carried through untouched."""
+    caller's handle (e.g. the candidate group), carried through untouched.
+
+    ``text_messages``: the same question asking for a plain-text answer, sent instead of
+    ``messages`` once the endpoint has shown that it rejects or ignores ``response_format``
+    (:class:`selectllm.llm.policy.RequestShape`).  It is derived from the same inputs, so the key
+    (computed from ``messages``) names either form."""
 
     key: str
     group_id: Any
@@ -21,6 +26,7 @@ class LLMRequest:
     max_tokens: int
     response_format: dict | None = None
     meta: dict = field(default_factory=dict)
+    text_messages: list[dict] | None = None
 
 
 @dataclass

@@ -9,21 +9,36 @@ from selectllm.llm.client import llm_endpoint, run_requests
 def send(ctx, requests: list) -> list:
     """Send through the one LLM layer (cache, budget, rate limits); one result per request.
 
-    Answers bought by an earlier (killed) run of the same requests count against ``llm.max_usd``.
-    ``llm.engine: ray`` starts (or joins) Ray for the async actor pool; ``auto`` uses the pool when
-    an earlier stage of this process started Ray.  The request log goes to the stage's output.
+    All LLM state lives on the run directory's filesystem (local or object storage): the answer
+    cache and the Batch API records under ``cache/llm/``, the request log in the stage's output,
+    the simulator's log under ``logs/``.  The cache is read once (one listing, concurrent reads of
+    the answers present): answers bought by an earlier (killed) run are used and count against
+    ``llm.max_usd``.  ``llm.engine: ray`` starts (or joins) Ray for the async actor pool; ``auto``
+    uses the pool when an earlier stage of this process started Ray.
+
+    Sets ``ctx.llm_counts`` (for the stage's manifest counts): ``structured_output`` (what was
+    asked for: ``json_schema`` or ``text``) and, when the endpoint could not do structured outputs
+    this run, ``structured_output_fallback`` (why; from then on the text form was sent).
     """
     if not requests:
         return []
     cfg = ctx.cfg
-    cache_dir = ctx.run.path("cache", "llm")
-    cache = AnswerCache(cache_dir)
-    prior = sum(float(rec.get("usd", 0.0)) for rec in (cache.get(r.key) for r in requests) if rec)
+    cache_dir = ctx.run.uri("cache", "llm")
+    known = AnswerCache(cache_dir).load(r.key for r in requests)
+    prior = sum(float(rec.get("usd", 0.0)) for rec in known.values())
     if cfg.llm.engine == "ray" and cfg.llm.mode == "online":
         from selectllm.engines import ray_init
 
         ray_init(cfg)
-    ctx.run.fs.makedirs(ctx.run.path("logs"), exist_ok=True)
-    with llm_endpoint(cfg.llm, ctx.run.path("logs", "simulator.jsonl")) as base_url:
-        return run_requests(requests, cfg.llm, cache_dir=cache_dir, requests_log=ctx.out_path("requests.jsonl"),
-                            base_url=base_url, prior_usd=prior)
+    report: dict = {}
+    with llm_endpoint(cfg.llm, ctx.run.uri("logs", "simulator.jsonl")) as base_url:
+        results = run_requests(requests, cfg.llm, cache_dir=cache_dir,
+                               requests_log=ctx.run.staging_uri(ctx.out_path("requests.jsonl")),
+                               base_url=base_url, prior_usd=prior, known=known, report=report)
+    structured = any(r.response_format is not None for r in requests) and cfg.llm.structured_output != "off"
+    counts: dict = {"structured_output": "json_schema" if structured else "text"}
+    if report.get("structured_fallback"):
+        counts["structured_output"] = "json_schema, then text"
+        counts["structured_output_fallback"] = report["structured_fallback"]
+    ctx.llm_counts = counts
+    return results
