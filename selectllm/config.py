@@ -116,6 +116,9 @@ class ClusterConfig(_Strict):
     min_shard_rows: int = Field(50_000, ge=1)
 
 
+REASON_STRATEGIES = ("selectllm", "selectllm-paper")  # select.reasons: the LLM picks among candidates
+
+
 class SelectConfig(_Strict):
     strategy: str = "selectllm"  # one of selectllm.select.registry.NAMES
 
@@ -131,11 +134,16 @@ class SelectConfig(_Strict):
     # selectllm-paper: K diverse subsets (one prompt each) and the prompt's layout
     paper_subsets: int = Field(1000, ge=1)
     paper_prompt: Literal["delimited", "verbatim"] = "delimited"
+    # ask the LLM for a one-line reason per chosen row, in the same request (selectllm strategies)
+    reasons: bool = False
 
     @model_validator(mode="after")
     def _picks_fit(self) -> "SelectConfig":
         if self.picks_per_prompt >= self.candidates_per_prompt:
             raise ValueError("select.picks_per_prompt must be smaller than select.candidates_per_prompt")
+        if self.reasons and self.strategy not in REASON_STRATEGIES:
+            raise ValueError(f"select.reasons needs a strategy whose LLM picks among candidates "
+                             f"({', '.join(REASON_STRATEGIES)}), not {self.strategy}")
         return self
 
 

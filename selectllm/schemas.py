@@ -73,6 +73,9 @@ DECISIONS = pa.schema(
         ("input_tokens", pa.int64()),
         ("output_tokens", pa.int64()),
         ("usd", pa.float64()),
+        # select.reasons: the LLM's one-line reason per chosen id, aligned with chosen_ids
+        # ("" for a pick the LLM did not make or gave no reason for; all "" without select.reasons)
+        ("chosen_reasons", pa.list_(pa.string())),
     ]
 )
 

@@ -143,7 +143,9 @@ def rating_requests(cfg, ids, texts: dict[str, dict]) -> list:
         messages = rating_messages(row["instruction"] or "", row["input"] or "", structured)
         out.append(LLMRequest(key=request_key(cfg.llm.model, messages, params, RATING_PROMPT_VERSION),
                               group_id=i, messages=messages, max_tokens=cfg.llm.max_tokens,
-                              response_format=RATING_SCHEMA if structured else None))
+                              response_format=RATING_SCHEMA if structured else None,
+                              text_messages=rating_messages(row["instruction"] or "", row["input"] or "", False)
+                              if structured else None))
     return out
 
 
@@ -183,7 +185,8 @@ def alpagasus_strategy(ctx, ids, labels, dist) -> StrategyResult:
     for i in range(n):
         r = by_res.get(i)
         decisions.append({"group_id": i, "cluster_id": int(labels[i]), "candidate_ids": [str(ids[i])],
-                          "chosen_ids": [str(ids[i])] if chosen[i] else [], "status": status[i], "reason": reason[i],
+                          "chosen_ids": [str(ids[i])] if chosen[i] else [],
+                          "chosen_reasons": [""] if chosen[i] else [], "status": status[i], "reason": reason[i],
                           "input_tokens": int(getattr(r, "input_tokens", 0) or 0),
                           "output_tokens": int(getattr(r, "output_tokens", 0) or 0),
                           "usd": float(getattr(r, "usd", 0.0) or 0.0)})

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from typing import Callable
 
 PROMPT_VERSION = "selectllm-v1"
+# select.reasons: answer tokens added per pick to llm.max_tokens (a one-line reason, ~30 words)
+REASON_TOKENS = 48
 
 SYSTEM = (
     "You help choose which unannotated instructions are worth sending to human annotators for "
@@ -22,6 +24,8 @@ SYSTEM = (
     "and contexts, offer significant instructional value and potential learning gain, and present "
     "unique challenges and specificity. Answer with identifiers only."
 )
+SYSTEM_REASONS = SYSTEM.replace("Answer with identifiers only.",
+                                "Answer with identifiers, each with a one-line reason.")
 
 SELECTION_SCHEMA = {
     "type": "json_schema",
@@ -38,6 +42,34 @@ SELECTION_SCHEMA = {
 }
 
 
+# select.reasons: the same answer with a one-line reason per chosen identifier
+REASONS_SCHEMA = {
+    "type": "json_schema",
+    "json_schema": {
+        "name": "selection_with_reasons",
+        "strict": True,
+        "schema": {
+            "type": "object",
+            "properties": {"choices": {"type": "array", "items": {
+                "type": "object",
+                "properties": {"id": {"type": "integer"}, "reason": {"type": "string"}},
+                "required": ["id", "reason"],
+                "additionalProperties": False,
+            }}},
+            "required": ["choices"],
+            "additionalProperties": False,
+        },
+    },
+}
+# the text form: one line per pick, the identifier in brackets first
+REASONS_TEXT = ("Present each selection on its own line: its identifier in brackets, then a one-line reason "
+                "why it is among the most beneficial, e.g.\n{example}")
+
+
+def reasons_example(picks: int) -> str:
+    return "\n".join(f"[{i}] <one-line reason>" for i in range(1, min(picks, 2) + 1))
+
+
 def _as_data(text: str) -> str:
     """Keep a candidate from closing or opening blocks of its own."""
     return text.replace("<candidate", "<\u200bcandidate").replace("</candidate", "<\u200b/candidate")
@@ -50,25 +82,32 @@ def format_candidate(i: int, instruction: str, input_text: str) -> str:
     return f'<candidate id="{i}">\n{body}\n</candidate>'
 
 
-def selection_messages(candidates: list[tuple[str, str]], picks: int, structured: bool) -> list[dict]:
-    """Chat messages asking for ``picks`` of the (instruction, input) candidates, numbered from 1."""
+def selection_messages(candidates: list[tuple[str, str]], picks: int, structured: bool,
+                       reasons: bool = False) -> list[dict]:
+    """Chat messages asking for ``picks`` of the (instruction, input) candidates, numbered from 1
+    (``reasons``: each with a one-line reason, see :data:`REASONS_SCHEMA` / :data:`REASONS_TEXT`)."""
     n = len(candidates)
     blocks = "\n".join(format_candidate(i + 1, ins, inp) for i, (ins, inp) in enumerate(candidates))
     example = ", ".join(f"[{i}]" for i in range(1, picks + 1))
-    answer = (
-        'Answer as JSON: {"selected": [identifiers]}.' if structured
-        else f"Present your selections using the format [], e.g. {example}."
-    )
+    if reasons:
+        answer = ('Answer as JSON: {"choices": [{"id": identifier, "reason": "one line"}]}.' if structured
+                  else REASONS_TEXT.format(example=reasons_example(picks)))
+    else:
+        answer = (
+            'Answer as JSON: {"selected": [identifiers]}.' if structured
+            else f"Present your selections using the format [], e.g. {example}."
+        )
+    only = "identifiers, each with a one-line reason" if reasons else "only identifiers"
     user = (
         f"The following are {n} unannotated examples of instructions that describe a task, each "
         f"indicated by a number identifier.\n\n{blocks}\n\n"
         f"Examine the provided list of {n} instructions. Select exactly {picks} instruction"
         f"{'s' if picks != 1 else ''} that will be annotated by human annotators for model fine-tuning: "
         f"the {picks} that would be the most beneficial for model fine-tuning after annotation. {answer}\n"
-        f"The most impactful {picks} instruction{'s' if picks != 1 else ''} (only identifiers) "
+        f"The most impactful {picks} instruction{'s' if picks != 1 else ''} ({only}) "
         f"{'are' if picks != 1 else 'is'}:"
     )
-    return [{"role": "system", "content": SYSTEM}, {"role": "user", "content": user}]
+    return [{"role": "system", "content": SYSTEM_REASONS if reasons else SYSTEM}, {"role": "user", "content": user}]
 
 
 # --------------------------------------------------------------------------- prompt specs
@@ -76,18 +115,20 @@ def selection_messages(candidates: list[tuple[str, str]], picks: int, structured
 class PromptSpec:
     """How one kind of selection prompt is built; passed to ``decide.build_requests``.
 
-    ``build(candidates, picks, structured) -> messages``; ``version`` goes into every request's
-    cache key; ``schema`` is the ``response_format`` sent when structured; ``structured=False``
-    never asks for structured output, ``None`` follows ``llm.structured_output``.
+    ``build(candidates, picks, structured, reasons) -> messages``; ``version`` goes into every
+    request's cache key; ``schema`` / ``reasons_schema`` are the ``response_format`` sent when
+    structured (without / with ``select.reasons``); ``structured=False`` never asks for structured
+    output, ``None`` follows ``llm.structured_output``.
     """
 
     version: str
-    build: Callable[[list[tuple[str, str]], int, bool], list[dict]]
+    build: Callable[[list[tuple[str, str]], int, bool, bool], list[dict]]
     schema: dict | None = None
     structured: bool | None = None
+    reasons_schema: dict | None = None
 
 
-DEFAULT_PROMPT = PromptSpec(PROMPT_VERSION, selection_messages, SELECTION_SCHEMA)
+DEFAULT_PROMPT = PromptSpec(PROMPT_VERSION, selection_messages, SELECTION_SCHEMA, reasons_schema=REASONS_SCHEMA)
 
 
 # --------------------------------------------------------------------------- the paper's prompt
@@ -101,7 +142,7 @@ PAPER_CRITERIA = (
 
 
 def paper_messages(candidates: list[tuple[str, str]], picks: int, structured: bool = False,
-                   verbatim: bool = False) -> list[dict]:
+                   verbatim: bool = False, reasons: bool = False) -> list[dict]:
     """The reference's "Final SelectLLM Prompt" (``prompt_local_select``) for one diverse subset.
 
     ``verbatim``: the reference's layout -- one **system** message, candidates as ``[i]`` /
@@ -110,6 +151,7 @@ def paper_messages(candidates: list[tuple[str, str]], picks: int, structured: bo
     changes: each candidate sits in a ``<candidate id="i">`` block (text inside is data, so a
     candidate cannot redirect the selection), the task says "select exactly {num}", and it is sent
     as a user message.  ``structured`` is ignored: the paper asks for ``[i]`` identifiers in text.
+    ``reasons`` (``select.reasons``) replaces the answer format with :data:`REASONS_TEXT`.
     """
     n = len(candidates)
     first = list(range(1, picks + 1))
@@ -133,9 +175,12 @@ def paper_messages(candidates: list[tuple[str, str]], picks: int, structured: bo
         f"by a number identifier [].{data_note}\n\n" + "\n\n".join(blocks) + "\n\n"
         f"Examine the provided list of {n} instructions, each indicated by a number identifier []. "
         f"Your task is to select {exactly}{picks} instructions that will be annotated by human annotators "
-        f"for model fine-tuning. {PAPER_CRITERIA} Present your selections using the format []. "
-        f"e.g., {first} or {second}.\n\n"
-        f"The most impactful {picks} instructions (only identifiers) are:"
+        f"for model fine-tuning. {PAPER_CRITERIA} " + (
+            REASONS_TEXT.format(example=reasons_example(picks)) + "\n\n"
+            f"The most impactful {picks} instructions (identifiers, each with a one-line reason) are:"
+            if reasons else
+            f"Present your selections using the format []. e.g., {first} or {second}.\n\n"
+            f"The most impactful {picks} instructions (only identifiers) are:")
     )
     return [{"role": "system" if verbatim else "user", "content": text}]
 
@@ -144,8 +189,8 @@ def paper_prompt(mode: str = "delimited") -> PromptSpec:
     """``select.paper_prompt``: ``delimited`` (default) or ``verbatim`` (see :func:`paper_messages`)."""
     verbatim = mode == "verbatim"
 
-    def build(candidates: list[tuple[str, str]], picks: int, structured: bool) -> list[dict]:
-        return paper_messages(candidates, picks, structured, verbatim=verbatim)
+    def build(candidates: list[tuple[str, str]], picks: int, structured: bool, reasons: bool = False) -> list[dict]:
+        return paper_messages(candidates, picks, structured, verbatim=verbatim, reasons=reasons)
 
     return PromptSpec(f"{PAPER_PROMPT_VERSION}-{mode}", build, schema=None, structured=False)
 

@@ -30,12 +30,17 @@ def write_outputs(ctx, selected: list[tuple[str, int]], decisions: list[dict]) -
     fs = ctx.run.fs
     rows = lookup_rows(ctx.input("rows"), [i for i, _ in selected], ["instruction", "input", "source"])
     ordered = sorted(selected, key=lambda t: (t[1], t[0]))
+    # select.reasons: the LLM's one-line reason for each row it chose (null for rows it did not choose)
+    reasons = {i: why or None for d in decisions for i, why in zip(d["chosen_ids"], d.get("chosen_reasons") or [])
+               if d["status"] == "ok"} if ctx.cfg.select.reasons else None
     with fs.open(ctx.out_path("selected.jsonl"), "w") as f:
         for ident, cluster_id in ordered:
             r = rows[ident]
-            f.write(json.dumps({"id": ident, "instruction": r["instruction"], "input": r["input"],
-                                "source": r["source"], "cluster_id": int(cluster_id),
-                                "strategy": ctx.cfg.select.strategy}, ensure_ascii=False) + "\n")
+            rec = {"id": ident, "instruction": r["instruction"], "input": r["input"], "source": r["source"],
+                   "cluster_id": int(cluster_id), "strategy": ctx.cfg.select.strategy}
+            if reasons is not None:
+                rec["reason"] = reasons.get(ident)
+            f.write(json.dumps(rec, ensure_ascii=False) + "\n")
     table = pa.Table.from_pylist(decisions, schema=DECISIONS) if decisions else DECISIONS.empty_table()
     with fs.open(ctx.out_path("decisions.parquet"), "wb") as f:
         pq.write_table(table, f)
@@ -62,7 +67,8 @@ def run_stage(ctx) -> dict:
     counts = {"selected": target, "groups": len(result.decisions), **{f"groups_{k}": v for k, v in by_status.items()},
               "input_tokens": sum(d["input_tokens"] for d in result.decisions),
               "output_tokens": sum(d["output_tokens"] for d in result.decisions),
-              "usd": round(sum(d["usd"] for d in result.decisions), 6), **result.extra}
+              "usd": round(sum(d["usd"] for d in result.decisions), 6), **result.extra,
+              **getattr(ctx, "llm_counts", {})}
     if cfg.select.strict_budget and by_status.get("budget_stopped"):
         raise BudgetExceeded(f"llm.max_usd={cfg.llm.max_usd} reached with {by_status['budget_stopped']} groups "
                              "undecided (select.strict_budget is true); answers so far are cached")
