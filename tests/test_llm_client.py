@@ -283,6 +283,64 @@ def test_auto_structured_output_falls_back_once_per_run(tmp_path, monkeypatch):
     assert ["response_format" in b for b in srv.bodies] == [True, False, False, False, False]
 
 
+def with_text_form(reqs: list[LLMRequest]) -> list[LLMRequest]:
+    for r in reqs:
+        r.text_messages = [*r.messages[:-1], {"role": "user", "content": r.messages[-1]["content"] + "\nText form."}]
+    return reqs
+
+
+FASTAPI_422 = {"detail": [{"loc": ["body", "response_format"], "type": "value_error",
+                           "msg": "Value error, json_schema is not supported"}]}
+
+
+@pytest.mark.parametrize("how", ["422", "400", "ignored"])
+def test_auto_structured_output_probes_once_then_sends_the_text_form(tmp_path, monkeypatch, how):
+    """Whether the endpoint rejects response_format (FastAPI's 422, OpenAI's 400) or ignores it
+    (plain text to a json_schema request), with 4 slots only one request ever carries it; the
+    others wait for that probe, then all go in their text form; the run's report says why."""
+    monkeypatch.setenv("SELECTLLM_TEST_KEY", "sk-test")
+
+    async def handler(request, body, n):
+        if "response_format" in body and how == "422":
+            return web.json_response(FASTAPI_422, status=422)
+        if "response_format" in body and how == "400":
+            return error(400, "Invalid parameter: 'response_format' of type 'json_schema' is not supported")
+        return completion("[2]")
+
+    srv = FakeServer(handler)
+    report: dict = {}
+    with srv as base:
+        res = run_requests(with_text_form(make_requests(12, "probe", rf=SCHEMA)),
+                           llm_cfg(provider="openai", api_key_env="SELECTLLM_TEST_KEY", concurrency=4),
+                           str(tmp_path), base_url=base, progress=False, report=report)
+    assert all(r.status == "ok" and r.text == "[2]" for r in res)
+    with_rf = [b for b in srv.bodies if "response_format" in b]
+    assert len(with_rf) == 1 and not with_rf[0]["messages"][-1]["content"].endswith("Text form.")
+    rest = [b for b in srv.bodies if "response_format" not in b]
+    assert len(rest) == (12 if how != "ignored" else 11)
+    assert all(b["messages"][-1]["content"].endswith("Text form.") for b in rest)
+    if how == "ignored":
+        assert report["structured_fallback"] == "the endpoint answered plain text to a json_schema request"
+    else:
+        assert report["structured_fallback"].startswith(f"HTTP {how} naming the response format")
+
+
+def test_auto_structured_output_kept_when_the_endpoint_answers_json(tmp_path, monkeypatch):
+    monkeypatch.setenv("SELECTLLM_TEST_KEY", "sk-test")
+
+    async def handler(request, body, n):
+        return completion('{"selected": [2]}' if n != 5 else "[3]")  # one odd answer changes nothing
+
+    srv = FakeServer(handler)
+    report: dict = {}
+    with srv as base:
+        res = run_requests(with_text_form(make_requests(8, "keep", rf=SCHEMA)),
+                           llm_cfg(provider="openai", api_key_env="SELECTLLM_TEST_KEY", concurrency=4),
+                           str(tmp_path), base_url=base, progress=False, report=report)
+    assert all(r.status == "ok" for r in res) and report["structured_fallback"] is None
+    assert all("response_format" in b for b in srv.bodies) and len(srv.bodies) == 8
+
+
 def test_structured_output_on_does_not_fall_back(tmp_path):
     async def handler(request, body, n):
         return error(400, "response_format is not supported", param="response_format")

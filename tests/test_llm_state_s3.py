@@ -1,0 +1,306 @@
+"""All LLM state on the run directory's filesystem: a select run on s3:// (moto on 127.0.0.1)
+killed with SIGKILL, resumed by another process from another working directory with an empty
+HOME, pays for nothing twice and counts the earlier spend against llm.max_usd; online and batch.
+
+The upstream stages are written directly (their declared schemas and manifest entries), so the
+subject is only the select stage; the LLM server is the project's simulator started by the test
+(it outlives the killed run and counts what is paid).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections import Counter
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import yaml
+
+import s3_server
+from selectllm import schemas
+from selectllm.config import SimulatorConfig
+from selectllm.llm.simulator import start_simulator
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLE = ROOT / "examples" / "sample.jsonl"
+CLUSTERS, PER_CLUSTER = 40, 4
+PRICE = {"input_per_mtok": 0.15, "output_per_mtok": 0.60}
+
+
+@pytest.fixture(scope="module")
+def s3():
+    server = s3_server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def s3_env(s3, monkeypatch):
+    for k in ("AWS_PROFILE", "AWS_SESSION_TOKEN"):
+        monkeypatch.delenv(k, raising=False)
+    for k, v in s3.env.items():
+        monkeypatch.setenv(k, v)
+    import s3fs
+
+    s3fs.S3FileSystem.clear_instance_cache()
+    yield s3
+    s3fs.S3FileSystem.clear_instance_cache()
+
+
+def _put_parquet(fs, path: str, table: pa.Table) -> None:
+    with fs.open(path, "wb") as f:
+        pq.write_table(table, f)
+
+
+def plant_upstream(fs, root: str) -> None:
+    """dedup/, embed/ and cluster/ of a finished run (real instructions), with their manifest entries."""
+    rows = []
+    with SAMPLE.open(encoding="utf-8") as f:
+        for line in f:
+            rec = json.loads(line)
+            if len(rows) < CLUSTERS * PER_CLUSTER and len(rec["instruction"]) < 400:
+                rows.append(rec)
+    ids = [f"{i:064x}" for i in range(len(rows))]
+    dedup = pa.Table.from_pylist([{"id": ids[i], "instruction": r["instruction"], "input": r.get("input") or "",
+                                   "text": r["instruction"], "source": "sample.jsonl", "source_row": i}
+                                  for i, r in enumerate(rows)], schema=schemas.DEDUP)
+    _put_parquet(fs, f"{root}/dedup/part-00000.parquet", dedup)
+    emb = schemas.embed_schema(4)
+    _put_parquet(fs, f"{root}/embed/part-00000.parquet", pa.Table.from_pylist(
+        [{"id": i, "embedding": [1.0, 0.0, 0.0, 0.0]} for i in ids], schema=emb))
+    assign = [{"id": ids[i], "cluster_id": i % CLUSTERS, "distance": float(i // CLUSTERS) / 10,
+               "is_center": i < CLUSTERS} for i in range(len(ids))]
+    _put_parquet(fs, f"{root}/cluster/assignments.parquet/part-00000.parquet",
+                 pa.Table.from_pylist(assign, schema=schemas.ASSIGNMENTS))
+    _put_parquet(fs, f"{root}/cluster/centers.parquet", pa.Table.from_pylist(
+        [{"cluster_id": c, "id": ids[c], "size": PER_CLUSTER, "radius": 0.3} for c in range(CLUSTERS)],
+        schema=schemas.CENTERS))
+    entry = {"status": "complete", "output_token": "", "input_fingerprint": "x", "settings_hash": "x", "counts": {}}
+    manifest = {"stages": {s: {**entry, "output_token": uuid.uuid4().hex} for s in ("dedup", "embed", "cluster")}}
+    fs.pipe(f"{root}/manifest.json", json.dumps(manifest).encode())
+
+
+def write_config(where: Path, run_dir: str, base_url: str, **llm) -> Path:
+    where.mkdir(parents=True, exist_ok=True)
+    cfg = {"run_dir": run_dir, "input": {"paths": ["unused.jsonl"]},
+           "select": {"strategy": "selectllm", "budget": CLUSTERS, "candidates_per_prompt": PER_CLUSTER},
+           "llm": {"provider": "simulator", "base_url": base_url, "engine": "local", "concurrency": 2,
+                   "price": PRICE, **llm}}
+    p = where / "cfg.yaml"
+    p.write_text(yaml.safe_dump(cfg))
+    return p
+
+
+def select_process(s3, cwd: Path, home: Path, config: Path, *args: str) -> subprocess.Popen:
+    """`selectllm select` in its own working directory and HOME (caches pointed there too)."""
+    home.mkdir(parents=True, exist_ok=True)
+    env = s3_server.client_env(s3)
+    env.update({"HOME": str(home), "XDG_CACHE_HOME": str(home / ".cache"), "SELECTLLM_CACHE": str(home / "sl"),
+                "PYTHONPATH": str(ROOT), "TMPDIR": str(home)})
+    return subprocess.Popen([sys.executable, "-m", "selectllm.cli", *args, str(config)], cwd=cwd, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def wait_for(cond, timeout: float = 120.0) -> None:
+    t0 = time.monotonic()
+    while not cond():
+        assert time.monotonic() - t0 < timeout, "timed out"
+        time.sleep(0.1)
+
+
+def cache_keys(fs, root: str) -> list[str]:
+    try:
+        return [p for p in fs.find(f"{root}/cache/llm") if p.endswith(".json") and "/batches/" not in p]
+    except FileNotFoundError:
+        return []
+
+
+def local_files(*dirs: Path) -> list[str]:
+    return sorted(str(p) for d in dirs for p in d.rglob("*") if p.is_file())
+
+
+def paid(log: Path) -> Counter:
+    """Paid requests per key at the server (online 200 answers)."""
+    lines = [json.loads(x) for x in log.read_text().splitlines()] if log.exists() else []
+    return Counter(x["key"] for x in lines if x.get("status") == 200 and x.get("key"))
+
+
+def test_select_killed_on_s3_resumes_elsewhere_pays_nothing_twice_within_the_cap(s3_env, tmp_path):
+    s3 = s3_env
+    fs = s3.fs()
+    bucket = s3.bucket()
+    root = f"{bucket}/runs/r1"
+    plant_upstream(fs, root)
+    run_dir = f"s3://{root}"
+    log = tmp_path / "server.jsonl"
+    with start_simulator(SimulatorConfig(latency_ms=250), str(log)) as sim:
+        # the cap: 45% of the worst case of all requests (what `selectllm estimate` prints)
+        est_cfg = write_config(tmp_path / "est", run_dir, sim.base_url, max_usd=100.0)
+        out = subprocess.run([sys.executable, "-m", "selectllm.cli", "estimate", str(est_cfg)], cwd=tmp_path / "est",
+                             env={**s3_server.client_env(s3), "PYTHONPATH": str(ROOT)}, capture_output=True,
+                             text=True, timeout=300)
+        assert out.returncode == 0, out.stderr
+        est = json.loads(out.stdout[out.stdout.index("{"):])
+        assert est["prompts"] == CLUSTERS and est["cached_prompts"] == 0
+        cap = round(0.45 * est["max_usd"], 8)
+
+        a, b = tmp_path / "a", tmp_path / "b"
+        proc = select_process(s3, a, tmp_path / "home_a", write_config(a, run_dir, sim.base_url, max_usd=cap),
+                              "select")
+        try:
+            wait_for(lambda: len(cache_keys(fs, root)) >= 8 or proc.poll() is not None)
+            proc.kill()  # SIGKILL: no cleanup of any kind
+            proc.communicate(timeout=60)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+        before = len(cache_keys(fs, root))
+        assert 8 <= before < CLUSTERS // 3  # killed mid-way, long before the cap
+        assert local_files(a) == [str(a / "cfg.yaml")]  # nothing of the run's state on the local disk
+        prior_usd = sum(json.loads(fs.cat(p))["usd"] for p in cache_keys(fs, root))
+
+        proc = select_process(s3, b, tmp_path / "home_b", write_config(b, run_dir, sim.base_url, max_usd=cap),
+                              "select")
+        out, err = proc.communicate(timeout=600)
+        assert proc.returncode == 0, err[-3000:]
+    assert local_files(b) == [str(b / "cfg.yaml")]
+    assert not (tmp_path / "home_b" / "sl").exists()
+
+    # nothing paid twice but what was in flight at the SIGKILL (at most llm.concurrency)
+    per_key = paid(log)
+    assert sum(c - 1 for c in per_key.values()) <= 2
+
+    with fs.open(f"{root}/select/decisions.parquet", "rb") as f:
+        decisions = pq.read_table(f).to_pylist()
+    ok = [d for d in decisions if d["status"] == "ok"]
+    stopped = [d for d in decisions if d["status"] == "budget_stopped"]
+    assert len(decisions) == CLUSTERS and len(ok) + len(stopped) == CLUSTERS
+    assert stopped  # the cap was reached ...
+    assert sum(d["usd"] for d in ok) <= cap  # ... counting the answers bought before the kill
+
+    # the request log streamed to S3: one line per request, the earlier answers read from the cache
+    lines = [json.loads(x) for x in fs.cat(f"{root}/select/requests.jsonl").decode().splitlines()]
+    assert len(lines) == CLUSTERS
+    ok_keys = {x["key"] for x in lines if x["status"] == "ok"}
+    assert len(ok_keys) == len(ok) and ok_keys <= set(per_key)  # paid once each ...
+    assert len(set(per_key) - ok_keys) <= 2  # ... and only what was in flight at the kill is unused
+    assert sum(x["cached"] for x in lines) == before
+    new_usd = sum(x["usd"] for x in lines if not x["cached"])
+    assert new_usd <= cap - prior_usd + 1e-12
+    manifest = json.loads(fs.cat(f"{root}/manifest.json"))
+    assert manifest["stages"]["select"]["status"] == "complete"
+    text = "\n".join([out, err] + [fs.cat(p).decode(errors="replace") for p in fs.find(root) if p.endswith((".json", ".jsonl", ".yaml"))])
+    assert s3_server.SECRET not in text
+
+
+def test_batch_select_killed_on_s3_polls_the_same_batch_elsewhere(s3_env, tmp_path):
+    s3 = s3_env
+    fs = s3.fs()
+    bucket = s3.bucket()
+    root = f"{bucket}/runs/b1"
+    plant_upstream(fs, root)
+    run_dir = f"s3://{root}"
+    log = tmp_path / "server.jsonl"
+    llm = {"mode": "batch", "batch_poll_s": 0.3, "max_usd": 5.0}
+    with start_simulator(SimulatorConfig(latency_ms=0), str(log), batch_delay_s=4.0) as sim:
+        a, b = tmp_path / "a", tmp_path / "b"
+        proc = select_process(s3, a, tmp_path / "home_a", write_config(a, run_dir, sim.base_url, **llm), "select")
+
+        def batch_records() -> list[dict]:
+            try:
+                return [json.loads(fs.cat(p)) for p in fs.find(f"{root}/cache/llm/batches") if p.endswith(".json")]
+            except FileNotFoundError:
+                return []
+
+        try:
+            wait_for(lambda: any(r.get("batch_id") for r in batch_records()) or proc.poll() is not None)
+            proc.kill()  # while the batch runs on the server
+            proc.communicate(timeout=60)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+        (rec,) = batch_records()
+        assert rec["batch_id"] and rec["state"] == "created" and sim.stats()["batch"]["batches"] == 1
+        assert not cache_keys(fs, root) and local_files(a) == [str(a / "cfg.yaml")]
+
+        proc = select_process(s3, b, tmp_path / "home_b", write_config(b, run_dir, sim.base_url, **llm), "select")
+        out, err = proc.communicate(timeout=600)
+        assert proc.returncode == 0, err[-3000:]
+        st = sim.stats()
+    assert st["batch"]["batches"] == 1 and st["requests"] == 0  # the same batch polled; none created, none online
+    assert st["batch"]["lines"] == CLUSTERS
+    (done,) = batch_records()
+    assert done["batch_id"] == rec["batch_id"] and done["state"] == "done"
+    assert local_files(b) == [str(b / "cfg.yaml")]
+    with fs.open(f"{root}/select/decisions.parquet", "rb") as f:
+        decisions = pq.read_table(f).to_pylist()
+    assert [d["status"] for d in decisions] == ["ok"] * CLUSTERS
+    usd = sum(d["usd"] for d in decisions)  # the earlier run's batch, billed at the batch price
+    from selectllm.llm.budget import cost_usd
+    from selectllm.config import PriceConfig
+
+    assert usd == pytest.approx(0.5 * cost_usd(st["batch"]["prompt_tokens"], st["batch"]["completion_tokens"],
+                                               PriceConfig(**PRICE)))
+    assert len(cache_keys(fs, root)) == CLUSTERS
+
+
+def test_cache_load_is_one_listing_and_concurrent_reads(tmp_path):
+    """Resume reads: one find() of the folder, then reads in flight together (a barrier that only
+    opens when 4 reads wait at once), and only for the keys present."""
+    from selectllm.llm.cache import AnswerCache
+
+    cache = AnswerCache(str(tmp_path / "c"))
+    keys = [f"{i:064x}" for i in range(40)]
+    for k in keys[:20]:
+        cache.put(k, {"key": k, "usd": 1.0})
+    calls = Counter()
+    barrier = threading.Barrier(4, timeout=30)
+    real_find, real_read = cache.fs.find, cache._read
+
+    def find(path, *a, **kw):
+        calls["find"] += 1
+        return real_find(path, *a, **kw)
+
+    def read(path):
+        calls["read"] += 1
+        if calls["read"] <= 4:
+            barrier.wait()  # raises BrokenBarrierError unless 4 reads are in flight together
+        return real_read(path)
+
+    cache.fs.find = find
+    cache._read = read
+    got = cache.load(keys[10:] + ["f" * 64])
+    assert sorted(got) == keys[10:20] and all(got[k]["key"] == k for k in got)
+    assert calls == Counter(find=1, read=10)
+
+
+def test_simulator_log_and_request_log_go_to_s3(s3_env):
+    from selectllm.llm.records import RequestsLog
+    from test_llm_client import llm_cfg, make_requests
+    from selectllm.llm.client import run_requests
+
+    fs = s3_env.fs()
+    bucket = s3_env.bucket()
+    log = RequestsLog(f"s3://{bucket}/r/select/requests.jsonl")
+    for i in range(3):
+        log.write({"key": str(i)})
+    log.close()
+    assert [json.loads(x)["key"] for x in fs.cat(f"{bucket}/r/select/requests.jsonl").decode().splitlines()] == \
+        ["0", "1", "2"]
+
+    reqs = make_requests(3, "s3log")
+    with start_simulator(SimulatorConfig(latency_ms=0), f"s3://{bucket}/r/logs/simulator.jsonl") as sim:
+        res = run_requests(reqs, llm_cfg(), f"s3://{bucket}/r/cache/llm", base_url=sim.base_url, progress=False,
+                           engine="local")
+    assert all(r.status == "ok" for r in res)
+    lines = [json.loads(x) for x in fs.cat(f"{bucket}/r/logs/simulator.jsonl").decode().splitlines()]
+    assert sorted(x["key"] for x in lines if x.get("key")) == sorted(r.key for r in reqs)
+    assert len(fs.find(f"{bucket}/r/cache/llm")) == 3
