@@ -132,3 +132,29 @@ def test_401_through_the_pool_is_one_line_without_the_key(ray_local, tmp_path, m
     msg = str(ei.value)
     assert type(ei.value) is UserError and "401" in msg and "SELECTLLM_TEST_KEY" in msg
     assert secret not in msg and "\n" not in msg
+
+
+def test_pool_probes_structured_output_once_for_all_actors(ray_local, tmp_path):
+    """A server that rejects json_schema (FastAPI's 422) sees one such request from the whole
+    pool: the driver sends the probe alone, then every actor sends the text form."""
+    from aiohttp import web
+
+    from selectllm.llm.ray_pool import run_requests_ray
+    from test_llm_client import FASTAPI_422, completion, with_text_form
+
+    async def handler(request, body, n):
+        if "response_format" in body:
+            return web.json_response(FASTAPI_422, status=422)
+        return completion("[2]")
+
+    srv = FakeServer(handler)
+    report: dict = {}
+    stats: dict = {}
+    with srv as base:
+        res = run_requests_ray(with_text_form(make_requests(24, "pool-probe", rf=SCHEMA)),
+                               llm_cfg(provider="openai", concurrency=4), str(tmp_path), api_key="sk-test",
+                               base_url=base, progress=False, actors=2, stats=stats, report=report)
+    assert all(r.status == "ok" and r.text == "[2]" for r in res)
+    assert sum("response_format" in b for b in srv.bodies) == 1 and len(srv.bodies) == 25
+    assert all(n > 0 for n in stats["sent_per_actor"])  # both actors sent, in the text form
+    assert report["structured_fallback"].startswith("HTTP 422 naming the response format")

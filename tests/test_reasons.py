@@ -109,20 +109,20 @@ def test_select_with_reasons_writes_them_and_estimate_prices_them(tmp_path):
     selected.jsonl has `reason` for the LLM's picks, estimate counts the extra answer tokens."""
     import fsspec
 
-    from test_llm_state_s3 import CLUSTERS, plant_upstream
+    from test_llm_state_s3 import CLUSTERS, SAMPLE, plant_upstream
 
     run = tmp_path / "run"
     plant_upstream(fsspec.filesystem("file", auto_mkdir=True), str(run))
-    cfg = {"run_dir": str(run), "input": {"paths": ["unused.jsonl"]},
+    cfg = {"run_dir": str(run), "input": {"paths": [str(SAMPLE)]},
            "select": {"strategy": "selectllm", "budget": CLUSTERS, "candidates_per_prompt": 4, "reasons": True},
            "llm": {"provider": "simulator", "engine": "local", "concurrency": 4, "simulator": {"latency_ms": 0}}}
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
+    from selectllm.estimate import estimate_cost  # what `selectllm estimate` prints once upstream is complete
+    from selectllm.rundir import RunDir
+
+    est = estimate_cost(load_config(str(tmp_path / "c.yaml")), RunDir(str(run)))
+    assert est["prompts"] == CLUSTERS and est["max_output_tokens"] == CLUSTERS * (64 + REASON_TOKENS)
     env = {"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"}
-    est = subprocess.run([sys.executable, "-m", "selectllm.cli", "estimate", str(tmp_path / "c.yaml")],
-                         capture_output=True, text=True, env=env, timeout=300)
-    assert est.returncode == 0, est.stderr
-    est = json.loads(est.stdout[est.stdout.index("{"):])
-    assert est["max_output_tokens"] == CLUSTERS * (64 + REASON_TOKENS)
     out = subprocess.run([sys.executable, "-m", "selectllm.cli", "select", str(tmp_path / "c.yaml")],
                          capture_output=True, text=True, env=env, timeout=300)
     assert out.returncode == 0, out.stderr

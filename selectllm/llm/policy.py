@@ -62,6 +62,18 @@ def quota_error(base_url: str | None) -> UserError:
     return UserError(f"the LLM account has no quota left (HTTP 429 insufficient_quota) at {base_url or 'OpenAI'}")
 
 
+def error_text(err: Any) -> str:
+    """An API error's message, with its body when the message does not carry it (the SDK says
+    only "Error code: 422" for a FastAPI body such as ``{"detail": [{"loc": [...], "msg": ...}]}``)."""
+    import json
+
+    msg = str(getattr(err, "message", None) or err)
+    body = getattr(err, "body", None)
+    if body is not None and not (isinstance(body, dict) and "message" in body):  # OpenAI's error object has one
+        msg = f"{msg}: {json.dumps(body, default=str)}"
+    return msg
+
+
 def final_error(model: str, status: int, code: str | None, msg: str) -> str:
     """The stored error of a request that is not tried again."""
     if code == "context_length_exceeded":

@@ -328,7 +328,7 @@ class LLMRunner:
             if isinstance(err, openai.APIStatusError):
                 status = err.status_code
                 code = getattr(err, "code", None)
-                msg = self._scrub(getattr(err, "message", str(err)))
+                msg = self._scrub(policy.error_text(err))
                 retry_after = retry_after_seconds(err.response.headers)
                 if status == 429:  # not counted by the server: give the slot back, pause everyone
                     limited = code not in ("insufficient_quota", "request_too_large")
