@@ -10,7 +10,6 @@ subject is only the select stage; the LLM server is the project's simulator star
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import threading
@@ -145,7 +144,7 @@ def test_select_killed_on_s3_resumes_elsewhere_pays_nothing_twice_within_the_cap
     plant_upstream(fs, root)
     run_dir = f"s3://{root}"
     log = tmp_path / "server.jsonl"
-    with start_simulator(SimulatorConfig(latency_ms=250), str(log)) as sim:
+    with start_simulator(SimulatorConfig(latency_ms=400), str(log)) as sim:
         # the cap: 45% of the worst case of all requests (what `selectllm estimate` prints)
         from selectllm.config import load_config
         from selectllm.estimate import estimate_cost
@@ -167,7 +166,7 @@ def test_select_killed_on_s3_resumes_elsewhere_pays_nothing_twice_within_the_cap
             if proc.poll() is None:
                 proc.kill()
         before = len(cache_keys(fs, root))
-        assert 8 <= before < CLUSTERS // 3  # killed mid-way, long before the cap
+        assert 8 <= before < CLUSTERS // 2  # killed mid-way, before the cap
         assert local_files(a) == [str(a / "cfg.yaml")]  # nothing of the run's state on the local disk
         prior_usd = sum(json.loads(fs.cat(p))["usd"] for p in cache_keys(fs, root))
 
