@@ -39,11 +39,38 @@ class InputFields(_Strict):
     input: str | None = "input"
 
 
+# columns the dedup stage writes itself: an input.keep column may not take one of these names
+RESERVED_COLUMNS = ("id", "instruction", "input", "text", "source", "source_row", "raw", "reason",
+                    "user_turn", "media_parts", "cluster_id", "strategy", "status")
+
+
 class InputConfig(_Strict):
     paths: list[str] = Field(default_factory=list)
     format: Literal["auto", "jsonl", "json", "parquet", "csv"] = "auto"
-    preset: Literal["alpaca", "dolly", "sharegpt", "text", "custom"] = "alpaca"
+    preset: Literal["alpaca", "dolly", "text", "custom", "openai", "sharegpt", "lmsys"] = "alpaca"
     fields: InputFields | None = None
+    turn: Literal["first", "last", "each"] = "first"  # chat presets: which user turn is the instruction
+    keep: list[str] = Field(default_factory=list)  # record fields carried to dedup parts and selected.jsonl
+
+    @field_validator("keep", mode="before")
+    @classmethod
+    def _one_column_is_a_list(cls, v: Any) -> Any:
+        return [v] if isinstance(v, str) else v
+
+    @field_validator("keep")
+    @classmethod
+    def _keep_names(cls, v: list[str]) -> list[str]:
+        seen: set[str] = set()
+        for name in v:
+            low = name.lower()  # Spark column names are case-insensitive
+            if not name.strip():
+                raise ValueError("an empty column name")
+            if low in RESERVED_COLUMNS:
+                raise ValueError(f"'{name}' is a column selectllm writes itself ({', '.join(RESERVED_COLUMNS)})")
+            if low in seen:
+                raise ValueError(f"'{name}' is listed twice")
+            seen.add(low)
+        return v
 
     @field_validator("paths", mode="before")
     @classmethod

@@ -36,7 +36,12 @@ DUPLICATES = pa.schema(
     ]
 )
 
-QUARANTINE_REASONS = ("malformed", "empty", "too_long", "bad_encoding", "missing_field")
+QUARANTINE_REASONS = ("malformed", "empty", "too_long", "bad_encoding", "missing_field", "wrong_type",
+                      "no_user_turn", "malformed_turn", "unreadable")
+
+# extra columns of dedup/part-*.parquet (after the DEDUP ones) for a chat preset (input.preset
+# openai | sharegpt | lmsys); the input.keep columns (strings) come after them
+CHAT_COLUMNS = pa.schema([("user_turn", pa.int64()), ("media_parts", pa.int64())])
 
 
 def embed_schema(dim: int, dtype: str = "float32") -> pa.Schema:

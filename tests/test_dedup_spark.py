@@ -36,7 +36,7 @@ def _corpus(root: Path) -> list[str]:
     ]
     lines = [json.dumps(r).encode() for r in a]
     lines += [b"{broken", b'{"instruction": ""}', b'{"input": "x"}', b'{"instruction": "caf\xe9"}',
-              b'{"instruction": "' + b"long " * 40 + b'"}']
+              b'{"instruction": "' + b"long " * 40 + b'"}', b'{"instruction": {"nested": "object"}}']
     (root / "a.jsonl").write_bytes(b"\n".join(lines) + b"\n\n")
     (root / "b.json").write_text(json.dumps(base[4:] + [{"instruction": "Write a short note about Jazz"}, 7]))
     pq.write_table(pa.table({
@@ -99,7 +99,9 @@ def test_stage_outputs_counts_and_schemas(spark, corpus, tmp_path):
     for key in ("read", "kept", "exact_duplicates", "quarantined"):
         assert stats[key] == expected[key], key
     assert stats["near_duplicates"] == 0 and stats["files"] == 5
-    assert all(stats["quarantined"][r] > 0 for r in schemas.QUARANTINE_REASONS), stats
+    held = ("malformed", "empty", "too_long", "bad_encoding", "missing_field", "wrong_type")  # not the chat ones
+    assert all(stats["quarantined"][r] > 0 for r in held), stats
+    assert stats["unreadable_files"] == [] and stats["quarantined"]["unreadable"] == 0
     assert counts["read"] == stats["read"] and counts["kept"] == stats["kept"]
     assert counts["quarantined_total"] == stats["quarantined_total"]
     assert counts["quarantined_malformed"] == stats["quarantined"]["malformed"]

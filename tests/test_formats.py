@@ -19,7 +19,7 @@ ROWS = [
     {"instruction": "Give three tips for staying healthy.", "input": "", "output": "..."},
     {"instruction": "Translate  to French", "input": "Good   morning", "output": "Bonjour"},
     {"instruction": "Sum these", "input": None},
-    {"instruction": 42},
+    {"instruction": "42"},
 ]
 EXPECTED = [
     (0, None, "Give three tips for staying healthy.", "", None),
@@ -102,7 +102,7 @@ def test_parquet_not_parquet(tmp_path):
     p = tmp_path / "broken.parquet"
     p.write_bytes(b"this is not parquet at all")
     [(row, raw, instr, inp, reason)] = _read(p)
-    assert (row, instr, reason) == (-1, None, "malformed") and "parquet" in raw
+    assert (row, instr, reason) == (0, None, "unreadable") and "broken.parquet" in raw
 
 
 def test_csv(tmp_path):
@@ -178,28 +178,82 @@ def test_dolly(tmp_path):
     assert _read(p, preset="dolly") == [(0, None, "Summarize", "Long text", None)]
 
 
-def test_sharegpt_conversations_and_messages(tmp_path):
+def test_sharegpt_conversations(tmp_path):
     p = tmp_path / "s.jsonl"
     p.write_bytes(_jsonl_bytes([
         {"conversations": [{"from": "system", "value": "be nice"}, {"from": "human", "value": "Hi  there"},
                            {"from": "gpt", "value": "hello"}, {"from": "human", "value": "second"}]},
-        {"messages": [{"role": "system", "content": "sys"}, {"role": "user", "content": "What is 2+2?"}]},
-        {"messages": [{"role": "user", "content": [{"type": "text", "text": "part one"},
-                                                   {"type": "image_url", "image_url": {}}]}]},
+        {"conversations": [{"from": "human", "value": [{"type": "text", "text": "part one"},
+                                                       {"type": "image_url", "image_url": {}}]}]},
         {"conversations": [{"from": "gpt", "value": "no human turn"}]},
         {"conversations": "not a list"},
+        {"messages": [{"role": "user", "content": "the openai preset's key"}]},
         {"id": 7},
     ]))
     got = _read(p, preset="sharegpt")
-    assert got[:3] == [(0, None, "Hi there", "", None), (1, None, "What is 2+2?", "", None),
-                       (2, None, "part one", "", None)]
-    assert _reasons(got[3:]) == [(3, "missing_field"), (4, "malformed"), (5, "missing_field")]
+    assert got[:2] == [(0, None, "Hi there", "System: be nice", None), (1, None, "part one", "", None)]
+    assert _reasons(got[2:]) == [(2, "no_user_turn"), (3, "malformed_turn"), (4, "missing_field"),
+                                 (5, "missing_field")]
+    assert _read(p, preset="openai")[4][:5] == (4, None, "the openai preset's key", "", None)
 
 
 def test_sharegpt_parquet(tmp_path):
     p = tmp_path / "s.parquet"
     pq.write_table(pa.table({"conversations": [[{"from": "human", "value": "q1"}, {"from": "gpt", "value": "a"}]]}), p)
     assert _read(p, preset="sharegpt") == [(0, None, "q1", "", None)]
+
+
+# ----------------------------------------------------------------------------- wrong types
+WRONG = [{"nested": "object"}, ["a", "list"], 42, 4.5, True, False]
+
+
+@pytest.mark.parametrize("value", WRONG, ids=[type(v).__name__ for v in WRONG])
+def test_a_text_field_of_a_wrong_type_is_wrong_type_never_stringified(tmp_path, value):
+    recs = [{"instruction": value}, {"instruction": "ok", "input": value}, {"instruction": None},
+            {"instruction": "fine", "input": None}]
+    p = tmp_path / "w.jsonl"
+    p.write_bytes(_jsonl_bytes(recs))
+    arr = tmp_path / "w.json"
+    arr.write_text(json.dumps(recs))
+    for path in (p, arr):
+        got = _read(path)
+        assert _reasons(got) == [(0, "wrong_type"), (1, "wrong_type"), (2, "empty"), (3, None)]
+        assert json.loads(got[0][1]) == recs[0]  # raw: the record, not the stringified value
+    # the text preset and a chat preset's top-level system prompt too
+    t = tmp_path / "t.jsonl"
+    t.write_bytes(_jsonl_bytes([{"text": value}]))
+    assert _reasons(_read(t, preset="text")) == [(0, "wrong_type")]
+    c = tmp_path / "c.jsonl"
+    c.write_bytes(_jsonl_bytes([{"system": value, "conversations": [{"from": "human", "value": "q"}]}]))
+    if not isinstance(value, list):  # a list is a system prompt of content parts (Anthropic style)
+        assert _reasons(_read(c, preset="sharegpt")) == [(0, "wrong_type")]
+
+
+def test_parquet_non_string_columns_are_wrong_type(tmp_path):
+    import datetime
+
+    p = tmp_path / "types.parquet"
+    pq.write_table(pa.table({
+        "instruction": ["text", "more", "x"],
+        "input": pa.array([1, None, 3], pa.int64()),
+    }), p)
+    assert _reasons(_read(p)) == [(0, "wrong_type"), (1, None), (2, "wrong_type")]
+    q = tmp_path / "nested.parquet"
+    pq.write_table(pa.table({
+        "instruction": pa.array([{"a": "b"}, None]),
+        "when": [datetime.datetime(2026, 1, 1), None],
+    }), q)
+    assert _reasons(_read(q)) == [(0, "wrong_type"), (1, "empty")]
+    assert _reasons(_read(q, fields={"instruction": "when", "input": None})) == [(0, "wrong_type"), (1, "empty")]
+    b = tmp_path / "binary.parquet"
+    pq.write_table(pa.table({"instruction": pa.array([b"bytes ok", b"caf\xe9"], pa.binary())}), b)
+    assert _reasons(_read(b)) == [(0, None), (1, "bad_encoding")]
+
+
+def test_csv_is_always_text(tmp_path):
+    p = tmp_path / "n.csv"
+    p.write_text('instruction,input\n42,true\n"{""a"": 1}",\n')
+    assert [r[2:4] for r in _read(p)] == [("42", "true"), ('{"a": 1}', "")]
 
 
 def test_text_preset(tmp_path):
@@ -299,3 +353,159 @@ def test_parquet_reasons(tmp_path):
     got = _read(m)
     assert _reasons(got) == [(0, "missing_field"), (1, "missing_field")]
     assert json.loads(got[0][1]) == {"prompt": "a"}  # raw shows the row when the column is missing
+
+
+# ----------------------------------------------------------------------------- unreadable files
+def _many_rows(n: int) -> list[dict]:
+    return [{"instruction": f"task {i}: describe item {i * 7919 % 10007} in {i % 13} words"} for i in range(n)]
+
+
+@pytest.mark.parametrize("suffix", [".gz", ".zst"])
+def test_truncated_compressed_file_keeps_the_rows_before_the_fault(tmp_path, suffix):
+    rows = _many_rows(40_000)  # ~2.5 MB of text: several 1 MB reads before the cut
+    data = _jsonl_bytes(rows)
+    packed = gzip.compress(data) if suffix == ".gz" else zstandard.ZstdCompressor().compress(data)
+    p = tmp_path / ("cut.jsonl" + suffix)
+    p.write_bytes(packed[: len(packed) * 2 // 3])
+    got = _read(p)
+    good, last = got[:-1], got[-1]
+    assert good and len(good) < len(rows)
+    # the rows before the fault, exactly as in the file, every one of them in order
+    assert [(r[0], r[2], r[4]) for r in good] == [(i, rows[i]["instruction"], None) for i in range(len(good))]
+    assert (last[0], last[2], last[4]) == (len(good), None, "unreadable")  # stopped at the next line
+    assert str(p) in last[1]
+
+
+def test_truncated_json_array_gz(tmp_path):
+    rows = _many_rows(40_000)
+    packed = gzip.compress(json.dumps(rows).encode())
+    p = tmp_path / "cut.json.gz"
+    p.write_bytes(packed[: len(packed) // 2])
+    got = _read(p)
+    assert got[-1][4] == "unreadable" and got[-1][0] == len(got) - 1 > 0
+    assert [r[2] for r in got[:-1]] == [r["instruction"] for r in rows[: len(got) - 1]]
+
+
+def test_corrupt_parquet_row_group_keeps_the_other_row_groups(tmp_path):
+    p = tmp_path / "rg.parquet"
+    rows = _many_rows(300)
+    pq.write_table(pa.Table.from_pylist(rows), p, row_group_size=100, compression="none")
+    meta = pq.read_metadata(p)
+    col = meta.row_group(1).column(0)
+    start = col.dictionary_page_offset if col.has_dictionary_page else col.data_page_offset
+    data = bytearray(p.read_bytes())
+    data[start: start + 64] = b"\xff" * 64  # the page header of row group 1: not thrift any more
+    p.write_bytes(bytes(data))
+    got = _read(p)
+    assert [r[0] for r in got if r[4] is None] == list(range(100)) + list(range(200, 300))
+    [bad] = [r for r in got if r[4] is not None]
+    assert (bad[0], bad[4]) == (100, "unreadable") and "row group 1" in bad[1]
+    truncated = tmp_path / "short.parquet"
+    truncated.write_bytes(p.read_bytes()[:-20])  # the footer cut off
+    assert _reasons(_read(truncated)) == [(0, "unreadable")]
+
+
+def test_a_path_that_cannot_be_opened_is_one_unreadable_row(tmp_path):
+    d = tmp_path / "a_folder.jsonl"  # a folder where a file was listed: IsADirectoryError on open
+    d.mkdir()
+    [(row, raw, instr, inp, reason)] = _read(d)
+    assert (row, instr, reason) == (0, None, "unreadable") and "IsADirectoryError" in raw
+
+
+class _FailingFile:
+    """A file object whose read of byte ``at`` raises ``error``: simulates an I/O fault mid-file
+    (a dropped network read, a bad disk sector).  Reads return at most 4 KB, as a network stream
+    may, so a split gets some rows before the fault.  (Tests run as root: a real permission
+    error cannot be made with chmod, so a failed open is simulated by raising at opening.)"""
+
+    def __init__(self, f, at: int, error: Exception):
+        self.f, self.at, self.error, self.pos = f, at, error, 0
+
+    def read(self, n=-1):
+        start = self.pos
+        data = self.f.read(4096 if n is None or n < 0 else min(n, 4096))
+        self.pos += len(data)
+        if start <= self.at < self.pos:
+            raise self.error
+        return data
+
+    def seek(self, *a):
+        self.pos = self.f.seek(*a)
+        return self.pos
+
+    def tell(self):
+        return self.f.tell()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.f.close()
+
+
+def _failing_open(monkeypatch, at: int, error: Exception, opening: bool = False):
+    real = formats._open
+
+    class Opener:
+        def __init__(self, url):
+            self.url = url
+
+        def __enter__(self):
+            if opening:
+                raise error
+            return _FailingFile(real(self.url).__enter__(), at, error)
+
+        def __exit__(self, *exc):
+            return False
+
+    monkeypatch.setattr(formats, "_open", Opener)
+
+
+def test_faults_in_any_split_keep_the_rows_of_the_other_splits(tmp_path, monkeypatch):
+    from selectllm.io import InputFile
+    from selectllm.text.splits import count_split, plan_files, resolve_splits
+
+    p = tmp_path / "big.jsonl"
+    rows = _many_rows(3000)
+    p.write_bytes(_jsonl_bytes(rows))
+    size = p.stat().st_size
+    planned, to_count = plan_files([InputFile(url=str(p), size=size, version="")], "auto", size // 3 + 1)
+    splits = resolve_splits(planned, {(s.file_index, s.part): count_split(s) for s in to_count})
+    assert len(splits) == 3
+    whole = [r for s in splits for r in iter_records(str(p), split=s)]
+    assert [r[0] for r in whole] == list(range(3000))
+
+    # an I/O error in the middle of the second split: its rows before the fault, the other splits whole
+    _failing_open(monkeypatch, at=size // 2, error=OSError(5, "Input/output error"))
+    got = [(s.part, r) for s in splits for r in iter_records(str(p), split=s)]
+    bad = [(part, r) for part, r in got if r[4] is not None]
+    assert [(part, r[4]) for part, r in bad] == [(1, "unreadable")] and "Input/output error" in bad[0][1][1]
+    good = [r[0] for _, r in got if r[4] is None]
+    stop = bad[0][1][0]
+    assert splits[1].first_row < stop < splits[2].first_row
+    assert good == list(range(stop)) + list(range(splits[2].first_row, 3000))  # the third split whole
+
+    # a permission error at opening: one row for the file (its first split), not one per split
+    _failing_open(monkeypatch, 0, PermissionError(13, "Permission denied"), opening=True)
+    got = [r for s in splits for r in iter_records(str(p), split=s)]
+    assert [(r[0], r[4]) for r in got] == [(0, "unreadable")] and "Permission denied" in got[0][1]
+
+
+def test_other_errors_are_not_hidden_as_unreadable(tmp_path, monkeypatch):
+    p = tmp_path / "a.jsonl"
+    p.write_bytes(_jsonl_bytes(ROWS))
+
+    def boom(*a, **k):
+        raise RuntimeError("a bug, not a bad file")
+
+    monkeypatch.setattr(formats, "check_text", boom)
+    with pytest.raises(RuntimeError):
+        _read(p)
+
+
+def test_zst_of_several_frames_is_read_whole(tmp_path):
+    """Concatenated zstd frames (``cat a.zst b.zst``, some multi-threaded writers) are one stream."""
+    c = zstandard.ZstdCompressor()
+    p = tmp_path / "two.jsonl.zst"
+    p.write_bytes(c.compress(_jsonl_bytes(ROWS[:2])) + c.compress(_jsonl_bytes(ROWS[2:])))
+    assert _read(p) == EXPECTED

@@ -59,46 +59,73 @@ STAGED = pa.schema(
         ("text", pa.string()),
     ]
 )
-_STAGED_DDL = ", ".join(f"`{f.name}` {'bigint' if f.type == pa.int64() else 'string'}" for f in STAGED)
 BATCH_ROWS = 4096
 BATCH_CHARS = 32 << 20  # flush an Arrow batch once it holds this many characters
+TURN_BITS = 12  # near dedup of chat rows: node row = source_row << TURN_BITS | user_turn
+
+
+def is_chat(cfg: Config) -> bool:
+    from selectllm.text.chat import CHAT_PRESETS
+
+    return cfg.input.preset in CHAT_PRESETS
+
+
+def extra_schema(cfg: Config) -> pa.Schema:
+    """Columns after the DEDUP ones in dedup/part-*.parquet: ``user_turn``, ``media_parts`` for a
+    chat preset, then the ``input.keep`` columns (strings; :func:`~selectllm.text.formats.keep_value`)."""
+    fields = list(schemas.CHAT_COLUMNS) if is_chat(cfg) else []
+    return pa.schema(fields + [(k, pa.string()) for k in cfg.input.keep])
+
+
+def _ddl(schema: pa.Schema) -> str:
+    kind = {pa.int64(): "bigint", pa.string(): "string"}
+    return ", ".join(f"`{f.name.replace('`', '``')}` {kind[f.type]}" for f in schema)
+
+
+_STAGED_DDL = _ddl(STAGED)
 
 
 # ----------------------------------------------------------------------------- the Python pass
 def _reader(fmt: str, preset: str, fields: dict | None, max_chars: int, template: str,
-            template_no_input: str, progress=None):
-    """The mapInArrow function: splits in, one row per record out.  Closes over plain values
-    (and ``progress``'s accumulators: rows read, splits done per file)."""
+            template_no_input: str, progress=None, turn: str = "first", extra: pa.Schema | None = None):
+    """The mapInArrow function: splits in, one row per record out (STAGED + ``extra`` columns).
+    Closes over plain values (and ``progress``'s accumulators: rows read, splits done per file)."""
     rows_acc = progress.rows if progress is not None else None
     done_acc = progress.done if progress is not None else None
+    extra = extra if extra is not None else pa.schema([])
+    schema = pa.schema(list(STAGED) + list(extra))
+    keep = [f.name for f in extra if f.name not in schemas.CHAT_COLUMNS.names]
 
     def read_files(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        from selectllm.text.formats import iter_records
+        from selectllm.text.formats import iter_rows
         from selectllm.text.normalize import content_id, render_text
         from selectllm.text.splits import Split
 
-        cols: dict[str, list] = {n: [] for n in STAGED.names}
+        cols: dict[str, list] = {n: [] for n in schema.names}
         chars = 0
 
         def flush() -> pa.RecordBatch:
             nonlocal cols, chars
-            batch = pa.RecordBatch.from_pydict(cols, schema=STAGED)
+            batch = pa.RecordBatch.from_pydict(cols, schema=schema)
             if rows_acc is not None:
                 rows_acc.add(batch.num_rows)
-            cols, chars = {n: [] for n in STAGED.names}, 0
+            cols, chars = {n: [] for n in schema.names}, 0
             return batch
 
         for batch in batches:
             for values in batch.to_pylist():
                 split = Split(**values)
                 url = split.url
-                for row, raw, instr, inp, reason in iter_records(url, fmt, preset, fields, max_chars, split):
+                for row, raw, instr, inp, reason, more in iter_rows(url, fmt, preset, fields, max_chars, split,
+                                                                    turn, keep):
                     cols["source"].append(url)
                     cols["source_row"].append(row)
                     cols["raw"].append(raw)
                     cols["instruction"].append(instr)
                     cols["input"].append(inp)
                     cols["reason"].append(reason)
+                    for name in extra.names:  # a kept field missing from the record: null
+                        cols[name].append(more.get(name) if more else None)
                     if reason is None:
                         text = render_text(instr, inp, template, template_no_input)
                         cols["id"].append(content_id(instr, inp))
@@ -244,18 +271,26 @@ def staged_dataframe(spark, cfg: Config, num_partitions: int | None = None, file
     n = num_partitions or min(len(splits), max(spark.sparkContext.defaultParallelism, -(-total // size)))
     table = spark.createDataFrame([astuple(s) for s in splits], _SPLIT_DDL).repartition(max(1, n))
     fields = cfg.input.fields.model_dump() if cfg.input.fields is not None else None
+    extra = extra_schema(cfg)
     fn = _reader(cfg.input.format, cfg.input.preset, fields, cfg.dedup.max_chars,
-                 cfg.embed.template, cfg.embed.template_no_input, progress)
-    return table.mapInArrow(fn, _STAGED_DDL)
+                 cfg.embed.template, cfg.embed.template_no_input, progress, cfg.input.turn, extra)
+    return table.mapInArrow(fn, _ddl(pa.schema(list(STAGED) + list(extra))))
 
 
 def _plan(staged, cfg: Config, persist: bool = False) -> dict:
-    """The lazy plan; ``persist``: cache the ranking (the caller unpersists ``ranked``)."""
+    """The lazy plan; ``persist``: cache the ranking (the caller unpersists ``ranked``).
+
+    With a chat preset a row is named by ``(source, source_row, user_turn)`` (``input.turn: each``
+    gives one row per user turn of a record): the keeper order, the quarantine and the
+    duplicates carry ``user_turn``."""
     from pyspark.sql import Window
     from pyspark.sql import functions as F
 
-    quarantine = staged.where(F.col("reason").isNotNull()).select(*schemas.QUARANTINE.names)
-    good = staged.where(F.col("reason").isNull()).select(*schemas.DEDUP.names)
+    chat = is_chat(cfg)
+    turn = ["user_turn"] if chat else []
+    order = ["source", "source_row", *turn]
+    quarantine = staged.where(F.col("reason").isNotNull()).select(*schemas.QUARANTINE.names, *turn)
+    good = staged.where(F.col("reason").isNull()).select(*schemas.DEDUP.names, *extra_schema(cfg).names)
     dup_cols = [
         F.col("id"),
         F.col("id").alias("duplicate_of"),  # exact: the keeper has the same id
@@ -264,11 +299,12 @@ def _plan(staged, cfg: Config, persist: bool = False) -> dict:
         F.when(F.col("id").isNotNull(), F.lit("exact")).alias("kind"),
         F.col("source"),
         F.col("source_row"),
+        *turn,
     ]
     ranked = None
     if cfg.dedup.exact:
-        # keeper of an id = smallest (source, source_row): deterministic whatever the partitioning
-        w = Window.partitionBy("id").orderBy("source", "source_row")
+        # keeper of an id = smallest (source, source_row[, user_turn]): whatever the partitioning
+        w = Window.partitionBy("id").orderBy(*order)
         ranked = good.withColumn("_rank", F.row_number().over(w))
         kept = ranked.where(F.col("_rank") == 1).drop("_rank")
         duplicates = ranked.where(F.col("_rank") > 1).select(*dup_cols)
@@ -283,19 +319,42 @@ def _plan(staged, cfg: Config, persist: bool = False) -> dict:
 
         if persist and ranked is not None:  # read by the near-duplicate jobs now and by the writes later
             ranked.persist(StorageLevel.MEMORY_AND_DISK)
-        near = find_near_duplicates(kept, cfg)
+        names = kept.columns
+        if chat:  # near dedup names a row by (source, source_row): the user turn goes into the row
+            _check_turn_bits(kept)
+            rows = kept.withColumn("source_row", F.shiftleft("source_row", TURN_BITS).bitwiseOR(F.col("user_turn")))
+        else:
+            rows = kept
+        near = find_near_duplicates(rows, cfg)
         near_metrics = near.metrics
         removed = near.removed
-        kept = kept.join(removed.select("source", "source_row"), ["source", "source_row"], "left_anti") \
-            .select(*schemas.DEDUP.names)
+        if chat:
+            removed = removed.withColumn("user_turn", F.col("source_row").bitwiseAND((1 << TURN_BITS) - 1)) \
+                .withColumn("source_row", F.shiftright("source_row", TURN_BITS))
+        kept = kept.join(removed.select(*order), order, "left_anti").select(*names)
         duplicates = duplicates.unionByName(removed.select(
-            "id", "duplicate_of", "similarity", F.lit("near").alias("kind"), "source", "source_row"))
+            "id", "duplicate_of", "similarity", F.lit("near").alias("kind"), "source", "source_row", *turn))
     return {"quarantine": quarantine, "ranked": ranked, "kept": kept, "duplicates": duplicates,
             "near_metrics": near_metrics}
 
 
+def _check_turn_bits(kept) -> None:
+    """Near dedup of chat rows packs ``source_row << TURN_BITS | user_turn`` into its 40-bit row
+    number: a one-line error when a file or a conversation is too long for that."""
+    from pyspark.sql import functions as F
+
+    from selectllm.dedup.near import ROW_BITS
+
+    m = kept.agg(F.max("source_row").alias("row"), F.max("user_turn").alias("turn")).first()
+    if m["row"] is not None and (m["turn"] >= 1 << TURN_BITS or m["row"] >= 1 << (ROW_BITS - TURN_BITS)):
+        raise UserError(f"dedup.near with a chat preset: at most 2^{ROW_BITS - TURN_BITS} rows per file and "
+                        f"{1 << TURN_BITS} user turns per conversation (found row {m['row']}, user turn "
+                        f"{m['turn']}); set dedup.near.enabled: false or split the input")
+
+
 def dedup_dataframe(spark, cfg: Config, num_partitions: int | None = None, staged=None):
-    """(kept_df, quarantine_df, duplicates_df) with exactly the DEDUP, QUARANTINE, DUPLICATES columns.
+    """(kept_df, quarantine_df, duplicates_df) with the DEDUP, QUARANTINE, DUPLICATES columns
+    (plus :func:`extra_schema`'s in kept and ``user_turn`` in the other two for a chat preset).
 
     Lazy and unsorted.  ``staged`` (from :func:`staged_dataframe`, possibly persisted) is built
     when not given; ``num_partitions`` is the number of reading tasks (default: one per core, at
@@ -368,17 +427,20 @@ def run_stage(ctx) -> dict:
     try:
         with progress:
             read = staged.count()
+        unreadable = _unreadable_files(staged)
         plan = _plan(staged, cfg, persist=True)
-        _write_parquet(plan["quarantine"].orderBy("source", "source_row"), fs,
-                       join(out, "quarantine"), join(out_uri, "quarantine"), schemas.QUARANTINE)
+        turn = list(schemas.CHAT_COLUMNS)[:1] if is_chat(cfg) else []  # user_turn
+        order = ["source", "source_row", *(f.name for f in turn)]
+        _write_parquet(plan["quarantine"].orderBy(*order), fs, join(out, "quarantine"),
+                       join(out_uri, "quarantine"), pa.schema(list(schemas.QUARANTINE) + turn))
         ranked = plan["ranked"]
         if ranked is not None:  # kept and duplicates both come from one ranking
             ranked.persist(StorageLevel.MEMORY_AND_DISK)
-        _write_parquet(plan["duplicates"].orderBy("id", "source", "source_row"), fs,
+        _write_parquet(plan["duplicates"].orderBy("id", *order), fs,
                        join(out, "duplicates.parquet"), join(out_uri, "duplicates.parquet"),
-                       schemas.DUPLICATES)
+                       pa.schema(list(schemas.DUPLICATES) + turn))
         _write_parquet(plan["kept"].orderBy("id"), fs, join(out, "_kept"), join(out_uri, "_kept"),
-                       schemas.DEDUP)
+                       pa.schema(list(schemas.DEDUP) + list(extra_schema(cfg))))
     finally:
         if ranked is not None:
             ranked.unpersist()
@@ -406,6 +468,7 @@ def run_stage(ctx) -> dict:
         "kept": kept,
         "files": n_files,
         "splits": len(splits),
+        "unreadable_files": unreadable,
     }
     if plan["near_metrics"] is not None:  # how near-duplicate removal went (candidates, buckets, ...)
         stats["near"] = plan["near_metrics"]
@@ -414,10 +477,31 @@ def run_stage(ctx) -> dict:
     with fs.open(join(out, "stats.json"), "w") as f:
         f.write(json.dumps(stats, indent=2, sort_keys=True) + "\n")
 
-    counts = {k: v for k, v in stats.items() if k not in ("quarantined", "near")}
+    counts = {k: v for k, v in stats.items() if k not in ("quarantined", "near", "unreadable_files")}
+    counts["unreadable_files"] = len(unreadable)
     counts.update({f"near_{k}": v for k, v in (stats.get("near") or {}).items()})
     counts.update({f"quarantined_{r}": n for r, n in quarantined.items()})
     return counts
+
+
+def _unreadable_files(staged) -> list[dict]:
+    """``[{source, error, rows_read, faults}]`` for every file that failed while being read: its
+    first fault's message, the rows read from it (good or quarantined, the ``unreadable`` rows
+    not included) and its number of faults (one, or one per failed Parquet row group).  Nothing
+    but those files' figures reaches the driver."""
+    from pyspark.sql import functions as F
+
+    bad = staged.where(F.col("reason") == "unreadable")
+    faults = bad.groupBy("source").agg(F.count(F.lit(1)).alias("faults"),
+                                       F.min_by("raw", "source_row").alias("error")).collect()
+    if not faults:
+        return []
+    sources = [r["source"] for r in faults]
+    rows = {r["source"]: int(r["n"]) for r in staged
+            .where(F.col("source").isin(sources) & ((F.col("reason") != "unreadable") | F.col("reason").isNull()))
+            .groupBy("source").agg(F.count(F.lit(1)).alias("n")).collect()}
+    return sorted(({"source": r["source"], "error": r["error"], "rows_read": rows.get(r["source"], 0),
+                    "faults": int(r["faults"])} for r in faults), key=lambda d: d["source"])
 
 
 def _input_files(cfg: Config) -> list:

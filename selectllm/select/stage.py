@@ -28,7 +28,11 @@ STRATEGY_INPUTS = {"rows": "dedup.rows", "assignments": "cluster.assignments", "
 
 def write_outputs(ctx, selected: list[tuple[str, int]], decisions: list[dict]) -> None:
     fs = ctx.run.fs
-    rows = lookup_rows(ctx.input("rows"), [i for i, _ in selected], ["instruction", "input", "source"])
+    # the chat row's user_turn and the input.keep columns, where dedup wrote them (a kept
+    # column missing from a record is null)
+    written = set(ctx.input("rows").dataset().schema.names)
+    extra = [c for c in ("user_turn", *ctx.cfg.input.keep) if c in written]
+    rows = lookup_rows(ctx.input("rows"), [i for i, _ in selected], ["instruction", "input", "source", *extra])
     ordered = sorted(selected, key=lambda t: (t[1], t[0]))
     # select.reasons: the LLM's one-line reason for each row it chose (null for rows it did not choose)
     reasons = {i: why or None for d in decisions for i, why in zip(d["chosen_ids"], d.get("chosen_reasons") or [])
@@ -40,6 +44,7 @@ def write_outputs(ctx, selected: list[tuple[str, int]], decisions: list[dict]) -
                    "cluster_id": int(cluster_id), "strategy": ctx.cfg.select.strategy}
             if reasons is not None:
                 rec["reason"] = reasons.get(ident)
+            rec.update({c: r[c] for c in extra})
             f.write(json.dumps(rec, ensure_ascii=False) + "\n")
     table = pa.Table.from_pylist(decisions, schema=DECISIONS) if decisions else DECISIONS.empty_table()
     with fs.open(ctx.out_path("decisions.parquet"), "wb") as f:

@@ -1,14 +1,19 @@
 """Read one raw input file as a stream of records.  Pure Python + fsspec/pyarrow, no Spark.
 
-:func:`iter_records` yields, for every record of one file,
-``(source_row, raw, instruction, input, reason)``:
+:func:`iter_rows` yields, for every row of one file,
+``(source_row, raw, instruction, input, reason, extra)`` (:func:`iter_records`: the first five):
 
-* good record: ``reason is None``, ``raw is None`` (the raw text is only kept for quarantine),
+* good row: ``reason is None``, ``raw is None`` (the raw text is only kept for quarantine),
   ``instruction``/``input`` already passed through :func:`~selectllm.text.normalize.clean_text`;
-* bad record: ``reason`` is one of ``schemas.QUARANTINE_REASONS`` (``malformed``, ``empty``,
-  ``too_long``, ``bad_encoding``, ``missing_field``), ``instruction``/``input`` are ``None`` and
-  ``raw`` is the record's text (the line, the array element, or the row as JSON for
-  Parquet/CSV) truncated to :data:`RAW_MAX_CHARS` characters.
+* bad row: ``reason`` is one of ``schemas.QUARANTINE_REASONS``, ``instruction``/``input`` are
+  ``None`` and ``raw`` is the record's text (the line, the array element, or the row as JSON for
+  Parquet/CSV) truncated to :data:`RAW_MAX_CHARS` characters;
+* ``extra``: ``None`` or a dict of further columns: ``user_turn`` and ``media_parts`` for the
+  rows of a chat preset (a quarantined turn too), and the ``input.keep`` columns of a good row
+  (see :func:`keep_value`).
+
+A record is one row, except a chat record with ``turn="each"``: one row per user turn, all with
+the record's ``source_row``, told apart by ``user_turn`` (see :mod:`selectllm.text.chat`).
 
 Conventions (documented choices):
 
@@ -20,9 +25,16 @@ Conventions (documented choices):
 * ``too_long``: ``len(instruction) + len(input) > max_chars`` after cleaning.  A line longer than
   :func:`raw_line_limit` bytes is ``too_long`` without being decoded or parsed (it is never held
   whole in memory either); its ``raw`` is its first bytes.
-* Values that are not strings are converted with ``str()`` (bytes are decoded as strict UTF-8);
-  ``None`` becomes ``""``.  A missing instruction field is ``missing_field``; a missing input field
-  is an empty input.  An instruction that is empty after cleaning is ``empty``.
+* Text fields must hold text: a string (bytes are decoded as strict UTF-8), or ``None`` (``""``).
+  Any other JSON or Parquet type (object, list, number, bool, timestamp) is ``wrong_type``,
+  never stringified.  A missing instruction field is ``missing_field``; a missing input field is
+  an empty input.  An instruction that is empty after cleaning is ``empty``.
+* A file that fails while being read (truncated ``.gz``/``.zst``, a corrupt Parquet footer or
+  row group, an I/O or permission error) keeps the rows read before the fault and ends with one
+  ``unreadable`` row: ``raw`` is the error, ``source_row`` where reading stopped (the next line or
+  element, the failed row group's first row, 0 when nothing could be read).  A Parquet file goes
+  on with its next row group; a stream cannot.  An error at opening is reported by the file's
+  first split only, so a file gives one such row whatever its split count.
 * A JSON array that breaks in the middle cannot be resynchronized: the rest of the file becomes one
   ``malformed`` record at the index of the first broken element (``too_long`` if that element is
   still incomplete after :func:`raw_line_limit` characters).
@@ -44,8 +56,9 @@ from selectllm.text.normalize import clean_text
 
 RAW_MAX_CHARS = 10_000  # quarantine keeps at most this many characters of a bad record
 CHUNK = 1 << 20
+ZSTD_INPUT = 64 << 10  # compressed bytes per zstd step (bounds one step's output for a sane ratio)
 FORMATS = ("jsonl", "json", "parquet", "csv", "txt")
-PRESETS = ("alpaca", "dolly", "sharegpt", "text", "custom")
+PRESETS = ("alpaca", "dolly", "text", "custom", "openai", "sharegpt", "lmsys")
 _BOM = b"\xef\xbb\xbf"
 _SUFFIX_FORMAT = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json", ".parquet": "parquet",
                   ".csv": "csv", ".txt": "txt"}
@@ -53,7 +66,7 @@ _COMPRESSION = {".gz": "gzip", ".zst": "zstd", ".zstd": "zstd"}
 _SURROGATE_RE = re.compile("[\ud800-\udfff]")
 _WS_RE = re.compile(r"[ \t\r\n\ufeff]*")
 
-Record = tuple[int, "str | None", "str | None", "str | None", "str | None"]
+Record = tuple  # (source_row, raw, instruction, input, reason[, extra]); see the module doc
 
 
 class UnknownFormat(ValueError):
@@ -93,30 +106,42 @@ def detect_format(url: str, fmt: str = "auto") -> str:
 
 
 def field_names(preset: str, fields: Any = None) -> tuple[str, str | None]:
-    """(instruction column, input column or None) for a column-based preset."""
+    """(instruction column, input column or None) for a column-based preset; for a chat preset
+    (``openai``, ``sharegpt``, ``lmsys``) (its turn list's key, None)."""
+    from selectllm.text.chat import CHAT_PRESETS
+
     if fields is not None and hasattr(fields, "model_dump"):
         fields = fields.model_dump()
+    if preset in CHAT_PRESETS:
+        return CHAT_PRESETS[preset][0], None
     names = {
         "alpaca": ("instruction", "input"),
         "dolly": ("instruction", "context"),
         "text": ("text", None),
         "custom": ("instruction", "input"),
-        "sharegpt": ("conversations", None),
     }
     if preset not in names:
         raise ValueError(f"unknown input preset {preset!r} (one of {', '.join(PRESETS)})")
     instr, inp = names[preset]
-    if fields and preset != "sharegpt":  # input.fields overrides a preset's column names
+    if fields:  # input.fields overrides a preset's column names
         instr = fields.get("instruction") or instr
         inp = fields.get("input", inp)
     return instr, inp
 
 
+def keep_value(v: Any) -> str | None:
+    """An ``input.keep`` column's value as text: a string as is, ``None`` as null, a date or time
+    in ISO 8601, anything else (number, bool, object, list) as JSON."""
+    if v is None or isinstance(v, str):
+        return v
+    if isinstance(v, (bytes, bytearray, memoryview)):
+        return bytes(v).decode("utf-8", "replace")
+    if hasattr(v, "isoformat"):
+        return v.isoformat()
+    return json.dumps(v, ensure_ascii=False, default=str, sort_keys=True)
+
+
 # ----------------------------------------------------------------------------- record helpers
-class _BadEncoding(Exception):
-    pass
-
-
 def _truncate(s: str) -> str:
     s = s[:RAW_MAX_CHARS]
     if _SURROGATE_RE.search(s):  # never hand Arrow a string it cannot encode
@@ -135,77 +160,60 @@ def _raw_row(row: dict) -> str:
         return _truncate(str(row))
 
 
-def _to_str(v: Any) -> str:
-    if v is None:
-        return ""
-    if isinstance(v, str):
-        return v
-    if isinstance(v, (bytes, bytearray, memoryview)):
-        try:
-            return bytes(v).decode("utf-8")
-        except UnicodeDecodeError:
-            raise _BadEncoding from None
-    return str(v)
-
-
-def _sharegpt_instruction(obj: dict) -> tuple[str | None, str | None]:
-    """(instruction, reason): the first human/user turn of ``conversations`` or ``messages``."""
-    conv, who, what = obj.get("conversations"), "from", "value"
-    if conv is None:
-        conv, who, what = obj.get("messages"), "role", "content"
-    if conv is None:
-        return None, "missing_field"
-    if not isinstance(conv, (list, tuple)):
-        return None, "malformed"
-    for turn in conv:
-        if not isinstance(turn, dict):
-            continue
-        speaker = turn.get(who) or turn.get("role") or turn.get("from")
-        if str(speaker or "").lower() in ("human", "user"):
-            content = turn.get(what)
-            if content is None:
-                content = turn.get("value", turn.get("content"))
-            if isinstance(content, list):  # OpenAI content parts: [{"type": "text", "text": ...}]
-                content = "\n".join(
-                    _to_str(p.get("text")) if isinstance(p, dict) else _to_str(p) for p in content
-                )
-            return _to_str(content), None
-    return None, "missing_field"
+Extracted = tuple  # (instruction, input, reason, extra dict or None)
 
 
 class _Extractor:
-    """Turns a parsed record (a dict) into (instruction, input, reason)."""
+    """Turns a parsed record (a dict) into its rows: a list of (instruction, input, reason, extra)."""
 
-    def __init__(self, preset: str, fields: Any, max_chars: int):
-        self.sharegpt = preset == "sharegpt"
+    def __init__(self, preset: str, fields: Any, max_chars: int, turn: str = "first", keep=()):
+        from selectllm.text.chat import CHAT_PRESETS, TURNS
+
+        if turn not in TURNS:
+            raise ValueError(f"unknown input.turn {turn!r} (one of {', '.join(TURNS)})")
+        self.preset, self.turn, self.keep = preset, turn, tuple(keep or ())
+        self.chat = preset in CHAT_PRESETS
         self.instr, self.inp = field_names(preset, fields)
         self.max_chars = max_chars
 
     def needed_columns(self) -> list[str]:
-        if self.sharegpt:
-            return ["conversations", "messages"]
-        return [self.instr] + ([self.inp] if self.inp else [])
+        base = [self.instr, "system"] if self.chat else [self.instr] + ([self.inp] if self.inp else [])
+        return base + [k for k in self.keep if k not in base]
 
     def has_instruction(self, columns: list[str]) -> bool:
-        if self.sharegpt:
-            return "conversations" in columns or "messages" in columns
         return self.instr in columns
 
-    def __call__(self, obj: dict) -> tuple[str | None, str | None, str | None]:
+    def __call__(self, obj: dict) -> list[Extracted]:
+        from selectllm.text.chat import ChatError, NotText, chat_rows, text_value
+
+        kept = {k: keep_value(obj.get(k)) for k in self.keep}
+        if self.chat:
+            try:
+                rows = chat_rows(obj, self.preset, self.turn)
+            except ChatError as e:
+                return [(None, None, e.args[0], None)]
+            out = []
+            for r in rows:
+                instr, inp, reason = check_text(r.instruction, r.context, self.max_chars)
+                extra = {"user_turn": r.user_turn, "media_parts": r.media_parts, **kept}
+                out.append((instr, inp, reason, extra))  # a bad turn too: its user_turn names it
+            return out
+        if self.instr not in obj:
+            return [(None, None, "missing_field", None)]
         try:
-            if self.sharegpt:
-                instr, reason = _sharegpt_instruction(obj)
-                if reason:
-                    return None, None, reason
-                inp = ""
-            else:
-                if self.instr not in obj:
-                    return None, None, "missing_field"
-                instr = _to_str(obj[self.instr])
-                inp = _to_str(obj.get(self.inp)) if self.inp else ""
-        except _BadEncoding:
-            return None, None, "bad_encoding"
-        return check_text(instr, inp, self.max_chars)
+            instr = text_value(obj[self.instr])
+            inp = text_value(obj.get(self.inp)) if self.inp else ""
+        except NotText:
+            return [(None, None, "wrong_type", None)]
+        except UnicodeDecodeError:
+            return [(None, None, "bad_encoding", None)]
+        instr, inp, reason = check_text(instr, inp, self.max_chars)
+        return [(instr, inp, reason, (kept or None) if reason is None else None)]
+
+    def rows(self, idx: int, obj: dict, raw) -> Iterator[Record]:
+        """The records of one parsed object at ``idx``; ``raw()`` gives its quarantine text."""
+        for instr, inp, reason, extra in self(obj):
+            yield idx, (raw() if reason else None), instr, inp, reason, extra
 
 
 def check_text(instruction: str, input: str, max_chars: int) -> tuple[str | None, str | None, str | None]:  # noqa: A002
@@ -280,9 +288,77 @@ def _iter_lines(f, limit: int) -> Iterator[tuple[bytes, bool]]:
         yield bytes(carry), False
 
 
-def _open(url: str):
+class _ZstdStream(io.RawIOBase):
+    """Every frame of a zstd stream, decompressed as it is read.  A stream that ends inside a
+    frame (a truncated file) raises EOFError: zstandard's ``stream_reader`` (what fsspec uses)
+    returns the partial data silently, and reads only the first frame unless told otherwise."""
+
+    def __init__(self, f):
+        import zstandard
+
+        self.f, self.new = f, zstandard.ZstdDecompressor().decompressobj
+        self.d, self.fed, self.buf, self.done = self.new(), False, b"", False
+
+    def readable(self) -> bool:
+        return True
+
+    def _fill(self) -> None:
+        chunk = self.f.read(ZSTD_INPUT)
+        if not chunk:
+            self.done = True
+            if self.fed and not self.d.eof:
+                raise EOFError("zstd stream ended inside a frame (the file is truncated)")
+            return
+        out = []
+        while chunk:
+            if self.d.eof:  # the next frame
+                self.d, self.fed = self.new(), False
+            out.append(self.d.decompress(chunk))
+            self.fed = True
+            chunk = self.d.unused_data if self.d.eof else b""
+        self.buf += b"".join(out)
+
+    def read(self, n: int = -1) -> bytes:
+        if n is None or n < 0:
+            parts = [self.buf]
+            self.buf = b""
+            while not self.done:
+                self._fill()
+                parts.append(self.buf)
+                self.buf = b""
+            return b"".join(parts)
+        while not self.buf and not self.done:
+            self._fill()
+        out, self.buf = self.buf[:n], self.buf[n:]
+        return out
+
+    def readinto(self, b) -> int:
+        data = self.read(len(b))
+        b[: len(data)] = data
+        return len(data)
+
+
+class _Opened:
+    """``with _open(url) as f``: the file's bytes, decompressed (gzip by fsspec, zstd by
+    :class:`_ZstdStream`)."""
+
+    def __init__(self, url: str, comp: str | None):
+        self.url, self.comp, self.file = url, comp, None
+
+    def __enter__(self):
+        if self.comp == "zstd":
+            self.file = fsspec.open(self.url, "rb").open()
+            return _ZstdStream(self.file)
+        self.file = fsspec.open(self.url, "rb", compression=self.comp).open()
+        return self.file
+
+    def __exit__(self, *exc) -> None:
+        self.file.close()
+
+
+def _open(url: str) -> _Opened:
     _, comp = split_compression(url)
-    return fsspec.open(url, "rb", compression=comp)
+    return _Opened(url, comp)
 
 
 # ----------------------------------------------------------------------------- per format
@@ -316,8 +392,7 @@ def _jsonl(f, ext: _Extractor, max_chars: int, first: int = 0) -> Iterator[Recor
         if not isinstance(obj, dict):
             yield idx, _truncate(text), None, None, "malformed"
             continue
-        instr, inp, reason = ext(obj)
-        yield idx, (_truncate(text) if reason else None), instr, inp, reason
+        yield from ext.rows(idx, obj, lambda: _truncate(text))
 
 
 def _txt(f, max_chars: int, first: int = 0) -> Iterator[Record]:
@@ -386,8 +461,7 @@ def _json_array(f, ext: _Extractor, max_chars: int) -> Iterator[Record]:
         elif not isinstance(obj, dict):
             yield idx, _truncate(text), None, None, "malformed"
         else:
-            instr, inp, reason = ext(obj)
-            yield idx, (_truncate(text) if reason else None), instr, inp, reason
+            yield from ext.rows(idx, obj, lambda: _truncate(text))
         idx += 1
         skip_ws()
         if pos < len(buf) and buf[pos] == ",":
@@ -411,30 +485,41 @@ def _json(f, ext: _Extractor, max_chars: int) -> Iterator[Record]:
 
 
 def _parquet(f, url: str, compressed: bool, ext: _Extractor, split=None) -> Iterator[Record]:
+    """Row group by row group: a row group that fails to read gives one ``unreadable`` row at its
+    first row and the next one is read (a footer that fails: one ``unreadable`` row at 0, from
+    the file's first split only)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    src = pa.BufferReader(f.read()) if compressed else f
     try:
+        src = pa.BufferReader(f.read()) if compressed else f
         pf = pq.ParquetFile(src)
         names = pf.schema_arrow.names
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as e:
-        yield -1, _truncate(f"unreadable parquet file {url}: {e}"), None, None, "malformed"
+    except _read_errors() as e:
+        if split is None or split.start == 0:
+            yield 0, _error_text(e, url), None, None, "unreadable"
         return
     # read only what we use, unless the instruction column is missing (then raw shows the row)
     columns = [c for c in ext.needed_columns() if c in names] if ext.has_instruction(names) else None
-    groups, idx = None, 0
+    meta = pf.metadata
+    groups, first = list(range(meta.num_row_groups)), 0
     if split is not None and split.end >= 0:  # a split owns the row groups that start in its range
         from selectllm.text.ranges import parquet_row_groups
 
-        groups, idx = parquet_row_groups(pf, split.start, split.end)
-        if not groups:
-            return
-    for batch in pf.iter_batches(batch_size=4096, columns=columns, row_groups=groups):
-        for row in batch.to_pylist():
-            instr, inp, reason = ext(row)
-            yield idx, (_raw_row(row) if reason else None), instr, inp, reason
-            idx += 1
+        groups, first = parquet_row_groups(pf, split.start, split.end)
+    starts = {}
+    for g in groups:
+        starts[g] = first
+        first += meta.row_group(g).num_rows
+    for g in groups:
+        idx = starts[g]
+        try:
+            for batch in pf.iter_batches(batch_size=4096, columns=columns, row_groups=[g]):
+                for row in batch.to_pylist():
+                    yield from ext.rows(idx, row, lambda: _raw_row(row))
+                    idx += 1
+        except _read_errors() as e:
+            yield idx, _error_text(e, f"{url} row group {g}"), None, None, "unreadable"
 
 
 def _csv(f, ext: _Extractor, max_chars: int) -> Iterator[Record]:
@@ -465,18 +550,17 @@ def _csv(f, ext: _Extractor, max_chars: int) -> Iterator[Record]:
             continue
         if not row:
             continue  # an empty line is not a record
-        yield _csv_row(idx, header, row, ext)
+        yield from _csv_row(idx, header, row, ext)
         idx += 1
 
 
-def _csv_row(idx: int, header: list[str], row: list[str], ext: _Extractor) -> Record:
+def _csv_row(idx: int, header: list[str], row: list[str], ext: _Extractor) -> list[Record]:
     raw = dict(zip(header, row)) if len(row) == len(header) else row
     if len(row) != len(header):
-        return idx, _raw_row({"row": raw}), None, None, "malformed"
+        return [(idx, _raw_row({"row": raw}), None, None, "malformed")]
     if any(_SURROGATE_RE.search(v) for v in row):
-        return idx, _raw_row(raw), None, None, "bad_encoding"
-    instr, inp, reason = ext(raw)
-    return idx, (_raw_row(raw) if reason else None), instr, inp, reason
+        return [(idx, _raw_row(raw), None, None, "bad_encoding")]
+    return list(ext.rows(idx, raw, lambda: _raw_row(raw)))
 
 
 def _csv_lines(f, lines, ext: _Extractor, max_chars: int, first: int, at_start: bool) -> Iterator[Record]:
@@ -504,47 +588,94 @@ def _csv_lines(f, lines, ext: _Extractor, max_chars: int, first: int, at_start: 
         if over:
             yield idx, _truncate(f"CSV error: line longer than {limit} bytes"), None, None, "too_long"
         else:
-            yield _csv_row(idx, header, parse(line), ext)
+            yield from _csv_row(idx, header, parse(line), ext)
         idx += 1
 
 
+# ----------------------------------------------------------------------------- faults
+def _read_errors() -> tuple[type[BaseException], ...]:
+    """What a file that cannot be read (any more) raises: I/O and permission errors, a truncated
+    or corrupt compressed stream, a corrupt Parquet file.  Not a parser's or our own error."""
+    import zlib
+
+    import pyarrow as pa
+
+    errors: tuple = (OSError, EOFError, zlib.error, pa.ArrowException)
+    try:
+        import zstandard
+
+        errors += (zstandard.ZstdError,)
+    except ImportError:  # pragma: no cover - zstandard is a dependency
+        pass
+    return errors
+
+
+def _error_text(e: BaseException, where: str) -> str:
+    return _truncate(f"{where}: {type(e).__name__}: {e}")
+
+
 # ----------------------------------------------------------------------------- entry point
-def iter_records(
+def iter_rows(
     url: str,
     fmt: str = "auto",
     preset: str = "alpaca",
     fields: Any = None,
     max_chars: int = 20_000,
     split=None,
+    turn: str = "first",
+    keep: Any = (),
 ) -> Iterator[Record]:
-    """Stream one file (local path or fsspec URL) as ``(source_row, raw, instruction, input, reason)``.
+    """Stream one file (local path or fsspec URL) as
+    ``(source_row, raw, instruction, input, reason, extra)`` (see the module doc).
 
     ``fields`` is an ``InputFields`` (or a dict ``{instruction, input}``) overriding the preset's
     column names.  For ``.txt`` files every non-blank line is one instruction, whatever the preset.
-    Errors opening or reading the file (missing file, permissions, network) are raised.
+    ``turn``: which user turn of a chat record is the instruction (``first | last | each``);
+    ``keep``: record fields carried along in ``extra``.  A fault while opening or reading the
+    file ends it with an ``unreadable`` row (module doc).
     ``split`` (a :class:`selectllm.text.splits.Split`): read only that split's lines, row groups or
     (CSV line by line) records, with the file's own ``source_row`` numbers.
     """
     kind = detect_format(url, fmt)
-    ext = _Extractor(preset, fields, max_chars)
+    ext = _Extractor(preset, fields, max_chars, turn, keep)
     _, comp = split_compression(url)
-    with _open(url) as f:
-        src, first = f, 0
-        if split is not None and kind != "parquet" and (split.start > 0 or split.end >= 0):
-            from selectllm.text.ranges import open_range
+    first = split.first_row if split is not None else 0
+    opened, nxt = False, first
+    try:
+        with _open(url) as f:
+            opened = True
+            for rec in _dispatch(f, kind, url, comp, ext, max_chars, split):
+                nxt = rec[0] + 1
+                yield rec if len(rec) == 6 else (*rec, None)
+    except _read_errors() as e:
+        if opened or split is None or split.start == 0:  # a failed open: the first split says it
+            yield nxt, _error_text(e, url), None, None, "unreadable", None
 
-            src, first = open_range(f, split.start, split.end), split.first_row
-        if kind == "jsonl":
-            yield from _jsonl(src, ext, max_chars, first)
-        elif kind == "json":
-            yield from _json(f, ext, max_chars)
-        elif kind == "txt":
-            yield from _txt(src, max_chars, first)
-        elif kind == "parquet":
-            yield from _parquet(f, url, comp is not None, ext, split)
-        elif kind == "csv" and split is not None and split.csv_lines:
-            yield from _csv_lines(f, src, ext, max_chars, first, split.start == 0)
-        elif kind == "csv":
-            yield from _csv(f, ext, max_chars)
-        else:  # pragma: no cover - detect_format only returns FORMATS
-            raise UnknownFormat(kind)
+
+def iter_records(url: str, fmt: str = "auto", preset: str = "alpaca", fields: Any = None,
+                 max_chars: int = 20_000, split=None, turn: str = "first", keep: Any = ()) -> Iterator[Record]:
+    """:func:`iter_rows` without ``extra``: ``(source_row, raw, instruction, input, reason)``."""
+    for rec in iter_rows(url, fmt, preset, fields, max_chars, split, turn, keep):
+        yield rec[:5]
+
+
+def _dispatch(f, kind: str, url: str, comp, ext: _Extractor, max_chars: int, split) -> Iterator[Record]:
+    src, first = f, 0
+    if split is not None and kind != "parquet" and (split.start > 0 or split.end >= 0):
+        from selectllm.text.ranges import open_range
+
+        src, first = open_range(f, split.start, split.end), split.first_row
+    if kind == "jsonl":
+        yield from _jsonl(src, ext, max_chars, first)
+    elif kind == "json":
+        yield from _json(f, ext, max_chars)
+    elif kind == "txt":
+        yield from _txt(src, max_chars, first)
+    elif kind == "parquet":
+        yield from _parquet(f, url, comp is not None, ext, split)
+    elif kind == "csv" and split is not None and split.csv_lines:
+        yield from _csv_lines(f, src, ext, max_chars, first, split.start == 0)
+    elif kind == "csv":
+        yield from _csv(f, ext, max_chars)
+    else:  # pragma: no cover - detect_format only returns FORMATS
+        raise UnknownFormat(kind)
