@@ -87,7 +87,8 @@ def test_run_resume_force(tmp_path, spark, ray_local, capsys):
         == ["dedup", "embed", "cluster", "select", "report"]
     stats = json.loads((run / "dedup" / "stats.json").read_text())
     assert stats["read"] == stats["kept"] + stats["exact_duplicates"] + stats["near_duplicates"] + stats["quarantined_total"]
-    assert stats["quarantined"] == {"malformed": 2, "empty": 1, "too_long": 1, "bad_encoding": 1, "missing_field": 1}
+    assert {r: n for r, n in stats["quarantined"].items() if n} == {  # every other reason: 0
+        "malformed": 2, "empty": 1, "too_long": 1, "bad_encoding": 1, "missing_field": 1}
     assert stats["exact_duplicates"] >= 1
 
     selected = [json.loads(line) for line in (run / "selected.jsonl").read_text().splitlines()]

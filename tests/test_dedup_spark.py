@@ -198,7 +198,8 @@ def test_sample_corpus_matches_its_manifest(spark, tmp_path):
     got = {k: stats[k] for k in ("read", "kept", "exact_duplicates", "near_duplicates")}
     got["quarantined"] = stats["quarantined_total"]
     assert got == exact_only
-    assert stats["quarantined"] == want["quarantined_by_reason"]
+    by_reason = want["quarantined_by_reason"]  # the reasons the sample plants; the others are 0
+    assert {r: n for r, n in stats["quarantined"].items() if r in by_reason or n} == by_reason
     # the very lines, each with its reason
     quarantine = pq.read_table(out / "quarantine").to_pylist()
     assert sorted((r["reason"], r["source_row"]) for r in quarantine) == sorted(

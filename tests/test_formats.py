@@ -405,6 +405,32 @@ def test_corrupt_parquet_row_group_keeps_the_other_row_groups(tmp_path):
     assert _reasons(_read(truncated)) == [(0, "unreadable")]
 
 
+def _splits(path, split_bytes: int) -> list:
+    from selectllm.io import InputFile
+    from selectllm.text.splits import count_split, plan_files, resolve_splits
+
+    f = InputFile(url=str(path), size=path.stat().st_size, version="")
+    planned, to_count = plan_files([f], "auto", split_bytes)
+    return resolve_splits(planned, {(s.file_index, s.part): count_split(s) for s in to_count})
+
+
+def test_corrupt_parquet_read_in_splits_gives_the_same_rows(tmp_path):
+    p = tmp_path / "rg.parquet"
+    pq.write_table(pa.Table.from_pylist(_many_rows(300)), p, row_group_size=100, compression="none")
+    col = pq.read_metadata(p).row_group(1).column(0)
+    start = col.dictionary_page_offset if col.has_dictionary_page else col.data_page_offset
+    data = bytearray(p.read_bytes())
+    data[start: start + 64] = b"\xff" * 64
+    p.write_bytes(bytes(data))
+    splits = _splits(p, p.stat().st_size // 4)
+    assert len(splits) > 2
+    assert [r for s in splits for r in iter_records(str(p), split=s)] == _read(p)
+    footless = tmp_path / "footless.parquet"
+    footless.write_bytes(bytes(data[:-20]))
+    got = [r for s in _splits(footless, footless.stat().st_size // 4) for r in iter_records(str(footless), split=s)]
+    assert _reasons(got) == [(0, "unreadable")]  # one row for the file, not one per split
+
+
 def test_a_path_that_cannot_be_opened_is_one_unreadable_row(tmp_path):
     d = tmp_path / "a_folder.jsonl"  # a folder where a file was listed: IsADirectoryError on open
     d.mkdir()
@@ -462,15 +488,11 @@ def _failing_open(monkeypatch, at: int, error: Exception, opening: bool = False)
 
 
 def test_faults_in_any_split_keep_the_rows_of_the_other_splits(tmp_path, monkeypatch):
-    from selectllm.io import InputFile
-    from selectllm.text.splits import count_split, plan_files, resolve_splits
-
     p = tmp_path / "big.jsonl"
     rows = _many_rows(3000)
     p.write_bytes(_jsonl_bytes(rows))
     size = p.stat().st_size
-    planned, to_count = plan_files([InputFile(url=str(p), size=size, version="")], "auto", size // 3 + 1)
-    splits = resolve_splits(planned, {(s.file_index, s.part): count_split(s) for s in to_count})
+    splits = _splits(p, size // 3 + 1)
     assert len(splits) == 3
     whole = [r for s in splits for r in iter_records(str(p), split=s)]
     assert [r[0] for r in whole] == list(range(3000))

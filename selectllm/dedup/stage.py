@@ -22,6 +22,13 @@ Plan (nothing but file names and small aggregates ever reach the driver):
    directly in the stage folder (DEDUP schema exactly); ``stats.json`` holds the counts, and
    ``read == kept + exact_duplicates + near_duplicates + quarantined_total`` is checked.
 
+Chat presets (``input.preset`` openai | sharegpt | lmsys) add ``user_turn`` and ``media_parts``
+to the kept rows and ``user_turn`` to the quarantine and the duplicates: with ``input.turn: each``
+one record gives several rows, so a row is named by ``(source, source_row, user_turn)`` and that
+is the keeper order.  ``input.keep`` columns follow as strings (:func:`extra_schema`).  A file
+that fails while being read gives ``unreadable`` quarantine rows (:mod:`selectllm.text.formats`),
+listed in ``stats.json`` under ``unreadable_files``.
+
 All outputs are sorted (kept by id, duplicates by id/source/source_row, quarantine by
 source/source_row), so the same inputs give the same files' contents whatever the partitioning.
 Spark's ``_SUCCESS`` and ``.crc`` files are removed.
@@ -80,9 +87,6 @@ def extra_schema(cfg: Config) -> pa.Schema:
 def _ddl(schema: pa.Schema) -> str:
     kind = {pa.int64(): "bigint", pa.string(): "string"}
     return ", ".join(f"`{f.name.replace('`', '``')}` {kind[f.type]}" for f in schema)
-
-
-_STAGED_DDL = _ddl(STAGED)
 
 
 # ----------------------------------------------------------------------------- the Python pass
@@ -256,7 +260,7 @@ _SPLIT_DDL = ("url string, kind string, start bigint, end bigint, first_row bigi
 
 def staged_dataframe(spark, cfg: Config, num_partitions: int | None = None, files: list | None = None,
                      split_size: int | None = None, splits: list | None = None, progress=None):
-    """Every record of every input file, one row each (STAGED schema), not yet persisted.
+    """Every row of every input file (STAGED + :func:`extra_schema` columns), not yet persisted.
 
     ``num_partitions``: reading tasks (default: one per split, at least one per core, small files
     grouped to about one split's bytes); ``split_size``: bytes per split (default
