@@ -7,9 +7,9 @@ import pyarrow as pa
 DEDUP = pa.schema(
     [
         ("id", pa.string()),  # stable hash of the normalized text
-        ("instruction", pa.string()),
-        ("input", pa.string()),
-        ("text", pa.string()),  # what is embedded (the template applied)
+        ("instruction", pa.string()),  # as in the source (never normalized)
+        ("input", pa.string()),  # as in the source ("" when the record has none)
+        ("text", pa.string()),  # what is embedded (the template applied to the normalized texts)
         ("source", pa.string()),  # the file it came from
         ("source_row", pa.int64()),  # 0-based record index in that file
     ]
@@ -73,6 +73,7 @@ DECISIONS = pa.schema(
         ("cluster_id", pa.int64()),
         ("candidate_ids", pa.list_(pa.string())),
         ("chosen_ids", pa.list_(pa.string())),
+        ("chosen_by", pa.list_(pa.string())),  # per chosen id: llm | fallback | no_llm (SELECTED_STATUSES)
         ("status", pa.string()),  # ok | fallback | budget_stopped | error
         ("reason", pa.string()),  # why a group fell back ('' when ok)
         ("input_tokens", pa.int64()),
@@ -86,4 +87,7 @@ DECISIONS = pa.schema(
 
 DECISION_STATUSES = ("ok", "fallback", "budget_stopped", "error")
 
-SELECTED_FIELDS = ("id", "instruction", "input", "source", "cluster_id", "strategy")
+SELECTED_FIELDS = ("id", "instruction", "input", "source", "cluster_id", "strategy", "source_row", "status")
+# selected.jsonl's status: the LLM chose the row | an LLM-free pick stood in for an LLM answer
+# (unusable answer, error, budget stop, top-up) | no LLM was asked (small cluster, LLM-free strategy)
+SELECTED_STATUSES = ("llm", "fallback", "no_llm")

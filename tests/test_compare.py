@@ -104,6 +104,12 @@ def test_compare_all_strategies(tmp_path, capsys):
         assert DESIGN_KEYS | {"cluster_coverage", "mean_length"} <= set(row), name
         sel = [json.loads(line) for line in (tmp_path / "compare" / name / "selected.jsonl").read_text().splitlines()]
         assert len(sel) == 12 and len({r["id"] for r in sel}) == 12 and {r["strategy"] for r in sel} == {name}
+        assert all(r["source_row"] == pos[r["id"]] for r in sel)  # make_pool_run: source_row = row index
+        statuses = {r["status"] for r in sel}
+        if name in ("random", "kcenter", "kmeans-closest", "length"):
+            assert statuses == {"no_llm"}, name
+        else:  # the simulator answers every prompt: the LLM chose
+            assert statuses == {"llm"}, (name, statuses)
         rows = np.asarray(sorted(pos[r["id"]] for r in sel))
         expect = M.coverage(x, x[rows])
         for key in ("max", "p99", "mean"):

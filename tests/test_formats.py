@@ -23,7 +23,7 @@ ROWS = [
 ]
 EXPECTED = [
     (0, None, "Give three tips for staying healthy.", "", None),
-    (1, None, "Translate to French", "Good morning", None),
+    (1, None, "Translate  to French", "Good   morning", None),  # the source text, never normalized
     (2, None, "Sum these", "", None),
     (3, None, "42", "", None),
 ]
@@ -118,7 +118,7 @@ def test_csv(tmp_path):
     got = _read(p)
     assert got[:3] == [
         (0, None, "Give three tips for staying healthy.", "", None),
-        (1, None, "Translate to French", "Good morning", None),
+        (1, None, "Translate  to French", "Good   morning", None),
         (2, None, "Multi\nline, with comma", "x", None),
     ]
     assert _reasons(got[3:]) == [(3, "malformed")]
@@ -126,8 +126,9 @@ def test_csv(tmp_path):
 
 def test_txt_lines(tmp_path):
     p = tmp_path / "a.txt"
-    p.write_text("first instruction\n\n  second  one \n")
-    assert _read(p, preset="text") == [(0, None, "first instruction", "", None), (2, None, "second one", "", None)]
+    p.write_bytes(b"first instruction\r\n\r\n  second  one \n")
+    # the line as in the file, without its line ending (\n or \r\n)
+    assert _read(p, preset="text") == [(0, None, "first instruction", "", None), (2, None, "  second  one ", "", None)]
 
 
 @pytest.mark.parametrize("suffix", [".gz", ".zst"])
@@ -191,7 +192,7 @@ def test_sharegpt_conversations(tmp_path):
         {"id": 7},
     ]))
     got = _read(p, preset="sharegpt")
-    assert got[:2] == [(0, None, "Hi there", "System: be nice", None), (1, None, "part one", "", None)]
+    assert got[:2] == [(0, None, "Hi  there", "System: be nice", None), (1, None, "part one", "", None)]
     assert _reasons(got[2:]) == [(2, "no_user_turn"), (3, "malformed_turn"), (4, "missing_field"),
                                  (5, "missing_field")]
     assert _read(p, preset="openai")[4][:5] == (4, None, "the openai preset's key", "", None)
@@ -531,3 +532,41 @@ def test_zst_of_several_frames_is_read_whole(tmp_path):
     p = tmp_path / "two.jsonl.zst"
     p.write_bytes(c.compress(_jsonl_bytes(ROWS[:2])) + c.compress(_jsonl_bytes(ROWS[2:])))
     assert _read(p) == EXPECTED
+# ----------------------------------------------------------------------------- the source text is kept
+SOURCE_TEXTS = [
+    "for i in range(10):\n    print(i)\n\n\n\treturn  i  ",  # indentation, tab, blank lines, trailing spaces
+    "  leading spaces\r\nwindows line\u2028separator ",
+    "Caf\u00e9 na\u00efve \u4f60\u597d\uff0c\u4e16\u754c \U0001f600 \uff21\uff22",  # accents, CJK, emoji, fullwidth
+    "e\u0301 decomposed accent, NBSP\u00a0and ideographic\u3000space",  # not NFC, not NFKC: kept as is
+]
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "json", "parquet", "csv"])
+def test_source_text_is_kept_exactly_in_every_format(tmp_path, fmt):
+    rows = [{"instruction": t, "input": SOURCE_TEXTS[-1 - i]} for i, t in enumerate(SOURCE_TEXTS)]
+    p = tmp_path / f"src.{fmt}"
+    if fmt == "jsonl":
+        p.write_bytes(_jsonl_bytes(rows))
+    elif fmt == "json":
+        p.write_text(json.dumps(rows, ensure_ascii=False), encoding="utf-8")
+    elif fmt == "parquet":
+        pq.write_table(pa.Table.from_pylist(rows), p)
+    else:
+        with open(p, "w", newline="", encoding="utf-8") as f:
+            w = csv.writer(f)
+            w.writerow(["instruction", "input"])
+            w.writerows([r["instruction"], r["input"]] for r in rows)
+    got = _read(p)
+    assert [(r[2], r[3], r[4]) for r in got] == [(r["instruction"], r["input"], None) for r in rows]
+
+
+def test_empty_is_decided_on_the_normalized_text_and_too_long_on_the_kept_text(tmp_path):
+    p = tmp_path / "w.jsonl"
+    p.write_bytes(_jsonl_bytes([
+        {"instruction": "\u3000\t \u00a0\n\u2028"},  # whitespace only once normalized: empty
+        {"instruction": "ab" + " " * 20},  # 22 characters as kept (2 once normalized): too_long at 20
+        {"instruction": "  ok  ", "input": "\n"},  # kept, spaces and all
+    ]))
+    got = _read(p, max_chars=20)
+    assert _reasons(got) == [(0, "empty"), (1, "too_long"), (2, None)]
+    assert got[2][2:4] == ("  ok  ", "\n")

@@ -73,3 +73,23 @@ def test_render_text_templates_and_braces():
     # braces and placeholders inside the data are left alone
     got = render_text("f({x}) {input}", "{instruction} {0}", "{instruction}|{input}", "{instruction}")
     assert got == "f({x}) {input}|{instruction} {0}"
+
+
+NORMALIZATION_CASES = [
+    "for i in range(10):\n    print(i)\n\n\n\treturn  i  ",
+    "  Leading\r\nCRLF\rCR\u2028LS\u2029PS\x85NEL\x0bVT\x0cFF trailing\t",
+    "Caf\u00e9 / Cafe\u0301, \uff26\uff55\uff4c\uff4c\uff57\uff49\uff44\uff54\uff48, NBSP\u00a0\u3000ideographic",
+    "\u4f60\u597d\uff0c\u4e16\u754c \U0001f600 \u2460 \ufb01ne \u00bd",
+    "zero\u200bwidth\ufeffBOM and   runs\t\tof\n\n\n\nspace",
+]
+
+
+@pytest.mark.parametrize("s", NORMALIZATION_CASES)
+def test_ids_and_near_dedup_keys_do_not_depend_on_the_source_spacing(s):
+    """dedup keeps the source text and normalizes only to compare: the id and the shingled text of
+    the source equal those of its normalized (embedded) form."""
+    from selectllm.text.minhash import shingle_text
+
+    assert content_id(s, s[::-1]) == content_id(clean_text(s), clean_text(s[::-1]))
+    assert shingle_text(s, s[::-1]) == shingle_text(clean_text(s), clean_text(s[::-1]))
+    assert dedup_key_text(s) == dedup_key_text(clean_text(s))

@@ -9,7 +9,8 @@ maths are in :mod:`selectllm.text.minhash`; this module only moves data to them.
    ``(source, source_row)`` order, the same order as exact dedup's keeper rule, and ids do not
    depend on partitioning.  (Limits: < 2^23 files, < 2^40 rows per file; checked.)
 2. **Signatures** (``mapInArrow``, numpy over whole Arrow batches): shingle sets of
-   :func:`~selectllm.text.minhash.shingle_text` (normalized instruction + input), MinHash
+   :func:`~selectllm.text.minhash.shingle_text` (the id's normal form of the source
+   instruction + input: NFKC, case, punctuation and spacing never matter), MinHash
    signatures and ``bands`` band keys per row.  The table ``(node, id, source, source_row,
    bands, sh)`` is persisted; ``bands`` holds the row's int64 band keys and ``sh`` its uint32
    shingle hashes (or, when ``verify`` is off, its signature), both as raw bytes (cheap in

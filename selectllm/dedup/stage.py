@@ -9,9 +9,10 @@ Plan (nothing but file names and small aggregates ever reach the driver):
    Spark job, newlines per range) gives each line split the ``source_row`` of its first line.
 2. A small DataFrame of splits, one task per split (or per group of small files), runs
    :func:`selectllm.text.formats.iter_records` in ``mapInArrow``: every record becomes one row
-   ``(source, source_row, raw, instruction, input, reason, id, text)``.  Cleaning
-   (:func:`clean_text`), the id (:func:`content_id`) and the embedded text (:func:`render_text`)
-   are computed in that same Python pass.  The result is persisted (memory and disk) so the files
+   ``(source, source_row, raw, instruction, input, reason, id, text)``.  ``instruction`` and
+   ``input`` stay as in the source (what the LLM and ``selected.jsonl`` get); the normalized form
+   (:func:`clean_text`) gives the id (:func:`content_id`) and the embedded text
+   (:func:`render_text`), computed in that same Python pass.  The result is persisted (memory and disk) so the files
    are read once.
 3. ``reason IS NOT NULL`` -> ``quarantine/`` (QUARANTINE schema).  Good rows are exactly
    deduplicated by id: the keeper of an id is the row with the smallest ``(source, source_row)``,
@@ -102,7 +103,7 @@ def _reader(fmt: str, preset: str, fields: dict | None, max_chars: int, template
 
     def read_files(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         from selectllm.text.formats import iter_rows
-        from selectllm.text.normalize import content_id, render_text
+        from selectllm.text.normalize import clean_text, content_id, render_text
         from selectllm.text.splits import Split
 
         cols: dict[str, list] = {n: [] for n in schema.names}
@@ -130,9 +131,10 @@ def _reader(fmt: str, preset: str, fields: dict | None, max_chars: int, template
                     cols["reason"].append(reason)
                     for name in extra.names:  # a kept field missing from the record: null
                         cols[name].append(more.get(name) if more else None)
-                    if reason is None:
-                        text = render_text(instr, inp, template, template_no_input)
-                        cols["id"].append(content_id(instr, inp))
+                    if reason is None:  # normalized for the id and the embedding only
+                        norm_instr, norm_inp = clean_text(instr), clean_text(inp)
+                        text = render_text(norm_instr, norm_inp, template, template_no_input)
+                        cols["id"].append(content_id(norm_instr, norm_inp))
                         cols["text"].append(text)
                         chars += len(instr) + len(inp) + len(text)
                     else:

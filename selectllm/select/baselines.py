@@ -18,7 +18,8 @@ and ``alpagasus``.  Each picks exactly ``min(budget, pool)`` distinct rows.
   the budget cap stops the ratings, the selection is the best-rated rows among those rated,
   topped up by the lowest ids among the unrated ones.  It costs one request per pool row: the
   expensive reference point.  Decisions: one row per request (``group_id`` = row number in id
-  order, ``cluster_id`` = the row's cluster); ``reason`` holds the score.
+  order, ``cluster_id`` = the row's cluster); ``reason`` holds the score; a chosen row is
+  ``chosen_by`` ``llm`` when it was rated, ``fallback`` when it tops up the selection unrated.
 """
 
 from __future__ import annotations
@@ -186,7 +187,9 @@ def alpagasus_strategy(ctx, ids, labels, dist) -> StrategyResult:
         r = by_res.get(i)
         decisions.append({"group_id": i, "cluster_id": int(labels[i]), "candidate_ids": [str(ids[i])],
                           "chosen_ids": [str(ids[i])] if chosen[i] else [],
-                          "chosen_reasons": [""] if chosen[i] else [], "status": status[i], "reason": reason[i],
+                          "chosen_reasons": [""] if chosen[i] else [],
+                          "chosen_by": ([] if not chosen[i] else ["llm"] if status[i] == "ok" else ["fallback"]),
+                          "status": status[i], "reason": reason[i],
                           "input_tokens": int(getattr(r, "input_tokens", 0) or 0),
                           "output_tokens": int(getattr(r, "output_tokens", 0) or 0),
                           "usd": float(getattr(r, "usd", 0.0) or 0.0)})

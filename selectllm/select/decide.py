@@ -45,10 +45,11 @@ def build_requests(cfg, groups: list[Group], texts: dict[str, dict],
     return out
 
 
-def decision(g: Group, chosen: list[str], status: str, reason: str, result=None,
+def decision(g: Group, chosen: list[str], chosen_by: list[str], status: str, reason: str, result=None,
              chosen_reasons: list[str] | None = None) -> dict:
+    """One decisions.parquet row; ``chosen_by`` says who picked each chosen id (llm|fallback|no_llm)."""
     return {"group_id": g.group_id, "cluster_id": g.cluster_id, "candidate_ids": list(g.candidates),
-            "chosen_ids": chosen, "chosen_reasons": chosen_reasons or [""] * len(chosen),
+            "chosen_ids": chosen, "chosen_by": chosen_by, "chosen_reasons": chosen_reasons or [""] * len(chosen),
             "status": status, "reason": reason,
             "input_tokens": int(getattr(result, "input_tokens", 0) or 0),
             "output_tokens": int(getattr(result, "output_tokens", 0) or 0),
@@ -56,22 +57,25 @@ def decision(g: Group, chosen: list[str], status: str, reason: str, result=None,
 
 
 def decide_one(g: Group, result, reasons: bool = False) -> dict:
+    fallback = ["fallback"] * g.quota
     if result.status == "budget_stopped":
-        return decision(g, g.fallback(), "budget_stopped", "llm.max_usd reached before this group", result)
+        return decision(g, g.fallback(), fallback, "budget_stopped", "llm.max_usd reached before this group", result)
     if result.status != "ok":
-        return decision(g, g.fallback(), "error", (result.error or "request failed")[:500], result)
+        return decision(g, g.fallback(), fallback, "error", (result.error or "request failed")[:500], result)
     parsed = parse_selection(result.text, len(g.candidates), g.quota, reasons)
     if not parsed.positions:
-        return decision(g, g.fallback(), "fallback", "; ".join(parsed.problems)[:500], result)
+        return decision(g, g.fallback(), fallback, "fallback", "; ".join(parsed.problems)[:500], result)
     chosen = [g.candidates[p] for p in parsed.positions]
     said = list(parsed.reasons)
+    chosen_by = ["llm"] * len(chosen)
     reason = "; ".join(parsed.problems)
     if len(chosen) < g.quota:  # top up with the most central candidates not yet chosen
         missing = g.quota - len(chosen)
         chosen += [c for c in g.candidates if c not in chosen][:missing]
+        chosen_by += ["fallback"] * missing
         said += [""] * missing
         reason = (reason + "; " if reason else "") + f"{missing} pick(s) topped up from the fallback order"
-    return decision(g, chosen, "ok", reason[:500], result, said)
+    return decision(g, chosen, chosen_by, "ok", reason[:500], result, said)
 
 
 def decide_groups(ctx, groups: list[Group], prompt: PromptSpec | None = None) -> list[dict]:
@@ -83,7 +87,8 @@ def decide_groups(ctx, groups: list[Group], prompt: PromptSpec | None = None) ->
         if g.needs_llm:
             decisions.append(decide_one(g, results[g.group_id], bool(ctx.cfg.select.reasons)))
         else:
-            decisions.append(decision(g, list(g.candidates), "ok", "cluster has no more rows than its quota; no LLM call"))
+            decisions.append(decision(g, list(g.candidates), ["no_llm"] * len(g.candidates), "ok",
+                                      "cluster has no more rows than its quota; no LLM call"))
     return decisions
 
 

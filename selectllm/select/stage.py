@@ -26,13 +26,27 @@ STRATEGY_INPUTS = {"rows": "dedup.rows", "assignments": "cluster.assignments", "
                    "vectors": "embed.vectors"}
 
 
+def row_statuses(selected: list[tuple[str, int]], decisions: list[dict]) -> dict[str, str]:
+    """selected.jsonl's ``status`` of every selected id, from the decisions' ``chosen_by``
+    (llm | fallback | no_llm); a strategy without decisions (LLM-free) gives ``no_llm`` to all."""
+    if not decisions:
+        return {ident: "no_llm" for ident, _ in selected}
+    by = {c: who for d in decisions for c, who in zip(d["chosen_ids"], d["chosen_by"], strict=True)}
+    missing = [ident for ident, _ in selected if ident not in by]
+    if missing:
+        raise RuntimeError(f"select: {len(missing)} selected rows are in no decision (e.g. {missing[0]})")
+    return by
+
+
 def write_outputs(ctx, selected: list[tuple[str, int]], decisions: list[dict]) -> None:
     fs = ctx.run.fs
     # the chat row's user_turn and the input.keep columns, where dedup wrote them (a kept
     # column missing from a record is null)
     written = set(ctx.input("rows").dataset().schema.names)
     extra = [c for c in ("user_turn", *ctx.cfg.input.keep) if c in written]
-    rows = lookup_rows(ctx.input("rows"), [i for i, _ in selected], ["instruction", "input", "source", *extra])
+    rows = lookup_rows(ctx.input("rows"), [i for i, _ in selected],
+                       ["instruction", "input", "source", "source_row", *extra])
+    status = row_statuses(selected, decisions)
     ordered = sorted(selected, key=lambda t: (t[1], t[0]))
     # select.reasons: the LLM's one-line reason for each row it chose (null for rows it did not choose)
     reasons = {i: why or None for d in decisions for i, why in zip(d["chosen_ids"], d.get("chosen_reasons") or [])
@@ -41,7 +55,8 @@ def write_outputs(ctx, selected: list[tuple[str, int]], decisions: list[dict]) -
         for ident, cluster_id in ordered:
             r = rows[ident]
             rec = {"id": ident, "instruction": r["instruction"], "input": r["input"], "source": r["source"],
-                   "cluster_id": int(cluster_id), "strategy": ctx.cfg.select.strategy}
+                   "cluster_id": int(cluster_id), "strategy": ctx.cfg.select.strategy,
+                   "source_row": int(r["source_row"]), "status": status[ident]}
             if reasons is not None:
                 rec["reason"] = reasons.get(ident)
             rec.update({c: r[c] for c in extra})

@@ -4,7 +4,10 @@
 ``(source_row, raw, instruction, input, reason, extra)`` (:func:`iter_records`: the first five):
 
 * good row: ``reason is None``, ``raw is None`` (the raw text is only kept for quarantine),
-  ``instruction``/``input`` already passed through :func:`~selectllm.text.normalize.clean_text`;
+  ``instruction``/``input`` exactly as in the source (indentation, tabs, newlines, blank lines,
+  spacing and Unicode form untouched): what the LLM is shown and ``selected.jsonl`` carries.
+  Normalization (:func:`~selectllm.text.normalize.clean_text`, the id's form) is applied later,
+  by the consumers that compare or embed;
 * bad row: ``reason`` is one of ``schemas.QUARANTINE_REASONS``, ``instruction``/``input`` are
   ``None`` and ``raw`` is the record's text (the line, the array element, or the row as JSON for
   Parquet/CSV) truncated to :data:`RAW_MAX_CHARS` characters;
@@ -22,13 +25,16 @@ Conventions (documented choices):
   as a whole (e.g. a file that is not Parquet at all): one ``malformed`` record.
 * A whitespace-only line (JSONL, ``.txt``) or an empty CSV line is *not* a record: it is neither
   yielded nor counted, and JSONL/txt line indices keep counting it (so ``source_row`` can skip).
-* ``too_long``: ``len(instruction) + len(input) > max_chars`` after cleaning.  A line longer than
+* ``empty``: the instruction is empty after :func:`~selectllm.text.normalize.clean_text`
+  (whitespace only, or nothing).  ``too_long``: ``len(instruction) + len(input) > max_chars``,
+  counted on the text as kept (the source text: what is stored and sent).  A line longer than
   :func:`raw_line_limit` bytes is ``too_long`` without being decoded or parsed (it is never held
   whole in memory either); its ``raw`` is its first bytes.
 * Text fields must hold text: a string (bytes are decoded as strict UTF-8), or ``None`` (``""``).
   Any other JSON or Parquet type (object, list, number, bool, timestamp) is ``wrong_type``,
   never stringified.  A missing instruction field is ``missing_field``; a missing input field is
-  an empty input.  An instruction that is empty after cleaning is ``empty``.
+  an empty input.
+* A ``.txt`` line's ``\r`` before its ``\n`` (CRLF files) is part of the line ending, not the text.
 * A file that fails while being read (truncated ``.gz``/``.zst``, a corrupt Parquet footer or
   row group, an I/O or permission error) keeps the rows read before the fault and ends with one
   ``unreadable`` row: ``raw`` is the error, ``source_row`` where reading stopped (the next line or
@@ -217,11 +223,11 @@ class _Extractor:
 
 
 def check_text(instruction: str, input: str, max_chars: int) -> tuple[str | None, str | None, str | None]:  # noqa: A002
-    """Clean both texts and classify: (instruction, input, None) or (None, None, reason)."""
-    instruction, input = clean_text(instruction), clean_text(input)
+    """Classify a record: (instruction, input, None), both texts unchanged, or (None, None, reason).
+    ``empty`` is decided on the normalized instruction, ``too_long`` on the texts as kept."""
     if _SURROGATE_RE.search(instruction) or _SURROGATE_RE.search(input):
         return None, None, "bad_encoding"  # lone surrogates (e.g. "\ud800" escapes) are not text
-    if not instruction:
+    if not clean_text(instruction):
         return None, None, "empty"
     if len(instruction) + len(input) > max_chars:
         return None, None, "too_long"
@@ -400,7 +406,7 @@ def _txt(f, max_chars: int, first: int = 0) -> Iterator[Record]:
         if bad is not None:
             yield bad
             continue
-        instr, inp, reason = check_text(text, "", max_chars)
+        instr, inp, reason = check_text(text.removesuffix("\r"), "", max_chars)
         yield idx, (_truncate(text) if reason else None), instr, inp, reason
 
 

@@ -1,8 +1,10 @@
 """Text normalization: what is kept, what is compared, and the stable row id.  Pure, no engines.
 
-Two different normal forms:
+The rows themselves are kept as in the source (``dedup/part-*.parquet``'s ``instruction`` and
+``input``, the LLM prompts, ``selected.jsonl``); normalization is only for ids, dedup and the
+embedded text.  Two different normal forms:
 
-* :func:`clean_text` is what we *keep* (and embed): Unicode NFKC, line endings unified, runs of
+* :func:`clean_text` is what we *embed* (and what decides ``empty``): Unicode NFKC, line endings unified, runs of
   horizontal whitespace collapsed to one space, trailing spaces removed from every line, 3+ line
   breaks collapsed to 2 (a blank line stays meaningful), leading/trailing whitespace stripped.
   It is idempotent: ``clean_text(clean_text(s)) == clean_text(s)``.
@@ -50,7 +52,7 @@ def _drop_map() -> dict[int, None]:
 
 
 def clean_text(s: str | None) -> str:
-    """NFKC + whitespace normalization of kept text (see module doc).  ``None`` gives ``""``."""
+    """NFKC + whitespace normalization of embedded text (see module doc).  ``None`` gives ``""``."""
     if not s:
         return ""
     s = unicodedata.normalize("NFKC", s)
