@@ -79,8 +79,9 @@ class InputConfig(_Strict):
 
 
 class NearDedupConfig(_Strict):
-    enabled: bool = False
-    threshold: float = Field(0.8, gt=0.0, le=1.0)
+    enabled: bool = True
+    # chosen from benchmarks/bench_near_threshold.py (README, dedup): recall of 1-3% word edits
+    threshold: float = Field(0.7, gt=0.0, le=1.0)
     num_perm: int = Field(128, ge=8, le=1024)
     bands: int | None = Field(None, ge=1)
     ngram: int = Field(5, ge=1, le=32)

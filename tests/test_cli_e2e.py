@@ -93,9 +93,15 @@ def test_run_resume_force(tmp_path, spark, ray_local, capsys):
 
     selected = [json.loads(line) for line in (run / "selected.jsonl").read_text().splitlines()]
     assert len(selected) == 12 and len({s["id"] for s in selected}) == 12
-    assert set(selected[0]) == {"id", "instruction", "input", "source", "cluster_id", "strategy"}
+    assert list(selected[0]) == ["id", "instruction", "input", "source", "cluster_id", "strategy", "source_row", "status"]
+    corpus_lines = corpus.read_bytes().split(b"\n")
+    for s in selected:  # source_row is the record's line; its text comes back unchanged
+        rec = json.loads(corpus_lines[s["source_row"]])
+        assert s["source"] == str(corpus) and (s["instruction"], s["input"]) == (rec["instruction"], rec.get("input", ""))
     decisions = pq.read_table(run / "select" / "decisions.parquet").to_pylist()
     assert len(decisions) == 12 and all(d["status"] == "ok" for d in decisions)
+    by = {c: who for d in decisions for c, who in zip(d["chosen_ids"], d["chosen_by"])}
+    assert [s["status"] for s in selected] == [by[s["id"]] for s in selected] and "llm" in by.values()
     for d in decisions:
         assert set(d["chosen_ids"]) <= set(d["candidate_ids"])
     requests = (run / "select" / "requests.jsonl").read_text().splitlines()

@@ -1,4 +1,7 @@
-"""The dedup stage on Spark (session fixture ``spark``: local[2]) over a small synthetic corpus."""
+"""The dedup stage on Spark (session fixture ``spark``: local[2]) over a small synthetic corpus.
+
+The oracle here is exact dedup, so near dedup (on by default) is switched off (``EXACT_ONLY``);
+tests/test_near_dedup_spark.py covers it."""
 
 from __future__ import annotations
 
@@ -22,6 +25,7 @@ from selectllm.text.formats import iter_records
 from selectllm.text.normalize import content_id
 
 ROOT = Path(__file__).resolve().parents[1]
+EXACT_ONLY = "dedup.near.enabled=false"
 
 
 def _corpus(root: Path) -> list[str]:
@@ -69,7 +73,7 @@ def _ctx(tmp_path: Path, overrides: list[str]):
     from selectllm.pipeline import stage_context
     from selectllm.rundir import RunDir
 
-    cfg = load_config(None, overrides)
+    cfg = load_config(None, [EXACT_ONLY, *overrides])
     run = RunDir(str(tmp_path / "run"))
     return stage_context(cfg, run, "dedup")
 
@@ -151,7 +155,7 @@ def test_stage_outputs_counts_and_schemas(spark, corpus, tmp_path):
 def test_same_ids_whatever_the_partitioning(spark, corpus):
     from selectllm.dedup.stage import dedup_dataframe
 
-    cfg = load_config(None, [_paths(corpus), "dedup.max_chars=120"])
+    cfg = load_config(None, [EXACT_ONLY, _paths(corpus), "dedup.max_chars=120"])
     seen = []
     for n in (1, 4):
         kept, quarantine, dups = dedup_dataframe(spark, cfg, num_partitions=n)
@@ -166,7 +170,7 @@ def test_same_ids_whatever_the_partitioning(spark, corpus):
 def test_exact_off_keeps_every_good_row(spark, corpus):
     from selectllm.dedup.stage import dedup_dataframe
 
-    cfg = load_config(None, [_paths(corpus), "dedup.max_chars=120", "dedup.exact=false"])
+    cfg = load_config(None, [EXACT_ONLY, _paths(corpus), "dedup.max_chars=120", "dedup.exact=false"])
     kept, _, dups = dedup_dataframe(spark, cfg)
     e = _expected(corpus, 120)
     assert kept.count() == e["kept"] + e["exact_duplicates"] and dups.count() == 0

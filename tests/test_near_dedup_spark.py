@@ -33,14 +33,15 @@ def _ctx(tmp_path: Path, overrides: list[str]):
 
 
 def test_sample_corpus_planted_near_duplicates(spark, tmp_path):
-    """examples/sample.jsonl with dedup.near.enabled: exactly the planted near duplicates."""
+    """examples/sample.jsonl with the default settings (near dedup on): exactly the planted near duplicates."""
     sample, manifest = ROOT / "examples" / "sample.jsonl", ROOT / "examples" / "sample_manifest.json"
     if not (sample.is_file() and manifest.is_file()):
         pytest.skip("examples/sample.jsonl or its manifest is not present")
     from selectllm.dedup.stage import run_stage
 
     want = json.loads(manifest.read_text())
-    ctx = _ctx(tmp_path, [f"input.paths=[{sample}]", "dedup.near.enabled=true"])
+    ctx = _ctx(tmp_path, [f"input.paths=[{sample}]"])
+    assert ctx.cfg.dedup.near.enabled and ctx.cfg.dedup.near.threshold == 0.7
     counts = run_stage(ctx)
     out = Path(ctx.out)
     stats = json.loads((out / "stats.json").read_text())
@@ -48,7 +49,7 @@ def test_sample_corpus_planted_near_duplicates(spark, tmp_path):
     got["quarantined"] = stats["quarantined_total"]
     assert got == want["expected_stats"]["exact_and_near"]
     near = stats["near"]
-    assert near["removed"] == stats["near_duplicates"] and (near["bands"], near["rows_per_band"]) == (16, 8)
+    assert near["removed"] == stats["near_duplicates"] and (near["bands"], near["rows_per_band"]) == (21, 6)
     assert near["giant_buckets"] == 0 and near["verified_pairs"] >= near["removed"]
     assert counts["near_duplicates"] == 150 and counts["near_pair_checks"] == near["pair_checks"]
 

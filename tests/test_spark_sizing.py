@@ -16,7 +16,7 @@ def test_set_spark_conf_takes_the_dotted_key_whole():
     assert cfg.spark.conf == {"spark.driver.memory": "8g", "spark.sql.adaptive.enabled": "false",
                               "spark.sql.shuffle.partitions": "64"}
     # other sections keep splitting on every dot
-    assert load_config(None, ["dedup.near.enabled=true"]).dedup.near.enabled is True
+    assert load_config(None, ["dedup.near.enabled=false"]).dedup.near.enabled is False
 
 
 @pytest.mark.parametrize("override", ["spark.conf={spark: {driver: {memory: 8g}}}",
