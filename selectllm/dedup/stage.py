@@ -12,8 +12,8 @@ Plan (nothing but file names and small aggregates ever reach the driver):
    ``(source, source_row, raw, instruction, input, reason, id, text)``.  ``instruction`` and
    ``input`` stay as in the source (what the LLM and ``selected.jsonl`` get); the normalized form
    (:func:`clean_text`) gives the id (:func:`content_id`) and the embedded text
-   (:func:`render_text`), computed in that same Python pass.  The result is persisted (memory and disk) so the files
-   are read once.
+   (:func:`render_text`), computed in that same Python pass.  The result is persisted (memory
+   and disk) so the files are read once.
 3. ``reason IS NOT NULL`` -> ``quarantine/`` (QUARANTINE schema).  Good rows are exactly
    deduplicated by id: the keeper of an id is the row with the smallest ``(source, source_row)``,
    the others go to ``duplicates.parquet`` (a *folder* of part files that pyarrow, Spark and Ray
