@@ -108,6 +108,10 @@ class Stage:
     run: Callable[["StageContext"], dict]
     inputs: Mapping[str, str] = field(default_factory=dict)  # local name -> "<stage>.<output>"
     outputs: tuple[Output, ...] = ()
+    # read when committed, never waited for: outputs of a stage that may run later or not at all
+    # (the report shows `selectllm compare`'s table when it ran).  Not part of the run order; part
+    # of the input fingerprint once committed (a new comparison reruns the report).
+    optional_inputs: Mapping[str, str] = field(default_factory=dict)
     settings: Settings = field(default_factory=Settings)
     resources: Resources = field(default_factory=Resources)
     # raw inputs outside the run directory (dedup: the files named by input.paths) -> fingerprint
@@ -232,11 +236,11 @@ class StageContext:
         return posixpath.join(self.out, *parts)
 
     def input(self, name: str) -> StageInput:
-        """A declared input, resolved to the committed output it names."""
-        if self.spec is None or name not in self.spec.inputs:
-            declared = ", ".join(self.spec.inputs) if self.spec is not None else "none"
-            raise KeyError(f"stage '{self.stage}' declares no input '{name}' (declared: {declared})")
-        ref = self.spec.inputs[name]
+        """A declared input (or optional input), resolved to the committed output it names."""
+        declared = {**self.spec.inputs, **self.spec.optional_inputs} if self.spec is not None else {}
+        if name not in declared:
+            raise KeyError(f"stage '{self.stage}' declares no input '{name}' (declared: {', '.join(declared) or 'none'})")
+        ref = declared[name]
         stage, output = self.resolve(ref)  # type: ignore[misc]
         return StageInput(self.run, stage, output)
 

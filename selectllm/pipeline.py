@@ -60,6 +60,8 @@ def _check_wiring() -> None:
             up, _ = resolve(ref)
             if up not in seen:
                 raise RuntimeError(f"stage '{s.name}' reads {ref} but '{up}' does not run before it")
+        for ref in s.optional_inputs.values():
+            resolve(ref)  # names a declared output; may run later or never
         if s in STAGES:
             seen.add(s.name)
 
@@ -86,6 +88,11 @@ def input_fingerprint(cfg: Config, run: RunDir, stage: Stage) -> str:
         if not entry or entry.get("status") != "complete":
             raise missing_upstream(stage, up)
         parts.append((up, entry["output_token"]))
+    for ref in sorted(set(stage.optional_inputs.values())):  # in the fingerprint once committed
+        up = ref.split(".", 1)[0]
+        entry = run.stage_entry(up)
+        if entry and entry.get("status") == "complete":
+            parts.append(("optional", ref, entry["output_token"]))
     return stable_hash(parts) if stage.external_inputs is None else stable_hash(*parts)
 
 

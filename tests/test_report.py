@@ -157,6 +157,13 @@ def _png_of(page: str, plot_id: str) -> bytes:
     return base64.b64decode(m.group(2), validate=True)
 
 
+def explorer_data(page: str) -> dict:
+    m = re.search(r'<script type="application/json" id="explorer-data">(.*?)</script>', page, re.S)
+    assert m, "no explorer data in the report"
+    assert "<" not in m.group(1)  # nothing in the blob can end the script element
+    return json.loads(m.group(1))
+
+
 def test_report_full_run(tmp_path):
     emb, chosen = make_run(tmp_path)
     counts, page, metrics = _run_report(tmp_path, "select.budget=6")
@@ -165,8 +172,11 @@ def test_report_full_run(tmp_path):
     assert counts == {"selected": 6, "plots": 5, "bytes": len(page.encode("utf-8"))}
     assert len(page) < 2_000_000
 
-    # escaping: instruction and quarantine text never become markup; the page has no script at all
-    assert "<script" not in page.lower()
+    # escaping: instruction and quarantine text never become markup; the only scripts are the
+    # explorer's data blob and its code, and the data cannot close its script element
+    assert re.findall(r"<script[^>]*>", page, re.I) == ['<script type="application/json" id="explorer-data">', "<script>"]
+    assert EVIL not in page and "alert('x')</script>" not in page
+    assert EVIL in json.dumps(explorer_data(page), ensure_ascii=False)  # the text itself is there, as data
     assert "&lt;script&gt;alert(&#x27;x&#x27;)&lt;/script&gt; &amp; more" in page
     assert "&lt;script&gt;bad json" in page
     assert "x" * 200 + "…" in page and "x" * 201 not in page  # truncated to 200 chars
@@ -228,3 +238,135 @@ def test_report_empty_run_dir(tmp_path):
     counts, page, metrics = _run_report(tmp_path)
     assert counts["plots"] == 0 and counts["selected"] == 0
     assert 'id="missing-dedup"' in page and metrics["dedup"] is None
+
+
+# ----------------------------------------------------------------------------- the selection explorer
+def _decisions(tmp) -> list[dict]:
+    return pq.read_table(tmp / "select" / "decisions.parquet").to_pylist()
+
+
+def test_explorer_lists_every_group_with_its_candidates_texts(tmp_path):
+    make_run(tmp_path)
+    _, page, _ = _run_report(tmp_path, "select.budget=6")
+    data = explorer_data(page)
+    dedup = {r["id"]: r for r in pq.read_table(tmp_path / "dedup" / "part-00000.parquet").to_pylist()}
+    want = _decisions(tmp_path)
+    assert data["llm"] is True and data["total_groups"] == len(want) == len(data["groups"])
+    for g, d in zip(data["groups"], want):
+        assert (g["g"], g["c"], g["st"], g["why"]) == (d["group_id"], d["cluster_id"], d["status"], d["reason"])
+        assert g["cand"] == d["candidate_ids"] and g["chosen"] == d["chosen_ids"]
+    named = {i for d in want for i in d["candidate_ids"]}
+    assert set(data["rows"]) == named  # the candidates' rows, nothing else of the pool
+    for ident in named:
+        row = data["rows"][ident]
+        assert (row["i"], row["x"], row["src"], row["r"]) == (dedup[ident]["instruction"], dedup[ident]["input"],
+                                                             dedup[ident]["source"], dedup[ident]["source_row"])
+    assert 'id="ex-capped"' not in page
+    # the map: one ring per cluster (centers are pool rows) and one point per selected row, each a link
+    rings = re.findall(r'<a href="#cluster-(\d+)" class="cl" data-cluster="\1">', page)
+    assert sorted(map(int, rings)) == [0, 1, 2, 3]
+    points = re.findall(r'<a href="#cluster-(\d+)" class="sel" data-cluster="\1">', page)
+    selected = [json.loads(line) for line in (tmp_path / "selected.jsonl").read_text().splitlines()]
+    assert sorted(map(int, points)) == sorted(r["cluster_id"] for r in selected)
+    assert '<a href="#cluster-0">0</a>' in page  # the largest-clusters table links to the explorer too
+
+
+def test_explorer_shows_who_chose_a_row_and_why_when_the_select_stage_says(tmp_path):
+    make_run(tmp_path)
+    rows = _decisions(tmp_path)
+    for d in rows:
+        d["chosen_by"] = ["llm" if d["status"] == "ok" else "fallback"] * len(d["chosen_ids"])
+        d["chosen_reasons"] = [f"reason for {c}" for c in d["chosen_ids"]]
+    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "select" / "decisions.parquet")
+    lines = [json.loads(line) for line in (tmp_path / "selected.jsonl").read_text().splitlines()]
+    with open(tmp_path / "selected.jsonl", "w") as f:
+        for r in lines:
+            f.write(json.dumps({**r, "source_row": 7, "status": "llm", "reason": "clear and complex"}) + "\n")
+    _, page, _ = _run_report(tmp_path, "select.budget=6")
+    data = explorer_data(page)
+    for g, d in zip(data["groups"], rows):
+        assert g["by"] == d["chosen_by"] and g["cw"] == d["chosen_reasons"]
+    for r in lines:  # selected.jsonl's own columns win for the selected rows
+        assert data["rows"][r["id"]]["st"] == "llm" and data["rows"][r["id"]]["why"] == "clear and complex"
+        assert data["rows"][r["id"]]["r"] == 7
+
+
+def test_explorer_reads_only_the_candidates_of_the_embedded_groups(tmp_path, monkeypatch):
+    from selectllm.contract import StageInput
+
+    make_run(tmp_path)
+    reads = []
+    original = StageInput.read
+
+    def spy(self, columns=None, filter=None):
+        reads.append((self.stage, self.output.name, columns, filter))
+        return original(self, columns=columns, filter=filter)
+
+    monkeypatch.setattr(StageInput, "read", spy)
+    _run_report(tmp_path, "select.budget=6")
+    rows_reads = [r for r in reads if (r[0], r[1]) == ("dedup", "rows")]
+    assert rows_reads and all(f is not None for *_, f in rows_reads)  # always filtered by id
+    # the decisions' id lists are read for the embedded groups only
+    lists = [r for r in reads if r[1] == "decisions" and r[2] and "candidate_ids" in r[2]]
+    assert lists and all(f is not None for *_, f in lists)
+
+
+def test_explorer_caps_the_groups_it_embeds_and_says_so(tmp_path, monkeypatch):
+    from selectllm.report import explorer as X
+
+    make_run(tmp_path)
+    monkeypatch.setattr(X, "MAX_GROUPS", 4)
+    _, page, metrics = _run_report(tmp_path, "select.budget=6")
+    data = explorer_data(page)
+    statuses = {d["group_id"]: d["status"] for d in _decisions(tmp_path)}
+    not_ok = sorted(g for g, s in statuses.items() if s != "ok")[:2]
+    ok = sorted(g for g, s in statuses.items() if s == "ok")[:2]
+    assert [g["g"] for g in data["groups"]] == sorted(not_ok + ok)
+    assert data["total_groups"] == 6
+    assert 'id="ex-capped"' in page and "embeds 4 of 6" in page
+    assert metrics["selection"]["by_status"]["ok"] == 3  # the counts still cover every group
+
+
+def test_explorer_for_an_llm_free_strategy_lists_the_selected_rows_by_cluster(tmp_path):
+    make_run(tmp_path, with_decisions=False)
+    _, page, _ = _run_report(tmp_path, "select.strategy=random")
+    data = explorer_data(page)
+    selected = [json.loads(line) for line in (tmp_path / "selected.jsonl").read_text().splitlines()]
+    by_cluster: dict[int, list[str]] = {}
+    for r in selected:
+        by_cluster.setdefault(r["cluster_id"], []).append(r["id"])
+    assert data["llm"] is False
+    assert [(g["c"], g["cand"], g["chosen"]) for g in data["groups"]] == [(c, by_cluster[c], by_cluster[c])
+                                                                         for c in sorted(by_cluster)]
+    assert {i: data["rows"][i]["i"] for i in data["rows"]} == {r["id"]: r["instruction"] for r in selected}
+
+
+def test_report_reads_its_inputs_wherever_the_pipeline_resolves_them(tmp_path):
+    """No stage folder name in the report's code: move every upstream stage to another folder (and
+    name), resolve the report's inputs there, and the report is the same."""
+    from selectllm import pipeline
+    from selectllm.contract import Stage
+
+    make_run(tmp_path)
+    _, page, metrics = _run_report(tmp_path, "select.budget=6")
+    moved = {name: f"{name}_elsewhere" for name in ("dedup", "embed", "cluster", "select")}
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    for old, new in moved.items():
+        (tmp_path / old).rename(tmp_path / new)
+        manifest["stages"][new] = manifest["stages"].pop(old)
+    (tmp_path / "manifest.json").write_text(json.dumps(manifest))
+    specs = {new: Stage(name=new, run=None, outputs=pipeline.BY_NAME[old].outputs) for old, new in moved.items()}
+
+    def resolve(ref):
+        stage, _, output = ref.partition(".")
+        return moved[stage], specs[moved[stage]].output(output)
+
+    cfg = load_config(None, ["select.budget=6"])
+    ctx = stage_context(cfg, RunDir(str(tmp_path)), "report")
+    ctx.resolve = resolve
+    run_stage(ctx)
+    page2 = (Path(ctx.out) / "report.html").read_text(encoding="utf-8")
+    metrics2 = json.loads((Path(ctx.out) / "metrics.json").read_text())
+    assert explorer_data(page2) == explorer_data(page)
+    strip = lambda m: {k: v for k, v in m.items() if k != "stages"}  # noqa: E731 (stage names differ)
+    assert strip(metrics2) == strip(metrics) and metrics2["not_run"] == []

@@ -2,8 +2,13 @@
 
 Two checks per page: a full-page screenshot (a real PNG, large and not blank), and the DOM after
 load -- a copy of the page with one injected script lists every ``<img>`` that decoded
-(``complete && naturalWidth > 0``); each expected ``plot-*`` image must be among them.  Skipped
-when no Chromium is installed (Debian: ``apt-get install chromium``).
+(``complete && naturalWidth > 0``); each expected ``plot-*`` image must be among them.
+
+The selection explorer is driven like a user would: Chromium runs with its DevTools protocol on a
+local port (``websocket-client`` talks to it), real mouse clicks land on a status filter and on a
+cluster of the map, text is typed into the search box, and the rows left visible are checked
+against the decisions the run wrote.  Skipped when no Chromium is installed (Debian:
+``apt-get install chromium``; ``SELECTLLM_CHROMIUM`` names another binary).
 """
 
 from __future__ import annotations
@@ -14,9 +19,12 @@ import os
 import re
 import shutil
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
+
+pytestmark = pytest.mark.subprocess  # starts Chromium
 
 from selectllm.pipeline import STAGES, run_stage
 from selectllm.rundir import RunDir
@@ -59,7 +67,7 @@ def browse(tmp: Path, *args: str) -> subprocess.CompletedProcess:
 def loaded_images(tmp: Path, page: Path) -> dict:
     probe = tmp / f"probe-{page.name}"
     html = page.read_text(encoding="utf-8")
-    assert "<script" not in html.lower()  # the report itself has no script: the probe adds one
+    assert " src=" not in "".join(re.findall(r"<script[^>]*>", html, re.I))  # inline scripts only, if any
     probe.write_text(html.replace("</body>", CHECK_SCRIPT + "</body>"), encoding="utf-8")
     done = browse(tmp, "--dump-dom", probe.resolve().as_uri())
     m = re.search(r'<pre id="img-check">(.*?)</pre>', done.stdout, re.S)
@@ -109,3 +117,159 @@ def test_reports_render_in_chromium(tmp_path):
     assert "compare/compare.html" in report.read_text(encoding="utf-8")  # the report links the comparison
     check_page(tmp_path, report, REPORT_PLOTS)
     check_page(tmp_path, root / "compare" / "compare.html", COMPARE_PLOTS)
+
+
+# ----------------------------------------------------------------------------- the explorer, clicked
+class DevTools:
+    """Headless Chromium driven through its DevTools protocol (one page, one websocket)."""
+
+    def __init__(self, tmp: Path, url: str, width: int = 1280, height: int = 900):
+        import urllib.request
+
+        import websocket
+
+        exe = chromium()
+        if exe is None:
+            pytest.skip("no Chromium installed (Debian: apt-get install chromium)")
+        profile = tmp / "cdp-profile"
+        self.proc = subprocess.Popen(
+            [exe, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-extensions",
+             "--disable-background-networking", "--disable-component-update", "--disable-sync",
+             "--disable-dev-shm-usage", f"--user-data-dir={profile}", "--remote-debugging-port=0",
+             "--remote-allow-origins=*", f"--window-size={width},{height}", url],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        port_file = profile / "DevToolsActivePort"
+        deadline = time.monotonic() + 60  # start-up wait, not a speed assertion
+        while not (port_file.exists() and port_file.read_text().strip()):
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.close()
+                pytest.fail("Chromium did not open its DevTools port")
+            time.sleep(0.1)
+        port = int(port_file.read_text().split()[0])
+        pages = []
+        while not pages and time.monotonic() < deadline:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list", timeout=10) as r:
+                pages = [t for t in json.loads(r.read()) if t.get("type") == "page"]
+            time.sleep(0.1)
+        assert pages, "no page target in Chromium"
+        self.ws = websocket.create_connection(pages[0]["webSocketDebuggerUrl"], timeout=60, suppress_origin=True)
+        self.next_id = 0
+
+    def call(self, method: str, **params) -> dict:
+        self.next_id += 1
+        self.ws.send(json.dumps({"id": self.next_id, "method": method, "params": params}))
+        while True:  # events are skipped
+            msg = json.loads(self.ws.recv())
+            if msg.get("id") == self.next_id:
+                assert "error" not in msg, msg
+                return msg.get("result", {})
+
+    def js(self, expr: str):
+        res = self.call("Runtime.evaluate", expression=expr, returnByValue=True)
+        assert "exceptionDetails" not in res, res
+        return res["result"].get("value")
+
+    def wait_for(self, expr: str, what: str):
+        for _ in range(300):  # the page renders synchronously; this only waits for the load
+            if self.js(expr):
+                return
+            time.sleep(0.05)
+        pytest.fail(f"the page never showed {what}")
+
+    def point_of(self, selector: str) -> tuple[float, float]:
+        """The middle of an element, scrolled into view."""
+        x, y = self.js(f"""(function () {{ var e = document.querySelector({json.dumps(selector)});
+            e.scrollIntoView({{block: "center"}}); var r = e.getBoundingClientRect();
+            return [r.left + r.width / 2, r.top + r.height / 2]; }})()""")
+        return x, y
+
+    def click_at(self, x: float, y: float) -> None:
+        """A real mouse click (move, press, release)."""
+        for kind in ("mouseMoved", "mousePressed", "mouseReleased"):
+            self.call("Input.dispatchMouseEvent", type=kind, x=x, y=y, button="left", clickCount=1)
+
+    def click(self, selector: str) -> None:
+        self.click_at(*self.point_of(selector))
+
+    def visible_groups(self) -> list[dict]:
+        return self.js("""Array.prototype.filter.call(document.querySelectorAll("#ex-list section.group"),
+            function (e) { return e.offsetParent !== null; }).map(function (e) {
+            return {cluster: e.getAttribute("data-cluster"), status: e.getAttribute("data-status"),
+                    ids: Array.prototype.map.call(e.querySelectorAll("li.cand"), function (li) {
+                        return li.getAttribute("data-id"); }),
+                    chosen: Array.prototype.map.call(e.querySelectorAll("li.cand.chosen"), function (li) {
+                        return li.getAttribute("data-id"); })}; })""")
+
+    def screenshot(self, path: Path) -> bytes:
+        import base64
+
+        data = base64.b64decode(self.call("Page.captureScreenshot", format="png")["data"])
+        path.write_bytes(data)
+        return data
+
+    def close(self) -> None:
+        ws = getattr(self, "ws", None)
+        if ws is not None:
+            ws.close()
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def test_explorer_filters_follow_clicks_in_chromium(tmp_path):
+    import pyarrow.parquet as pq
+
+    from test_report import _run_report, make_run
+
+    if chromium() is None:
+        pytest.skip("no Chromium installed (Debian: apt-get install chromium)")
+    run = tmp_path / "run"
+    make_run(run)
+    _, page, _ = _run_report(run, "select.budget=6")
+    report = tmp_path / "report.html"
+    report.write_text(page, encoding="utf-8")
+    decisions = pq.read_table(run / "select" / "decisions.parquet").to_pylist()
+    every = sorted((str(d["cluster_id"]), d["status"]) for d in decisions)
+
+    b = DevTools(tmp_path, report.resolve().as_uri())
+    try:
+        b.wait_for("document.querySelectorAll('#ex-list section.group').length > 0", "the explorer's groups")
+        shown = b.visible_groups()
+        assert sorted((g["cluster"], g["status"]) for g in shown) == every
+        assert [g["chosen"] for g in shown] == [d["chosen_ids"] for d in decisions]
+
+        # a status filter: only the fallback groups stay
+        b.click('#f-status button[data-status="fallback"]')
+        shown = b.visible_groups()
+        assert shown and [g["status"] for g in shown] == [d["status"] for d in decisions if d["status"] == "fallback"]
+        assert b.js("document.getElementById('ex-count').textContent").startswith(f"{len(shown)} of {len(decisions)}")
+        b.click('#f-status button[data-status=""]')
+        assert len(b.visible_groups()) == len(decisions)
+        b.screenshot(tmp_path / "explorer-all.png")
+
+        # a cluster on the map: whatever link is on top where the mouse lands decides the cluster
+        x, y = b.point_of('svg.map a.cl[data-cluster="2"] circle')
+        target = b.js(f"document.elementFromPoint({x}, {y}).closest('a').getAttribute('data-cluster')")
+        b.click_at(x, y)
+        assert b.js("window.location.hash") == f"#cluster-{target}"
+        shown = b.visible_groups()
+        assert shown and {g["cluster"] for g in shown} == {target}
+        assert len(shown) == sum(1 for d in decisions if str(d["cluster_id"]) == target)
+        assert b.js(f"document.getElementById('f-cluster').value") == target
+        assert b.js(f"""(function () {{ var r = document.getElementById('cluster-{target}').getBoundingClientRect();
+            return r.top >= 0 && r.top < window.innerHeight; }})()"""), "the cluster's first group is not in view"
+        png = b.screenshot(tmp_path / "explorer-cluster.png")
+        assert png.startswith(b"\x89PNG\r\n\x1a\n") and len(png) > 20_000
+
+        # text search (typed), after clearing the filters
+        b.click("#f-clear")
+        b.click("#f-search")
+        b.call("Input.insertText", text="Instruction number 21")
+        shown = b.visible_groups()
+        want = [d["candidate_ids"] for d in decisions if "id021" in d["candidate_ids"]]
+        assert want and [g["ids"] for g in shown] == want
+    finally:
+        b.close()

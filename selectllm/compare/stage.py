@@ -152,8 +152,8 @@ def run_compare(cfg, names: list[str], force: bool = False):
 
     cfg = cfg.model_copy(deep=True)
     cfg.compare.strategies = names
-    run = run_pipeline(cfg, stages=["dedup", "embed", "cluster", "compare"], force=["compare"] if force else [])
-    return run, run.read_json("compare/compare.json")
+    run = run_pipeline(cfg, stages=[*STAGE.upstream, STAGE.name], force=[STAGE.name] if force else [])
+    return run, run.read_json(posixpath.join(STAGE.name, STAGE.output("comparison").path))
 
 
 def format_cell(value, fmt: str) -> str:

@@ -152,7 +152,8 @@ def build_compare_html(ctx, results: dict, extras: dict, x: np.ndarray, cov_idx:
                          P.histogram_plot(sizes, f"Cluster sizes (k = {len(sizes):,})", "rows in cluster")))
         plots += 1
     stages = (run.manifest().get("stages") or {})
-    snames = [s for s in ("dedup", "embed", "cluster") if s in stages] + [f"compare: {s}" for s in names]
+    upstream = set(ctx.spec.upstream) if ctx.spec is not None else set()
+    snames = [s for s in stages if s in upstream] + [f"compare: {s}" for s in names]  # in run order
     secs = [float(stages[s].get("seconds") or 0.0) for s in snames if s in stages] + col("seconds")
     usd = [0.0] * (len(snames) - len(names)) + col("usd")
     parts.append(img("plot-stages", "Spend per stage: wall-clock seconds and LLM dollars of the shared stages and "

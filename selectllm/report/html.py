@@ -1,11 +1,13 @@
 """The report page: one self-contained HTML page and the metrics of a run (written by ``report/stage.py``).
 
-Reads the committed outputs of the earlier stages (any that is missing gets a "not run" note),
-computes coverage/diversity (``metrics.py``), draws plots (``plots.py``, inline base64 PNGs) and
-writes ``report.html`` + ``metrics.json`` into the staging folder; the pipeline moves them to the
-run directory's root.  The page works offline: inline CSS, no JavaScript, no external resources.
-Embeddings are streamed file by file and only a deterministic sample (plus every selected row)
-is kept in memory, so this stays cheap on pools of hundreds of millions of rows.
+Reads only the report stage's declared inputs (``ctx.input(name)``; any that is not committed
+gets a "not run" note), computes coverage/diversity (``metrics.py``), draws plots (``plots.py``,
+inline base64 PNGs), adds the selection explorer (``explorer.py``: every LLM group with its
+candidates, filters, search and a clickable map; inline JSON + plain JS) and writes
+``report.html`` + ``metrics.json`` into the staging folder; the pipeline moves them to the run
+directory's root.  The page works offline: inline CSS and script, no external resources.
+Embeddings are streamed file by file and only a deterministic sample (plus every selected row and
+the cluster centers) is kept in memory, so this stays cheap on pools of hundreds of millions of rows.
 """
 
 from __future__ import annotations
@@ -21,9 +23,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from selectllm.contract import StageInput
+from selectllm.report import explorer as X
 from selectllm.report import metrics as M
 from selectllm.report import plots as P
-from selectllm.rundir import RunDir
 from selectllm.schemas import DECISION_STATUSES
 
 MAP_MAX_ROWS = 20_000
@@ -32,28 +35,43 @@ QUARANTINE_EXAMPLES_PER_REASON = 3
 QUARANTINE_SCAN_MAX_ROWS = 200_000  # examples only; counts come from stats.json
 TEXT_MAX_CHARS = 200
 SEED = 0
-UPSTREAM = ("dedup", "embed", "cluster", "select")
+SPEND_COLUMNS = ["group_id", "status", "input_tokens", "output_tokens", "usd"]  # decisions, without the id lists
 
 
 # ----------------------------------------------------------------------------- reading
-def _parquet_files(run: RunDir, *parts: str, pattern: str = "*.parquet") -> list[str]:
-    folder = run.path(*parts)
-    if not run.fs.exists(folder):
-        return []
-    return sorted(run.fs.glob(posixpath.join(folder, pattern)))
+class Inputs:
+    """The report's declared inputs that are committed; ``get(name)`` is None for the others."""
+
+    def __init__(self, ctx) -> None:
+        self.ctx = ctx
+        names = [*ctx.spec.inputs, *ctx.spec.optional_inputs]
+        self.present = {n: ctx.has_input(n) for n in names}
+
+    def get(self, name: str) -> StageInput | None:
+        return self.ctx.input(name) if self.present.get(name) else None
+
+    def stage(self, name: str) -> str:
+        """The stage that writes an input (for "not run" notes)."""
+        return self.ctx.input(name).stage
+
+    def missing(self) -> list[str]:
+        """Stages none of whose declared inputs is committed, then missing root files (selected.jsonl)."""
+        out: list[str] = []
+        for name in self.ctx.spec.inputs:
+            if self.present[name]:
+                continue
+            inp = self.ctx.input(name)
+            label = inp.output.path if inp.output.root else inp.stage
+            if label not in out:
+                out.append(label)
+        return out
 
 
-def _read_table(run: RunDir, rel: str, columns: list[str] | None = None) -> pa.Table | None:
-    if not run.exists(rel):
-        return None
-    return pq.read_table(run.path(rel), columns=columns, filesystem=run.fs)  # a file or a folder of parts
-
-
-def _read_selected(run: RunDir) -> list[dict] | None:
-    if not run.exists("selected.jsonl"):
+def _read_selected(inp: StageInput | None) -> list[dict] | None:
+    if inp is None:
         return None
     rows = []
-    with run.open("selected.jsonl", "r") as f:
+    with inp.run.fs.open(inp.path, "r", encoding="utf-8") as f:
         for line in f:
             line = line.strip()
             if line:
@@ -61,12 +79,14 @@ def _read_selected(run: RunDir) -> list[dict] | None:
     return rows
 
 
-def _quarantine_examples(run: RunDir) -> dict[str, list[dict]]:
+def _quarantine_examples(inp: StageInput | None) -> dict[str, list[dict]]:
     """A few quarantined rows per reason (scans at most QUARANTINE_SCAN_MAX_ROWS rows)."""
     out: dict[str, list[dict]] = {}
+    if inp is None:
+        return out
     scanned = 0
-    for path in _parquet_files(run, "dedup", "quarantine"):
-        with run.fs.open(path, "rb") as fh:
+    for path in inp.files():
+        with inp.run.fs.open(path, "rb") as fh:
             for batch in pq.ParquetFile(fh).iter_batches(batch_size=8192, columns=["raw", "source", "source_row", "reason"]):
                 for row in batch.to_pylist():
                     ex = out.setdefault(str(row["reason"]), [])
@@ -88,7 +108,8 @@ def _fixed_size_to_numpy(arr: pa.Array | pa.ChunkedArray) -> np.ndarray:
 
 @dataclass
 class Embeddings:
-    """The kept rows of the pool: a deterministic coverage sample, a map sample and the selection."""
+    """The kept rows of the pool: a deterministic coverage sample, a map sample and the selection;
+    and the vectors of the cluster centers asked for (for the explorer's map)."""
 
     pool_rows: int = 0
     dim: int = 0
@@ -97,6 +118,7 @@ class Embeddings:
     in_cov: np.ndarray = field(default_factory=lambda: np.zeros(0, bool))
     in_map: np.ndarray = field(default_factory=lambda: np.zeros(0, bool))
     is_sel: np.ndarray = field(default_factory=lambda: np.zeros(0, bool))
+    centers: dict[str, np.ndarray] = field(default_factory=dict)
 
     @property
     def cov_sampled(self) -> bool:
@@ -110,25 +132,28 @@ def _in_sorted(values: np.ndarray, sorted_set: np.ndarray) -> np.ndarray:
     return sorted_set[pos] == values
 
 
-def _read_embeddings(run: RunDir, selected_ids: list[str]) -> Embeddings | None:
-    files = _parquet_files(run, "embed", pattern="part-*.parquet")
+def _read_embeddings(inp: StageInput | None, selected_ids: list[str], center_ids: list[str] = ()) -> Embeddings | None:
+    files = inp.files() if inp is not None else []
     if not files:
         return None
+    fs = inp.run.fs
     sizes = []
     for path in files:
-        with run.fs.open(path, "rb") as fh:
+        with fs.open(path, "rb") as fh:
             sizes.append(pq.ParquetFile(fh).metadata.num_rows)
     n = int(sum(sizes))
     cov_idx = M.sample_indices(n, M.COVERAGE_MAX_ROWS, SEED)
     map_idx = cov_idx[M.sample_indices(len(cov_idx), MAP_MAX_ROWS, SEED + 1)]
     value_set = pa.array(sorted(set(selected_ids)), type=pa.string())
+    center_set = pa.array(sorted(set(center_ids)), type=pa.string())
     seen_sel: set[str] = set()
+    centers: dict[str, np.ndarray] = {}
     ids: list[str] = []
     vecs, covs, maps, sels = [], [], [], []
     dim = 0
     offset = 0
     for path in files:
-        with run.fs.open(path, "rb") as fh:
+        with fs.open(path, "rb") as fh:
             for batch in pq.ParquetFile(fh).iter_batches(batch_size=65536, columns=["id", "embedding"]):
                 m = batch.num_rows
                 gidx = np.arange(offset, offset + m, dtype=np.int64)
@@ -139,6 +164,12 @@ def _read_embeddings(run: RunDir, selected_ids: list[str]) -> Embeddings | None:
                 id_col = batch.column("id")
                 is_sel = pc.fill_null(pc.is_in(id_col, value_set=value_set.cast(id_col.type)), False)
                 is_sel = is_sel.to_numpy(zero_copy_only=False)
+                if len(center_set):
+                    is_center = pc.fill_null(pc.is_in(id_col, value_set=center_set.cast(id_col.type)), False)
+                    if pc.any(is_center).as_py():
+                        hit = batch.filter(is_center)
+                        for rid, vec in zip(hit.column("id").to_pylist(), _fixed_size_to_numpy(hit.column("embedding"))):
+                            centers.setdefault(rid, vec)
                 keep = in_cov | is_sel
                 if not keep.any():
                     continue
@@ -157,7 +188,7 @@ def _read_embeddings(run: RunDir, selected_ids: list[str]) -> Embeddings | None:
                 maps.append(in_map[keep])
                 sels.append(sel_k)
     if not vecs:
-        return Embeddings(pool_rows=n, dim=dim, vectors=np.zeros((0, dim), np.float32))
+        return Embeddings(pool_rows=n, dim=dim, vectors=np.zeros((0, dim), np.float32), centers=centers)
     return Embeddings(
         pool_rows=n,
         dim=dim,
@@ -166,17 +197,17 @@ def _read_embeddings(run: RunDir, selected_ids: list[str]) -> Embeddings | None:
         in_cov=np.concatenate(covs),
         in_map=np.concatenate(maps),
         is_sel=np.concatenate(sels),
+        centers=centers,
     )
 
 
-def _cluster_sizes(run: RunDir) -> pa.Table | None:
-    """centers.parquet (cluster_id, id, size, radius), or sizes rebuilt from the assignments."""
-    centers = _read_table(run, "cluster/centers.parquet")
+def _cluster_sizes(centers: StageInput | None, assignments: StageInput | None) -> pa.Table | None:
+    """The centers output (cluster_id, id, size, radius), or sizes rebuilt from the assignments."""
     if centers is not None:
-        return centers
-    assign = _read_table(run, "cluster/assignments.parquet", columns=["cluster_id", "distance"])
-    if assign is None:
+        return centers.read()
+    if assignments is None:
         return None
+    assign = assignments.read(columns=["cluster_id", "distance"])
     g = assign.group_by("cluster_id").aggregate([("distance", "count"), ("distance", "max")])
     return pa.table({
         "cluster_id": g.column("cluster_id"),
@@ -278,7 +309,9 @@ def table(headers: list[str], rows: list[list[Any]], numeric: set[int] | None = 
     for r in rows:
         cells = []
         for i, c in enumerate(r):
-            if i in numeric:
+            if isinstance(c, Raw):
+                cells.append(f'<td class="num">{c}</td>')
+            elif i in numeric:
                 cells.append(f'<td class="num">{esc(num(c))}</td>')
             else:
                 cells.append(f'<td class="text">{esc(c)}</td>')
@@ -290,23 +323,41 @@ def img(plot_id: str, alt: str, b64: str) -> str:
     return f'<img id="{esc(plot_id)}" alt="{esc(alt)}" src="data:image/png;base64,{b64}">'
 
 
-def not_run(stage: str, what: str) -> str:
-    return f'<p class="note" id="missing-{esc(stage)}">{esc(what)}: stage <b>{esc(stage)}</b> not run (no committed output found).</p>'
+class Raw(str):
+    """A table cell that is already HTML (a link built here from numbers), not escaped."""
+
+
+def cluster_link(cluster_id: Any) -> Raw:
+    return Raw(f'<a href="#cluster-{int(cluster_id)}">{int(cluster_id)}</a>')
+
+
+def not_run(stage: str, what: str, anchor: bool = True) -> str:
+    ident = f' id="missing-{esc(stage)}"' if anchor else ""
+    return f'<p class="note"{ident}>{esc(what)}: stage <b>{esc(stage)}</b> not run (no committed output found).</p>'
 
 
 # ----------------------------------------------------------------------------- the stage
-def build(run: RunDir, cfg) -> tuple[str, dict, int]:
-    """Read a run directory; return (html, metrics, number of plots)."""
+def build(ctx) -> tuple[str, dict, int]:
+    """Read the report stage's declared inputs; return (html, metrics, number of plots)."""
+    run, cfg = ctx.run, ctx.cfg
     manifest = run.manifest()
     stages = manifest.get("stages", {}) or {}
-    present = {s: run.exists(s) for s in UPSTREAM}
-    stats = run.read_json("dedup/stats.json") if present["dedup"] else None
-    selected = _read_selected(run)
-    decisions = _read_table(run, "select/decisions.parquet") if present["select"] else None
-    clusters = _cluster_sizes(run) if present["cluster"] else None
-    emb = _read_embeddings(run, [str(r.get("id")) for r in selected or []]) if present["embed"] else None
+    inputs = Inputs(ctx)
+    stats = inputs.get("stats").read_json() if inputs.get("stats") else None
+    selected = _read_selected(inputs.get("selected"))
+    decisions = inputs.get("decisions")
+    spend_table = decisions.read(columns=SPEND_COLUMNS) if decisions is not None else None
+    clusters = _cluster_sizes(inputs.get("centers"), inputs.get("assignments"))
+    map_clusters = None  # the largest clusters with a center row: rings on the explorer's map
+    if clusters is not None and clusters.num_rows:
+        with_center = clusters.filter(pc.is_valid(clusters.column("id")))
+        order = np.lexsort((with_center.column("cluster_id").to_numpy(), -with_center.column("size").to_numpy()))
+        map_clusters = with_center.take(pa.array(order[: X.MAP_MAX_CLUSTERS], pa.int64()))
+    center_ids = map_clusters.column("id").to_pylist() if map_clusters is not None else []
+    emb = _read_embeddings(inputs.get("vectors"), [str(r.get("id")) for r in selected or []], center_ids)
 
-    sel_metrics = _selection_metrics(decisions, selected, cfg)
+    sel_metrics = _selection_metrics(spend_table, selected, cfg)
+    explorer = X.collect(decisions, inputs.get("rows"), selected, sel_metrics["strategy"])
     metrics: dict[str, Any] = {
         "dedup": stats,
         "clusters": None,
@@ -314,10 +365,11 @@ def build(run: RunDir, cfg) -> tuple[str, dict, int]:
         "coverage": None,
         "diversity": None,
         "stages": {name: e.get("seconds") for name, e in stages.items()},
-        "not_run": [s for s in UPSTREAM if not present[s]] + ([] if selected is not None else ["selected.jsonl"]),
+        "not_run": inputs.missing(),
     }
     plots = 0
     parts: list[str] = []
+    explorer_map = ""
 
     # ---- header
     parts.append("<h1>SelectLLM run report</h1>")
@@ -332,11 +384,12 @@ def build(run: RunDir, cfg) -> tuple[str, dict, int]:
     parts.append('<dl class="kv">' + "".join(f"<dt>{esc(k)}</dt><dd>{esc(v)}</dd>" for k, v in header) + "</dl>")
     if metrics["not_run"]:
         parts.append(f'<p class="note">Not run yet: {esc(", ".join(metrics["not_run"]))}.</p>')
+    parts.append('<p><a href="#explorer">Selection explorer</a>: every group with its candidates, filters and search.</p>')
 
     # ---- dedup
     parts.append('<h2 id="dedup">Dedup</h2>')
     if stats is None:
-        parts.append(not_run("dedup", "Dedup funnel"))
+        parts.append(not_run(inputs.stage("stats"), "Dedup funnel"))
     else:
         read = int(stats.get("read", 0))
         qt = int(stats.get("quarantined_total", sum((stats.get("quarantined") or {}).values())))
@@ -353,7 +406,7 @@ def build(run: RunDir, cfg) -> tuple[str, dict, int]:
             parts.append(f'<p class="note">Counts do not add up: read {read:,} ≠ kept + duplicates + quarantined '
                          f'({kept + qt + exact + near:,}).</p>')
         by_reason = stats.get("quarantined") or {}
-        examples = _quarantine_examples(run)
+        examples = _quarantine_examples(inputs.get("quarantine"))
         parts.append("<h3>Quarantine</h3>")
         if not by_reason and not examples:
             parts.append('<p class="muted">No row was quarantined.</p>')
@@ -371,8 +424,12 @@ def build(run: RunDir, cfg) -> tuple[str, dict, int]:
 
     # ---- clusters
     parts.append('<h2 id="clusters">Clusters</h2>')
+    per_cluster: dict[int, int] = {}
+    for r in selected or []:
+        if r.get("cluster_id") is not None:
+            per_cluster[int(r["cluster_id"])] = per_cluster.get(int(r["cluster_id"]), 0) + 1
     if clusters is None or clusters.num_rows == 0:
-        parts.append(not_run("cluster", "Clusters"))
+        parts.append(not_run(inputs.stage("centers"), "Clusters"))
     else:
         sizes = clusters.column("size").to_numpy().astype(np.int64)
         radius = pc.fill_null(clusters.column("radius"), np.nan).to_numpy().astype(np.float64)
@@ -388,25 +445,21 @@ def build(run: RunDir, cfg) -> tuple[str, dict, int]:
         parts.append(table(["k", "size min", "size median", "size max", "radius max"],
                            [[c["k"], c["size_min"], c["size_median"], c["size_max"], c["radius_max"]]],
                            numeric={0, 1, 2, 3, 4}))
-        per_cluster: dict[int, int] = {}
-        for r in selected or []:
-            if r.get("cluster_id") is not None:
-                per_cluster[int(r["cluster_id"])] = per_cluster.get(int(r["cluster_id"]), 0) + 1
         order = np.lexsort((clusters.column("cluster_id").to_numpy(), -sizes))[:10]
         cid = clusters.column("cluster_id").to_pylist()
         center = clusters.column("id").to_pylist()
         parts.append("<h3>Top 10 largest clusters</h3>")
         parts.append(table(
             ["cluster_id", "center id", "size", "radius", "selected"],
-            [[cid[i], center[i] or "–", int(sizes[i]), M.finite_or_none(radius[i]), per_cluster.get(cid[i], 0)]
-             for i in order],
-            numeric={0, 2, 3, 4},
+            [[cluster_link(cid[i]), center[i] or "–", int(sizes[i]), M.finite_or_none(radius[i]),
+              per_cluster.get(cid[i], 0)] for i in order],
+            numeric={2, 3, 4},
         ))
 
     # ---- map + coverage
     parts.append('<h2 id="map">Pool map and coverage</h2>')
     if emb is None:
-        parts.append(not_run("embed", "Pool map and coverage"))
+        parts.append(not_run(inputs.stage("vectors"), "Pool map and coverage"))
     else:
         sel_vecs = emb.vectors[emb.is_sel]
         if selected is not None and sel_vecs.shape[0] < len({str(r.get("id")) for r in selected}):
@@ -422,7 +475,8 @@ def build(run: RunDir, cfg) -> tuple[str, dict, int]:
         if map_mask.sum() >= 2 and emb.dim >= 2:
             from sklearn.decomposition import PCA
 
-            xy = PCA(n_components=2, random_state=SEED).fit_transform(emb.vectors[map_mask])
+            pca = PCA(n_components=2, random_state=SEED).fit(emb.vectors[map_mask])
+            xy = pca.transform(emb.vectors[map_mask])
             shown = int((emb.in_map & ~emb.is_sel).sum())
             parts.append(img("plot-map", "2-D PCA map of the pool with the selected instructions highlighted, "
                              "and the coverage curve: share of the pool within distance r of the selection",
@@ -430,6 +484,7 @@ def build(run: RunDir, cfg) -> tuple[str, dict, int]:
                                                  f"Pool (PCA of {shown:,} of {emb.pool_rows:,} rows) and selection",
                                                  nearest)))
             plots += 1
+            explorer_map = _explorer_map(pca, emb, selected or [], map_clusters, per_cluster)
         cov = metrics["coverage"]
         rows = [
             ["pool rows", emb.pool_rows], ["embedding dim", emb.dim], ["selected with embedding", int(sel_vecs.shape[0])],
@@ -444,9 +499,9 @@ def build(run: RunDir, cfg) -> tuple[str, dict, int]:
 
     # ---- LLM spend
     parts.append('<h2 id="spend">Selection and LLM spend</h2>')
-    if decisions is None:
-        parts.append(not_run("select", "Selection decisions"))
-    elif decisions.num_rows == 0:
+    if spend_table is None:
+        parts.append(not_run(inputs.stage("decisions"), "Selection decisions"))
+    elif spend_table.num_rows == 0:
         parts.append(f'<p class="muted">No LLM decisions: strategy <b>{esc(sel_metrics["strategy"])}</b> '
                      f'does not call an LLM.</p>')
     else:
@@ -456,7 +511,7 @@ def build(run: RunDir, cfg) -> tuple[str, dict, int]:
                          P.bar_plot(labels, [by[s] for s in labels], "Decisions by status", "groups",
                                     [P.STATUS_COLORS.get(s, P.BAR_COLOR) for s in labels])))
         plots += 1
-    if decisions is not None:
+    if spend_table is not None:
         spend_rows = [[s, v["decisions"], v["requests"], v["input_tokens"], v["output_tokens"], v["usd"]]
                       for s, v in sel_metrics["by_status_spend"].items()]
         spend_rows.append(["total", sel_metrics["decisions"], sel_metrics["requests"], sel_metrics["input_tokens"],
@@ -466,14 +521,18 @@ def build(run: RunDir, cfg) -> tuple[str, dict, int]:
         parts.append(f'<p>Spent <b>${sel_metrics["usd"]:.4f}</b> of the <b>${cfg.llm.max_usd:.2f}</b> cap '
                      f'(<code>llm.max_usd</code>).</p>')
 
+    # ---- the explorer
+    parts.append(X.section(explorer, explorer_map, not_run(inputs.stage("selected"), "Selection explorer", anchor=False)))
+
     # ---- stages
     parts.append('<h2 id="stages">Stage timings</h2>')
     if not stages:
         parts.append('<p class="note">manifest.json lists no stage.</p>')
     else:
-        names = [n for n in UPSTREAM if n in stages] + sorted(n for n in stages if n not in UPSTREAM)
+        upstream = list(ctx.spec.upstream)
+        names = [n for n in upstream if n in stages] + sorted(n for n in stages if n not in upstream)
         secs = [float(stages[n].get("seconds") or 0.0) for n in names]
-        usd = [float(sel_metrics["usd"]) if n == "select" else 0.0 for n in names]
+        usd = [float(sel_metrics["usd"]) if n == inputs.stage("decisions") else 0.0 for n in names]
         parts.append(img("plot-stages", "Spend per pipeline stage: wall-clock seconds and LLM dollars",
                          P.spend_panels(names, [("Seconds per stage", "seconds", secs, "{:.1f}"),
                                                 ("LLM spend per stage", "USD", usd, "${:.4f}")])))
@@ -486,21 +545,24 @@ def build(run: RunDir, cfg) -> tuple[str, dict, int]:
             rows.append([n, e.get("status", "?"), e.get("seconds"), trunc(flat, 300), e.get("finished_at", "")])
         parts.append(table(["stage", "status", "seconds", "counts", "finished"], rows, numeric={2}))
 
-    # ---- strategy comparison (selectllm compare)
-    compared = run.read_json("compare/compare.json") if run.exists("compare", "compare.json") else None
+    # ---- strategy comparison (selectllm compare, when it ran: optional inputs)
+    comparison = inputs.get("comparison")
+    compared = comparison.read_json() if comparison is not None else None
     if compared:
+        page_input = inputs.get("comparison_page")
+        link = posixpath.relpath(page_input.path, run.path()) if page_input is not None else None
         parts.append('<h2 id="compare">Strategy comparison</h2>')
-        parts.append('<p>From <code>selectllm compare</code>: every strategy over the same embeddings; plots in '
-                     '<a href="compare/compare.html">compare/compare.html</a>.</p>')
+        parts.append('<p>From <code>selectllm compare</code>: every strategy over the same embeddings'
+                     + (f'; plots in <a href="{esc(link)}">{esc(link)}</a>' if link else "") + '.</p>')
         keys = ["coverage_max", "coverage_p99", "coverage_mean", "diversity", "cluster_coverage", "requests",
                 "input_tokens", "usd", "seconds"]
         parts.append(table(["strategy", *keys], [[name, *[row.get(k) for k in keys]] for name, row in compared.items()],
                            numeric=set(range(1, len(keys) + 1))))
 
-    # ---- sample of the selection
+    # ---- sample of the selection (also without JavaScript)
     parts.append('<h2 id="selected">Selected instructions (first 20)</h2>')
     if selected is None:
-        parts.append(not_run("select", "Selected instructions"))
+        parts.append(not_run(inputs.stage("selected"), "Selected instructions"))
     elif not selected:
         parts.append('<p class="muted">Nothing was selected.</p>')
     else:
@@ -515,11 +577,40 @@ def build(run: RunDir, cfg) -> tuple[str, dict, int]:
 
     page = (
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
-        f"<title>SelectLLM report – {esc(run.url)}</title><style>{CSS}</style></head>\n<body>\n"
+        f"<title>SelectLLM report – {esc(run.url)}</title><style>{CSS}{X.CSS}</style></head>\n<body>\n"
         + "\n".join(parts)
         + "\n</body></html>\n"
     )
     return page, metrics, plots
+
+
+def _explorer_map(pca, emb: Embeddings, selected: list[dict], map_clusters: pa.Table | None,
+                  per_cluster: dict[int, int]) -> str:
+    """The explorer's clickable SVG map, in the same PCA projection as the pool map."""
+    pool = np.flatnonzero(emb.in_map & ~emb.is_sel)
+    pool = pool[M.sample_indices(len(pool), X.MAP_MAX_POOL_POINTS, SEED + 2)] if len(pool) else pool
+    pool_xy = pca.transform(emb.vectors[pool]) if len(pool) else np.zeros((0, 2))
+    by_id = {str(r.get("id")): r for r in selected}
+    sel_rows = [i for i in np.flatnonzero(emb.is_sel)][: X.MAP_MAX_SELECTED_POINTS]
+    sel_xy = pca.transform(emb.vectors[sel_rows]) if sel_rows else np.zeros((0, 2))
+    sel_cluster, sel_label = [], []
+    for i in sel_rows:
+        r = by_id.get(emb.ids[i], {})
+        sel_cluster.append(r.get("cluster_id"))
+        sel_label.append(f"cluster {r.get('cluster_id')}: {trunc(r.get('instruction'), 90)}")
+    c_xy, c_id, c_size, c_sel = [], [], [], []
+    if map_clusters is not None:
+        for cid, center, size in zip(map_clusters.column("cluster_id").to_pylist(), map_clusters.column("id").to_pylist(),
+                                     map_clusters.column("size").to_pylist()):
+            vec = emb.centers.get(center)
+            if vec is None:
+                continue
+            c_xy.append(M.normalize(vec[None, :])[0])
+            c_id.append(int(cid))
+            c_size.append(int(size))
+            c_sel.append(per_cluster.get(int(cid), 0))
+    center_xy = pca.transform(np.asarray(c_xy)) if c_xy else np.zeros((0, 2))
+    return X.map_svg(pool_xy, sel_xy, sel_cluster, sel_label, center_xy, c_id, c_size, c_sel)
 
 
 def _jsonable(o: Any) -> Any:

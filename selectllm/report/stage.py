@@ -11,7 +11,7 @@ from selectllm.contract import Output, Resources, Settings, Stage
 def run_stage(ctx) -> dict:
     from selectllm.report.html import _jsonable, build  # matplotlib: only when the report is made
 
-    page, metrics, plots = build(ctx.run, ctx.cfg)
+    page, metrics, plots = build(ctx)
     data = page.encode("utf-8")
     fs = ctx.run.fs
     with fs.open(posixpath.join(ctx.out, "report.html"), "wb") as f:
@@ -26,11 +26,13 @@ def run_stage(ctx) -> dict:
 STAGE = Stage(
     name="report",
     run=run_stage,
-    inputs={"stats": "dedup.stats", "quarantine": "dedup.quarantine", "vectors": "embed.vectors",
-            "assignments": "cluster.assignments", "centers": "cluster.centers",
+    inputs={"stats": "dedup.stats", "quarantine": "dedup.quarantine", "rows": "dedup.rows",
+            "vectors": "embed.vectors", "assignments": "cluster.assignments", "centers": "cluster.centers",
             "decisions": "select.decisions", "selected": "select.selected"},
+    # `selectllm compare` runs on demand: its table and a link to its page when it ran
+    optional_inputs={"comparison": "compare.comparison", "comparison_page": "compare.page"},
     outputs=(Output("page", "report.html", root=True), Output("metrics", "metrics.json", root=True)),
-    settings=Settings(version="report-v1"),
+    settings=Settings(version="report-v2"),
     resources=Resources(engine="local"),
     doc="Write report.html and metrics.json.",
 )
