@@ -76,3 +76,20 @@ def test_every_declared_input_names_an_earlier_output():
             assert out in pipeline.BY_NAME[up].outputs
             if s in pipeline.STAGES:
                 assert names.index(up) < names.index(s.name)
+
+
+def test_an_optional_input_is_never_waited_for_and_counts_once_committed(tmp_path):
+    from selectllm.config import load_config
+
+    cfg, run = load_config(None, []), RunDir(str(tmp_path))
+    report = pipeline.BY_NAME["report"]
+    for s in report.upstream:
+        run.record_stage(s, {"status": "complete", "output_token": f"{s}-1"})
+    before = pipeline.input_fingerprint(cfg, run, report)  # compare never ran: no error
+    run.record_stage("compare", {"status": "invalidated", "output_token": "compare-1"})
+    assert pipeline.input_fingerprint(cfg, run, report) == before
+    run.record_stage("compare", {"status": "complete", "output_token": "compare-1"})
+    assert pipeline.input_fingerprint(cfg, run, report) != before  # a new comparison reruns the report
+    ctx = pipeline.stage_context(cfg, run, "report", out=str(tmp_path / "o"))
+    assert ctx.input("comparison").path == str(tmp_path / "compare" / "compare.json")
+    assert not ctx.has_input("comparison")  # committed in the manifest, but no file: not there
