@@ -21,6 +21,8 @@ RunDirOpt = typer.Option(None, "--run-dir", help="Override run_dir (local path o
 SetOpt = typer.Option(None, "--set", help="Override a config key: --set select.budget=200 (YAML value).")
 ForceOpt = typer.Option(None, "--force", help="Recompute this stage and every stage after it.")
 DebugOpt = typer.Option(False, "--debug", help="Show tracebacks.")
+VerboseOpt = typer.Option(False, "--verbose", "-v",
+                          help="Show Spark's and Ray's own output on the terminal (default: run_dir/logs/).")
 
 
 def _load(config: str, run_dir: Optional[str], sets: Optional[List[str]], debug: bool):
@@ -39,30 +41,41 @@ def _offline_defaults() -> None:
     os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
 
 
-def _run(config, run_dir, sets, force, debug, stages=None) -> None:
+def _engine_output(cfg, verbose: bool):
+    """Spark's and Ray's output: into run_dir/logs/ unless --verbose (see logs.py)."""
+    from selectllm.logs import engine_output, verbose_requested
+
+    return engine_output(cfg.run_dir, verbose=verbose_requested(verbose))
+
+
+def _run(config, run_dir, sets, force, debug, stages=None, verbose=False) -> None:
+    from selectllm.logs import LOGS, verbose_requested
     from selectllm.pipeline import run_pipeline
 
     _offline_defaults()
     cfg = _load(config, run_dir, sets, debug)
-    run = run_pipeline(cfg, stages=stages, force=list(force or []))
+    with _engine_output(cfg, verbose):
+        run = run_pipeline(cfg, stages=stages, force=list(force or []))
     if stages is None or "select" in stages or "report" in stages:
         for name in ("selected.jsonl", "report.html"):
             if run.exists(name):
                 typer.echo(f"{name}: {run.uri(name)}")
+    if not verbose_requested(verbose):
+        typer.echo(f"engine logs: {run.uri(LOGS)}/")
 
 
 @app.command()
 def run(config: str = ConfigArg, run_dir: Optional[str] = RunDirOpt, set_: Optional[List[str]] = SetOpt,
-        force: Optional[List[str]] = ForceOpt, debug: bool = DebugOpt):
+        force: Optional[List[str]] = ForceOpt, debug: bool = DebugOpt, verbose: bool = VerboseOpt):
     """All stages: dedup -> embed -> cluster -> select -> report (complete stages are skipped)."""
-    _run(config, run_dir, set_, force, debug)
+    _run(config, run_dir, set_, force, debug, verbose=verbose)
 
 
 def _stage_command(name: str, doc: str):
     def command(config: str = ConfigArg, run_dir: Optional[str] = RunDirOpt, set_: Optional[List[str]] = SetOpt,
                 force: bool = typer.Option(False, "--force", help="Recompute even if complete."),
-                debug: bool = DebugOpt):
-        _run(config, run_dir, set_, [name] if force else [], debug, stages=[name])
+                debug: bool = DebugOpt, verbose: bool = VerboseOpt):
+        _run(config, run_dir, set_, [name] if force else [], debug, stages=[name], verbose=verbose)
 
     command.__doc__ = doc
     app.command(name=name)(command)
@@ -80,15 +93,17 @@ for _stage in _declared_stages():
 
 @app.command()
 def estimate(config: str = ConfigArg, run_dir: Optional[str] = RunDirOpt, set_: Optional[List[str]] = SetOpt,
-             debug: bool = DebugOpt):
+             debug: bool = DebugOpt, verbose: bool = VerboseOpt):
     """Upper bound of the LLM cost, with no LLM call (runs dedup/embed/cluster if needed)."""
     from selectllm.estimate import estimate_cost
     from selectllm.pipeline import run_pipeline
 
     _offline_defaults()
     cfg = _load(config, run_dir, set_, debug)
-    run = run_pipeline(cfg, stages=["dedup", "embed", "cluster"])
-    typer.echo(json.dumps(estimate_cost(cfg, run), sort_keys=True))
+    with _engine_output(cfg, verbose):
+        run = run_pipeline(cfg, stages=["dedup", "embed", "cluster"])
+        cost = estimate_cost(cfg, run)
+    typer.echo(json.dumps(cost, sort_keys=True))
 
 
 @app.command()
@@ -99,14 +114,15 @@ def compare(config: str = ConfigArg,
                      "kmeans-closest,length,alpagasus)."),
             run_dir: Optional[str] = RunDirOpt, set_: Optional[List[str]] = SetOpt,
             force: bool = typer.Option(False, "--force", help="Recompute the comparison even if complete."),
-            debug: bool = DebugOpt):
+            debug: bool = DebugOpt, verbose: bool = VerboseOpt):
     """Several strategies over the same embeddings: compare/compare.json, compare/compare.html."""
     from selectllm.compare.stage import parse_strategies, print_table, run_compare
 
     _offline_defaults()
     cfg = _load(config, run_dir, set_, debug)
     names = parse_strategies(strategies) if strategies else list(cfg.compare.strategies)
-    run, results = run_compare(cfg, names, force=force)
+    with _engine_output(cfg, verbose):
+        run, results = run_compare(cfg, names, force=force)
     print_table(results)
     typer.echo(f"compare.json: {run.uri('compare', 'compare.json')}")
     typer.echo(f"compare.html: {run.uri('compare', 'compare.html')}")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 
+from selectllm import logs
 from selectllm.config import Config
 
 _owned: dict[str, object] = {}
@@ -115,11 +116,18 @@ def spark_session(cfg: Config):
         os.environ.setdefault("PYSPARK_DRIVER_PYTHON", _python())
     builder = SparkSession.builder.master(master)
     defaults = dict(SPARK_DEFAULTS, **{"spark.driver.memory": driver_memory(master)})
-    for key, value in {**defaults, **cfg.spark.conf}.items():
+    settings = {**defaults, **cfg.spark.conf}
+    log4j2 = logs.spark_log4j2() if preset is None else None  # quiet CLI: Spark's log to logs/spark.log
+    if log4j2 is not None:
+        settings.setdefault("spark.ui.showConsoleProgress", "false")
+        own = settings.get("spark.driver.extraJavaOptions", "")
+        settings["spark.driver.extraJavaOptions"] = f"{own} -Dlog4j2.configurationFile=file:{log4j2}".strip()
+    for key, value in settings.items():
         if preset is None or not preset.contains(key):
             builder = builder.config(key, value)
     spark = builder.getOrCreate()
-    spark.sparkContext.setLogLevel("ERROR")
+    if log4j2 is None:  # quiet: the configuration file decides (warnings, into spark.log)
+        spark.sparkContext.setLogLevel("WARN" if logs.mode() == "verbose" else "ERROR")
     if not is_local_master(master):
         ship_package(spark)
     _owned["spark"] = spark
@@ -154,18 +162,21 @@ def ray_init(cfg: Config) -> None:
 
     if ray.is_initialized():
         return
-    kwargs: dict = {"include_dashboard": False, "logging_level": "WARNING", "log_to_driver": True}
+    # quiet CLI: workers' output stays in the session's logs (copied to run_dir/logs/ray/ at the end)
+    quiet = logs.quiet()
+    kwargs: dict = {"include_dashboard": False, "logging_level": "ERROR" if quiet else "WARNING",
+                    "log_to_driver": not quiet}
     address = cfg.ray.address or os.environ.get("RAY_ADDRESS")
     if address:
         ray.init(address=address, **{k: v for k, v in kwargs.items() if k != "include_dashboard"})
     else:
         # address="local": always a fresh local Ray, never a cluster some `ray start` left running
-        ray.init(address="local", num_cpus=cfg.ray.num_cpus or os.cpu_count(), **kwargs)
-        _owned["ray"] = True
+        context = ray.init(address="local", num_cpus=cfg.ray.num_cpus or os.cpu_count(), **kwargs)
+        _owned["ray"] = context.address_info.get("session_dir") or True
     try:
         from ray.data import DataContext
 
-        DataContext.get_current().enable_progress_bars = True
+        DataContext.get_current().enable_progress_bars = not quiet
     except Exception:  # pragma: no cover - older Ray
         pass
 
@@ -179,10 +190,12 @@ def stop_spark() -> None:
 def shutdown_owned() -> None:
     """Stop what this module started (never a session the caller brought)."""
     stop_spark()
-    if _owned.pop("ray", None):
+    session = _owned.pop("ray", None)
+    if session:
         import ray
 
         ray.shutdown()
+        logs.keep_ray_session(session if isinstance(session, str) else None)
 
 
 def _python() -> str:

@@ -43,6 +43,7 @@ def job_main(stage: str | None, argv: list[str] | None = None) -> None:
     parser.add_argument("--force", action="append", default=[], nargs="?", const="",
                         help="pipeline: a stage to recompute (with all after it); a stage job: no value")
     parser.add_argument("--debug", action="store_true")
+    parser.add_argument("--verbose", action="store_true", help="Spark's and Ray's output on the terminal")
     args = parser.parse_args(argv)
     from selectllm.errors import UserError
 
@@ -64,6 +65,8 @@ def job_main(stage: str | None, argv: list[str] | None = None) -> None:
         cli_args.append("--force")
     if args.debug:
         cli_args.append("--debug")
+    if args.verbose:
+        cli_args.append("--verbose")
     from selectllm.cli import main
 
     try:

@@ -16,7 +16,7 @@ import time
 import uuid
 from importlib import metadata
 
-from selectllm import __version__
+from selectllm import __version__, logs
 from selectllm.config import Config, dump_config
 from selectllm.console import console
 from selectllm.contract import Output, Stage, StageContext, check_outputs, missing_upstream, stable_hash
@@ -160,6 +160,7 @@ def run_stage(cfg: Config, run: RunDir, stage: Stage, force: bool = False) -> di
     if run.fs.exists(work):
         run.fs.rm(work, recursive=True)
     console.print(f"[green]✔ {stage.name}[/] in {seconds:.1f}s ({_counts_line(counts)})")
+    logs.check()  # engine warnings that matter, in the project's words (quiet CLI only)
     return entry
 
 

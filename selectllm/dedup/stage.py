@@ -179,6 +179,7 @@ class ReadProgress:
             self.per_file[sp.file_index] = self.per_file.get(sp.file_index, 0) + 1
         self.log, self.every = log, every
         self._stop = None
+        self._last = ""
 
     def line(self) -> str:
         done = self.done.value
@@ -193,15 +194,21 @@ class ReadProgress:
 
         def loop() -> None:
             while not self._stop.wait(self.every):
-                self.log.print(self.line())
+                self._print_if_new()
 
         threading.Thread(target=loop, daemon=True, name="dedup-progress").start()
         return self
 
+    def _print_if_new(self) -> None:
+        line = self.line()
+        if line != self._last:  # a stalled read prints nothing new
+            self._last = line
+            self.log.print(line)
+
     def __exit__(self, *exc) -> None:
         self._stop.set()
         if exc[0] is None:
-            self.log.print(self.line())
+            self._print_if_new()
 
 
 # ----------------------------------------------------------------------------- the plan

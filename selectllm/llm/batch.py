@@ -209,15 +209,16 @@ def _submit(bc: BatchClient, records: _Records, cfg: LLMConfig, plans: list[_Pla
 
 def _wait(bc: BatchClient, cfg: LLMConfig, recs: list[dict], progress: bool, poll_s: float) -> dict[str, Any]:
     """Poll until every batch is terminal; ``{record id: Batch}``."""
-    from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from selectllm.console import console  # the project's terminal, also in quiet mode
 
     done: dict[str, Any] = {}
     bar = None
     tasks: dict[str, Any] = {}
     if progress:
         bar = Progress(TextColumn("LLM batch {task.fields[bid]}"), BarColumn(), MofNCompleteColumn(),
-                       TextColumn("{task.fields[status]}"), TimeElapsedColumn(), console=Console(stderr=True))
+                       TextColumn("{task.fields[status]}"), TimeElapsedColumn(), console=console)
         for r in recs:
             tasks[r["record"]] = bar.add_task("b", total=len(r["keys"]), bid=r["batch_id"][-8:], status="")
         bar.start()

@@ -429,12 +429,13 @@ class Progress:
     def __init__(self, total: int, enabled: bool) -> None:
         self.p = None
         if enabled:
-            from rich.console import Console
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+            from selectllm.console import console  # the project's terminal, also in quiet mode
 
             self.p = Progress(TextColumn("LLM requests"), BarColumn(), MofNCompleteColumn(),
                               TextColumn("{task.fields[usd]}"), TimeRemainingColumn(),
-                              console=Console(stderr=True), transient=False)
+                              console=console, transient=False)
             self.usd = 0.0
             self.task = self.p.add_task("llm", total=total, usd="$0.0000")
             self.p.start()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import sys
 import threading
 from typing import Any, Callable
 
@@ -47,8 +46,10 @@ class StopSignals:
     def _handle(self, sig: int, *_: Any) -> None:
         if self.received is None:
             self.received = signal.Signals(sig).name
-            print(f"selectllm: {self.received}: finishing the LLM requests in flight and storing their answers "
-                  f"(send it again to abort at once)", file=sys.stderr, flush=True)
+            from selectllm.console import say  # the terminal, also while engine output goes to the log
+
+            say(f"selectllm: {self.received}: finishing the LLM requests in flight and storing their answers "
+                f"(send it again to abort at once)")
             self.on_stop()
         else:
             self.restore()
