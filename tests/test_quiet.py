@@ -13,6 +13,7 @@ import pytest
 from selectllm import logs
 
 from test_cli_e2e import config, small_corpus
+from test_object_store import s3, s3_env  # noqa: F401 (fixtures)
 
 SELECTLLM = [sys.executable, "-m", "selectllm.cli"]
 # what engine output looks like on a terminal: log4j, Spark's console progress, Ray's log lines,
@@ -49,6 +50,16 @@ def test_engine_output_goes_to_the_log_and_findings_are_shown_once(tmp_path, cap
     log = (tmp_path / "run" / "logs" / logs.ENGINE_LOG).read_text()
     assert "engine chatter on stdout" in log and log.count("Lost task") == 2
     assert logs.mode() is None and not logs.quiet()  # library use afterwards: nothing redirected
+
+
+def test_an_object_store_run_dir_gets_its_logs_when_the_command_ends(s3_env, capfd):
+    bucket = s3_env.bucket()
+    with logs.engine_output(f"s3://{bucket}/runs/q"):
+        local = logs.folder()
+        assert os.path.isdir(local)  # a local temporary folder while the command runs
+        os.write(2, b"an engine line\n")
+    assert b"an engine line" in s3_env.fs().cat_file(f"{bucket}/runs/q/logs/{logs.ENGINE_LOG}")
+    assert not os.path.exists(local)
 
 
 @pytest.mark.slow
