@@ -161,7 +161,13 @@ def explorer_data(page: str) -> dict:
     m = re.search(r'<script type="application/json" id="explorer-data">(.*?)</script>', page, re.S)
     assert m, "no explorer data in the report"
     assert "<" not in m.group(1)  # nothing in the blob can end the script element
-    return json.loads(m.group(1))
+    data = json.loads(m.group(1))
+    ids = [r["id"] for r in data["rows"]]  # groups name rows by index: back to ids for the asserts
+    assert len(set(ids)) == len(ids)
+    data["rows"] = {r.pop("id"): r for r in data["rows"]}
+    for g in data["groups"]:
+        g["cand"], g["chosen"] = [ids[k] for k in g["cand"]], [ids[k] for k in g["chosen"]]
+    return data
 
 
 def test_report_full_run(tmp_path):

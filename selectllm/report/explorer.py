@@ -29,12 +29,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 MAX_GROUPS = 2_000
-MAX_TEXT_CHARS = 3_000_000  # instruction + input characters embedded in the page, all groups together
-FIELD_MAX_CHARS = 2_000  # one instruction or input; the rest is counted, not embedded
+MAX_TEXT_CHARS = 2_000_000  # instruction + input characters embedded in the page, all groups together
+FIELD_MAX_CHARS = 1_500  # one instruction or input; the rest is counted, not embedded
 SHOW_CHARS = 280  # shown before "more"
 PAGE_GROUPS = 50  # groups rendered at once ("show more" renders the next ones)
 MAP_MAX_POOL_POINTS = 4_000
-MAP_MAX_SELECTED_POINTS = 3_000
+MAP_MAX_SELECTED_POINTS = 2_000
 MAP_MAX_CLUSTERS = 2_000  # cluster markers: the largest clusters
 MAP_SIZE = (760, 470)
 MAP_PAD = 14
@@ -55,8 +55,13 @@ class Explorer:
         return len(self.groups) < self.total_groups
 
     def data(self) -> dict:
-        return {"groups": self.groups, "rows": self.rows, "total_groups": self.total_groups,
-                "llm": self.llm, "strategy": self.strategy, "page": PAGE_GROUPS, "show": SHOW_CHARS}
+        """The JSON the page embeds: rows as a list (each id written once), groups naming rows by index."""
+        index = {ident: k for k, ident in enumerate(self.rows)}
+        groups = [{**g, "cand": [index[i] for i in g["cand"]], "chosen": [index[i] for i in g["chosen"] if i in index]}
+                  for g in self.groups]
+        return {"groups": groups, "rows": [{"id": ident, **r} for ident, r in self.rows.items()],
+                "total_groups": self.total_groups, "llm": self.llm, "strategy": self.strategy,
+                "page": PAGE_GROUPS, "show": SHOW_CHARS}
 
 
 # ----------------------------------------------------------------------------- reading
@@ -264,12 +269,12 @@ SCRIPT = r"""
     if (text !== undefined && text !== null) e.textContent = String(text);
     return e;
   }
-  function rowOf(id) { return D.rows[id] || {i: "", x: "", src: ""}; }
+  function rowOf(k) { return D.rows[k] || {id: "", i: "", x: "", src: ""}; }
   D.groups.forEach(function (g) {
     var hay = [g.why || ""], src = {};
-    g.cand.forEach(function (id) {
-      var r = rowOf(id);
-      hay.push(id, r.i, r.x, r.why || "");
+    g.cand.forEach(function (k) {
+      var r = rowOf(k);
+      hay.push(r.id, r.i, r.x, r.why || "");
       if (r.src) src[r.src] = 1;
     });
     (g.cw || []).forEach(function (w) { hay.push(w); });
@@ -337,8 +342,8 @@ SCRIPT = r"""
     if (g.why) head.appendChild(el("span", "why", g.why));
     sec.appendChild(head);
     var ol = el("ol", "cands");
-    g.cand.forEach(function (id) {
-      var r = rowOf(id), k = g.chosen.indexOf(id);
+    g.cand.forEach(function (row) {
+      var r = rowOf(row), k = g.chosen.indexOf(row), id = r.id;
       var li = el("li", "cand" + (k >= 0 ? " chosen" : ""));
       li.setAttribute("data-id", id);
       var meta = el("div", "meta");

@@ -597,7 +597,7 @@ def _explorer_map(pca, emb: Embeddings, selected: list[dict], map_clusters: pa.T
     for i in sel_rows:
         r = by_id.get(emb.ids[i], {})
         sel_cluster.append(r.get("cluster_id"))
-        sel_label.append(f"cluster {r.get('cluster_id')}: {trunc(r.get('instruction'), 90)}")
+        sel_label.append(f"cluster {r.get('cluster_id')}: {trunc(r.get('instruction'), 60)}")
     c_xy, c_id, c_size, c_sel = [], [], [], []
     if map_clusters is not None:
         for cid, center, size in zip(map_clusters.column("cluster_id").to_pylist(), map_clusters.column("id").to_pylist(),
