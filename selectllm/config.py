@@ -164,6 +164,12 @@ class SelectConfig(_Strict):
     paper_prompt: Literal["delimited", "verbatim"] = "delimited"
     # ask the LLM for a one-line reason per chosen row, in the same request (selectllm strategies)
     reasons: bool = False
+    # strategies that hold the whole pool in one process stop before any work above these rows
+    # (each ≈ 10 GB of driver memory: paper ≈ 5 KB/row, vectors ≈ 3.3 KB/row at d = 384,
+    # alpagasus ≈ 5 KB/row of requests and decisions); see registry.IN_ONE_PROCESS
+    paper_max_rows: int = Field(2_000_000, ge=1)
+    vectors_max_rows: int = Field(3_000_000, ge=1)
+    alpagasus_max_rows: int = Field(2_000_000, ge=1)
 
     @model_validator(mode="after")
     def _picks_fit(self) -> "SelectConfig":
@@ -238,6 +244,8 @@ class CompareConfig(_Strict):
     """``selectllm compare``: the strategies run side by side (``--strategies`` sets this)."""
 
     strategies: list[str] = Field(default_factory=lambda: list(STRATEGY_NAMES))
+    # coverage metrics on a seeded uniform sample of this many pool rows (all rows when fewer)
+    sample_rows: int = Field(200_000, ge=1)
 
     @field_validator("strategies")
     @classmethod

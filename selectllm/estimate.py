@@ -16,27 +16,29 @@ def planned_requests(cfg: Config, run: RunDir) -> list:
     """The exact requests the select stage would send for ``cfg.select.strategy`` (none for LLM-free ones)."""
     from selectllm.pipeline import stage_context
     from selectllm.select.decide import build_requests, selectllm_groups
-    from selectllm.select.registry import LLM_STRATEGIES
-    from selectllm.select.tables import assignments, lookup_rows, pool_embeddings
+    from selectllm.select.registry import LLM_STRATEGIES, check_scale
+    from selectllm.select.tables import Pool, lookup_rows
 
     strategy = cfg.select.strategy
     if strategy not in LLM_STRATEGIES:
         return []
     ctx = stage_context(cfg, run, "select", out="", work="")  # reads the select stage's inputs; writes nothing
-    ids, labels, dist = assignments(ctx)
+    pool = Pool(ctx)  # Ray tasks when this process is connected to Ray, else one part at a time here
+    check_scale(cfg, strategy, pool.n, pool.k)
     rows = ctx.input("rows")
     if strategy == "alpagasus":  # one rating per pool row
         from selectllm.select.baselines import rating_requests
 
+        ids = pool.arrays()[0]
         return rating_requests(cfg, ids, lookup_rows(rows, [str(i) for i in ids], ["instruction", "input"]))
     if strategy == "selectllm-paper":
         from selectllm.select.paper import paper_groups
         from selectllm.select.prompts import paper_prompt
 
-        groups, _ = paper_groups(cfg, ids, pool_embeddings(ctx, ids))
+        groups, _ = paper_groups(cfg, pool.arrays()[0], pool.embeddings())
         prompt = paper_prompt(cfg.select.paper_prompt)
     else:
-        groups = selectllm_groups(cfg, ids, labels, dist)
+        groups = selectllm_groups(cfg, pool)
         prompt = None
     groups = [g for g in groups if g.needs_llm]
     texts = lookup_rows(rows, sorted({c for g in groups for c in g.candidates}), ["instruction", "input"])

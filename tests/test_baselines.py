@@ -13,6 +13,7 @@ from selectllm.pipeline import stage_context
 from selectllm.rundir import RunDir
 from selectllm.select import registry as strategies
 from selectllm.select.baselines import parse_rating, rank_by_rating
+from selectllm.select.tables import Pool
 
 from test_compare import make_pool_run, pool_config
 
@@ -28,7 +29,7 @@ def _setup(tmp_path, *sets):
 
 def test_kmeans_closest(tmp_path):
     ctx, ids, x, labels, dist = _setup(tmp_path)
-    res = strategies.get("kmeans-closest")(ctx, ids, labels, dist)
+    res = strategies.get("kmeans-closest")(ctx, Pool(ctx, remote=False))
     chosen = [i for i, _ in res.selected]
     assert len(chosen) == 12 and len(set(chosen)) == 12
     centers = fit_kmeans(x, 12, seed=0)
@@ -39,7 +40,7 @@ def test_kmeans_closest(tmp_path):
     for r in rows:  # ... its member closest to the centroid
         members = np.flatnonzero(lab == lab[r])
         assert d2[r] == d2[members].min()
-    again = strategies.get("kmeans-closest")(ctx, ids, labels, dist)
+    again = strategies.get("kmeans-closest")(ctx, Pool(ctx, remote=False))
     assert again.selected == res.selected
 
 
@@ -47,7 +48,7 @@ def test_length(tmp_path):
     ctx, ids, x, labels, dist = _setup(tmp_path, "select.budget=20")
     table = ctx.input("rows").read(["id", "instruction", "input"]).sort_by("id").to_pylist()
     lengths = np.asarray([len(r["instruction"]) + len(r["input"]) for r in table])
-    res = strategies.get("length")(ctx, ids, labels, dist)
+    res = strategies.get("length")(ctx, Pool(ctx, remote=False))
     rows = sorted(int(np.flatnonzero(ids == i)[0]) for i, _ in res.selected)
     expect = sorted(np.lexsort((np.arange(len(ids)), -lengths))[:20].tolist())  # longest, ties to lowest id
     assert rows == expect and lengths[rows].min() >= np.delete(lengths, rows).max()
@@ -78,7 +79,7 @@ def _sim_rating(instruction: str, input_text: str) -> int:
 
 def test_alpagasus_rates_every_row_and_keeps_the_best(tmp_path):
     ctx, ids, x, labels, dist = _setup(tmp_path)
-    res = strategies.get("alpagasus")(ctx, ids, labels, dist)
+    res = strategies.get("alpagasus")(ctx, Pool(ctx, remote=False))
     assert len({i for i, _ in res.selected}) == 12
     assert len(res.decisions) == len(ids) and {d["status"] for d in res.decisions} == {"ok"}
     assert all(d["input_tokens"] > 0 for d in res.decisions) and res.extra["rated"] == len(ids)
@@ -98,7 +99,7 @@ def test_alpagasus_rates_every_row_and_keeps_the_best(tmp_path):
 def test_alpagasus_budget_cap(tmp_path):
     """With llm.max_usd hit, unrated rows get no rating and rank after every rated row."""
     ctx, ids, x, labels, dist = _setup(tmp_path, "llm.max_usd=0.0015", "llm.concurrency=2")
-    res = strategies.get("alpagasus")(ctx, ids, labels, dist)
+    res = strategies.get("alpagasus")(ctx, Pool(ctx, remote=False))
     status = [d["status"] for d in res.decisions]
     rated = status.count("ok")
     assert 0 < rated < len(ids) and status.count("budget_stopped") == len(ids) - rated

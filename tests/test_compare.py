@@ -88,7 +88,7 @@ def pool_config(root: Path, *extra: str):
                               "llm.engine=local", *extra])
 
 
-def test_compare_all_strategies(tmp_path, capsys):
+def test_compare_all_strategies(tmp_path, capsys, ray_local):
     from selectllm.compare.stage import markdown_table, print_table
 
     ids, x, labels = make_pool_run(tmp_path)

@@ -5,7 +5,6 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 import numpy as np
-import pyarrow.parquet as pq
 import pytest
 
 from selectllm.cluster.kmeans_groups import balanced_assign, diverse_subsets, fit_kmeans
@@ -16,6 +15,7 @@ from selectllm.select.decide import decide_one
 from selectllm.select.paper import effective_subsets, paper_quotas
 from selectllm.select.plan import Group
 from selectllm.select.prompts import paper_messages, paper_prompt
+from selectllm.select.tables import Pool
 
 from test_compare import make_pool_run, pool_config
 
@@ -128,19 +128,12 @@ def _ctx(tmp_path, *sets):
     return stage_context(cfg, run, "select")
 
 
-def _assignments(tmp_path):
-    a = pq.read_table(tmp_path / "cluster" / "assignments.parquet").sort_by("id")
-    return (np.asarray(a.column("id").to_pylist(), dtype=object), a.column("cluster_id").to_numpy(),
-            a.column("distance").to_numpy())
-
-
 def test_paper_strategy_with_the_simulator(tmp_path):
     from selectllm.select import registry as strategies
 
     ids, x, labels = make_pool_run(tmp_path)
-    a_ids, a_labels, a_dist = _assignments(tmp_path)
     ctx = _ctx(tmp_path, "select.budget=13")  # 6 subsets, 13 picks: 3 + 2 * 5
-    res = strategies.get("selectllm-paper")(ctx, a_ids, a_labels, a_dist)
+    res = strategies.get("selectllm-paper")(ctx, Pool(ctx, remote=False))
     chosen = [i for i, _ in res.selected]
     assert len(chosen) == 13 and len(set(chosen)) == 13
     assert len(res.decisions) == 6 and {d["status"] for d in res.decisions} == {"ok"}
@@ -162,9 +155,8 @@ def test_paper_verbatim_prompt_falls_back_documented(tmp_path):
     from selectllm.select import registry as strategies
 
     make_pool_run(tmp_path)
-    a_ids, a_labels, a_dist = _assignments(tmp_path)
     ctx = _ctx(tmp_path, "select.paper_prompt=verbatim")
-    res = strategies.get("selectllm-paper")(ctx, a_ids, a_labels, a_dist)
+    res = strategies.get("selectllm-paper")(ctx, Pool(ctx, remote=False))
     assert len({i for i, _ in res.selected}) == 12
     assert {d["status"] for d in res.decisions} == {"fallback"}
     for d in res.decisions:
@@ -185,9 +177,8 @@ def test_estimate_covers_the_llm_strategies(tmp_path, strategy, prompts):
     assert (est["input_tokens"] > 0) == (prompts > 0) and (est["max_usd"] > 0) == (prompts > 0)
     if strategy == "selectllm-paper":
         keys = {r.key for r in planned_requests(cfg, run)}
-        a_ids, a_labels, a_dist = _assignments(tmp_path)
         ctx = stage_context(cfg, run, "select")
-        res = strategies.get(strategy)(ctx, a_ids, a_labels, a_dist)
+        res = strategies.get(strategy)(ctx, Pool(ctx, remote=False))
         assert sum(d["input_tokens"] for d in res.decisions) == est["input_tokens"]
         again = estimate_cost(cfg, run)
         assert again["cached_prompts"] == 6 and again["prompts"] == 0 and len(keys) == 6

@@ -103,7 +103,7 @@ def check_page(tmp: Path, page: Path, plots: list[str]) -> None:
         assert ids[pid]["w"] >= 300 and ids[pid]["h"] >= 150, ids[pid]
 
 
-def test_reports_render_in_chromium(tmp_path):
+def test_reports_render_in_chromium(tmp_path, ray_local):
     if chromium() is None:
         pytest.skip("no Chromium installed (Debian: apt-get install chromium)")
     root = tmp_path / "run"

@@ -9,8 +9,9 @@ rerun costs nothing; ``llm.max_usd`` caps each strategy separately.
 Metrics per strategy (``compare/compare.json``, one object per strategy):
 
 * ``coverage_max`` / ``coverage_p99`` / ``coverage_mean``: cosine distance from every pool row to
-  its nearest selected row (a deterministic sample of 200k rows on larger pools: the same rows
-  for every strategy); lower is better.
+  its nearest selected row; lower is better.  On a pool larger than ``compare.sample_rows``
+  (200k), a seeded uniform sample of that many rows (the smallest keyed hashes of the ids, seed
+  0: the same rows for every strategy and every split of the pool); ``coverage_rows`` says how many.
 * ``diversity``: mean pairwise cosine distance of the selection.
 * ``cluster_coverage``: share of the cluster stage's clusters holding at least one selected row.
 * ``mean_length``: mean characters of instruction + input of the selected rows.
@@ -21,6 +22,10 @@ Metrics per strategy (``compare/compare.json``, one object per strategy):
 ``compare`` is a stage like the others (declared at the end of this module, run on demand): it
 reads the declared outputs of dedup/embed/cluster, resumes (a rerun with the same inputs, settings
 and ``compare.strategies`` is skipped), has a manifest entry, and ``--force`` recomputes it.
+
+Nothing here holds the pool: the sample's and the selections' vectors and texts are read by id
+(:mod:`selectllm.select.distributed`); strategies that need every row in one process are checked
+against their limits (:func:`registry.check_scale`) before any strategy runs.
 """
 
 from __future__ import annotations
@@ -37,8 +42,8 @@ from selectllm.contract import Output, Resources, Settings, Stage, StageContext
 from selectllm.errors import UserError
 from selectllm.report import metrics as M
 from selectllm.select import registry
-from selectllm.select.stage import LLM_SPEED_KEYS, STRATEGY_INPUTS
-from selectllm.select.tables import assignments, load_embeddings
+from selectllm.select.stage import LLM_SPEED_KEYS, SELECT_LIMIT_KEYS, STRATEGY_INPUTS
+from selectllm.select.tables import Pool, hash_sample, lookup, vectors_of
 
 TABLE_COLUMNS = (
     ("coverage_max", "cov max", "{:.4f}"), ("coverage_p99", "cov p99", "{:.4f}"),
@@ -57,14 +62,6 @@ def parse_strategies(spec: str | None) -> list[str]:
     if len(set(names)) != len(names):
         raise UserError(f"--strategies lists a strategy twice: {spec}")
     return names
-
-
-def _pool(ctx):
-    ids, labels, dist = assignments(ctx)
-    emb_ids, x = load_embeddings(ctx.input("vectors"))
-    if not np.array_equal(emb_ids, ids):
-        raise UserError("compare: embed/ and cluster/ disagree on the pool; rerun `selectllm cluster --force`")
-    return ids, labels, dist, M.normalize(x)
 
 
 def spend(decisions: list[dict]) -> dict:
@@ -94,54 +91,65 @@ def selection_metrics(x_cov: np.ndarray, x_sel: np.ndarray, labels_sel: np.ndarr
 
 def run_stage(ctx: StageContext) -> dict:
     """Run every strategy of ``compare.strategies`` over the declared inputs; write ``compare/``."""
+    from selectllm.engines import ray_init
     from selectllm.report.compare_html import write_compare_html
     from selectllm.select.stage import write_outputs
-    from selectllm.select.tables import row_lengths
 
     cfg, run, staging = ctx.cfg, ctx.run, ctx.out
     names = list(cfg.compare.strategies)
-    ids, labels, dist, x = _pool(ctx)
-    n = len(ids)
-    k = ctx.input("centers").num_rows()
-    cov_idx = M.sample_indices(n, M.COVERAGE_MAX_ROWS, seed=0)
-    x_cov = x[cov_idx]
-    lengths = row_lengths(ctx, ids)
-    pos = {v: i for i, v in enumerate(ids)}
+    pool = Pool(ctx, remote=True)
+    for name in names:  # every limit before any work
+        registry.check_scale(cfg, name, pool.n, pool.k)
+    ray_init(cfg)
+    n, k = pool.n, pool.k
+    target = min(cfg.select.budget, n)
+    sample = hash_sample(pool, cfg.compare.sample_rows, seed=0)
     results: dict[str, dict] = {}
-    nearest: dict[str, np.ndarray] = {}
-    selections: dict[str, np.ndarray] = {}
+    chosen: dict[str, list[tuple[str, int]]] = {}
     extras: dict[str, dict] = {}
+    lengths: dict[str, int] = {}
     for name in names:
         cfg_s = cfg.model_copy(deep=True)
         cfg_s.select.strategy = name
         sub = dataclasses.replace(ctx, cfg=cfg_s, out=posixpath.join(staging, name))
         run.fs.makedirs(sub.out, exist_ok=True)
-        sub.embeddings = (ids, x)
-        sub.row_lengths = lengths
         console.print(f"[bold cyan]▶ compare: {name}[/]")
         t0 = time.perf_counter()
-        res = registry.get(name)(sub, ids, labels, dist)
+        res = registry.get(name)(sub, pool)
         seconds = time.perf_counter() - t0
-        chosen = [i for i, _ in res.selected]
-        target = min(cfg.select.budget, n)
-        if len(chosen) != target or len(set(chosen)) != target:
-            raise RuntimeError(f"compare: strategy {name} chose {len(set(chosen))} distinct rows, not {target}")
+        ids = [i for i, _ in res.selected]
+        if len(ids) != target or len(set(ids)) != target:
+            raise RuntimeError(f"compare: strategy {name} chose {len(set(ids))} distinct rows, not {target}")
         write_outputs(sub, res.selected, res.decisions)
-        rows = np.sort(np.asarray([pos[c] for c in chosen], dtype=np.int64))
-        m, d = selection_metrics(x_cov, x[rows], labels[rows], k, lengths[rows])
+        texts = lookup(sub, [i for i in ids if i not in lengths], ["instruction", "input"])
+        lengths.update({i: len(r["instruction"] or "") + len(r["input"] or "") for i, r in texts.items()})
         sp = spend(res.decisions)
-        results[name] = {**m, **{key: sp[key] for key in ("requests", "input_tokens", "output_tokens", "usd")},
+        results[name] = {**{key: sp[key] for key in ("requests", "input_tokens", "output_tokens", "usd")},
                          "seconds": round(seconds, 3), "selected": int(target),
                          "tokens_per_selected": round(sp["input_tokens"] / target, 1) if target else None,
-                         "groups_by_status": sp["by_status"]}
-        nearest[name], selections[name], extras[name] = d, rows, dict(res.extra)
-        console.print(f"[green]✔ {name}[/] in {seconds:.1f}s (coverage mean {m['coverage_mean']:.4f}, "
-                      f"usd {sp['usd']:.4f})")
+                         "groups_by_status": sp["by_status"], "coverage_rows": len(sample)}
+        chosen[name], extras[name] = sorted(res.selected), dict(res.extra)
+    # the vectors of the sample and of every selection, once: rows of ``union`` (sorted ids)
+    union = sorted(set(sample).union(*[(i for i, _ in sel) for sel in chosen.values()]))
+    x = M.normalize(vectors_of(ctx, union, remote=True))
+    cov_idx = np.searchsorted(union, sample)
+    x_cov = x[cov_idx]
+    nearest: dict[str, np.ndarray] = {}
+    selections: dict[str, np.ndarray] = {}
+    for name in names:
+        rows = np.searchsorted(union, [i for i, _ in chosen[name]])
+        labels_sel = np.asarray([c for _, c in chosen[name]], dtype=np.int64)
+        length_sel = np.asarray([lengths[i] for i, _ in chosen[name]], dtype=np.int64)
+        m, d = selection_metrics(x_cov, x[rows], labels_sel, k, length_sel)
+        results[name].update(m)
+        nearest[name], selections[name] = d, rows
+        console.print(f"[green]✔ {name}[/] in {results[name]['seconds']:.1f}s (coverage mean "
+                      f"{m['coverage_mean']:.4f}, usd {results[name]['usd']:.4f})")
     with run.fs.open(posixpath.join(staging, "compare.json"), "w") as f:
         json.dump(results, f, indent=2, sort_keys=True)
         f.write("\n")
     write_compare_html(ctx, posixpath.join(staging, "compare.html"), results, extras, x, cov_idx,
-                       nearest, selections, labels, k, ids=ids)
+                       nearest, selections, None, k, ids=np.asarray(union, dtype=object), n_pool=n)
     return {"strategies": len(names), "rows": int(n),
             "usd": round(sum(float(r["usd"]) for r in results.values()), 6)}
 
@@ -192,7 +200,8 @@ STAGE = Stage(
     run=run_stage,
     inputs={**STRATEGY_INPUTS, "stats": "dedup.stats"},
     outputs=(Output("comparison", "compare.json"), Output("page", "compare.html")),
-    settings=Settings(("select", "llm", "compare"), exclude={"llm": LLM_SPEED_KEYS, "select": {"strategy"}}),
+    settings=Settings(("select", "llm", "compare"),
+                      exclude={"llm": LLM_SPEED_KEYS, "select": {"strategy", *SELECT_LIMIT_KEYS}}),
     resources=Resources(engine="ray"),
     doc="Several strategies over the same embeddings: compare/compare.json, compare/compare.html.",
 )

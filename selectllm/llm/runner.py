@@ -29,6 +29,8 @@ from selectllm.llm.signals import StopSignals, check_complete
 from selectllm.llm.tokens import count_message_tokens, count_text_tokens
 from selectllm.llm.types import LLMRequest, LLMResult
 
+PROGRESS_SECONDS = 10.0  # without a terminal: one progress line this often
+
 log = logging.getLogger("selectllm.llm")
 
 KEY_HEADER = "X-Selectllm-Key"
@@ -426,30 +428,50 @@ class LLMRunner:
 
 
 class Progress:
-    def __init__(self, total: int, enabled: bool) -> None:
+    """Requests done and dollars spent (cached answers cost nothing): a bar on a terminal, and
+    otherwise (logs, Ray jobs) one line ``LLM requests: 1,234/10,000 done, $0.1234 spent`` every
+    :data:`PROGRESS_SECONDS` and at the end."""
+
+    def __init__(self, total: int, enabled: bool, every: float | None = None) -> None:
         self.p = None
+        self.total, self.done, self.usd = total, 0, 0.0
+        self.every = PROGRESS_SECONDS if every is None else every
+        self.last = time.monotonic()
+        self.lines = None
         if enabled:
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
             from selectllm.console import console  # the project's terminal, also in quiet mode
 
+            if not console.is_terminal:
+                self.lines = console
+                return
             self.p = Progress(TextColumn("LLM requests"), BarColumn(), MofNCompleteColumn(),
                               TextColumn("{task.fields[usd]}"), TimeRemainingColumn(),
                               console=console, transient=False)
-            self.usd = 0.0
             self.task = self.p.add_task("llm", total=total, usd="$0.0000")
             self.p.start()
 
+    def line(self) -> str:
+        return f"LLM requests: {self.done:,}/{self.total:,} done, ${self.usd:.4f} spent"
+
     def advance(self, res: LLMResult | None) -> None:
+        self.done += 1
+        if res is not None and not res.cached:
+            self.usd += res.usd
         if self.p is not None:
-            if res is not None and not res.cached:
-                self.usd += res.usd
             self.p.update(self.task, advance=1, usd=f"${self.usd:.4f}")
+        elif self.lines is not None and time.monotonic() - self.last >= self.every:
+            self.last = time.monotonic()
+            self.lines.print(self.line(), highlight=False)
 
     def close(self) -> None:
         if self.p is not None:
             self.p.stop()
             self.p = None
+        elif self.lines is not None:
+            self.lines.print(self.line(), highlight=False)
+            self.lines = None
 
 
 # --------------------------------------------------------------------------- public entry points

@@ -57,14 +57,15 @@ def _examples(ctx, ids: np.ndarray, rows: np.ndarray) -> list[dict]:
 
 
 def build_compare_html(ctx, results: dict, extras: dict, x: np.ndarray, cov_idx: np.ndarray,
-                       nearest: dict, selections: dict, labels: np.ndarray, k: int,
-                       ids: np.ndarray | None = None) -> tuple[str, int]:
-    """The page and its number of plots."""
+                       nearest: dict, selections: dict, labels: np.ndarray | None, k: int,
+                       ids: np.ndarray | None = None, n_pool: int | None = None) -> tuple[str, int]:
+    """The page and its number of plots.  ``x`` may hold only some pool rows (the coverage sample
+    and the selections: ``cov_idx`` and ``selections`` index it); ``n_pool`` is then the pool's size."""
     run, cfg = ctx.run, ctx.cfg
     names = list(results)
     parts: list[str] = []
     plots = 0
-    n = len(x)
+    n = len(x) if n_pool is None else n_pool
     parts.append("<h1>SelectLLM strategy comparison</h1>")
     header = [("run dir", run.url), ("pool rows", num(n)), ("budget", num(cfg.select.budget)),
               ("strategies", ", ".join(names)), ("clusters (cluster stage)", num(k)),
@@ -120,7 +121,7 @@ def build_compare_html(ctx, results: dict, extras: dict, x: np.ndarray, cov_idx:
 
     # ---- maps
     parts.append('<h2 id="maps">The pool and each selection (2-D PCA projection)</h2>')
-    if n >= 2 and x.shape[1] >= 2:
+    if len(x) >= 2 and x.shape[1] >= 2:
         from sklearn.decomposition import PCA
 
         shown = cov_idx[M.sample_indices(len(cov_idx), MAP_MAX_ROWS, seed=1)]
@@ -176,10 +177,10 @@ def build_compare_html(ctx, results: dict, extras: dict, x: np.ndarray, cov_idx:
 
 
 def write_compare_html(ctx, path: str, results: dict, extras: dict, x: np.ndarray,
-                       cov_idx: np.ndarray, nearest: dict, selections: dict, labels: np.ndarray, k: int,
-                       ids: np.ndarray | None = None) -> int:
+                       cov_idx: np.ndarray, nearest: dict, selections: dict, labels: np.ndarray | None, k: int,
+                       ids: np.ndarray | None = None, n_pool: int | None = None) -> int:
     run = ctx.run
-    page, plots = build_compare_html(ctx, results, extras, x, cov_idx, nearest, selections, labels, k, ids)
+    page, plots = build_compare_html(ctx, results, extras, x, cov_idx, nearest, selections, labels, k, ids, n_pool)
     run.fs.makedirs(posixpath.dirname(path), exist_ok=True)
     with run.fs.open(path, "wb") as f:
         f.write(page.encode("utf-8"))

@@ -1,16 +1,19 @@
 """Baselines SelectLLM is compared with: ``random``, ``kcenter``, ``kmeans-closest``, ``length``
 and ``alpagasus``.  Each picks exactly ``min(budget, pool)`` distinct rows.
 
-* ``random`` -- uniform sample without replacement, seeded by ``select.seed``.
+* ``random`` -- uniform sample without replacement, seeded by ``select.seed``: the ``budget``
+  rows with the smallest keyed hash of their id (bottom-k sampling), computed by tasks over the
+  assignment parts, so it does not depend on how the pool is split.
 * ``kcenter`` -- the first ``budget`` farthest-first centers (the coreset baseline); with fewer
-  clusters than the budget the traversal is continued (it is prefix-consistent).
+  clusters than the budget the traversal is continued (it is prefix-consistent) in one process
+  (``select.vectors_max_rows``).
 
 * ``kmeans-closest`` -- k-means with ``budget`` clusters (scikit-learn, ``random_state =
   select.seed``; fitted on a sample above 200k rows), then the member closest to each centroid
   (ties: lowest id).  Clusters left empty, if any, are made up by the rows closest to their own
-  centroid that are not chosen yet.
-* ``length`` -- the longest rows: most characters of instruction + input (ties: lowest id).  The
-  reference's "infoverse length / big" baseline.
+  centroid that are not chosen yet.  Every vector in one process (``select.vectors_max_rows``).
+* ``length`` -- the longest rows: most characters of instruction + input (ties: lowest id), by
+  tasks over dedup's parts.  The reference's "infoverse length / big" baseline.
 * ``alpagasus`` -- one LLM rating (0-5) per pool row, keep the highest (AlpaGasus, Chen et al.
   2023).  AlpaGasus rates instruction, input *and response*; the pool has no response column, so
   the instruction and input are rated.  Order: rated rows by score (high first), then rows with no
@@ -19,7 +22,8 @@ and ``alpagasus``.  Each picks exactly ``min(budget, pool)`` distinct rows.
   topped up by the lowest ids among the unrated ones.  It costs one request per pool row: the
   expensive reference point.  Decisions: one row per request (``group_id`` = row number in id
   order, ``cluster_id`` = the row's cluster); ``reason`` holds the score; a chosen row is
-  ``chosen_by`` ``llm`` when it was rated, ``fallback`` when it tops up the selection unrated.
+  ``chosen_by`` ``llm`` when it was rated, ``fallback`` when it tops up the selection unrated.  Every
+  request in one process (``select.alpagasus_max_rows``).
 """
 
 from __future__ import annotations
@@ -33,20 +37,22 @@ from selectllm.select.registry import StrategyResult
 from selectllm.select.registry import target as _target
 from selectllm.select.send import send
 from selectllm.select.tables import centers as read_centers
-from selectllm.select.tables import load_embeddings, lookup_rows, pool_embeddings, row_lengths
+from selectllm.select.tables import lookup_rows
 
 
 # ----------------------------------------------------------------------------- random, kcenter
-def random_strategy(ctx, ids, labels, dist) -> StrategyResult:
-    """Uniform sample without replacement, seeded by ``select.seed``."""
-    rng = np.random.default_rng(ctx.cfg.select.seed)
-    idx = np.sort(rng.choice(len(ids), size=_target(ctx, ids), replace=False))
-    return StrategyResult([(str(ids[i]), int(labels[i])) for i in idx])
+def random_strategy(ctx, pool) -> StrategyResult:
+    """Uniform sample without replacement, seeded by ``select.seed`` (bottom-k of a keyed hash)."""
+    from selectllm.select.distributed import smallest_keys
+
+    t = smallest_keys(pool.fs, pool.files, _target(ctx, pool), ctx.cfg.select.seed, pool.remote,
+                      columns=["id", "cluster_id"])
+    return StrategyResult(sorted(zip(t.column("id").to_pylist(), t.column("cluster_id").to_pylist())))
 
 
-def kcenter_strategy(ctx, ids, labels, dist) -> StrategyResult:
+def kcenter_strategy(ctx, pool) -> StrategyResult:
     """The first ``budget`` farthest-first centers (the coreset baseline)."""
-    target = _target(ctx, ids)
+    target = _target(ctx, pool)
     centers = read_centers(ctx)
     if len(centers) >= target:
         chosen = centers.column("id").to_pylist()[:target]
@@ -54,21 +60,22 @@ def kcenter_strategy(ctx, ids, labels, dist) -> StrategyResult:
     # fewer clusters than the budget: continue the traversal (it is prefix-consistent)
     from selectllm.cluster.kcenter import farthest_first
 
-    all_ids, x = load_embeddings(ctx.input("vectors"))
-    pos = {v: i for i, v in enumerate(all_ids)}
+    ids, labels, _ = pool.arrays()
+    x = pool.embeddings()
+    pos = {v: i for i, v in enumerate(ids)}
     seeds = [pos[c] for c in centers.column("id").to_pylist()]
     rows, _ = farthest_first(x, target, initial=seeds)
-    label_of = dict(zip(ids, labels))
-    return StrategyResult([(str(all_ids[r]), int(label_of[all_ids[r]])) for r in rows])
+    return StrategyResult([(str(ids[r]), int(labels[r])) for r in rows])
 
 
 # ----------------------------------------------------------------------------- kmeans-closest
-def kmeans_closest_strategy(ctx, ids, labels, dist) -> StrategyResult:
+def kmeans_closest_strategy(ctx, pool) -> StrategyResult:
     """The member closest to each of ``budget`` k-means centroids."""
     from selectllm.cluster.kmeans_groups import fit_kmeans, nearest_center
 
-    n, target = len(ids), _target(ctx, ids)
-    x = pool_embeddings(ctx, ids)
+    ids, labels, _ = pool.arrays()
+    n, target = len(ids), _target(ctx, pool)
+    x = pool.embeddings()
     if target >= n:
         rows = np.arange(n)
     else:
@@ -88,12 +95,16 @@ def kmeans_closest_strategy(ctx, ids, labels, dist) -> StrategyResult:
 
 
 # ----------------------------------------------------------------------------- length
-def length_strategy(ctx, ids, labels, dist) -> StrategyResult:
+def length_strategy(ctx, pool) -> StrategyResult:
     """The longest rows (instruction + input characters), ties to the lowest id."""
-    n, target = len(ids), _target(ctx, ids)
-    lengths = row_lengths(ctx, ids)
-    rows = np.sort(np.lexsort((np.arange(n), -lengths))[:target])
-    return StrategyResult([(str(ids[i]), int(labels[i])) for i in rows])
+    from selectllm.select.distributed import longest_rows
+
+    rows = ctx.input("rows")
+    chosen = sorted(longest_rows(rows.run.fs, rows.files(), _target(ctx, pool), pool.remote).column("id").to_pylist())
+    label_of = pool.labels_of(chosen)
+    if len(label_of) != len(chosen):
+        raise RuntimeError("select: some dedup rows have no cluster; rerun `selectllm cluster`")
+    return StrategyResult([(i, int(label_of[i])) for i in chosen])
 
 
 # ----------------------------------------------------------------------------- alpagasus
@@ -158,10 +169,11 @@ def rank_by_rating(scores: np.ndarray) -> np.ndarray:
     return np.lexsort((np.arange(n), key, unrated))
 
 
-def alpagasus_strategy(ctx, ids, labels, dist) -> StrategyResult:
+def alpagasus_strategy(ctx, pool) -> StrategyResult:
     """One LLM rating per row; keep the ``budget`` best rated (see module doc)."""
-    n, target = len(ids), _target(ctx, ids)
-    texts = lookup_rows(ctx.input("rows"), [str(i) for i in ids], ["instruction", "input"])
+    ids, labels, _ = pool.arrays()
+    n, target = len(ids), _target(ctx, pool)
+    texts = lookup_rows(ctx.input("rows"), [str(i) for i in ids], ["instruction", "input"], pool.remote)
     results = send(ctx, rating_requests(ctx.cfg, ids, texts))
     scores = np.full(n, np.nan)
     status = ["ok"] * n

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 from selectllm.llm.types import LLMRequest, request_key
 from selectllm.select.parse import parse_selection
-from selectllm.select.plan import Group, plan_groups
+from selectllm.select.distributed import plan_groups_distributed
+from selectllm.select.plan import Group
 from selectllm.select.prompts import DEFAULT_PROMPT, REASON_TOKENS, PromptSpec
 from selectllm.select.registry import StrategyResult
 from selectllm.select.send import send
-from selectllm.select.tables import lookup_rows
+from selectllm.select.tables import lookup
 
 
 def answer_tokens(cfg, picks: int) -> int:
@@ -80,7 +81,7 @@ def decide_one(g: Group, result, reasons: bool = False) -> dict:
 
 def decide_groups(ctx, groups: list[Group], prompt: PromptSpec | None = None) -> list[dict]:
     asking = [g for g in groups if g.needs_llm]
-    texts = lookup_rows(ctx.input("rows"), sorted({c for g in asking for c in g.candidates}), ["instruction", "input"])
+    texts = lookup(ctx, sorted({c for g in asking for c in g.candidates}), ["instruction", "input"])
     results = {r.group_id: r for r in send(ctx, build_requests(ctx.cfg, asking, texts, prompt))}
     decisions = []
     for g in groups:
@@ -92,15 +93,16 @@ def decide_groups(ctx, groups: list[Group], prompt: PromptSpec | None = None) ->
     return decisions
 
 
-def selectllm_groups(cfg, ids, labels, dist) -> list[Group]:
-    """The groups the ``selectllm`` strategy asks about (also used by ``selectllm estimate``)."""
+def selectllm_groups(cfg, pool) -> list[Group]:
+    """The groups the ``selectllm`` strategy asks about (also used by ``selectllm estimate``):
+    :func:`selectllm.select.plan.plan_groups`, planned by tasks over the assignment parts."""
     s = cfg.select
-    k = int(labels.max()) + 1 if len(labels) else 0
-    return plan_groups(ids, labels, dist, k, s.budget, s.picks_per_prompt, s.candidates_per_prompt)
+    return plan_groups_distributed(pool.fs, pool.files, pool.k, s.budget, s.picks_per_prompt,
+                                   s.candidates_per_prompt, pool.remote)
 
 
-def selectllm_strategy(ctx, ids, labels, dist) -> StrategyResult:
+def selectllm_strategy(ctx, pool) -> StrategyResult:
     """One prompt per cluster: the LLM picks the most beneficial of a spread of its members."""
-    decisions = decide_groups(ctx, selectllm_groups(ctx.cfg, ids, labels, dist))
+    decisions = decide_groups(ctx, selectllm_groups(ctx.cfg, pool))
     selected = [(cid, d["cluster_id"]) for d in decisions for cid in d["chosen_ids"]]
     return StrategyResult(selected, decisions)

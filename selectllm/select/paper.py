@@ -30,7 +30,6 @@ import numpy as np
 
 from selectllm.select.plan import Group
 from selectllm.select.registry import StrategyResult
-from selectllm.select.tables import pool_embeddings
 
 
 def paper_quotas(sizes: np.ndarray, target: int) -> np.ndarray:
@@ -71,13 +70,14 @@ def paper_groups(cfg, ids: np.ndarray, x: np.ndarray) -> tuple[list[Group], dict
     return groups, info
 
 
-def paper_strategy(ctx, ids, labels, dist) -> StrategyResult:
-    """Equal-size k-means -> K diverse subsets -> one paper-worded prompt per subset."""
+def paper_strategy(ctx, pool) -> StrategyResult:
+    """Equal-size k-means -> K diverse subsets -> one paper-worded prompt per subset (the whole
+    pool in this process: ``select.paper_max_rows``)."""
     from selectllm.select.decide import decide_groups
     from selectllm.select.prompts import paper_prompt
 
-    x = pool_embeddings(ctx, ids)
-    groups, info = paper_groups(ctx.cfg, ids, x)
+    ids, labels, _ = pool.arrays()
+    groups, info = paper_groups(ctx.cfg, ids, pool.embeddings())
     decisions = decide_groups(ctx, groups, paper_prompt(ctx.cfg.select.paper_prompt))
     pos = {v: i for i, v in enumerate(ids)}
     selected = [(cid, int(labels[pos[cid]])) for d in decisions for cid in d["chosen_ids"]]

@@ -82,3 +82,22 @@ def plan_groups(ids: np.ndarray, labels: np.ndarray, dist: np.ndarray, k: int, b
         groups.append(Group(group_id=len(groups), cluster_id=c, candidates=[str(x) for x in cand],
                             quota=int(quotas[c])))
     return groups
+
+
+def cluster_candidates(ids: np.ndarray, labels: np.ndarray, dist: np.ndarray, quotas: np.ndarray,
+                       candidates_per_prompt: int) -> list[tuple[int, list[str]]]:
+    """(cluster, candidates) of every cluster present with a non-zero quota, given ALL members of
+    those clusters (some clusters of the pool, e.g. one planning bucket) and the global quotas:
+    the candidates :func:`plan_groups` shows for them."""
+    order = np.lexsort((ids, dist, labels))  # by cluster, then distance, then id
+    sorted_labels = labels[order]
+    starts = np.flatnonzero(np.r_[True, sorted_labels[1:] != sorted_labels[:-1]]) if len(order) else order
+    out = []
+    for a, b in zip(starts, np.r_[starts[1:], len(order)]):
+        c = int(sorted_labels[a])
+        if quotas[c] == 0:
+            continue
+        members = ids[order[a:b]]
+        shown = max(candidates_per_prompt, int(quotas[c]) + 1)
+        out.append((c, [str(x) for x in members[spread_ranks(len(members), shown)]]))
+    return out

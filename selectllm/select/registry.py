@@ -1,9 +1,12 @@
 """The selection strategies, listed once: config name -> the function that implements it.
 
-A strategy is ``fn(ctx, ids, labels, dist) -> StrategyResult``: ``ids`` sorted, ``labels`` /
-``dist`` each row's cluster and distance to its center; ``ctx`` is the select (or compare) stage's
-context, whose declared inputs it reads through :mod:`selectllm.select.tables`.  Implementations
-are imported only when asked for.
+A strategy is ``fn(ctx, pool) -> StrategyResult``: ``pool`` is the :class:`~selectllm.select.tables.Pool`
+(its size, its assignment parts; the whole arrays only on demand); ``ctx`` is the select (or
+compare) stage's context, whose declared inputs it reads through :mod:`selectllm.select.tables`.
+Implementations are imported only when asked for.
+
+Some strategies hold the whole pool in one process (:data:`IN_ONE_PROCESS`): each has a row
+limit in the config, checked by :func:`check_scale` before any work or LLM request.
 """
 
 from __future__ import annotations
@@ -27,6 +30,19 @@ NAMES = tuple(STRATEGIES)
 LLM_STRATEGIES = ("selectllm", "selectllm-paper", "alpagasus")  # the ones that send requests
 ONE_PER_CLUSTER = ("kcenter", "kmeans-closest")  # cluster.k auto = budget for these
 
+# strategy -> (its row limit under select., what it holds in one process, the alternative)
+IN_ONE_PROCESS = {
+    "selectllm-paper": ("paper_max_rows", "holds all N vectors in one process (equal-size k-means, N²/K work)",
+                        "use selectllm (k-center, distributed) or sample the input"),
+    "kmeans-closest": ("vectors_max_rows", "holds all N vectors in one process",
+                       "use kcenter (distributed) or random, or sample the input"),
+    "alpagasus": ("alpagasus_max_rows", "sends one LLM request per row and holds every request in one process",
+                  "use selectllm (one request per cluster) or sample the input"),
+    # only when the cluster stage made fewer centers than the budget (cluster.k: auto never does)
+    "kcenter": ("vectors_max_rows", "continues farthest-first past the cluster stage's centers with all N "
+                "vectors in one process", "set cluster.k to at least select.budget (cluster.k: auto does)"),
+}
+
 
 @dataclass
 class StrategyResult:
@@ -42,5 +58,16 @@ def get(name: str) -> Callable:
     return getattr(importlib.import_module(module), func)
 
 
-def target(ctx, ids) -> int:
-    return min(ctx.cfg.select.budget, len(ids))
+def check_scale(cfg, name: str, n: int, k: int) -> None:
+    """A one-line UserError when strategy ``name`` would hold more than its limit of the ``n``
+    pool rows in one process (``k``: the cluster stage's centers)."""
+    if name not in IN_ONE_PROCESS or (name == "kcenter" and k >= min(cfg.select.budget, n)):
+        return
+    key, what, instead = IN_ONE_PROCESS[name]
+    limit = getattr(cfg.select, key)
+    if n > limit:
+        raise UserError(f"select.strategy {name} {what}: N={n:,} exceeds select.{key}={limit:,}; {instead}")
+
+
+def target(ctx, pool) -> int:
+    return min(ctx.cfg.select.budget, pool.n)

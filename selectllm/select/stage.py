@@ -17,10 +17,12 @@ from selectllm.contract import Output, Resources, Settings, Stage
 from selectllm.errors import BudgetExceeded
 from selectllm.schemas import DECISIONS
 from selectllm.select import registry
-from selectllm.select.tables import assignments, lookup_rows
+from selectllm.select.tables import Pool, lookup
 
 # llm settings that change speed, never answers: changing them must not invalidate a selection
 LLM_SPEED_KEYS = {"rpm", "tpm", "concurrency", "timeout_s", "max_retries", "mode", "api_key_env"}
+# select settings that only stop a run early, never change a selection
+SELECT_LIMIT_KEYS = {key for key, _, _ in registry.IN_ONE_PROCESS.values()}
 # what every strategy may read (the compare stage declares the same names)
 STRATEGY_INPUTS = {"rows": "dedup.rows", "assignments": "cluster.assignments", "centers": "cluster.centers",
                    "vectors": "embed.vectors"}
@@ -44,8 +46,7 @@ def write_outputs(ctx, selected: list[tuple[str, int]], decisions: list[dict]) -
     # column missing from a record is null)
     written = set(ctx.input("rows").dataset().schema.names)
     extra = [c for c in ("user_turn", *ctx.cfg.input.keep) if c in written]
-    rows = lookup_rows(ctx.input("rows"), [i for i, _ in selected],
-                       ["instruction", "input", "source", "source_row", *extra])
+    rows = lookup(ctx, [i for i, _ in selected], ["instruction", "input", "source", "source_row", *extra])
     status = row_statuses(selected, decisions)
     ordered = sorted(selected, key=lambda t: (t[1], t[0]))
     # select.reasons: the LLM's one-line reason for each row it chose (null for rows it did not choose)
@@ -70,13 +71,17 @@ def write_outputs(ctx, selected: list[tuple[str, int]], decisions: list[dict]) -
 
 
 def run_stage(ctx) -> dict:
+    from selectllm.engines import ray_init
+
     cfg = ctx.cfg
-    ids, labels, dist = assignments(ctx)
-    if cfg.select.budget > len(ids):
-        ctx.log.print(f"[yellow]select: budget {cfg.select.budget} > pool {len(ids)}; selecting the whole pool[/]")
     strategy = registry.get(cfg.select.strategy)
-    result = strategy(ctx, ids, labels, dist)
-    target = min(cfg.select.budget, len(ids))
+    pool = Pool(ctx, remote=True)  # its size, from the Parquet footers
+    registry.check_scale(cfg, cfg.select.strategy, pool.n, pool.k)  # before any work
+    ray_init(cfg)  # the part tasks (planning, lookups) and the LLM actor pool
+    if cfg.select.budget > pool.n:
+        ctx.log.print(f"[yellow]select: budget {cfg.select.budget} > pool {pool.n}; selecting the whole pool[/]")
+    result = strategy(ctx, pool)
+    target = min(cfg.select.budget, pool.n)
     chosen = [i for i, _ in result.selected]
     if len(chosen) != target or len(set(chosen)) != target:
         raise RuntimeError(f"select: strategy {cfg.select.strategy} chose {len(set(chosen))} distinct rows, not {target}")
@@ -104,7 +109,7 @@ STAGE = Stage(
         Output("requests", "requests.jsonl"),
         Output("selected", "selected.jsonl", root=True),
     ),
-    settings=Settings(("select", "llm"), exclude={"llm": LLM_SPEED_KEYS}),
+    settings=Settings(("select", "llm"), exclude={"llm": LLM_SPEED_KEYS, "select": SELECT_LIMIT_KEYS}),
     resources=Resources(engine="ray"),
     doc="Choose exactly select.budget rows (LLM calls for the selectllm strategies).",
 )

@@ -1,26 +1,85 @@
 """What the selection strategies read, through the select stage's declared inputs
 (``rows`` = dedup's kept rows, ``assignments`` / ``centers`` = the cluster stage's, ``vectors`` =
-the embeddings).  ``ctx`` is any stage context that declares those names (select, compare)."""
+the embeddings).  ``ctx`` is any stage context that declares those names (select, compare).
+
+The pool itself stays in its part files: :class:`Pool` knows its size (from the Parquet
+footers) and hands the part files to the tasks of :mod:`selectllm.select.distributed`; only the
+strategies that need every row in one process load it whole (:meth:`Pool.arrays`,
+:meth:`Pool.embeddings`), after :func:`selectllm.select.registry.check_scale` has let them.
+"""
 
 from __future__ import annotations
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
+
+from selectllm.select import distributed as D
 
 
-def lookup_rows(rows, ids: list[str], columns: list[str]) -> dict[str, dict]:
-    """The dedup rows of some ids (``rows``: the ``rows`` input), streamed with a filter: the pool
-    never lands on the driver."""
-    table = rows.read(columns=["id", *columns], filter=pc.field("id").isin(pa.array(ids, pa.string())))
-    return {row["id"]: row for row in table.to_pylist()}
+class Pool:
+    """The pool as a strategy sees it.  ``remote``: run the part tasks on Ray (else in this
+    process, one part at a time)."""
+
+    def __init__(self, ctx, remote: bool | None = None):
+        if remote is None:
+            import ray
+
+            remote = ray.is_initialized()
+        a = ctx.input("assignments")
+        self.ctx, self.remote, self.fs = ctx, remote, ctx.run.fs
+        self.files = a.files()
+        self.n = a.num_rows()
+        self.k = ctx.input("centers").num_rows() if ctx.input("centers").exists() else 0
+        self._arrays = self._embeddings = None
+
+    def arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(ids sorted, cluster_id, distance) of every pool row, in this process (O(N))."""
+        if self._arrays is None:
+            a = self.ctx.input("assignments").read().sort_by("id")
+            self._arrays = (np.asarray(a.column("id").to_pylist(), dtype=object), a.column("cluster_id").to_numpy(),
+                            a.column("distance").to_numpy())
+        return self._arrays
+
+    def embeddings(self) -> np.ndarray:
+        """Every vector, row for row with :meth:`arrays` (O(N·d))."""
+        if self._embeddings is None:
+            ids = self.arrays()[0]
+            all_ids, x = load_embeddings(self.ctx.input("vectors"))
+            if len(all_ids) != len(ids) or not np.array_equal(all_ids, ids):
+                raise RuntimeError("select: the embedded rows and the cluster assignments differ; rerun `selectllm cluster`")
+            self._embeddings = x
+        return self._embeddings
+
+    def labels_of(self, ids: list[str]) -> dict[str, int]:
+        """The cluster of some ids (a small set), read with a filter."""
+        t = D.lookup_table(self.fs, self.files, ids, ["cluster_id"], self.remote)
+        return {} if t is None else dict(zip(t.column("id").to_pylist(), t.column("cluster_id").to_pylist()))
+
+
+def lookup_rows(rows, ids: list[str], columns: list[str], remote: bool | None = None) -> dict[str, dict]:
+    """The dedup rows of some ids (``rows``: the ``rows`` input), read by tasks with a filter:
+    the pool never lands on the driver."""
+    if remote is None:
+        import ray
+
+        remote = ray.is_initialized()
+    table = D.lookup_table(rows.run.fs, rows.files(), ids, columns, remote)
+    return {} if table is None else {row["id"]: row for row in table.to_pylist()}
+
+
+def lookup(ctx, ids: list[str], columns: list[str]) -> dict[str, dict]:
+    """:func:`lookup_rows` for a stage, remembering whole rows: the selection's texts come from
+    the candidates' lookup instead of a second scan of the pool."""
+    cache = ctx.__dict__.setdefault("row_cache", {})
+    missing = [i for i in ids if i not in cache]
+    if missing:
+        cache.update(lookup_rows(ctx.input("rows"), missing, None))
+    return {i: {c: cache[i].get(c) for c in ["id", *columns]} for i in ids if i in cache}
 
 
 def assignments(ctx) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(ids sorted, cluster_id, distance) of every pool row."""
-    a = ctx.input("assignments").read().sort_by("id")
-    return (np.asarray(a.column("id").to_pylist(), dtype=object), a.column("cluster_id").to_numpy(),
-            a.column("distance").to_numpy())
+    """(ids sorted, cluster_id, distance) of every pool row (in this process)."""
+    return Pool(ctx, remote=False).arrays()
 
 
 def centers(ctx) -> pa.Table:
@@ -36,28 +95,21 @@ def load_embeddings(vectors) -> tuple[np.ndarray, np.ndarray]:
     return ids, from_fixed_size_list(table.column("embedding"))
 
 
-def pool_embeddings(ctx, ids: np.ndarray) -> np.ndarray:
-    """The embeddings of ``ids`` (sorted), row for row.  ``selectllm compare`` loads them once and
-    hands them over as ``ctx.embeddings = (ids, X)``."""
-    cached = getattr(ctx, "embeddings", None)
-    if cached is None:
-        cached = load_embeddings(ctx.input("vectors"))
-        ctx.embeddings = cached
-    all_ids, x = cached
-    if len(all_ids) != len(ids) or not np.array_equal(np.asarray(all_ids, dtype=object), np.asarray(ids, dtype=object)):
-        raise RuntimeError("select: the embedded rows and the cluster assignments differ; rerun `selectllm cluster`")
-    return x
+def vectors_of(ctx, ids: list[str], remote: bool) -> np.ndarray:
+    """The embeddings of some ids (a small set, e.g. a selection or a sample), row for row."""
+    from selectllm.embed.embedder import from_fixed_size_list
+
+    vec = ctx.input("vectors")
+    t = D.lookup_table(vec.run.fs, vec.files(), ids, ["embedding"], remote)
+    if t is None or t.num_rows != len(set(ids)):
+        raise RuntimeError("select: some selected rows have no embedding; rerun `selectllm embed`")
+    pos = {v: i for i, v in enumerate(t.column("id").to_pylist())}
+    x = from_fixed_size_list(t.column("embedding"))
+    return x[np.asarray([pos[i] for i in ids], dtype=np.int64)] if len(ids) else x[:0]
 
 
-def row_lengths(ctx, ids) -> np.ndarray:
-    """Characters of instruction + input for every id (aligned with ``ids``)."""
-    cached = getattr(ctx, "row_lengths", None)
-    if cached is not None and len(cached) == len(ids):
-        return cached
-    t = ctx.input("rows").read(columns=["id", "instruction", "input"])
-    n_chars = pc.add(pc.utf8_length(pc.fill_null(t.column("instruction"), "")),
-                     pc.utf8_length(pc.fill_null(t.column("input"), "")))
-    by_id = dict(zip(t.column("id").to_pylist(), n_chars.to_numpy(zero_copy_only=False).tolist()))
-    out = np.asarray([by_id.get(str(i), 0) for i in ids], dtype=np.int64)
-    ctx.row_lengths = out
-    return out
+def hash_sample(pool: Pool, k: int, seed: int) -> list[str]:
+    """The ids of a seeded uniform sample of ``k`` pool rows (all rows when the pool is smaller),
+    sorted: :func:`selectllm.select.distributed.smallest_keys` over the assignment parts."""
+    t = D.smallest_keys(pool.fs, pool.files, k, seed, pool.remote)
+    return sorted(t.column("id").to_pylist())
