@@ -126,6 +126,30 @@ def test_length_baseline_matches_sorting_every_row(tmp_path):
     assert all(label_of[i] == c for i, c in res.selected)
 
 
+@pytest.mark.parametrize("strategy", ["selectllm", "random", "length", "kcenter"])
+def test_distributed_strategies_never_load_the_pool_in_one_process(tmp_path, monkeypatch, strategy):
+    """Whole-pool reads fail here; the lookups by id ask for at most groups x candidates rows."""
+    from selectllm.pipeline import stage_context
+    from selectllm.select import registry, tables
+
+    make_pool_run(tmp_path)
+    cfg = pool_config(tmp_path, f"select.strategy={strategy}", "select.candidates_per_prompt=5")
+    ctx = stage_context(cfg, RunDir(str(tmp_path)), "select")
+    pool = tables.Pool(ctx, remote=False)
+
+    def refuse(*a, **k):
+        raise AssertionError("the whole pool was loaded in one process")
+
+    asked: list[int] = []
+    real = D.lookup_table
+    monkeypatch.setattr(tables.Pool, "arrays", refuse)
+    monkeypatch.setattr(tables, "load_embeddings", refuse)
+    monkeypatch.setattr(D, "lookup_table", lambda fs, files, ids, *a: asked.append(len(ids)) or real(fs, files, ids, *a))
+    res = registry.get(strategy)(ctx, pool)
+    assert len({i for i, _ in res.selected}) == 12
+    assert max(asked, default=0) <= 12 * 5
+
+
 # ------------------------------------------------------------------------------ the limits
 @pytest.mark.parametrize("strategy,key", [("selectllm-paper", "paper_max_rows"),
                                           ("kmeans-closest", "vectors_max_rows"),
