@@ -103,6 +103,10 @@ def selectllm_groups(cfg, pool) -> list[Group]:
 
 def selectllm_strategy(ctx, pool) -> StrategyResult:
     """One prompt per cluster: the LLM picks the most beneficial of a spread of its members."""
-    decisions = decide_groups(ctx, selectllm_groups(ctx.cfg, pool))
+    groups = selectllm_groups(ctx.cfg, pool)
+    ctx.log.print(f"select: {len(groups):,} groups planned over {pool.n:,} rows in {len(pool.files):,} parts"
+                  f" ({'Ray tasks' if pool.remote else 'this process'}); "
+                  f"{sum(g.needs_llm for g in groups):,} LLM requests to send")
+    decisions = decide_groups(ctx, groups)
     selected = [(cid, d["cluster_id"]) for d in decisions for cid in d["chosen_ids"]]
     return StrategyResult(selected, decisions)
