@@ -68,12 +68,15 @@ def lookup_rows(rows, ids: list[str], columns: list[str], remote: bool | None = 
 
 
 def lookup(ctx, ids: list[str], columns: list[str]) -> dict[str, dict]:
-    """:func:`lookup_rows` for a stage, remembering whole rows: the selection's texts come from
-    the candidates' lookup instead of a second scan of the pool."""
+    """:func:`lookup_rows` for a stage, remembering whole rows (but the embedded ``text``, which
+    repeats instruction and input): the selection's texts come from the candidates' lookup
+    instead of a second scan of the pool."""
     cache = ctx.__dict__.setdefault("row_cache", {})
     missing = [i for i in ids if i not in cache]
     if missing:
-        cache.update(lookup_rows(ctx.input("rows"), missing, None))
+        rows = ctx.input("rows")
+        names = [c for c in rows.dataset().schema.names if c != "text"]
+        cache.update(lookup_rows(rows, missing, names))
     return {i: {c: cache[i].get(c) for c in ["id", *columns]} for i in ids if i in cache}
 
 
