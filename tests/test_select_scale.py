@@ -288,3 +288,24 @@ def test_multi_node_ray_plan_and_selection_equal_one_process(tmp_path):
     assert result["alive"] == 3
     assert result["same_groups"] and result["groups"] == 20
     assert result["same_selection"] and result["selected"] == 20
+
+
+def test_compare_coverage_on_the_documented_sample(tmp_path, ray_local):
+    """compare.sample_rows below the pool: coverage over the 100 rows with the smallest keyed
+    hash (seed 0), the same rows for every strategy; the selection's own metrics unchanged."""
+    from selectllm.report import metrics as M
+    from test_compare import compare_run
+
+    ids, x, labels = make_pool_run(tmp_path)
+    cfg = pool_config(tmp_path, "compare.sample_rows=100")
+    data = compare_run(cfg, RunDir(str(tmp_path)), ["random", "kcenter"])
+    sample = np.sort(np.lexsort((ids, D.hash_keys(list(ids), 0)))[:100])  # the oracle, over the whole pool
+    pos = {v: i for i, v in enumerate(ids)}
+    for name in ("random", "kcenter"):
+        sel = [json.loads(x_)["id"] for x_ in (tmp_path / "compare" / name / "selected.jsonl").read_text().splitlines()]
+        rows = np.sort([pos[i] for i in sel])
+        d = M.nearest_distance(x[sample], x[rows])
+        assert data[name]["coverage_rows"] == 100
+        assert data[name]["coverage_max"] == pytest.approx(float(d.max()), abs=1e-5)
+        assert data[name]["coverage_mean"] == pytest.approx(float(d.mean()), abs=1e-5)
+        assert data[name]["diversity"] == pytest.approx(M.diversity(x[rows]), abs=1e-6)
