@@ -80,11 +80,6 @@ def lookup(ctx, ids: list[str], columns: list[str]) -> dict[str, dict]:
     return {i: {c: cache[i].get(c) for c in ["id", *columns]} for i in ids if i in cache}
 
 
-def assignments(ctx) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(ids sorted, cluster_id, distance) of every pool row (in this process)."""
-    return Pool(ctx, remote=False).arrays()
-
-
 def centers(ctx) -> pa.Table:
     return ctx.input("centers").read().sort_by("cluster_id")
 
