@@ -54,7 +54,7 @@ def test_a_cluster_within_its_quota_is_chosen_without_the_llm(monkeypatch):
         return [SimpleNamespace(group_id=r.group_id, **{**OK, "text": "[2]"}) for r in requests]
 
     monkeypatch.setattr(decide, "send", fake_send)
-    monkeypatch.setattr(decide, "lookup_rows", lambda rows, ids, cols: {i: {"instruction": i, "input": ""} for i in ids})
+    monkeypatch.setattr(decide, "lookup", lambda ctx, ids, cols: {i: {"instruction": i, "input": ""} for i in ids})
     ctx = SimpleNamespace(cfg=load_config(None, []), input=lambda name: None)
     big, small_d = decide_groups(ctx, [GROUP, small])
     assert [r.group_id for r in sent] == [0]  # only the group with more candidates than its quota is asked
