@@ -27,6 +27,32 @@ def is_url(path: str) -> bool:
     return "://" in path and not path.startswith("file://")
 
 
+COPIERS = 32  # concurrent object copies on stores whose fsspec filesystem is not asynchronous
+
+
+def move_files(fs, srcs: list[str], dsts: list[str], remote: bool) -> None:
+    """Move files ``srcs[i]`` -> ``dsts[i]``: renames on a local disk; on an object store (no
+    rename) concurrent server-side copies, then one bulk delete of the sources.
+
+    Asynchronous filesystems (s3fs, gcsfs, adlfs) run a list ``copy`` as concurrent requests;
+    any other one gets a thread pool, so no store copies one object after another.
+    """
+    if not srcs:
+        return
+    if not remote:
+        for src, dst in zip(srcs, dsts):
+            fs.mv(src, dst)
+        return
+    if getattr(fs, "async_impl", False):
+        fs.copy(list(srcs), list(dsts))
+    else:
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(min(COPIERS, len(srcs))) as pool:
+            list(pool.map(fs.copy, srcs, dsts))
+    fs.rm(list(srcs))
+
+
 # Object stores whose fsspec filesystems cache directory listings.  Stage outputs are written by
 # other processes (Spark executors, Ray workers), so the driver must list afresh every time.
 _LISTING_CACHED = {"s3", "s3a", "gs", "gcs", "az", "abfs", "abfss", "adl"}
@@ -140,10 +166,12 @@ class RunDir:
         Not atomic, which is why a stage is complete only once the manifest says so.
         """
         files = [f for f in self.fs.find(src) if not f.endswith("/")]
-        if files:
-            self.fs.copy(files, [posixpath.join(dst, posixpath.relpath(f, src)) for f in files])
+        move_files(self.fs, files, [posixpath.join(dst, posixpath.relpath(f, src)) for f in files], remote=True)
         if self.fs.exists(src):
             self.fs.rm(src, recursive=True)
+
+    def move_files(self, srcs: list[str], dsts: list[str]) -> None:
+        move_files(self.fs, srcs, dsts, remote=is_url(self.url))
 
     def clean_staging(self) -> None:
         """Remove leftovers of killed runs (never part of any complete stage)."""

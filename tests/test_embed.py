@@ -1,4 +1,4 @@
-"""Embed stage on Ray, for every backend: schema, normalization, resume by id after a kill left partial work."""
+"""Embed stage on Ray, for every backend: schema, normalization, resume by unit after a kill left partial work."""
 
 import numpy as np
 import pyarrow as pa
@@ -68,16 +68,33 @@ def test_embed_schema_norms_and_resume(tmp_path, ray_local, backend):
     by_id = dict(zip(out.column("id").to_pylist(), x))
     np.testing.assert_allclose(np.stack([by_id[ids[0]], by_id[ids[9]]]), direct, atol=1e-4)
 
-    # a killed run: one finished work file (first 10 rows) and one half-written file
+    # a killed run: the first unit's file complete (marker vectors, so a unit embedded again would
+    # show), the second unit's file cut short by the kill, a temporary file
+    from selectllm.embed.embedder import to_fixed_size_list
+    from selectllm.embed.units import footers, plan_units
+
+    parts = ctx.input("rows").files()
+    metas = footers(run.fs, parts)
+    units = plan_units(parts, [[m.row_group(g).num_rows for g in range(m.num_row_groups)] for m in metas])
+    assert len(units) == 3
+    first = pq.read_table(units[0].path, columns=["id"]).column("id").to_pylist()[units[0].start:units[0].stop]
+    marker = np.zeros((len(first), BACKEND_DIMS[backend]), dtype=np.float32)
+    marker[:, 0] = 1
     work = f"{ctx.work}/{backend}"  # every attempt gets the same work folder (as in the pipeline), one per backend
     run.fs.makedirs(work, exist_ok=True)
-    pq.write_table(out.slice(0, 10), f"{work}/done-1.parquet")
-    with open(f"{work}/half.parquet", "wb") as f:
+    pq.write_table(pa.table({"id": first, "embedding": to_fixed_size_list(marker)}), f"{work}/{units[0].name}")
+    with open(f"{work}/{units[1].name}", "wb") as f:
         f.write(b"PAR1 truncated")
+    with open(f"{work}/{units[2].name}.tmp-0000", "wb") as f:
+        f.write(b"PAR1")
     ctx2, counts2 = embed(run, cfg)
     out2 = read_out(ctx2)
-    assert counts2["resumed_rows"] == 10 and counts2["rows"] == len(ids)
-    assert sorted(out2.column("id").to_pylist()) == sorted(ids)  # no duplicates, none missing
+    assert counts2["resumed_rows"] == len(first) and counts2["rows"] == len(ids) and counts2["files"] == 3
+    assert out2.column("id").to_pylist() == ids  # input order, no duplicates, none missing
+    x2 = from_fixed_size_list(out2.column("embedding"))
+    np.testing.assert_array_equal(x2[:len(first)], marker)  # the finished unit was kept, not redone
+    np.testing.assert_allclose(x2[len(first):], np.stack([by_id[i] for i in ids[len(first):]]), atol=1e-4)
+    assert not run.fs.exists(work)
 
 
 @pytest.mark.parametrize("backend", ["auto", "torch", "onnx", "static"])

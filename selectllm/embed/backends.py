@@ -133,26 +133,37 @@ def make_encoder(backend: str, model: str, *, max_seq_length: int, device: str, 
     raise UserError(f"unknown embed backend {backend!r}")
 
 
-class EmbedActor:
-    """Ray Data callable class: one encoder per actor, loaded once; (id, text) in, (id, embedding) out.
+class EmbedWorker:
+    """A Ray actor: one encoder, loaded once; embeds whole units (read, encode, write; units.py).
 
-    ``delay_s`` sleeps after each batch; only the SIGKILL tests set it (through
-    ``SELECTLLM_EMBED_TEST_DELAY_S``), so that a backend that is faster than the test's polling can
-    still be killed between two output files.
+    ``window``: rows read and encoded at once (``batch_size`` x SORT_WINDOW model batches, sorted
+    by length inside the encoder).  ``delay_s`` sleeps after each unit; only the SIGKILL tests set
+    it (through ``SELECTLLM_EMBED_TEST_DELAY_S``), so that a backend that is faster than the test's
+    polling can still be killed between two output files.
     """
 
-    def __init__(self, backend: str, model: str, dtype: str, delay_s: float = 0.0, **kwargs):
+    def __init__(self, run_url: str, work: str, window: int, backend: str, model: str, dtype: str,
+                 delay_s: float = 0.0, **kwargs):
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-        self.encoder = make_encoder(backend, model, **kwargs)
-        self.dtype = dtype
-        self.delay_s = delay_s
+        import fsspec
 
-    def __call__(self, batch: pa.Table) -> pa.Table:
+        from selectllm.rundir import is_url, storage_options
+
+        self.fs = fsspec.core.url_to_fs(run_url, **storage_options(run_url))[0]
+        self.rename = not is_url(run_url)  # object stores publish a whole object at once instead
+        self.work, self.window, self.dtype, self.delay_s = work, window, dtype, delay_s
+        self.encoder = make_encoder(backend, model, **kwargs)
+
+    def encode(self, batch: pa.RecordBatch) -> pa.Table:
         from selectllm.embed.embedder import to_fixed_size_list
 
-        texts = batch.column("text").to_pylist()
-        emb = self.encoder.encode(texts)
-        if self.delay_s:
-            time.sleep(self.delay_s)
+        emb = self.encoder.encode(batch.column("text").to_pylist())
         return pa.table({"id": batch.column("id"), "embedding": to_fixed_size_list(np.asarray(emb), self.dtype)})
 
+    def embed(self, unit) -> int:
+        from selectllm.embed.units import read_unit, write_unit
+
+        rows = write_unit(self.fs, self.work, unit, read_unit(self.fs, unit, self.window), self.encode, self.rename)
+        if self.delay_s:
+            time.sleep(self.delay_s)
+        return rows

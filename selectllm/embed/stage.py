@@ -1,61 +1,36 @@
-"""The ``embed`` stage: Ray Data reads ``dedup/``, an actor pool encodes, Parquet out.
+"""The ``embed`` stage: a pool of Ray actors embeds the input's units, Parquet out.
 
 The backend (torch, onnx, static; ``auto`` resolved against the cluster's GPUs) and its actors,
 threads and batch size come from embed/backends.py; onnx and static build their cached model on
 the driver first, so a bad model fails there with one line.
 
-Resume works by id: finished output files accumulate in ``_work/embed-<key>/`` (outside the
-staging folder, so a killed run keeps them).  A rerun drops any file that a kill left unreadable,
-skips the ids already embedded and encodes only the rest; the stage then commits all work files
-as ``embed/part-*.parquet``.  A row is in exactly one readable work file, so nothing is duplicated.
+Resume works by unit (embed/units.py): the input parts are cut into row ranges planned from the
+input alone; each actor reads a unit's rows itself, encodes them and writes the unit's file into
+``_work/embed-<key>/<backend>/`` (outside the staging folder, so a killed run keeps it).  A rerun
+lists that folder once and embeds only the units without a complete file; no task is sent the
+ids already embedded.  The stage then moves the unit files, in input order, to
+``embed/part-NNNNN.parquet`` (renames on a local disk, concurrent copies on object stores).
 """
 
 from __future__ import annotations
 
 import os
 import posixpath
+import time
 
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from selectllm.embed.backends import EmbedActor, Plan, plan, prepare
+from selectllm.embed.backends import EmbedWorker, Plan, plan, prepare
 from selectllm.embed.embedder import resolve_model
+from selectllm.embed.units import footers, plan_units, split_done
 from selectllm.engines import ray_init
 from selectllm.contract import Output, Resources, Settings, Stage, StageContext
 
 
-SORT_WINDOW = 64  # rows handed to an actor at once = SORT_WINDOW model batches, sorted by length
-
-
-def _num_rows(fs, path: str) -> int:
-    with fs.open(path, "rb") as f:
-        return pq.read_metadata(f).num_rows
-
-
-def finished_ids(fs, folder: str) -> pa.Array:
-    """Ids in the readable work files; files a kill left half-written are removed."""
-    ids = []
-    if not fs.exists(folder):
-        return pa.array([], pa.string())
-    for path in sorted(fs.find(folder)):
-        if not path.endswith(".parquet"):
-            fs.rm(path)
-            continue
-        try:
-            with fs.open(path, "rb") as f:
-                ids.append(pq.read_table(f, columns=["id"]).column("id"))
-        except Exception:  # truncated footer: the write was killed
-            fs.rm(path)
-    if not ids:
-        return pa.array([], pa.string())
-    return pa.concat_arrays([c.combine_chunks() for c in ids])
-
-
-def _drop_done(batch: pa.Table, done: pa.Array) -> pa.Table:
-    if len(done) == 0:
-        return batch
-    return batch.filter(pc.invert(pc.is_in(batch.column("id"), value_set=done)))
+SORT_WINDOW = 64  # rows an actor encodes at once = SORT_WINDOW model batches, sorted by length
+IN_FLIGHT = 2  # units queued per actor: the next one starts the moment the current one is written
+PROGRESS_SECONDS = 10.0  # at most one progress line this often
 
 
 def actor_plan(cfg) -> Plan:
@@ -70,63 +45,102 @@ def resolved_backend(cfg) -> str:
     return actor_plan(cfg).backend
 
 
-def run_stage(ctx: StageContext) -> dict:
+class Progress:
+    """"embed: 120,000/1,000,000 rows, 3,400 rows/s" at most every ``every`` seconds (and at the end).
+
+    The rate counts this attempt's rows over this attempt's time (actor start-up included).
+    """
+
+    def __init__(self, total: int, resumed: int, log, every: float = PROGRESS_SECONDS):
+        self.total, self.done, self.new, self.log, self.every = total, resumed, 0, log, every
+        self.t0 = self.last = time.perf_counter()
+
+    def add(self, rows: int) -> None:
+        self.done += rows
+        self.new += rows
+        now = time.perf_counter()
+        if now - self.last >= self.every or self.done == self.total:
+            self.last = now
+            self.log.print(self.line())
+
+    def line(self) -> str:
+        rate = self.new / max(time.perf_counter() - self.t0, 1e-9)
+        return f"embed: {self.done:,}/{self.total:,} rows, {rate:,.0f} rows/s"
+
+
+def run_units(ctx: StageContext, p: Plan, model: str, key: str | None, work: str, todo: list, progress: Progress) -> None:
+    """Embed ``todo`` on a pool of ``p.actors`` actors, ``IN_FLIGHT`` units queued on each."""
     import ray
 
+    cfg = ctx.cfg
+    worker = ray.remote(EmbedWorker).options(
+        num_cpus=1 if not p.gpus else None, num_gpus=p.gpus or None, max_restarts=2, max_task_retries=2)
+    kwargs = dict(backend=p.backend, model=model, dtype=cfg.embed.dtype,
+                  delay_s=float(os.environ.get("SELECTLLM_EMBED_TEST_DELAY_S", "0") or 0),
+                  max_seq_length=cfg.embed.max_seq_length, device=p.device, batch_size=p.batch_size,
+                  threads=p.threads, precision=cfg.embed.gpu_precision, key=key, onnx_int8=cfg.embed.onnx_int8,
+                  static_dims=cfg.embed.static_dims, cache_dir=cfg.embed.cache_dir)
+    actors = [worker.remote(ctx.run.url, work, p.batch_size * SORT_WINDOW, **kwargs)
+              for _ in range(min(p.actors, len(todo)))]
+    queue = list(reversed(todo))  # popped from the end: input order
+    pending: dict = {}  # ObjectRef -> actor
+    try:
+        for actor in actors:
+            for _ in range(IN_FLIGHT):
+                if queue:
+                    pending[actor.embed.remote(queue.pop())] = actor
+        while pending:
+            ready, _ = ray.wait(list(pending), num_returns=1)
+            for ref in ready:
+                actor = pending.pop(ref)
+                progress.add(ray.get(ref))  # a worker's error is raised here, on the driver
+                if queue:
+                    pending[actor.embed.remote(queue.pop())] = actor
+    finally:
+        for actor in actors:
+            ray.kill(actor)
+
+
+def run_stage(ctx: StageContext) -> dict:
     cfg = ctx.cfg
     model = resolve_model(cfg.embed.model)  # fail fast, on the driver, with one line
     ray_init(cfg)
     p = actor_plan(cfg)
     key, _ = prepare(cfg, p.backend, model)  # export / distill once, on the driver
     fs = ctx.run.fs
-    # files of a killed attempt are resumed, not embedded again; the resolved backend is part of
+    # units of a killed attempt are resumed, not embedded again; the resolved backend is part of
     # the folder, so an `auto` run resumed on another kind of cluster never mixes two backends' vectors
     work = posixpath.join(ctx.work, p.backend)
     fs.makedirs(work, exist_ok=True)
-    done = finished_ids(fs, work)
 
     parts = ctx.input("rows").files()
-    ds = ray.data.read_parquet([ctx.run.staging_uri(p) for p in parts], columns=["id", "text"])
-    total = sum(_num_rows(fs, p) for p in parts)  # from the footers: no pass over the data
-    todo = total - len(done)
-    if todo > 0:
-        ds = ds.map_batches(_drop_done, fn_args=[done], batch_format="pyarrow")
-        # one output file per block: small enough that a kill loses little, large enough to stay few
-        window = p.batch_size * SORT_WINDOW
-        rows_per_file = int(min(max(-(-todo // (p.actors * 8)), window), 50_000))
-        ds = ds.repartition(target_num_rows_per_block=rows_per_file)
-        ds = ds.map_batches(
-            EmbedActor,
-            fn_constructor_kwargs=dict(
-                backend=p.backend, model=model, dtype=cfg.embed.dtype,
-                delay_s=float(os.environ.get("SELECTLLM_EMBED_TEST_DELAY_S", "0") or 0),
-                max_seq_length=cfg.embed.max_seq_length, device=p.device, batch_size=p.batch_size,
-                threads=p.threads, precision=cfg.embed.gpu_precision, key=key, onnx_int8=cfg.embed.onnx_int8,
-                static_dims=cfg.embed.static_dims, cache_dir=cfg.embed.cache_dir),
-            batch_size=window,
-            batch_format="pyarrow",
-            compute=ray.data.ActorPoolStrategy(size=p.actors),
-            num_gpus=p.gpus or None,
-            num_cpus=1 if not p.gpus else None,
-        )
-        ds.write_parquet(ctx.run.staging_uri(work) if "://" in ctx.run.url else work)
+    metas = footers(fs, parts)  # row counts from the footers: no pass over the data
+    unreadable = [path for path, m in zip(parts, metas) if m is None]
+    if unreadable:
+        raise RuntimeError(f"embed: input file {unreadable[0]} has no Parquet footer; rerun dedup with --force dedup")
+    units = plan_units(parts, [[m.row_group(g).num_rows for g in range(m.num_row_groups)] for m in metas])
+    total = sum(u.rows for u in units)
+    done, todo = split_done(fs, work, units)
+    progress = Progress(total, sum(u.rows for u in done), ctx.log)
+    if todo:
+        run_units(ctx, p, model, key, work, todo, progress)
 
-    # commit: every work file becomes embed/part-NNNNN.parquet
-    files = sorted(p for p in fs.find(work) if p.endswith(".parquet"))
-    rows = 0
+    # commit: the unit files, in input order, become embed/part-NNNNN.parquet
+    present = {posixpath.basename(f) for f in fs.find(work)}
+    missing = [u.name for u in units if u.name not in present]
+    if missing:
+        raise RuntimeError(f"embed: {len(missing)} of {len(units)} units have no output (first: {missing[0]}); "
+                           "rerun to embed them")
+    ctx.run.move_files([posixpath.join(work, u.name) for u in units],
+                       [posixpath.join(ctx.out, f"part-{i:05d}.parquet") for i in range(len(units))])
     dim = 0
-    for i, path in enumerate(files):
-        meta = pq.read_metadata(fs.open(path, "rb"))
-        rows += meta.num_rows
-        fs.mv(path, posixpath.join(ctx.out, f"part-{i:05d}.parquet"))
-    if files:
-        schema = pq.read_schema(fs.open(posixpath.join(ctx.out, "part-00000.parquet"), "rb"))
-        dim = schema.field("embedding").type.list_size
-    if rows != total:
-        raise RuntimeError(f"embed: {rows} vectors for {total} rows; rerun to embed the missing ones")
+    if units:
+        with fs.open(posixpath.join(ctx.out, "part-00000.parquet"), "rb") as f:
+            dim = pq.read_schema(f).field("embedding").type.list_size
     fs.rm(work, recursive=True)
-    return {"rows": rows, "resumed_rows": len(done), "dim": dim, "device": p.device, "backend": p.backend,
-            "actors": p.actors, "threads": p.threads, "batch_size": p.batch_size, "files": len(files)}
+    return {"rows": total, "resumed_rows": sum(u.rows for u in done), "dim": dim, "device": p.device,
+            "backend": p.backend, "actors": p.actors, "threads": p.threads, "batch_size": p.batch_size,
+            "files": len(units)}
 
 
 def _vectors_check(schema: pa.Schema) -> str | None:
