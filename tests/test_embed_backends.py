@@ -40,10 +40,12 @@ def test_settings_hash_has_the_backend_not_the_speed_knobs():
 def test_plan_per_backend_and_cluster():
     auto = load_config(None, [])
     assert plan(auto, 16, 2).backend == "torch" and plan(auto, 16, 2).gpus == 1.0 and plan(auto, 16, 2).actors == 2
-    p = plan(auto, 8, 0)
-    assert (p.backend, p.device, p.actors * p.threads, p.batch_size) == ("onnx", "cpu", 8, 1)
+    p = plan(auto, 8, 0)  # onnx and static: one single-threaded actor per core
+    assert (p.backend, p.device, p.actors, p.threads, p.batch_size) == ("onnx", "cpu", 8, 1, 1)
     s = plan(load_config(None, ["embed.backend=static"]), 8, 4)  # static never takes a GPU
-    assert (s.gpus, s.actors, s.threads) == (0.0, 4, 1)
+    assert (s.gpus, s.actors, s.threads) == (0.0, 8, 1)
+    c = plan(load_config(None, ["embed.backend=torch", "embed.gpus_per_actor=0"]), 8, 0)
+    assert (c.actors, c.threads) == (2, 4)  # torch on CPU: one actor per 4 cores
     t = plan(load_config(None, ["embed.backend=torch", "embed.threads=3", "embed.batch_size=5"]), 2, 0)
     assert (t.threads, t.batch_size, t.device) == (3, 5, "cpu")
 

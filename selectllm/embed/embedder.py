@@ -68,7 +68,7 @@ def pick_device(gpus: float) -> str:
 
 
 class Embedder:
-    """``embed.backend: torch``: sentence-transformers on CPU or GPU; also a Ray Data callable class.
+    """``embed.backend: torch``: sentence-transformers on CPU or GPU.
 
     On CUDA the model runs in ``precision`` (fp16 by default, bf16 or fp32 on request) and batches
     go through :meth:`encode_overlapped`: rows sorted by length, the next batch tokenized (and
@@ -131,11 +131,6 @@ class Embedder:
                 emb = self.model(feats)["sentence_embedding"]
                 out[rows] = emb.float().cpu().numpy()
         return out
-
-    def __call__(self, batch: pa.Table) -> pa.Table:
-        texts = batch.column("text").to_pylist()
-        emb = self.encode(texts)
-        return pa.table({"id": batch.column("id"), "embedding": to_fixed_size_list(emb, self.dtype)})
 
 
 def to_fixed_size_list(emb: np.ndarray, dtype: str = "float32") -> pa.FixedSizeListArray:

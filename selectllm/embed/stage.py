@@ -160,5 +160,5 @@ STAGE = Stage(
     # the backend and its precision knobs change the vectors; speed knobs and the cache folder do not
     settings=Settings(("embed",), exclude={"embed": {"batch_size", "actors", "gpus_per_actor", "threads", "cache_dir"}}),
     resources=Resources(engine="ray", cpus_per_worker=1, gpus_per_worker="embed.gpus_per_actor"),
-    doc="Ray Data: embed every kept row (GPU when present).",
+    doc="Ray actor pool: embed every kept row, unit by unit (GPU when present).",
 )

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import re
+from itertools import chain
 from pathlib import Path
 
 import numpy as np
@@ -101,6 +102,7 @@ class StaticEncoder:
         self.tok: Tokenizer = load_tokenizer(folder, max_seq_length)
         self.max_len = max_seq_length
         self.dim = self.table.shape[1]
+        self.unk = [self.meta["unk_id"]]
 
     def encode(self, texts: list[str]) -> np.ndarray:
         from scipy.sparse import csr_matrix
@@ -108,13 +110,12 @@ class StaticEncoder:
         if self.meta["do_lower_case"]:
             texts = [t.lower() for t in texts]
         encs = self.tok.encode_batch_fast(texts, add_special_tokens=False)
-        ids = [e.ids or [self.meta["unk_id"]] for e in encs]  # a row with no token: the unknown token
-        lengths = np.fromiter((len(x) for x in ids), dtype=np.int64, count=len(ids))
+        ids = [e.ids or self.unk for e in encs]  # a row with no token: the unknown token
         indptr = np.zeros(len(ids) + 1, dtype=np.int64)
-        np.cumsum(lengths, out=indptr[1:])
-        flat = np.fromiter((t for row in ids for t in row), dtype=np.int64, count=int(indptr[-1]))
+        np.cumsum(np.fromiter(map(len, ids), dtype=np.int64, count=len(ids)), out=indptr[1:])
+        flat = np.fromiter(chain.from_iterable(ids), dtype=np.int32, count=int(indptr[-1]))
         counts = csr_matrix((np.ones(len(flat), dtype=np.float32), flat, indptr),
                             shape=(len(ids), len(self.table)))
         out = np.asarray(counts @ self.table, dtype=np.float32)  # sum of token vectors; mean after norm
-        norms = np.linalg.norm(out, axis=1, keepdims=True)
+        norms = np.sqrt(np.einsum("ij,ij->i", out, out))[:, None]
         return out / np.maximum(norms, 1e-12)
