@@ -1,8 +1,9 @@
 """Which backend runs, with how many actors, threads and rows per batch, and the actor that runs it.
 
 ``embed.backend: auto`` picks torch when the Ray cluster has GPUs (fp16 on the GPU beats any CPU
-path) and onnx on CPU-only clusters: int8 onnxruntime measured 3-5x torch on 2 cores with a mean
-cosine of 0.99 to torch's vectors (README, benchmarks/bench_embed.py).  static is never picked by
+path) and onnx on CPU-only clusters: int8 onnxruntime, one single-threaded actor per core,
+measured 3.2-4.1x torch end to end on 2 cores with a mean cosine of 0.993 to torch's vectors
+(README, benchmarks/bench_embed.py).  static is never picked by
 itself: its vectors live in another space (about 40% of each row's 10 nearest neighbours agree
 with MiniLM's), a trade a user makes knowingly for runs too large for any transformer on CPU.
 """
