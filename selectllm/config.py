@@ -71,11 +71,50 @@ class InputConfig(_Strict):
                 raise ValueError(f"'{name}' is listed twice")
             seen.add(low)
         return v
+    # Delta/Iceberg tables in paths (selectllm/lake.py): the snapshot read, and partition pruning
+    version: int | None = Field(None, ge=0)  # Delta version number or Iceberg snapshot id
+    as_of: str | None = None  # ISO 8601 timestamp (UTC unless it says otherwise): the snapshot then
+    filter: list[Any] = Field(default_factory=list)  # [[column, op, value], ...], all must hold (filters.py)
 
     @field_validator("paths", mode="before")
     @classmethod
     def _one_path_is_a_list(cls, v: Any) -> Any:
         return [v] if isinstance(v, str) else v
+
+    @field_validator("as_of", mode="before")
+    @classmethod
+    def _timestamp(cls, v: Any) -> Any:
+        from datetime import date, datetime
+
+        if isinstance(v, date) and not isinstance(v, datetime):  # YAML reads 2026-11-30 as a date
+            v = datetime(v.year, v.month, v.day)
+        if isinstance(v, datetime):
+            return v.isoformat()
+        if isinstance(v, str):
+            try:
+                datetime.fromisoformat(v)
+            except ValueError:
+                raise ValueError(f"{v!r} is not an ISO 8601 timestamp (e.g. 2026-11-30T12:00:00Z)") from None
+        return v
+
+    @field_validator("filter", mode="before")
+    @classmethod
+    def _triples(cls, v: Any) -> Any:
+        from selectllm.filters import check
+
+        if v is None:
+            return []
+        if not isinstance(v, list):
+            raise ValueError("a list of [column, op, value] (e.g. [[dt, '>=', today-7]])")
+        if len(v) == 3 and isinstance(v[0], str) and isinstance(v[1], str):  # one triple, unwrapped
+            v = [v]
+        return [list(t) for t in check(v)]
+
+    @model_validator(mode="after")
+    def _one_snapshot(self) -> "InputConfig":
+        if self.version is not None and self.as_of is not None:
+            raise ValueError("input.version and input.as_of both pick a snapshot: set one")
+        return self
 
 
 class NearDedupConfig(_Strict):

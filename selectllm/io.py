@@ -23,7 +23,8 @@ COMPRESSIONS = (".gz", ".zst", ".zstd")
 class InputFile:
     url: str  # full URL for remote files, absolute path for local ones
     size: int
-    version: str  # mtime or ETag: changes when the file changes
+    version: str  # mtime or ETag: changes when the file changes; a table file: the table's version
+    meta: str = ""  # what a table or partitioned folder adds to the file's rows (JSON; selectllm.lake)
 
 
 def _strip_compression(name: str) -> str:

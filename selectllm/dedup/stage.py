@@ -2,14 +2,16 @@
 
 Plan (nothing but file names and small aggregates ever reach the driver):
 
-1. The driver lists the input files (:func:`selectllm.io.expand_inputs`: names and sizes only)
-   and checks that each one's format can be told.  Large uncompressed files are cut into splits
+1. The driver lists the input files (:func:`selectllm.lake.resolve_inputs`: names and sizes only;
+   a Delta/Iceberg table resolved to its snapshot's live files, ``input.filter`` pruning files
+   by partition value) and checks that each one's format can be told.  Large uncompressed files are cut into splits
    of about ``spark.sql.files.maxPartitionBytes`` (default 64 MB; :mod:`selectllm.text.splits`):
    line-aligned byte ranges for JSONL/text/CSV, row groups for Parquet; a count pass (one small
    Spark job, newlines per range) gives each line split the ``source_row`` of its first line.
 2. A small DataFrame of splits, one task per split (or per group of small files), runs
    :func:`selectllm.text.formats.iter_records` in ``mapInArrow``: every record becomes one row
-   ``(source, source_row, raw, instruction, input, reason, id, text)``.  ``instruction`` and
+   ``(source, source_row, raw, instruction, input, reason, id, text)`` (reason ``filtered``:
+   the row failed ``input.filter``; counted as ``filtered_rows``, not as read).  ``instruction`` and
    ``input`` stay as in the source (what the LLM and ``selected.jsonl`` get); the normalized form
    (:func:`clean_text`) gives the id (:func:`content_id`) and the embedded text
    (:func:`render_text`), computed in that same Python pass.  The result is persisted (memory
@@ -102,7 +104,7 @@ def _reader(fmt: str, preset: str, fields: dict | None, max_chars: int, template
     keep = [f.name for f in extra if f.name not in schemas.CHAT_COLUMNS.names]
 
     def read_files(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        from selectllm.text.formats import iter_rows
+        from selectllm.text.formats import FILTERED, iter_rows
         from selectllm.text.normalize import clean_text, content_id, render_text
         from selectllm.text.splits import Split
 
@@ -123,6 +125,8 @@ def _reader(fmt: str, preset: str, fields: dict | None, max_chars: int, template
                 url = split.url
                 for row, raw, instr, inp, reason, more in iter_rows(url, fmt, preset, fields, max_chars, split,
                                                                     turn, keep):
+                    if reason == FILTERED:  # failed input.filter: only counted
+                        raw = None
                     cols["source"].append(url)
                     cols["source_row"].append(row)
                     cols["raw"].append(raw)
@@ -212,12 +216,19 @@ class ReadProgress:
 
 
 # ----------------------------------------------------------------------------- the plan
-def list_inputs(cfg: Config) -> list:
-    """The files of ``input.paths`` (``InputFile``: url, size); UserError when a format cannot be told."""
-    from selectllm.io import expand_inputs
+def resolve_inputs(cfg: Config):
+    """:func:`selectllm.lake.resolve_inputs` for this config: files, tables read, files pruned."""
+    from selectllm.lake import resolve_inputs as resolve
+
+    return resolve(cfg.input.paths, cfg.input.version, cfg.input.as_of, cfg.input.filter)
+
+
+def list_inputs(cfg: Config, resolved=None) -> list:
+    """The files of ``input.paths`` (``InputFile``: url, size; tables resolved to their snapshot's
+    files, ``input.filter`` applied); UserError when a format cannot be told."""
     from selectllm.text.formats import UnknownFormat, detect_format
 
-    files = expand_inputs(cfg.input.paths)
+    files = (resolved or resolve_inputs(cfg)).files
     for f in files:
         try:
             detect_format(f.url, cfg.input.format)
@@ -264,7 +275,7 @@ def plan_splits(spark, cfg: Config, files: list, split_size: int | None = None) 
 
 
 _SPLIT_DDL = ("url string, kind string, start bigint, end bigint, first_row bigint, csv_lines boolean, "
-              "file_index bigint, part bigint")
+              "file_index bigint, part bigint, meta string")
 
 
 def staged_dataframe(spark, cfg: Config, num_partitions: int | None = None, files: list | None = None,
@@ -302,7 +313,10 @@ def _plan(staged, cfg: Config, persist: bool = False) -> dict:
     chat = is_chat(cfg)
     turn = ["user_turn"] if chat else []
     order = ["source", "source_row", *turn]
-    quarantine = staged.where(F.col("reason").isNotNull()).select(*schemas.QUARANTINE.names, *turn)
+    from selectllm.text.formats import FILTERED
+
+    quarantine = staged.where(F.col("reason").isNotNull() & (F.col("reason") != FILTERED)) \
+        .select(*schemas.QUARANTINE.names, *turn)
     good = staged.where(F.col("reason").isNull()).select(*schemas.DEDUP.names, *extra_schema(cfg).names)
     dup_cols = [
         F.col("id"),
@@ -429,7 +443,8 @@ def run_stage(ctx) -> dict:
     out, out_uri = ctx.out, ctx.out_uri
     join = posixpath.join
 
-    files = list_inputs(cfg)
+    resolved = resolve_inputs(cfg)
+    files = list_inputs(cfg, resolved)
     n_files = len(files)
     size_shuffle(spark, cfg, sum(f.size for f in files))
     splits = plan_splits(spark, cfg, files)
@@ -438,8 +453,13 @@ def run_stage(ctx) -> dict:
         .persist(StorageLevel.MEMORY_AND_DISK)  # files read once
     ranked = None
     try:
+        from selectllm.text.formats import FILTERED
+
         with progress:
-            read = staged.count()
+            parsed = staged.count()
+        # rows that failed input.filter's row conditions are not read rows: only counted
+        filtered = staged.where(F.col("reason") == FILTERED).count() if resolved.filters_rows else 0
+        read = parsed - filtered
         unreadable = _unreadable_files(staged)
         plan = _plan(staged, cfg, persist=True)
         turn = list(schemas.CHAT_COLUMNS)[:1] if is_chat(cfg) else []  # user_turn
@@ -482,6 +502,9 @@ def run_stage(ctx) -> dict:
         "files": n_files,
         "splits": len(splits),
         "unreadable_files": unreadable,
+        "pruned_files": resolved.pruned,  # left out by input.filter, never read
+        "filtered_rows": filtered,  # rows of read files that failed input.filter (not in read)
+        "tables": resolved.tables,  # the Delta/Iceberg snapshots read: {path, format, version}
     }
     if plan["near_metrics"] is not None:  # how near-duplicate removal went (candidates, buckets, ...)
         stats["near"] = plan["near_metrics"]
@@ -490,7 +513,7 @@ def run_stage(ctx) -> dict:
     with fs.open(join(out, "stats.json"), "w") as f:
         f.write(json.dumps(stats, indent=2, sort_keys=True) + "\n")
 
-    counts = {k: v for k, v in stats.items() if k not in ("quarantined", "near", "unreadable_files")}
+    counts = {k: v for k, v in stats.items() if k not in ("quarantined", "near", "unreadable_files", "tables")}
     counts["unreadable_files"] = len(unreadable)
     counts.update({f"near_{k}": v for k, v in (stats.get("near") or {}).items()})
     counts.update({f"quarantined_{r}": n for r, n in quarantined.items()})
@@ -518,10 +541,9 @@ def _unreadable_files(staged) -> list[dict]:
 
 
 def _input_files(cfg: Config) -> list:
-    """The raw files' names, sizes and versions: a changed or added file makes dedup rerun."""
-    from selectllm.io import expand_inputs
-
-    return [(f.url, f.size, f.version) for f in expand_inputs(cfg.input.paths)]
+    """The raw files' names, sizes, versions (a table file's: the table's version) and what a table
+    adds to their rows: a changed or added file, or a new commit to a table, makes dedup rerun."""
+    return [(f.url, f.size, f.version) + ((f.meta,) if f.meta else ()) for f in resolve_inputs(cfg).files]
 
 
 STAGE = Stage(

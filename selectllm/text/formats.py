@@ -60,6 +60,7 @@ import fsspec
 
 from selectllm.text.normalize import clean_text
 
+FILTERED = "filtered"  # not a quarantine reason: the row failed input.filter (counted, not kept)
 RAW_MAX_CHARS = 10_000  # quarantine keeps at most this many characters of a bad record
 CHUNK = 1 << 20
 ZSTD_INPUT = 64 << 10  # compressed bytes per zstd step (bounds one step's output for a sane ratio)
@@ -172,7 +173,8 @@ Extracted = tuple  # (instruction, input, reason, extra dict or None)
 class _Extractor:
     """Turns a parsed record (a dict) into its rows: a list of (instruction, input, reason, extra)."""
 
-    def __init__(self, preset: str, fields: Any, max_chars: int, turn: str = "first", keep=()):
+    def __init__(self, preset: str, fields: Any, max_chars: int, turn: str = "first", keep=(),
+                 partition: dict | None = None, where: list | None = None):
         from selectllm.text.chat import CHAT_PRESETS, TURNS
 
         if turn not in TURNS:
@@ -181,10 +183,12 @@ class _Extractor:
         self.chat = preset in CHAT_PRESETS
         self.instr, self.inp = field_names(preset, fields)
         self.max_chars = max_chars
+        self.partition = partition or {}  # a table's or folder's partition values: columns of every record
+        self.where = where or []  # input.filter conditions checked per row (selectllm.filters)
 
     def needed_columns(self) -> list[str]:
         base = [self.instr, "system"] if self.chat else [self.instr] + ([self.inp] if self.inp else [])
-        return base + [k for k in self.keep if k not in base]
+        return base + [k for k in [*self.keep, *(c for c, _, _ in self.where)] if k not in base]
 
     def has_instruction(self, columns: list[str]) -> bool:
         return self.instr in columns
@@ -192,6 +196,13 @@ class _Extractor:
     def __call__(self, obj: dict) -> list[Extracted]:
         from selectllm.text.chat import ChatError, NotText, chat_rows, text_value
 
+        if self.partition:
+            obj.update(self.partition)
+        if self.where:
+            from selectllm.filters import row_passes
+
+            if not row_passes(obj, self.where):
+                return [(None, None, FILTERED, None)]
         kept = {k: keep_value(obj.get(k)) for k in self.keep}
         if self.chat:
             try:
@@ -490,23 +501,30 @@ def _json(f, ext: _Extractor, max_chars: int) -> Iterator[Record]:
         yield from _jsonl(stream, ext, max_chars)
 
 
-def _parquet(f, url: str, compressed: bool, ext: _Extractor, split=None) -> Iterator[Record]:
+def _parquet(f, url: str, compressed: bool, ext: _Extractor, split=None, table: dict | None = None) -> Iterator[Record]:
     """Row group by row group: a row group that fails to read gives one ``unreadable`` row at its
     first row and the next one is read (a footer that fails: one ``unreadable`` row at 0, from
-    the file's first split only)."""
+    the file's first split only).  ``table``: what a table adds (:mod:`selectllm.lake`): columns
+    renamed, deleted positions skipped."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     try:
         src = pa.BufferReader(f.read()) if compressed else f
         pf = pq.ParquetFile(src)
-        names = pf.schema_arrow.names
+        rename = _column_names(pf.schema_arrow, table or {})
+        names = [rename.get(n, n) for n in pf.schema_arrow.names if rename.get(n, n) is not None]
     except _read_errors() as e:
         if split is None or split.start == 0:
             yield 0, _error_text(e, url), None, None, "unreadable"
         return
     # read only what we use, unless the instruction column is missing (then raw shows the row)
-    columns = [c for c in ext.needed_columns() if c in names] if ext.has_instruction(names) else None
+    if ext.has_instruction(names):
+        needed = set(ext.needed_columns())
+        columns = [n for n in pf.schema_arrow.names if rename.get(n, n) in needed]
+    else:
+        columns = [n for n in pf.schema_arrow.names if rename.get(n, n) is not None] if rename else None
+    deleted = (table or {}).get("deleted")  # [[start, end), ...] row positions, sorted
     meta = pf.metadata
     groups, first = list(range(meta.num_row_groups)), 0
     if split is not None and split.end >= 0:  # a split owns the row groups that start in its range
@@ -521,11 +539,40 @@ def _parquet(f, url: str, compressed: bool, ext: _Extractor, split=None) -> Iter
         idx = starts[g]
         try:
             for batch in pf.iter_batches(batch_size=4096, columns=columns, row_groups=[g]):
+                if rename:
+                    batch = pa.RecordBatch.from_arrays(batch.columns, names=[rename.get(n, n) for n in batch.schema.names])
                 for row in batch.to_pylist():
+                    if deleted and _deleted(deleted, idx):  # a table deleted this row without rewriting the file
+                        idx += 1
+                        continue
                     yield from ext.rows(idx, row, lambda: _raw_row(row))
                     idx += 1
         except _read_errors() as e:
             yield idx, _error_text(e, f"{url} row group {g}"), None, None, "unreadable"
+
+
+def _deleted(runs: list, idx: int) -> bool:
+    from bisect import bisect_right
+
+    i = bisect_right(runs, [idx, float("inf")]) - 1
+    return i >= 0 and runs[i][0] <= idx < runs[i][1]
+
+
+def _column_names(schema, table: dict) -> dict:
+    """``{name in the file: column name}`` for a table's file (None: a dropped column, not read).
+
+    ``table["field_ids"]`` (Iceberg): columns are matched by their Parquet field id, so a file
+    written before a rename is read under the new name; ``table["rename"]`` (Delta column
+    mapping): physical names to column names.
+    """
+    out = dict(table.get("rename") or {})
+    ids = table.get("field_ids")
+    if ids:
+        for field in schema:
+            fid = (field.metadata or {}).get(b"PARQUET:field_id")
+            if fid is not None:
+                out[field.name] = ids.get(fid.decode())
+    return out
 
 
 def _csv(f, ext: _Extractor, max_chars: int) -> Iterator[Record]:
@@ -640,17 +687,21 @@ def iter_rows(
     ``keep``: record fields carried along in ``extra``.  A fault while opening or reading the
     file ends it with an ``unreadable`` row (module doc).
     ``split`` (a :class:`selectllm.text.splits.Split`): read only that split's lines, row groups or
-    (CSV line by line) records, with the file's own ``source_row`` numbers.
+    (CSV line by line) records, with the file's own ``source_row`` numbers; its ``meta`` (from
+    :mod:`selectllm.lake`) adds partition values to every record, renames a table file's columns,
+    skips the rows a table deleted, and marks the rows that fail ``input.filter``'s row conditions
+    with reason :data:`FILTERED` (the dedup stage counts them; they are not quarantined).
     """
     kind = detect_format(url, fmt)
-    ext = _Extractor(preset, fields, max_chars, turn, keep)
+    table = json.loads(split.meta) if split is not None and getattr(split, "meta", "") else {}
+    ext = _Extractor(preset, fields, max_chars, turn, keep, table.get("partition"), table.get("where"))
     _, comp = split_compression(url)
     first = split.first_row if split is not None else 0
     opened, nxt = False, first
     try:
         with _open(url) as f:
             opened = True
-            for rec in _dispatch(f, kind, url, comp, ext, max_chars, split):
+            for rec in _dispatch(f, kind, url, comp, ext, max_chars, split, table):
                 nxt = rec[0] + 1
                 yield rec if len(rec) == 6 else (*rec, None)
     except _read_errors() as e:
@@ -665,7 +716,8 @@ def iter_records(url: str, fmt: str = "auto", preset: str = "alpaca", fields: An
         yield rec[:5]
 
 
-def _dispatch(f, kind: str, url: str, comp, ext: _Extractor, max_chars: int, split) -> Iterator[Record]:
+def _dispatch(f, kind: str, url: str, comp, ext: _Extractor, max_chars: int, split,
+              table: dict | None = None) -> Iterator[Record]:
     src, first = f, 0
     if split is not None and kind != "parquet" and (split.start > 0 or split.end >= 0):
         from selectllm.text.ranges import open_range
@@ -678,7 +730,7 @@ def _dispatch(f, kind: str, url: str, comp, ext: _Extractor, max_chars: int, spl
     elif kind == "txt":
         yield from _txt(src, max_chars, first)
     elif kind == "parquet":
-        yield from _parquet(f, url, comp is not None, ext, split)
+        yield from _parquet(f, url, comp is not None, ext, split, table)
     elif kind == "csv" and split is not None and split.csv_lines:
         yield from _csv_lines(f, src, ext, max_chars, first, split.start == 0)
     elif kind == "csv":

@@ -43,6 +43,7 @@ class Split:
     csv_lines: bool = False  # CSV read line by line (a record never spans lines); see csv_lines_ok
     file_index: int = 0  # which input file (for progress: files done)
     part: int = 0  # this split's number within its file
+    meta: str = ""  # what a table or partitioned folder adds to the file's rows (InputFile.meta)
 
 
 def is_splittable(kind: str, compressed: bool) -> bool:
@@ -71,7 +72,7 @@ def plan_files(files: list, fmt: str, split_bytes: int) -> tuple[list[list[Split
         compressed = split_compression(f.url)[1] is not None
         ranges = (byte_ranges(f.size, split_bytes) if is_splittable(kind, compressed) and f.size > split_bytes
                   else [(0, -1)])
-        planned.append([Split(f.url, kind, a, b, file_index=i, part=j) for j, (a, b) in enumerate(ranges)])
+        planned.append([Split(f.url, kind, a, b, file_index=i, part=j, meta=getattr(f, "meta", "")) for j, (a, b) in enumerate(ranges)])
     to_count = [s for file in planned for s in file
                 if s.kind == "csv" or (s.kind in ("jsonl", "txt") and len(file) > 1)]
     return planned, to_count
