@@ -28,3 +28,19 @@ def load_records(limit: int | None = None, files: list[str] | None = None) -> li
                 out.append({"instruction": r["instruction"], "input": r.get("input") or "", "source": r.get("source", "")})
         i += 1
     return out
+
+
+def distinct_shingle_texts() -> tuple[list[str], list[str]]:
+    """Every distinct real row in the id's form (:func:`selectllm.text.minhash.shingle_text`), file
+    by file, with the name of the corpus it came from (for per-corpus counts)."""
+    from selectllm.text.minhash import shingle_text
+
+    texts, origin, seen = [], [], set()
+    for name in FILES:
+        for r in load_records(files=[name]):
+            t = shingle_text(r["instruction"], r["input"])
+            if t and t not in seen:
+                seen.add(t)
+                texts.append(t)
+                origin.append(name.split(".")[0])
+    return texts, origin

@@ -79,19 +79,11 @@ def _edit(rng: random.Random, words: list[str], rate: float, vocab: list[str]) -
 
 
 def build_corpus(n: int, planted: int, seed: int = 7) -> dict:
-    from _data import load_records
-
-    from _data import FILES
+    from _data import distinct_shingle_texts
 
     rng = random.Random(seed)
-    texts, seen, origin = [], set(), []
-    for name in FILES:
-        for r in load_records(files=[name]):
-            t = shingle_text(r["instruction"], r["input"])
-            if t and t not in seen:
-                seen.add(t)
-                texts.append(t)
-                origin.append(name.split(".")[0])
+    texts, origin = distinct_shingle_texts()
+    seen = set(texts)
     real = len(texts)
     vocab = sorted({w for t in texts[:20000] for w in t.split()})
     long_ids = [i for i, t in enumerate(texts) if len(t.split()) >= 20]

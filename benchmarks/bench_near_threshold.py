@@ -51,7 +51,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench_near_dedup import dedup_table, run_ours  # noqa: E402
 
-from selectllm.text.minhash import bands_rows, shingle_text, true_jaccard  # noqa: E402
+from selectllm.text.minhash import bands_rows, true_jaccard  # noqa: E402
 from selectllm.text.normalize import content_id  # noqa: E402
 
 RATES = (0.01, 0.02, 0.03)
@@ -83,17 +83,11 @@ def edit_words(rng: random.Random, words: list[str], rate: float, vocab: list[st
 
 
 def build_corpus(rows: int, planted: int, seed: int = 11) -> dict:
-    from _data import FILES, load_records
+    from _data import distinct_shingle_texts
 
     rng = random.Random(seed)
-    texts, origin, seen = [], [], set()
-    for name in FILES:
-        for r in load_records(files=[name]):
-            t = shingle_text(r["instruction"], r["input"])
-            if t and t not in seen:
-                seen.add(t)
-                texts.append(t)
-                origin.append(name.split(".")[0])
+    texts, origin = distinct_shingle_texts()
+    seen = set(texts)
     available = len(texts)
     keep = sorted(rng.sample(range(available), min(rows, available)))
     texts, origin = [texts[i] for i in keep], [origin[i] for i in keep]

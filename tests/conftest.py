@@ -56,6 +56,30 @@ def shared_data() -> Path:
     return SHARED_DATA
 
 
+@pytest.fixture(scope="module")
+def s3():
+    """A local S3-compatible server (moto on 127.0.0.1, see s3_server.py), one per test module."""
+    import s3_server
+
+    server = s3_server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def s3_env(s3, monkeypatch):
+    """This process as a client of the test server: endpoint and credentials from the environment."""
+    for k in ("AWS_PROFILE", "AWS_SESSION_TOKEN"):
+        monkeypatch.delenv(k, raising=False)
+    for k, v in s3.env.items():
+        monkeypatch.setenv(k, v)
+    import s3fs
+
+    s3fs.S3FileSystem.clear_instance_cache()  # fsspec caches instances by arguments, not by environment
+    yield s3
+    s3fs.S3FileSystem.clear_instance_cache()
+
+
 # What a test starts, as markers (`make test-fast` deselects all three): from the fixtures it uses,
 # plus the modules whose tests start engines or processes themselves (marked there with pytestmark).
 FIXTURE_MARKS = {

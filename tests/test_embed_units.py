@@ -125,25 +125,3 @@ def test_object_store_moves_run_concurrently(s3_env):
     assert [run.fs.cat(p) for p in dsts] == [f"payload {i}".encode() for i in range(24)]
     assert not run.fs.find(run.path("_work"))
     assert peak > 1  # one copy after another would never have two in flight
-
-
-@pytest.fixture(scope="module")
-def s3():
-    import s3_server
-
-    server = s3_server.start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def s3_env(s3, monkeypatch):
-    for k in ("AWS_PROFILE", "AWS_SESSION_TOKEN"):
-        monkeypatch.delenv(k, raising=False)
-    for k, v in s3.env.items():
-        monkeypatch.setenv(k, v)
-    import s3fs
-
-    s3fs.S3FileSystem.clear_instance_cache()
-    yield s3
-    s3fs.S3FileSystem.clear_instance_cache()

@@ -53,13 +53,6 @@ class Head:
 
 
 @pytest.fixture(scope="module")
-def s3():
-    server = s3_server.start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="module")
 def ray_head(s3):
     tmp = Path(tempfile.mkdtemp(prefix="slrh", dir="/tmp"))  # short: Ray's socket paths must fit
     token = secrets.token_hex(32)

@@ -34,26 +34,6 @@ CLUSTERS, PER_CLUSTER = 40, 4
 PRICE = {"input_per_mtok": 0.15, "output_per_mtok": 0.60}
 
 
-@pytest.fixture(scope="module")
-def s3():
-    server = s3_server.start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def s3_env(s3, monkeypatch):
-    for k in ("AWS_PROFILE", "AWS_SESSION_TOKEN"):
-        monkeypatch.delenv(k, raising=False)
-    for k, v in s3.env.items():
-        monkeypatch.setenv(k, v)
-    import s3fs
-
-    s3fs.S3FileSystem.clear_instance_cache()
-    yield s3
-    s3fs.S3FileSystem.clear_instance_cache()
-
-
 def _put_parquet(fs, path: str, table: pa.Table) -> None:
     with fs.open(path, "wb") as f:
         pq.write_table(table, f)

@@ -16,27 +16,6 @@ from selectllm import schemas
 from selectllm.errors import UserError
 
 
-@pytest.fixture(scope="module")
-def s3():
-    server = s3_server.start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def s3_env(s3, monkeypatch):
-    """This process as a client of the test server: endpoint and credentials from the environment."""
-    for k in ("AWS_PROFILE", "AWS_SESSION_TOKEN"):
-        monkeypatch.delenv(k, raising=False)
-    for k, v in s3.env.items():
-        monkeypatch.setenv(k, v)
-    import s3fs
-
-    s3fs.S3FileSystem.clear_instance_cache()  # fsspec caches instances by arguments, not by environment
-    yield s3
-    s3fs.S3FileSystem.clear_instance_cache()
-
-
 def test_rundir_on_s3_commits_and_sees_other_writers(s3_env):
     from selectllm.rundir import RunDir
 

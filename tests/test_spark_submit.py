@@ -29,13 +29,6 @@ BIN = Path(sys.executable).parent
 FAST_JVM = "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC"  # short jobs: far less JIT work on 2 cores
 
 
-@pytest.fixture(scope="module")
-def s3():
-    server = s3_server.start()
-    yield server
-    server.stop()
-
-
 def _corpus() -> list[bytes]:
     """60 lines of the bundled sample, plus a planted duplicate and a bad line."""
     lines = (ROOT / "examples" / "sample.jsonl").read_bytes().splitlines()[:60]
