@@ -137,7 +137,10 @@ def run_stage(ctx: StageContext) -> dict:
     if units:
         with fs.open(posixpath.join(ctx.out, "part-00000.parquet"), "rb") as f:
             dim = pq.read_schema(f).field("embedding").type.list_size
-    fs.rm(work, recursive=True)
+    try:
+        fs.rm(work, recursive=True)
+    except FileNotFoundError:  # on object storage a folder is gone with its last file (moved above)
+        pass
     return {"rows": total, "resumed_rows": sum(u.rows for u in done), "dim": dim, "device": p.device,
             "backend": p.backend, "actors": p.actors, "threads": p.threads, "batch_size": p.batch_size,
             "files": len(units)}
