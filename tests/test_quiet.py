@@ -12,7 +12,6 @@ import pytest
 from selectllm import logs
 
 from test_cli_e2e import config, small_corpus
-from test_object_store import s3, s3_env  # noqa: F401 (fixtures)
 
 SELECTLLM = [sys.executable, "-m", "selectllm.cli"]
 # what engine output looks like on a terminal: log4j, Spark's console progress, Ray's log lines,
