@@ -2,6 +2,7 @@
 
     python benchmarks/bench_scale.py --rows 100000 [--stages dedup,embed,...] [--set key=value]...
                                      [--work /tmp/bench_scale] [--plot out.png] [--interval 1.0]
+    python benchmarks/bench_scale.py --compare a.json b.json ...   # tables from saved results
 
 Builds N rows from ../shared/data (real instructions, each spliced with a real context window
 taken from another record's text, so rows are distinct like a day of logs), plants exact copies
@@ -16,8 +17,11 @@ seconds) and put in one kind: ``driver`` (the selectllm process), ``spark_jvm``,
 (raylet, GCS, agents) or ``other``.  The stage running at a sample is read from selectllm's own
 "▶ stage" / "✔ stage" lines.  Printed: one JSON object with, per stage, its seconds (from the
 manifest) and per kind the peak of the kind's summed RSS and the largest single process; plus the
-input's size.  RSS sums count pages shared by forked workers once per process (an upper bound).
+input's size, the config file used, ``peak_by_kind`` (each kind's peak over the whole run) and
+each stage's rows per second per core (its input rows / seconds / CPUs).  RSS sums count pages shared by forked workers once per process (an upper bound).
 The plot (PNG) shows the same: seconds per stage and peak RSS per stage and kind.
+``--compare`` prints Markdown tables from saved results: seconds and rows/s/core per stage, and
+each kind's peak RSS per size with its ratio to the first (smallest) result.
 """
 
 from __future__ import annotations
@@ -164,6 +168,55 @@ def run_command(cmd: list[str], sampler_interval: float, log) -> tuple[int, dict
     return rc, sampler.peaks, time.perf_counter() - t0
 
 
+def stage_rows(name: str, stages: dict) -> int | None:
+    """The rows a stage works through: dedup reads the input; embed, cluster and select (its
+    planning and lookups) the deduplicated pool; report has no row rate."""
+    def counts(stage: str) -> dict:
+        return (stages.get(stage) or {}).get("counts") or {}
+
+    return {"dedup": counts("dedup").get("read"), "embed": counts("embed").get("rows"),
+            "cluster": counts("cluster").get("rows"), "select": counts("cluster").get("rows")}.get(name)
+
+
+def peak_by_kind(peaks: dict) -> dict:
+    """Each kind's peak over every stage (and the time between stages)."""
+    out: dict[str, dict[str, int]] = {}
+    for kinds in peaks.values():
+        for k, e in kinds.items():
+            o = out.setdefault(k, {"peak_rss_sum_mb": 0, "peak_rss_one_mb": 0})
+            o["peak_rss_sum_mb"] = max(o["peak_rss_sum_mb"], e["peak_rss_sum_mb"])
+            o["peak_rss_one_mb"] = max(o["peak_rss_one_mb"], e["peak_rss_one_mb"])
+    return {k: out[k] for k in KINDS if k in out}
+
+
+def compare(paths: list[str]) -> None:
+    """Markdown tables from saved results, sizes in the given order."""
+    rs = [json.loads(Path(p).read_text()) for p in paths]
+    head = " | ".join(f"{r['input']['rows']:,}" for r in rs)
+    print(f"| stage: seconds (rows/s/core) | {head} |\n|---|" + "---|" * len(rs))
+    for s in STAGES:
+        cells = []
+        for r in rs:
+            e = r["stages"].get(s) or {}
+            n = stage_rows(s, r["stages"])
+            sec = e.get("seconds")
+            rate = f" ({n / sec / r['cpus']:,.0f})" if n and sec else ""
+            cells.append(f"{sec:,.1f}{rate}" if sec else "–")
+        print(f"| {s} | " + " | ".join(cells) + " |")
+    print(f"\n| peak RSS MB: all processes of the kind (largest one) | {head} | ratio to {rs[0]['input']['rows']:,} |")
+    print("|---|" + "---|" * (len(rs) + 1))
+    for k in KINDS:
+        vals = [peak_by_kind({**{s: e.get("rss", {}) for s, e in r["stages"].items()},
+                              **r.get("outside_stages_rss", {})}).get(k) for r in rs]
+        if not any(v and v["peak_rss_sum_mb"] for v in vals):
+            continue
+        base = vals[0]
+        ratio = ", ".join(f"{v['peak_rss_sum_mb'] / base['peak_rss_sum_mb']:.2f} ({v['peak_rss_one_mb'] / base['peak_rss_one_mb']:.2f})"
+                          if v and base and base["peak_rss_one_mb"] else "–" for v in vals[1:])
+        print(f"| {k} | " + " | ".join(f"{v['peak_rss_sum_mb']:,} ({v['peak_rss_one_mb']:,})" if v else "–"
+                                     for v in vals) + f" | {ratio} |")
+
+
 def plot(result: dict, path: Path) -> None:
     import matplotlib
 
@@ -191,7 +244,8 @@ def plot(result: dict, path: Path) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--rows", type=int, required=True)
+    ap.add_argument("--rows", type=int)
+    ap.add_argument("--compare", nargs="+", metavar="RESULT_JSON", help="print tables from saved results")
     ap.add_argument("--stages", default="all", help="all (one `selectllm run`) or a comma list")
     ap.add_argument("--set", dest="sets", action="append", default=[], help="config override key=value")
     ap.add_argument("--work", default="/tmp/bench_scale")
@@ -199,6 +253,11 @@ def main() -> None:
     ap.add_argument("--interval", type=float, default=1.0)
     ap.add_argument("--keep", action="store_true", help="reuse an existing input file of the same N")
     args = ap.parse_args()
+    if args.compare:
+        compare(args.compare)
+        return
+    if not args.rows:
+        ap.error("--rows is required (or --compare)")
 
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
@@ -243,10 +302,17 @@ def main() -> None:
                                     if k in ("read", "kept", "exact_duplicates", "near_duplicates", "splits",
                                              "rows", "k", "rounds", "files", "quarantined_total", "selected")},
                          "rss": peaks.get(s, {})}
+
+    for s in stages:
+        n = stage_rows(s, stages)
+        if n and stages[s]["seconds"]:
+            stages[s]["rows_per_s_per_core"] = round(n / stages[s]["seconds"] / (os.cpu_count() or 1), 1)
     result = {"input": info, "command": " ".join(["selectllm", "run" if args.stages == "all" else args.stages,
                                                   "bench.yaml"] + sets),
               "exit_codes": rcs, "wall_seconds": round(wall, 1), "stages": stages,
+              "config": cfg.read_text(),
               "outside_stages_rss": {k: v for k, v in peaks.items() if k not in STAGES},
+              "peak_by_kind": peak_by_kind(peaks),
               "cpus": os.cpu_count()}
     png = Path(args.plot) if args.plot else work / f"bench_scale_{args.rows}.png"
     try:
