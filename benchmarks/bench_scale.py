@@ -2,6 +2,7 @@
 
     python benchmarks/bench_scale.py --rows 100000 [--stages dedup,embed,...] [--set key=value]...
                                      [--work /tmp/bench_scale] [--plot out.png] [--interval 1.0]
+                                     [--timeout SECONDS]
     python benchmarks/bench_scale.py --compare a.json b.json ...   # tables from saved results
 
 Builds N rows from ../shared/data (real instructions, each spliced with a real context window
@@ -19,6 +20,9 @@ seconds) and put in one kind: ``driver`` (the selectllm process), ``spark_jvm``,
 manifest) and per kind the peak of the kind's summed RSS and the largest single process; plus the
 input's size, the config file used, ``peak_by_kind`` (each kind's peak over the whole run) and
 each stage's rows per second per core (its input rows / seconds / CPUs).  RSS sums count pages shared by forked workers once per process (an upper bound).
+``--timeout`` stops each selectllm command after that many seconds (Ctrl-C, a minute's grace, then
+SIGKILL to its process group) and still prints what was measured: the stages done, and the peaks
+of the one that was running (``stopped_by_timeout: true``).
 The plot (PNG) shows the same: seconds per stage and peak RSS per stage and kind.
 ``--compare`` prints Markdown tables from saved results: seconds and rows/s/core per stage, and
 each kind's peak RSS per size with its ratio to the first (smallest) result.
@@ -143,12 +147,34 @@ class Sampler:
             self.sample()
 
 
-def run_command(cmd: list[str], sampler_interval: float, log) -> tuple[int, dict, float]:
+def stop(proc: subprocess.Popen, fired: threading.Event, grace: float = 60.0) -> None:
+    """Ctrl-C to the run (it stops Spark and Ray), then SIGKILL to its whole process group."""
+    import signal
+
+    fired.set()
+    try:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(grace)
+    except subprocess.TimeoutExpired:
+        pass
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+def run_command(cmd: list[str], sampler_interval: float, log, timeout: float | None = None
+                ) -> tuple[int, dict, float, bool]:
     env = dict(os.environ, PYTHONPATH=str(ROOT), HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false",
                RAY_ENABLE_UV_RUN_RUNTIME_ENV="0")
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
-                            bufsize=1)
+                            bufsize=1, start_new_session=True)
+    fired = threading.Event()
+    timer = threading.Timer(timeout, stop, (proc, fired)) if timeout else None
+    if timer:
+        timer.daemon = True
+        timer.start()
     sampler = Sampler(proc.pid, sampler_interval)
     threading.Thread(target=sampler.loop, daemon=True).start()
     start_re = re.compile(r"▶ (\w+)")
@@ -165,7 +191,9 @@ def run_command(cmd: list[str], sampler_interval: float, log) -> tuple[int, dict
             sampler.stage = "between"
     rc = proc.wait()
     sampler.stop.set()
-    return rc, sampler.peaks, time.perf_counter() - t0
+    if timer:
+        timer.cancel()
+    return rc, sampler.peaks, time.perf_counter() - t0, fired.is_set()
 
 
 def stage_rows(name: str, stages: dict) -> int | None:
@@ -252,6 +280,8 @@ def main() -> None:
     ap.add_argument("--plot", default=None, help="PNG path (default: WORK/bench_scale_<rows>.png)")
     ap.add_argument("--interval", type=float, default=1.0)
     ap.add_argument("--keep", action="store_true", help="reuse an existing input file of the same N")
+    ap.add_argument("--timeout", type=float, default=None,
+                    help="stop each selectllm command after this many seconds and report what was measured")
     args = ap.parse_args()
     if args.compare:
         compare(args.compare)
@@ -282,15 +312,16 @@ def main() -> None:
     cmds = ([exe + ["run", str(cfg)] + sets] if args.stages == "all"
             else [exe + [s, str(cfg)] + sets for s in args.stages.split(",")])
     peaks: dict = {}
-    rcs, wall = [], 0.0
+    rcs, wall, stopped = [], 0.0, False
     with (work / f"log_{args.rows}.txt").open("w") as log:
         for cmd in cmds:
-            rc, p, secs = run_command(cmd, args.interval, log)
+            rc, p, secs, timed_out = run_command(cmd, args.interval, log, args.timeout)
             rcs.append(rc)
             wall += secs
             for stage, kinds in p.items():
                 peaks.setdefault(stage, {}).update(kinds)
             if rc:
+                stopped = timed_out
                 break
     manifest = json.loads((run_dir / "manifest.json").read_text()) if (run_dir / "manifest.json").exists() else {}
     stages = {}
@@ -309,7 +340,7 @@ def main() -> None:
             stages[s]["rows_per_s_per_core"] = round(n / stages[s]["seconds"] / (os.cpu_count() or 1), 1)
     result = {"input": info, "command": " ".join(["selectllm", "run" if args.stages == "all" else args.stages,
                                                   "bench.yaml"] + sets),
-              "exit_codes": rcs, "wall_seconds": round(wall, 1), "stages": stages,
+              "exit_codes": rcs, "stopped_by_timeout": stopped, "wall_seconds": round(wall, 1), "stages": stages,
               "config": cfg.read_text(),
               "outside_stages_rss": {k: v for k, v in peaks.items() if k not in STAGES},
               "peak_by_kind": peak_by_kind(peaks),
