@@ -25,7 +25,7 @@ SIGKILL to its process group) and still prints what was measured: the stages don
 of the one that was running (``stopped_by_timeout: true``).
 The plot (PNG) shows the same: seconds per stage and peak RSS per stage and kind.
 ``--compare`` prints Markdown tables from saved results: seconds and rows/s/core per stage, and
-each kind's peak RSS per size with its ratio to the first (smallest) result.
+each kind's peak RSS per size with its ratio to the ``--base`` size's (default: the first).
 """
 
 from __future__ import annotations
@@ -217,9 +217,10 @@ def peak_by_kind(peaks: dict) -> dict:
     return {k: out[k] for k in KINDS if k in out}
 
 
-def compare(paths: list[str]) -> None:
-    """Markdown tables from saved results, sizes in the given order."""
+def compare(paths: list[str], base_rows: int | None = None) -> None:
+    """Markdown tables from saved results, sizes in the given order; ratios to ``base_rows``'s."""
     rs = [json.loads(Path(p).read_text()) for p in paths]
+    b = next((i for i, r in enumerate(rs) if r["input"]["rows"] == base_rows), 0)
     head = " | ".join(f"{r['input']['rows']:,}" for r in rs)
     print(f"| stage: seconds (rows/s/core) | {head} |\n|---|" + "---|" * len(rs))
     for s in STAGES:
@@ -231,16 +232,18 @@ def compare(paths: list[str]) -> None:
             rate = f" ({n / sec / r['cpus']:,.0f})" if n and sec else ""
             cells.append(f"{sec:,.1f}{rate}" if sec else "–")
         print(f"| {s} | " + " | ".join(cells) + " |")
-    print(f"\n| peak RSS MB: all processes of the kind (largest one) | {head} | ratio to {rs[0]['input']['rows']:,} |")
+    others = [i for i in range(len(rs)) if i != b]
+    print(f"\n| peak RSS MB: all processes of the kind (largest one) | {head} | "
+          f"ratio to {rs[b]['input']['rows']:,}: " + ", ".join(f"{rs[i]['input']['rows']:,}" for i in others) + " |")
     print("|---|" + "---|" * (len(rs) + 1))
     for k in KINDS:
         vals = [peak_by_kind({**{s: e.get("rss", {}) for s, e in r["stages"].items()},
                               **r.get("outside_stages_rss", {})}).get(k) for r in rs]
         if not any(v and v["peak_rss_sum_mb"] for v in vals):
             continue
-        base = vals[0]
+        base = vals[b]
         ratio = ", ".join(f"{v['peak_rss_sum_mb'] / base['peak_rss_sum_mb']:.2f} ({v['peak_rss_one_mb'] / base['peak_rss_one_mb']:.2f})"
-                          if v and base and base["peak_rss_one_mb"] else "–" for v in vals[1:])
+                          if v and base and base["peak_rss_one_mb"] else "–" for v in (vals[i] for i in others))
         print(f"| {k} | " + " | ".join(f"{v['peak_rss_sum_mb']:,} ({v['peak_rss_one_mb']:,})" if v else "–"
                                      for v in vals) + f" | {ratio} |")
 
@@ -274,6 +277,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rows", type=int)
     ap.add_argument("--compare", nargs="+", metavar="RESULT_JSON", help="print tables from saved results")
+    ap.add_argument("--base", type=int, default=None, help="--compare: ratios to the result of this many rows")
     ap.add_argument("--stages", default="all", help="all (one `selectllm run`) or a comma list")
     ap.add_argument("--set", dest="sets", action="append", default=[], help="config override key=value")
     ap.add_argument("--work", default="/tmp/bench_scale")
@@ -284,7 +288,7 @@ def main() -> None:
                     help="stop each selectllm command after this many seconds and report what was measured")
     args = ap.parse_args()
     if args.compare:
-        compare(args.compare)
+        compare(args.compare, args.base)
         return
     if not args.rows:
         ap.error("--rows is required (or --compare)")
