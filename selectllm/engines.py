@@ -31,6 +31,17 @@ SHUFFLE_BYTES_PER_PARTITION = 32 << 20  # input bytes per initial shuffle partit
 MAX_SHUFFLE_PARTITIONS = 20_000
 
 
+def cache_level():
+    """The storage level of the tables a Spark stage caches between its jobs (``persist``,
+    ``localCheckpoint``): serialized on the executors' local disks, not in the JVM heap.  A cache
+    in the heap fills it in proportion to the input (up to ``spark.memory.fraction`` of it), so the
+    JVM's memory would follow the input's size; on disk the OS page cache keeps the recent blocks
+    and reading them back costs little next to the Python passes that produce them."""
+    from pyspark import StorageLevel
+
+    return StorageLevel.DISK_ONLY
+
+
 def machine_memory_bytes() -> int:
     """Physical RAM of this machine (or the cgroup limit of this container, when lower)."""
     total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")

@@ -93,3 +93,27 @@ def test_pairs_far_apart_from_the_first_pivot_are_not_checked():
     # groups left, only those whose similarities to point 0 differ by <= 0.2 can reach 0.8:
     # (1,2) (3,4) (5,6) (7,8), and (7,9) (both are 0 from point 0).  All pairs would be 45 checks.
     assert checks == len(seen) == 25 + 5
+
+
+def test_verification_compares_sets_in_passes_of_bounded_size():
+    from selectllm.dedup.near import _chunked_similarity, _gather
+    from selectllm.text.minhash import jaccard_sets
+
+    rng = np.random.default_rng(5)
+    sets = [np.unique(rng.integers(0, 60, size=rng.integers(0, 40))).astype(np.uint32) for _ in range(50)]
+    offsets = np.concatenate(([0], np.cumsum([len(x) for x in sets]))).astype(np.int64)
+    values = np.concatenate(sets)
+    i, j = rng.integers(0, 50, size=300), rng.integers(0, 50, size=300)
+    passes = []
+
+    def sim(a, b):
+        passes.append(int(a[0][-1] + b[0][-1]))  # set values compared in this pass, both sides
+        return jaccard_sets(*a, *b)
+
+    whole = jaccard_sets(*_gather(offsets, values, i), *_gather(offsets, values, j))
+    np.testing.assert_array_equal(_chunked_similarity(sim, offsets, values, max_values=100)(i, j), whole)
+    assert len(passes) > 50 and sum(passes) == int((np.diff(offsets)[i] + np.diff(offsets)[j]).sum())
+    assert max(passes) <= 100  # no pair alone exceeds 100 values here
+    expected = [set(sets[a]) | set(sets[b]) for a, b in zip(i, j)]
+    assert np.allclose(whole, [len(set(sets[a]) & set(sets[b])) / max(len(u), 1) for (a, b), u in zip(zip(i, j), expected)])
+    assert _chunked_similarity(sim, offsets, values)(np.zeros(0, np.int64), np.zeros(0, np.int64)).size == 0

@@ -289,6 +289,37 @@ def test_stage_end_to_end(tmp_path, ray_local):
         run_stage(stage_context(bad, run, "cluster"))
 
 
+def test_auto_shards_keep_every_shard_under_max_shard_mb(tmp_path, ray_local):
+    """shards: auto takes more shards than CPUs when the pool would not fit max_shard_mb per
+    shard (each holds its share of vectors + ids); the answer is that of one process."""
+    import ray
+
+    from selectllm.cluster.stage import ROW_STATE_BYTES, run_stage
+    from selectllm.config import load_config
+    from selectllm.pipeline import stage_context
+    from selectllm.rundir import RunDir
+
+    x = normalized(1200, 24, seed=12)
+    ids = [f"{(i * 7919) % 1200:08x}" for i in range(1200)]
+    run = RunDir(str(tmp_path / "run"))
+    _fake_embed(run, x, ids)
+    order = np.argsort(ids)
+    xs, ids_sorted = x[order], np.asarray(ids)[order]
+    cpus = int(ray.cluster_resources()["CPU"])
+    row_bytes = 24 * 4 + ROW_STATE_BYTES
+    cap_mb = 1200 * row_bytes / (cpus + 2) / (1 << 20) * 1.001  # the pool fills cpus + 2 shards
+    ctx = stage_context(load_config(None, ["cluster.k=25", f"cluster.max_shard_mb={cap_mb}"]), run, "cluster")
+    counts = run_stage(ctx)
+    assert counts["shards"] == cpus + 2
+    rows, _ = K.farthest_first(xs, 25)
+    centers = pq.read_table(ctx.out_path("centers.parquet"))
+    assert centers.column("id").to_pylist() == ids_sorted[rows].tolist()
+    assert len(os.listdir(ctx.out_path("assignments.parquet"))) == cpus + 2  # one part per shard
+    # the default cap keeps the CPUs' count for a small pool
+    again = stage_context(load_config(None, ["cluster.k=25"]), RunDir(str(tmp_path / "run")), "cluster")
+    assert run_stage(again)["shards"] == 1  # 1200 rows < min_shard_rows: one shard
+
+
 TWO_NODES = textwrap.dedent("""
     import json, numpy as np, ray
     from ray.cluster_utils import Cluster

@@ -123,3 +123,17 @@ def test_static_vectors_find_the_same_topic(torch_vectors):
     nearest = sims.argmax(1)
     assert all(TEXTS[i].endswith(TEXTS[j].split("about ")[1]) for i, j in enumerate(nearest))
     np.testing.assert_array_equal(static.encode(TEXTS[:3]), x[:3])  # a row's vector ignores its batch
+
+
+def test_static_tokenizes_a_long_window_in_bounded_chunks(monkeypatch):
+    from selectllm.embed import static_backend
+
+    static = make_encoder("static", resolve_model("default"), max_seq_length=256, device="cpu", batch_size=64,
+                          threads=1)
+    whole = static.encode(TEXTS)
+    seen = []
+    real = static._encode
+    monkeypatch.setattr(static_backend, "ENCODE_ROWS", 5)
+    monkeypatch.setattr(static, "_encode", lambda texts: seen.append(len(texts)) or real(texts))
+    np.testing.assert_array_equal(static.encode(TEXTS), whole)
+    assert seen == [5, 5, 5, 5, 4]  # 24 texts, never more than ENCODE_ROWS at once

@@ -25,6 +25,8 @@ from selectllm.contract import Output, Resources, Settings, Stage
 from selectllm.schemas import ASSIGNMENTS, CENTERS
 from selectllm.select.registry import ONE_PER_CLUSTER
 
+ROW_STATE_BYTES = 64  # a shard's bytes per row besides its vector: id (32), distances, labels, load order
+
 
 def resolved_k(cfg: Config) -> int:
     if cfg.cluster.k != "auto":
@@ -74,9 +76,12 @@ def cluster_sizes_radii(labels: np.ndarray, dist: np.ndarray, k: int) -> tuple[n
     return sizes, radii
 
 
-def resolve_shards(cfg: Config, n: int, device: str) -> int:
+def resolve_shards(cfg: Config, n: int, device: str, row_bytes: int = 0) -> int:
     """``cluster.shards``: a number, or auto = the cluster's CPUs (GPUs with device cuda), never so
-    many that a shard has fewer than ``cluster.min_shard_rows`` rows."""
+    many that a shard has fewer than ``cluster.min_shard_rows`` rows, and on CPU at least enough
+    that no shard holds more than ``cluster.max_shard_mb`` of rows (``row_bytes`` each: vector and
+    id), so a shard process's memory does not grow with the pool (more shards than CPUs share
+    them)."""
     if cfg.cluster.shards != "auto":
         return max(1, min(int(cfg.cluster.shards), n))
     import ray
@@ -84,7 +89,19 @@ def resolve_shards(cfg: Config, n: int, device: str) -> int:
     res = ray.cluster_resources()
     slots = int(res.get("GPU", 0)) if device != "cpu" else int(res.get("CPU", 1))
     min_rows = int(cfg.cluster.min_shard_rows)
-    return max(1, min(slots, math.ceil(n / max(1, min_rows))))
+    shards = max(1, min(slots, math.ceil(n / max(1, min_rows))))
+    if device == "cpu" and row_bytes:
+        shards = max(shards, min(n, math.ceil(n * row_bytes / (float(cfg.cluster.max_shard_mb) * (1 << 20)))))
+    return shards
+
+
+def shard_row_bytes(fs, path: str, dtype: str) -> int:
+    """Bytes a shard holds per row: the vector in ``dtype`` + the id and the per-row state
+    (:data:`ROW_STATE_BYTES`); from the ``embedding`` column's width in ``path``'s schema."""
+    with fs.open(path, "rb") as f:
+        typ = pq.read_schema(f).field("embedding").type
+    dims = getattr(typ, "list_size", 0) or 0
+    return dims * (4 if dtype == "float32" else 2) + ROW_STATE_BYTES
 
 
 def resolve_device(cfg: Config) -> str:
@@ -125,7 +142,7 @@ def run_stage(ctx) -> dict:
     device = resolve_device(cfg)
     dtype = str(cfg.cluster.dtype)
     mode = str(cfg.cluster.mode)
-    shards = resolve_shards(cfg, n, device)
+    shards = resolve_shards(cfg, n, device, shard_row_bytes(fs, files[0], dtype))
     k = min(resolved_k(cfg), n)
     cpus = ray.cluster_resources().get("CPU", 1)
     group = ShardGroup.start([("parquet", fs, p) for p in plan_pieces(fs, files, shards)], dtype=dtype,
@@ -165,8 +182,9 @@ STAGE = Stage(
         Output("assignments", "assignments.parquet", schema=ASSIGNMENTS),
         Output("centers", "centers.parquet", schema=CENTERS),
     ),
-    # shards, batch, min_shard_rows and device change the speed, never the centers
-    settings=Settings(("cluster",), exclude={"cluster": {"shards", "batch", "min_shard_rows", "device"}},
+    # shards, batch, min/max shard sizes and device change the speed, never the centers
+    settings=Settings(("cluster",), exclude={"cluster": {"shards", "batch", "min_shard_rows", "max_shard_mb",
+                                                         "device"}},
                       extra=lambda cfg: (resolved_k(cfg),)),
     resources=Resources(engine="ray", cpus_per_worker=1),
     doc="k-center clusters and nearest-center assignment.",

@@ -32,10 +32,12 @@ def cut_lineage(df, eager: bool = True):
 
     ``eager=False``: materialized by the next action on the result (one job instead of two).
     """
+    from selectllm.engines import cache_level
+
     sc = df.sparkSession.sparkContext
     if sc.getCheckpointDir():
         return df.checkpoint(eager=eager)
-    return df.localCheckpoint(eager=eager)
+    return df.localCheckpoint(eager=eager, storageLevel=cache_level())
 
 
 def local_stars(src: np.ndarray, dst: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

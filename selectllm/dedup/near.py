@@ -66,6 +66,7 @@ FILE_BITS = 63 - ROW_BITS
 BATCH_CHARS = 4 << 20  # characters normalized and shingled per numpy pass inside one Arrow batch
 BROADCAST_BYTES = 64 << 20  # a side of a join below this size is broadcast (else shuffle joins)
 KEYS_PER_PARTITION = 1 << 22  # band keys sorted per task when finding shared buckets (~64 MB)
+SIM_VALUES = 1 << 22  # shingle hashes (both sides) compared per numpy pass in verification (~100 MB)
 
 _DOCS_DDL = ("node bigint, id string, source string, source_row bigint, "
              "bands binary, sh binary")
@@ -212,6 +213,26 @@ def _gather(offsets: np.ndarray, values: np.ndarray, idx: np.ndarray) -> tuple[n
     return new, values[pos]
 
 
+def _chunked_similarity(sim, offsets: np.ndarray, values: np.ndarray, max_values: int = SIM_VALUES):
+    """``f(i, j)``: ``sim`` of the sets number ``i[k]`` and ``j[k]`` of ``(offsets, values)``, in
+    passes of at most ``max_values`` set values (both sides; one longer pair is a pass of its
+    own), so a verification task's working memory does not grow with its pairs: a pivot round
+    compares every member of the task's buckets at once."""
+
+    def run(i: np.ndarray, j: np.ndarray) -> np.ndarray:
+        if not i.size:
+            return np.zeros(0)
+        ends = np.cumsum((offsets[i + 1] - offsets[i]) + (offsets[j + 1] - offsets[j]))
+        out, a = [], 0
+        while a < i.size:  # the longest run from a within max_values (at least one pair)
+            b = max(a + 1, int(np.searchsorted(ends, (ends[a - 1] if a else 0) + max_values, side="right")))
+            out.append(sim(_gather(offsets, values, i[a:b]), _gather(offsets, values, j[a:b])))
+            a = b
+        return np.concatenate(out)
+
+    return run
+
+
 def _whole_partition(batches: Iterator[pa.RecordBatch]) -> pa.Table | None:
     """All the Arrow batches of a ``mapInArrow`` partition as one table (None when empty)."""
     batches = list(batches)
@@ -278,9 +299,8 @@ def _bucket_verifier(verify: bool, num_perm: int, threshold: float):
         key, node = key[order], node[order]
         off, val = _gather(*_unpack(t.column("sh")), order)
         bounds = np.flatnonzero(np.concatenate(([True], key[1:] != key[:-1], [True])))
-        pair_sim = _similarity(verify, num_perm)
-        i, j, sims, checks = bucket_edges(
-            bounds, lambda i, j: pair_sim(_gather(off, val, i), _gather(off, val, j)), threshold)
+        i, j, sims, checks = bucket_edges(bounds, _chunked_similarity(_similarity(verify, num_perm), off, val),
+                                          threshold)
         a, b = np.minimum(node[i], node[j]), np.maximum(node[i], node[j])
         root, leaf = local_stars(a, b)
         kind = np.repeat(np.array([EDGE, LINK, CHECKS], np.int8), [a.size, root.size, 1])
@@ -329,10 +349,10 @@ def find_near_duplicates(df, cfg: Config, keep_edges: bool = False) -> NearResul
     DataFrame is checkpointed and the intermediate tables are released.  ``keep_edges`` also
     returns the verified pairs (node ids; for evaluation).
     """
-    from pyspark import StorageLevel
     from pyspark.sql import functions as F
 
     from selectllm.dedup.components import connected_components
+    from selectllm.engines import cache_level
     from selectllm.text.minhash import bands_rows
 
     near = cfg.dedup.near
@@ -342,7 +362,7 @@ def find_near_duplicates(df, cfg: Config, keep_edges: bool = False) -> NearResul
     def lap(name: str) -> None:  # seconds per phase, for the metrics
         phases[name] = round(time.perf_counter() - t0 - sum(phases.values()), 3)
 
-    mem = StorageLevel.MEMORY_AND_DISK
+    mem = cache_level()
     bands, rows = bands_rows(near.threshold, near.num_perm, near.bands)
     spark = df.sparkSession
     n_parts = max(spark.sparkContext.defaultParallelism,

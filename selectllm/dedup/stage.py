@@ -340,12 +340,11 @@ def _plan(staged, cfg: Config, persist: bool = False) -> dict:
         duplicates = good.limit(0).select(*dup_cols)
     near_metrics = None
     if cfg.dedup.near.enabled:
-        from pyspark import StorageLevel
-
         from selectllm.dedup.near import find_near_duplicates
+        from selectllm.engines import cache_level
 
         if persist and ranked is not None:  # read by the near-duplicate jobs now and by the writes later
-            ranked.persist(StorageLevel.MEMORY_AND_DISK)
+            ranked.persist(cache_level())
         names = kept.columns
         if chat:  # near dedup names a row by (source, source_row): the user turn goes into the row
             _check_turn_bits(kept)
@@ -432,10 +431,9 @@ def run_stage(ctx) -> dict:
     Counts of the outputs are taken from the files just written, the read count from the
     records parsed, so the conservation check compares two independent sides.
     """
-    from pyspark import StorageLevel
     from pyspark.sql import functions as F
 
-    from selectllm.engines import size_shuffle, spark_session
+    from selectllm.engines import cache_level, size_shuffle, spark_session
 
     cfg = ctx.cfg
     spark = spark_session(cfg)
@@ -450,7 +448,7 @@ def run_stage(ctx) -> dict:
     splits = plan_splits(spark, cfg, files)
     progress = ReadProgress(spark, splits, ctx.log)
     staged = staged_dataframe(spark, cfg, files=files, splits=splits, progress=progress) \
-        .persist(StorageLevel.MEMORY_AND_DISK)  # files read once
+        .persist(cache_level())  # files read once
     ranked = None
     try:
         from selectllm.text.formats import FILTERED
@@ -468,7 +466,7 @@ def run_stage(ctx) -> dict:
                        join(out_uri, "quarantine"), pa.schema(list(schemas.QUARANTINE) + turn))
         ranked = plan["ranked"]
         if ranked is not None:  # kept and duplicates both come from one ranking
-            ranked.persist(StorageLevel.MEMORY_AND_DISK)
+            ranked.persist(cache_level())
         _write_parquet(plan["duplicates"].orderBy("id", *order), fs,
                        join(out, "duplicates.parquet"), join(out_uri, "duplicates.parquet"),
                        pa.schema(list(schemas.DUPLICATES) + turn))

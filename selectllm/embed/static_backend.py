@@ -31,6 +31,7 @@ FORMAT = "static-v1"
 SIF = 1e-4
 UNUSED = re.compile(r"\[unused\d+\]")
 DISTILL_BATCH = 1024
+ENCODE_ROWS = 4096  # texts tokenized at once
 
 
 def token_vectors(st) -> np.ndarray:
@@ -105,6 +106,13 @@ class StaticEncoder:
         self.unk = [self.meta["unk_id"]]
 
     def encode(self, texts: list[str]) -> np.ndarray:
+        """Unit vectors of ``texts``, tokenized ENCODE_ROWS at a time: the tokenizer's per-token
+        objects of a whole window (up to a unit) would make an actor's memory follow the unit."""
+        if len(texts) <= ENCODE_ROWS:
+            return self._encode(texts)
+        return np.concatenate([self._encode(texts[i:i + ENCODE_ROWS]) for i in range(0, len(texts), ENCODE_ROWS)])
+
+    def _encode(self, texts: list[str]) -> np.ndarray:
         from scipy.sparse import csr_matrix
 
         if self.meta["do_lower_case"]:
