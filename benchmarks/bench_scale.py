@@ -335,7 +335,7 @@ def main() -> None:
             stages[s] = {"seconds": (entry or {}).get("seconds"), "status": (entry or {}).get("status"),
                          "counts": {k: v for k, v in ((entry or {}).get("counts") or {}).items()
                                     if k in ("read", "kept", "exact_duplicates", "near_duplicates", "splits",
-                                             "rows", "k", "rounds", "files", "quarantined_total", "selected")},
+                                             "rows", "k", "rounds", "shards", "files", "quarantined_total", "selected")},
                          "rss": peaks.get(s, {})}
 
     for s in stages:

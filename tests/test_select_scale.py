@@ -150,9 +150,68 @@ def test_distributed_strategies_never_load_the_pool_in_one_process(tmp_path, mon
     assert max(asked, default=0) <= 12 * 5
 
 
+def test_kmeans_closest_on_the_parts_equals_one_process(tmp_path, monkeypatch):
+    """Fitted on the bottom-k sample, every row assigned by part tasks: the vectors are never all
+    in one process, and the rows are those of assigning every vector in one process."""
+    from selectllm.cluster import kmeans_groups
+    from selectllm.pipeline import stage_context
+    from selectllm.select import registry, tables
+
+    ids, x, labels = make_pool_run(tmp_path)  # 240 rows
+    order = np.argsort(ids)
+    ids, x = np.asarray(ids)[order], x[order]
+    monkeypatch.setattr(kmeans_groups, "FIT_MAX_ROWS", 100)  # a sample smaller than the pool
+    cfg = pool_config(tmp_path, "select.strategy=kmeans-closest", "select.budget=15")
+    ctx = stage_context(cfg, RunDir(str(tmp_path)), "select")
+    pool = tables.Pool(ctx, remote=False)
+
+    def refuse(*a, **k):
+        raise AssertionError("the whole pool was loaded in one process")
+
+    asked: list[int] = []
+    real = D.lookup_table
+    monkeypatch.setattr(tables.Pool, "arrays", refuse)
+    monkeypatch.setattr(tables, "load_embeddings", refuse)
+    monkeypatch.setattr(D, "lookup_table", lambda fs, files, wanted, *a: asked.append(len(wanted)) or real(fs, files, wanted, *a))
+    res = registry.get("kmeans-closest")(ctx, pool)
+    assert max(asked) == 100  # the fit sample; then the 15 chosen rows' clusters
+
+    # one process: the same sample, the same centroids, every row assigned at once
+    sample = sorted(D.smallest_keys(pool.fs, pool.files, 100, 0, False).column("id").to_pylist())
+    centers = kmeans_groups.fit_kmeans(x[np.searchsorted(ids, sample)], 15, seed=0)
+    lab, d2 = kmeans_groups.nearest_center(x, centers)
+    by = np.lexsort((np.arange(len(ids)), d2, lab))
+    first = np.concatenate(([True], lab[by][1:] != lab[by][:-1]))
+    rows = by[first].tolist()
+    rest = [r for r in np.lexsort((np.arange(len(ids)), d2)) if r not in rows]
+    rows = sorted(rows + rest[:15 - len(rows)])
+    assert [i for i, _ in res.selected] == ids[rows].tolist()
+    label_of = dict(zip(ids.tolist(), np.asarray(labels)[order].tolist()))
+    assert all(label_of[i] == c for i, c in res.selected)
+    # more parts, fewer rows per batch: the same rows
+    monkeypatch.setattr(D, "BATCH_ROWS", 7)
+    assert registry.get("kmeans-closest")(ctx, tables.Pool(ctx, remote=False)).selected == res.selected
+
+
+def test_closest_to_centers_fills_empty_centroids_by_distance(tmp_path):
+    import fsspec
+
+    from selectllm.schemas import embed_schema
+
+    x = np.array([[1, 0], [0.9, 0.1], [0.8, 0.2], [0, 1], [0.15, 0.85]], dtype=np.float32)
+    ids = [f"r{i}" for i in range(5)]
+    for j, sl in enumerate((slice(0, 2), slice(2, 5))):
+        emb = pa.FixedSizeListArray.from_arrays(pa.array(x[sl].reshape(-1)), 2)
+        pq.write_table(pa.table({"id": ids[sl], "embedding": emb}, schema=embed_schema(2)), tmp_path / f"p{j}.parquet")
+    files = [str(tmp_path / "p0.parquet"), str(tmp_path / "p1.parquet")]
+    centers = np.array([[1, 0], [0, 1], [-1, 0]], dtype=np.float32)  # the third is nobody's nearest
+    got = D.closest_to_centers(fsspec.filesystem("file"), files, centers, 3, remote=False)
+    assert got == ["r0", "r3", "r1"]  # r1 is the next closest to its own centroid (r4 is further)
+    assert D.closest_to_centers(fsspec.filesystem("file"), files, centers, 2, remote=False) == ["r0", "r3"]
+
+
 # ------------------------------------------------------------------------------ the limits
 @pytest.mark.parametrize("strategy,key", [("selectllm-paper", "paper_max_rows"),
-                                          ("kmeans-closest", "vectors_max_rows"),
                                           ("alpagasus", "alpagasus_max_rows")])
 def test_over_the_limit_the_select_stage_fails_before_any_request(tmp_path, strategy, key):
     from selectllm.pipeline import BY_NAME, run_stage

@@ -9,9 +9,10 @@ and ``alpagasus``.  Each picks exactly ``min(budget, pool)`` distinct rows.
   (``select.vectors_max_rows``).
 
 * ``kmeans-closest`` -- k-means with ``budget`` clusters (scikit-learn, ``random_state =
-  select.seed``; fitted on a sample above 200k rows), then the member closest to each centroid
-  (ties: lowest id).  Clusters left empty, if any, are made up by the rows closest to their own
-  centroid that are not chosen yet.  Every vector in one process (``select.vectors_max_rows``).
+  select.seed``), fitted on the rows of a seeded sample (the ``random`` baseline's bottom-k of a
+  keyed hash: the whole pool up to 200k rows, then 200k rows), then the member closest to each
+  centroid (ties: lowest id), found by tasks over the vector parts.  Clusters left empty, if any,
+  are made up by the rows closest to their own centroid that are not chosen yet.
 * ``length`` -- the longest rows: most characters of instruction + input (ties: lowest id), by
   tasks over dedup's parts.  The reference's "infoverse length / big" baseline.
 * ``alpagasus`` -- one LLM rating (0-5) per pool row, keep the highest (AlpaGasus, Chen et al.
@@ -70,28 +71,24 @@ def kcenter_strategy(ctx, pool) -> StrategyResult:
 
 # ----------------------------------------------------------------------------- kmeans-closest
 def kmeans_closest_strategy(ctx, pool) -> StrategyResult:
-    """The member closest to each of ``budget`` k-means centroids."""
-    from selectllm.cluster.kmeans_groups import fit_kmeans, nearest_center
+    """The member closest to each of ``budget`` k-means centroids: fitted on a seeded sample
+    (every row up to 200k), the rows assigned by tasks over the vector parts."""
+    from selectllm.cluster.kmeans_groups import FIT_MAX_ROWS, fit_kmeans
+    from selectllm.select.distributed import closest_to_centers, smallest_keys
+    from selectllm.select.tables import vectors_of
 
-    ids, labels, _ = pool.arrays()
-    n, target = len(ids), _target(ctx, pool)
-    x = pool.embeddings()
-    if target >= n:
-        rows = np.arange(n)
+    target, seed = _target(ctx, pool), ctx.cfg.select.seed
+
+    def sample(k: int) -> list[str]:  # bottom-k of the keyed hash (all rows when k >= N), in id order
+        return sorted(smallest_keys(pool.fs, pool.files, k, seed, pool.remote).column("id").to_pylist())
+
+    if target >= pool.n:  # no more rows than the budget: all of them
+        chosen = sample(pool.n)
     else:
-        centers = fit_kmeans(x, target, seed=ctx.cfg.select.seed)
-        lab, d2 = nearest_center(x, centers)
-        order = np.lexsort((np.arange(n), d2, lab))  # by cluster, distance, row
-        first = np.ones(n, dtype=bool)
-        first[1:] = lab[order][1:] != lab[order][:-1]
-        rows = order[first]
-        if len(rows) < target:  # empty clusters: the next-closest rows to their own centroid
-            taken = np.zeros(n, dtype=bool)
-            taken[rows] = True
-            rest = np.lexsort((np.arange(n), d2))
-            rows = np.concatenate([rows, rest[~taken[rest]][: target - len(rows)]])
-        rows = np.sort(rows[:target])
-    return StrategyResult([(str(ids[i]), int(labels[i])) for i in rows], extra={"kmeans_k": int(target)})
+        centers = fit_kmeans(vectors_of(ctx, sample(FIT_MAX_ROWS), pool.remote), target, seed=seed)
+        chosen = closest_to_centers(pool.fs, ctx.input("vectors").files(), centers, target, pool.remote)
+    labels = pool.labels_of(chosen)
+    return StrategyResult([(i, int(labels[i])) for i in sorted(chosen)], extra={"kmeans_k": int(target)})
 
 
 # ----------------------------------------------------------------------------- length

@@ -14,6 +14,9 @@ bounded memory.  The driver only ever holds what it asked for:
   groups :func:`plan.plan_groups` makes with the whole pool in one process.
 * :func:`lookup_table` -- rows by id (a small set: candidates, the selection): each task scans
   some files with an ``id in (...)`` filter.
+* :func:`closest_to_centers` -- every row's nearest centroid (one pass over the vector parts);
+  each part keeps, per centroid, its closest row, and its ``m`` rows closest to their own centroid;
+  the driver merges them as parts finish (O(centroids + m)).
 * :func:`smallest_keys` / :func:`longest_rows` -- a seeded uniform sample (the ``k`` rows with the
   smallest keyed hash of their id: bottom-k sampling) and the ``k`` longest rows; each part keeps
   its own ``k`` best, the driver merges as parts finish (O(k)).
@@ -210,3 +213,58 @@ def longest_rows(fs, files: list[str], k: int, remote: bool) -> pa.Table:
     best = _merge(run_tasks(_part_longest, [(fs, p, k) for p in files], remote), k,
                   [("chars", "descending"), ("id", "ascending")])
     return best if best is not None else pa.table({"id": pa.array([], pa.string()), "chars": pa.array([], pa.int64())})
+
+
+# ----------------------------------------------------------------------- closest to centers
+_BY_LABEL = [("label", "ascending"), ("d2", "ascending"), ("id", "ascending")]
+_BY_DISTANCE = [("d2", "ascending"), ("id", "ascending")]
+
+
+def _first_of_runs(t: pa.Table, column: str) -> pa.Table:
+    """The first row of each run of equal values of ``column`` (``t`` sorted on it)."""
+    if t.num_rows < 2:
+        return t
+    col = t.column(column).combine_chunks()
+    new = pc.not_equal(col.slice(1), col.slice(0, len(col) - 1))
+    return t.filter(pa.concat_arrays([pa.array([True]), new.cast(pa.bool_())]))
+
+
+def _reduce_closest(t: pa.Table, m: int) -> pa.Table:
+    """Of rows ``(id, label, d2)`` (an id may repeat): the first of each label in (d2, id) order,
+    and the ``m`` first distinct ids in (d2, id) order (an id may be in both)."""
+    heads = _first_of_runs(t.take(pc.sort_indices(t, sort_keys=_BY_LABEL)), "label")
+    top = _first_of_runs(t.take(pc.sort_indices(t, sort_keys=_BY_DISTANCE)), "id").slice(0, m)
+    return pa.concat_tables([heads, top])
+
+
+def _part_closest(fs, path: str, centers: np.ndarray, m: int) -> pa.Table:
+    from selectllm.cluster.kmeans_groups import nearest_center
+    from selectllm.embed.embedder import from_fixed_size_list
+
+    best = None
+    for b in _batches(fs, path, ["id", "embedding"]):
+        label, d2 = nearest_center(from_fixed_size_list(b.column("embedding")), centers)
+        t = pa.table({"id": b.column("id"), "label": pa.array(label, pa.int64()), "d2": pa.array(d2, pa.float32())})
+        best = _reduce_closest(t if best is None else pa.concat_tables([best, t]), m)
+    return best
+
+
+def closest_to_centers(fs, files: list[str], centers: np.ndarray, m: int, remote: bool) -> list[str]:
+    """The row closest to each centroid (squared distance, ties: lowest id), in centroid order;
+    a centroid that is no row's nearest gets none.  Then, while fewer than ``m``, the rows
+    closest to their own centroid that are not chosen yet, in (distance, id) order."""
+    best = None
+    for _, t in run_tasks(_part_closest, [(fs, p, centers, m) for p in files], remote):
+        if t is not None and t.num_rows:
+            best = _reduce_closest(t if best is None else pa.concat_tables([best, t]), m)
+    if best is None:
+        return []
+    heads = _first_of_runs(best.take(pc.sort_indices(best, sort_keys=_BY_LABEL)), "label").column("id").to_pylist()
+    chosen = set(heads)
+    for i in best.take(pc.sort_indices(best, sort_keys=_BY_DISTANCE)).column("id").to_pylist():
+        if len(heads) >= m:
+            break
+        if i not in chosen:
+            heads.append(i)
+            chosen.add(i)
+    return heads[:m]

@@ -34,8 +34,6 @@ ONE_PER_CLUSTER = ("kcenter", "kmeans-closest")  # cluster.k auto = budget for t
 IN_ONE_PROCESS = {
     "selectllm-paper": ("paper_max_rows", "holds all N vectors in one process (equal-size k-means, N²/K work)",
                         "use selectllm (k-center, distributed) or sample the input"),
-    "kmeans-closest": ("vectors_max_rows", "holds all N vectors in one process",
-                       "use kcenter (distributed) or random, or sample the input"),
     "alpagasus": ("alpagasus_max_rows", "sends one LLM request per row and holds every request in one process",
                   "use selectllm (one request per cluster) or sample the input"),
     # only when the cluster stage made fewer centers than the budget (cluster.k: auto never does)
