@@ -126,6 +126,21 @@ def test_length_baseline_matches_sorting_every_row(tmp_path):
     assert all(label_of[i] == c for i, c in res.selected)
 
 
+def refuse_whole_pool(monkeypatch) -> list[int]:
+    """Make whole-pool reads fail; returns the list that gets the size of every lookup by id."""
+    from selectllm.select import tables
+
+    def refuse(*a, **k):
+        raise AssertionError("the whole pool was loaded in one process")
+
+    asked: list[int] = []
+    real = D.lookup_table
+    monkeypatch.setattr(tables.Pool, "arrays", refuse)
+    monkeypatch.setattr(tables, "load_embeddings", refuse)
+    monkeypatch.setattr(D, "lookup_table", lambda fs, files, ids, *a: asked.append(len(ids)) or real(fs, files, ids, *a))
+    return asked
+
+
 @pytest.mark.parametrize("strategy", ["selectllm", "random", "length", "kcenter"])
 def test_distributed_strategies_never_load_the_pool_in_one_process(tmp_path, monkeypatch, strategy):
     """Whole-pool reads fail here; the lookups by id ask for at most groups x candidates rows."""
@@ -136,15 +151,7 @@ def test_distributed_strategies_never_load_the_pool_in_one_process(tmp_path, mon
     cfg = pool_config(tmp_path, f"select.strategy={strategy}", "select.candidates_per_prompt=5")
     ctx = stage_context(cfg, RunDir(str(tmp_path)), "select")
     pool = tables.Pool(ctx, remote=False)
-
-    def refuse(*a, **k):
-        raise AssertionError("the whole pool was loaded in one process")
-
-    asked: list[int] = []
-    real = D.lookup_table
-    monkeypatch.setattr(tables.Pool, "arrays", refuse)
-    monkeypatch.setattr(tables, "load_embeddings", refuse)
-    monkeypatch.setattr(D, "lookup_table", lambda fs, files, ids, *a: asked.append(len(ids)) or real(fs, files, ids, *a))
+    asked = refuse_whole_pool(monkeypatch)
     res = registry.get(strategy)(ctx, pool)
     assert len({i for i, _ in res.selected}) == 12
     assert max(asked, default=0) <= 12 * 5
@@ -164,15 +171,7 @@ def test_kmeans_closest_on_the_parts_equals_one_process(tmp_path, monkeypatch):
     cfg = pool_config(tmp_path, "select.strategy=kmeans-closest", "select.budget=15")
     ctx = stage_context(cfg, RunDir(str(tmp_path)), "select")
     pool = tables.Pool(ctx, remote=False)
-
-    def refuse(*a, **k):
-        raise AssertionError("the whole pool was loaded in one process")
-
-    asked: list[int] = []
-    real = D.lookup_table
-    monkeypatch.setattr(tables.Pool, "arrays", refuse)
-    monkeypatch.setattr(tables, "load_embeddings", refuse)
-    monkeypatch.setattr(D, "lookup_table", lambda fs, files, wanted, *a: asked.append(len(wanted)) or real(fs, files, wanted, *a))
+    asked = refuse_whole_pool(monkeypatch)
     res = registry.get("kmeans-closest")(ctx, pool)
     assert max(asked) == 100  # the fit sample; then the 15 chosen rows' clusters
 
