@@ -253,6 +253,10 @@ def closest_to_centers(fs, files: list[str], centers: np.ndarray, m: int, remote
     """The row closest to each centroid (squared distance, ties: lowest id), in centroid order;
     a centroid that is no row's nearest gets none.  Then, while fewer than ``m``, the rows
     closest to their own centroid that are not chosen yet, in (distance, id) order."""
+    if remote:  # one copy in the object store, not one per task
+        import ray
+
+        centers = ray.put(centers)
     best = None
     for _, t in run_tasks(_part_closest, [(fs, p, centers, m) for p in files], remote):
         if t is not None and t.num_rows:
