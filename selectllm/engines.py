@@ -25,7 +25,8 @@ SPARK_DEFAULTS = {
     "spark.sql.adaptive.coalescePartitions.enabled": "true",
 }
 DRIVER_MEMORY_CLUSTER = "2g"  # a cluster's driver only plans and collects small aggregates
-LOCAL_DRIVER_SHARE = 0.25  # local mode: the JVM (driver = executors) gets this share of the RAM
+LOCAL_DRIVER_SHARE = 0.25  # local mode: the JVM (driver = executors) gets at most this share of the RAM
+LOCAL_DRIVER_BASE_MB, LOCAL_DRIVER_PER_CORE_MB = 2048, 1024  # ... and at most this per task slot
 LOCAL_DRIVER_MIN_MB, LOCAL_DRIVER_MAX_MB = 2048, 64 << 10
 SHUFFLE_BYTES_PER_PARTITION = 32 << 20  # input bytes per initial shuffle partition
 MAX_SHUFFLE_PARTITIONS = 20_000
@@ -57,13 +58,28 @@ def machine_memory_bytes() -> int:
 
 
 def driver_memory(master: str) -> str:
-    """``spark.driver.memory`` when the user set none: in local mode the JVM runs every task, so a
-    quarter of the machine's RAM (2 GiB to 64 GiB; the rest is for the Python workers and the
-    OS); on a cluster 2g."""
+    """``spark.driver.memory`` when the user set none: in local mode the JVM runs every task, so
+    2 GiB + 1 GiB per task slot (``local[N]``: N, ``local[*]``: the CPUs), at most a quarter of
+    the machine's RAM (2 GiB to 64 GiB; the rest is for the Python workers and the OS); on a
+    cluster 2g.  The tasks' memory is bounded (splits, spills, caches on disk), so the heap
+    follows the slots, not the input: a larger heap would only be filled by lazy collection."""
     if not is_local_master(master):
         return DRIVER_MEMORY_CLUSTER
-    mb = int(machine_memory_bytes() * LOCAL_DRIVER_SHARE) >> 20
-    return f"{max(LOCAL_DRIVER_MIN_MB, min(LOCAL_DRIVER_MAX_MB, mb))}m"
+    share = int(machine_memory_bytes() * LOCAL_DRIVER_SHARE) >> 20
+    slots = LOCAL_DRIVER_BASE_MB + LOCAL_DRIVER_PER_CORE_MB * local_slots(master)
+    return f"{max(LOCAL_DRIVER_MIN_MB, min(LOCAL_DRIVER_MAX_MB, share, slots))}m"
+
+
+def local_slots(master: str) -> int:
+    """Task slots of a local master: ``local`` 1, ``local[N]`` / ``local[N,F]`` N, ``local[*]`` the CPUs."""
+    import re
+
+    m = re.fullmatch(r"local(?:\[(\*|\d+)(?:,\s*\d+)?\])?", master.strip())
+    if m is None or m.group(1) is None:
+        return 1
+    if m.group(1) == "*":
+        return os.cpu_count() or 1
+    return max(1, int(m.group(1)))
 
 
 def shuffle_partitions(input_bytes: int, parallelism: int) -> int:

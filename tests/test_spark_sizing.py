@@ -30,11 +30,16 @@ def test_a_nested_spark_conf_value_is_a_one_line_error(override):
 
 def test_driver_memory_from_the_machine_in_local_mode(monkeypatch):
     monkeypatch.setattr(engines, "machine_memory_bytes", lambda: 24 << 30)
-    assert engines.driver_memory("local[*]") == f"{(24 << 30) // 4 >> 20}m"
+    monkeypatch.setattr(engines.os, "cpu_count", lambda: 16)
+    assert engines.driver_memory("local[*]") == f"{(24 << 30) // 4 >> 20}m"  # a quarter of the RAM
+    assert engines.driver_memory("local[2]") == "4096m"  # 2 GiB + 1 GiB per task slot
+    assert engines.driver_memory("local[3, 2]") == engines.driver_memory("local[3]") == "5120m"
+    assert engines.driver_memory("local") == "3072m"
     monkeypatch.setattr(engines, "machine_memory_bytes", lambda: 4 << 30)
     assert engines.driver_memory("local[2]") == "2048m"  # never below 2 GiB
     monkeypatch.setattr(engines, "machine_memory_bytes", lambda: 1 << 40)
-    assert engines.driver_memory("local[*]") == f"{64 << 10}m"
+    assert engines.driver_memory("local[*]") == "18432m"  # 16 slots
+    assert engines.driver_memory("local[100]") == f"{64 << 10}m"  # at most 64 GiB
     assert engines.driver_memory("spark://head:7077") == "2g"
     assert engines.driver_memory("local-cluster[2,1,1024]") == "2g"
 
