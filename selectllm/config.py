@@ -181,7 +181,7 @@ class ClusterConfig(_Strict):
     dtype: Literal["float32", "float16", "bfloat16"] = "float32"
     batch: int = Field(64, ge=1)
     min_shard_rows: int = Field(50_000, ge=1)
-    max_shard_mb: float = Field(512, gt=0)
+    max_shard_mb: float = Field(256, gt=0)
 
 
 REASON_STRATEGIES = ("selectllm", "selectllm-paper")  # select.reasons: the LLM picks among candidates

@@ -27,6 +27,13 @@ class InputFile:
     meta: str = ""  # what a table or partitioned folder adds to the file's rows (JSON; selectllm.lake)
 
 
+def release_arrow_memory() -> None:
+    """Hand the memory Arrow's pool holds for reuse back to the OS.  Its allocator keeps freed
+    buffers, so a process that streams many Parquet batches would keep the high-water mark of
+    them all; call this between files or row groups of a long read."""
+    pa.default_memory_pool().release_unused()
+
+
 def _strip_compression(name: str) -> str:
     for c in COMPRESSIONS:
         if name.endswith(c):

@@ -201,13 +201,17 @@ def test_shards_write_their_own_assignment_parts(tmp_path):
     np.testing.assert_allclose(t.column("distance").to_numpy(), dist, atol=1e-6)
 
 
-@pytest.mark.parametrize("dtype", ["float32", "float16"])
-def test_parquet_shards_stream_row_groups_into_id_order(tmp_path, dtype):
-    """Row groups from files in any id order land in one preallocated array, sorted, stored in dtype."""
+@pytest.mark.parametrize("dtype,batch", [("float32", 16_384), ("float16", 16_384), ("float32", 10)])
+def test_parquet_shards_stream_row_groups_into_id_order(tmp_path, dtype, batch, monkeypatch):
+    """Row groups from files in any id order land in one preallocated array, sorted, stored in
+    dtype, whatever the batches they are decoded in (``batch`` rows: 10 cuts every row group)."""
     import fsspec
 
+    from selectllm.cluster import sharded
     from selectllm.cluster.sharded import Shard, plan_pieces
     from selectllm.rundir import RunDir
+
+    monkeypatch.setattr(sharded, "LOAD_BATCH_ROWS", batch)
 
     x = normalized(700, 16, seed=11)
     ids = [f"{(i * 389) % 700:06d}" for i in range(700)]

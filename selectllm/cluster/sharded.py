@@ -45,6 +45,7 @@ DEFAULT_BATCH = 64  # exact rounds one pass may serve at most
 PROGRESS_SECONDS = 10.0  # at most one progress line this often
 MIN_SHARD_ROWS = 50_000  # cluster.shards: auto never makes shards smaller than this
 MERGE_ROWS = 1 << 20  # rows per Parquet row group of a shard's assignment part
+LOAD_BATCH_ROWS = 16_384  # vectors decoded at once while a shard loads
 
 
 # ------------------------------------------------------------------------------------ sources
@@ -103,36 +104,51 @@ def _load(source, dtype: str = "float32") -> tuple[np.ndarray, np.ndarray]:
     return ids, (encode(x, dtype) if len(ids) else np.zeros((0, x.shape[1] if x.ndim == 2 else 0), np.float32))
 
 
-def _read_piece(fs, piece, column: str) -> pa.Array:
+def _read_piece(fs, piece, column: str, batch_rows: int | None = None):
+    """The piece's values of ``column``, a batch of at most ``batch_rows`` at a time (a row group
+    is never decoded whole)."""
     path, rg, start, stop = piece
+    pos = 0
     with fs.open(path, "rb") as f:
-        col = pq.ParquetFile(f).read_row_group(rg, columns=[column]).column(column)
-    return col.slice(start, stop - start)
+        batches = pq.ParquetFile(f).iter_batches(batch_size=batch_rows or LOAD_BATCH_ROWS, row_groups=[rg],
+                                                 columns=[column], use_threads=False)
+        for b in batches:
+            lo, hi = max(start - pos, 0), min(stop - pos, b.num_rows)
+            pos += b.num_rows
+            if lo < hi:
+                yield b.column(0).slice(lo, hi - lo)
+            if pos >= stop:
+                break
 
 
 def _load_parquet(fs, pieces, dtype: str) -> tuple[np.ndarray, np.ndarray]:
     """Stream the shard's row groups into one preallocated array, already in id order and in the
     storage dtype (float16 / bfloat16 take half the bytes): the ids are read first (a small
-    column), their sort order gives every row its place, then each row group's vectors are
-    converted and written to their rows.  Peak = the final arrays + one row group."""
+    column), their sort order gives every row its place, then the vectors are read in batches,
+    converted and written to their rows.  Peak = the final arrays + one batch (Arrow's pool
+    is emptied after each piece, so the memory it kept for reuse does not add up)."""
     from selectllm.embed.embedder import from_fixed_size_list
+    from selectllm.io import release_arrow_memory
 
     if not pieces:
         return np.zeros(0, dtype="S1"), np.zeros((0, 0), np.float32)
-    keys = np.concatenate([ids_to_keys(_read_piece(fs, p, "id")) for p in pieces])
+    keys = np.concatenate([ids_to_keys(a) for p in pieces for a in _read_piece(fs, p, "id")])
     order = np.argsort(keys, kind="stable")
     rank = np.empty(len(order), dtype=np.int64)
     rank[order] = np.arange(len(order))
     keys = keys[order]
     del order
+    release_arrow_memory()
     x = None
     at = 0
     for p in pieces:
-        block = encode(from_fixed_size_list(_read_piece(fs, p, "embedding")), dtype)
-        if x is None:
-            x = np.empty((len(keys), block.shape[1]), dtype=block.dtype)
-        x[rank[at:at + len(block)]] = block
-        at += len(block)
+        for a in _read_piece(fs, p, "embedding"):
+            block = encode(from_fixed_size_list(a), dtype)
+            if x is None:
+                x = np.empty((len(keys), block.shape[1]), dtype=block.dtype)
+            x[rank[at:at + len(block)]] = block
+            at += len(block)
+        release_arrow_memory()
     return keys, x
 
 

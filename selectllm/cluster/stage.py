@@ -25,7 +25,7 @@ from selectllm.contract import Output, Resources, Settings, Stage
 from selectllm.schemas import ASSIGNMENTS, CENTERS
 from selectllm.select.registry import ONE_PER_CLUSTER
 
-ROW_STATE_BYTES = 64  # a shard's bytes per row besides its vector: id (32), distances, labels, load order
+ROW_STATE_BYTES = 128  # a shard's bytes per row besides its vector: id, distances, labels, load order, output ids
 
 
 def resolved_k(cfg: Config) -> int:

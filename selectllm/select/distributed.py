@@ -34,7 +34,7 @@ import pyarrow.parquet as pq
 
 from selectllm.select.plan import Group, allocate_quotas, cluster_candidates
 
-PLAN_ROWS_PER_TASK = 500_000  # rows of one planning bucket (≈ 300 B/row in a task: ≈ 150 MB)
+PLAN_ROWS_PER_TASK = 250_000  # rows of one planning bucket (≈ 300 B/row in a task: ≈ 75 MB)
 LOOKUP_FILES_PER_TASK = 8  # part files one lookup task scans
 BATCH_ROWS = 65_536  # rows per streamed batch of a part
 
