@@ -184,7 +184,15 @@ class StageInput:
         return pds.dataset(files, format="parquet", filesystem=self.run.fs)
 
     def read(self, columns: list[str] | None = None, filter=None) -> pa.Table:
-        return self.dataset().to_table(columns=columns, filter=filter)
+        if filter is None:
+            return self.dataset().to_table(columns=columns)
+        # a filtered scan keeps few rows of many: one thread, and Arrow's pool emptied after it,
+        # so the memory of every batch it decoded is not kept by this process
+        from selectllm.io import release_arrow_memory
+
+        table = self.dataset().to_table(columns=columns, filter=filter, use_threads=False)
+        release_arrow_memory()
+        return table
 
     def num_rows(self) -> int:
         import pyarrow.parquet as pq

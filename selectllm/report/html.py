@@ -24,6 +24,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from selectllm.contract import StageInput
+from selectllm.io import release_arrow_memory
 from selectllm.report import explorer as X
 from selectllm.report import metrics as M
 from selectllm.report import plots as P
@@ -132,6 +133,13 @@ def _in_sorted(values: np.ndarray, sorted_set: np.ndarray) -> np.ndarray:
     return sorted_set[pos] == values
 
 
+def _concat_release(parts: list[np.ndarray]) -> np.ndarray:
+    """One array of ``parts``, emptying the list as it goes (one copy of the sample at a time)."""
+    out = np.concatenate(parts)
+    parts.clear()
+    return out
+
+
 def _read_embeddings(inp: StageInput | None, selected_ids: list[str], center_ids: list[str] = ()) -> Embeddings | None:
     files = inp.files() if inp is not None else []
     if not files:
@@ -154,7 +162,8 @@ def _read_embeddings(inp: StageInput | None, selected_ids: list[str], center_ids
     offset = 0
     for path in files:
         with fs.open(path, "rb") as fh:
-            for batch in pq.ParquetFile(fh).iter_batches(batch_size=65536, columns=["id", "embedding"]):
+            for batch in pq.ParquetFile(fh).iter_batches(batch_size=65536, columns=["id", "embedding"],
+                                                         use_threads=False):
                 m = batch.num_rows
                 gidx = np.arange(offset, offset + m, dtype=np.int64)
                 offset += m
@@ -187,13 +196,14 @@ def _read_embeddings(inp: StageInput | None, selected_ids: list[str], center_ids
                 covs.append(in_cov[keep])
                 maps.append(in_map[keep])
                 sels.append(sel_k)
+        release_arrow_memory()  # what the file's batches left in Arrow's pool: only the sample stays
     if not vecs:
         return Embeddings(pool_rows=n, dim=dim, vectors=np.zeros((0, dim), np.float32), centers=centers)
     return Embeddings(
         pool_rows=n,
         dim=dim,
         ids=ids,
-        vectors=M.normalize(np.concatenate(vecs)),
+        vectors=M.normalize(_concat_release(vecs), inplace=True),
         in_cov=np.concatenate(covs),
         in_map=np.concatenate(maps),
         is_sel=np.concatenate(sels),
@@ -466,10 +476,10 @@ def build(ctx) -> tuple[str, dict, int]:
             parts.append(f'<p class="note">{len(selected) - sel_vecs.shape[0]:,} selected ids have no embedding.</p>')
         nearest = None
         if emb.in_cov.any() and sel_vecs.shape[0]:
-            cov = M.coverage(emb.vectors[emb.in_cov], sel_vecs, max_rows=emb.vectors.shape[0] + 1)
-            cov.update(rows=int(emb.in_cov.sum()), pool_rows=emb.pool_rows, sampled=emb.cov_sampled)
-            metrics["coverage"] = cov
-            nearest = M.nearest_distance(emb.vectors[emb.in_cov], sel_vecs)  # for the coverage curve
+            # once, over the sample's rows in place (no copy of the sample): the metrics and the curve
+            nearest = M.nearest_distance(emb.vectors, sel_vecs, rows=np.flatnonzero(emb.in_cov))
+            metrics["coverage"] = {**M.distance_summary(nearest), "rows": int(emb.in_cov.sum()),
+                                   "pool_rows": emb.pool_rows, "sampled": emb.cov_sampled}
         metrics["diversity"] = M.diversity(sel_vecs) if sel_vecs.shape[0] else None
         map_mask = emb.in_map | emb.is_sel
         if map_mask.sum() >= 2 and emb.dim >= 2:

@@ -16,13 +16,17 @@ COVERAGE_MAX_ROWS = 200_000
 DIVERSITY_MAX_ROWS = 5_000
 
 
-def normalize(x: np.ndarray) -> np.ndarray:
-    """float32 copy with unit-length rows (zero rows stay zero)."""
+def normalize(x: np.ndarray, inplace: bool = False) -> np.ndarray:
+    """float32 copy with unit-length rows (zero rows stay zero); ``inplace``: scale ``x`` itself
+    when it is float32 already (no second copy of a large sample)."""
     x = np.asarray(x, dtype=np.float32)
     if x.ndim != 2:
         raise ValueError(f"expected a 2-D array of row vectors, got shape {x.shape}")
     norms = np.linalg.norm(x, axis=1, keepdims=True)
     norms[norms == 0] = 1.0
+    if inplace:
+        x /= norms
+        return x
     return x / norms
 
 
@@ -34,12 +38,17 @@ def sample_indices(n: int, k: int, seed: int = 0) -> np.ndarray:
     return np.sort(rng.choice(n, size=k, replace=False)).astype(np.int64)
 
 
-def nearest_distance(pool: np.ndarray, selected: np.ndarray, chunk: int = CHUNK) -> np.ndarray:
-    """Cosine distance from every pool row to its nearest selected row (float32, one per pool row).
+def nearest_distance(pool: np.ndarray, selected: np.ndarray, chunk: int = CHUNK,
+                     rows: np.ndarray | None = None) -> np.ndarray:
+    """Cosine distance from every pool row (or the pool rows numbered ``rows``) to its nearest
+    selected row (float32, one per row).
 
-    Blockwise: at most ``chunk x chunk`` dot products are held at once.
+    Blockwise: at most ``chunk x chunk`` dot products are held at once, and the pool is
+    normalized a block at a time (never copied whole).
     """
-    pool = normalize(pool)
+    pool = np.asarray(pool)
+    if rows is not None:
+        return _nearest_rows(pool, normalize(selected), np.asarray(rows, dtype=np.int64), chunk)
     selected = normalize(selected)
     if pool.shape[0] and selected.shape[0] and pool.shape[1] != selected.shape[1]:
         raise ValueError(f"dimension mismatch: pool {pool.shape[1]} vs selected {selected.shape[1]}")
@@ -48,13 +57,26 @@ def nearest_distance(pool: np.ndarray, selected: np.ndarray, chunk: int = CHUNK)
         out.fill(np.nan)
         return out
     for i in range(0, pool.shape[0], chunk):
-        block = pool[i : i + chunk]
+        block = normalize(pool[i : i + chunk])
         best = np.full(block.shape[0], -np.inf, dtype=np.float32)
         for j in range(0, selected.shape[0], chunk):
             sims = block @ selected[j : j + chunk].T
             np.maximum(best, sims.max(axis=1), out=best)
         out[i : i + chunk] = np.clip(1.0 - best, 0.0, 2.0)
     return out
+
+
+def _nearest_rows(pool: np.ndarray, selected: np.ndarray, rows: np.ndarray, chunk: int) -> np.ndarray:
+    out = np.empty(len(rows), dtype=np.float32)
+    for i in range(0, len(rows), chunk):  # a block of the chosen rows at a time: no copy of them all
+        out[i:i + chunk] = nearest_distance(pool[rows[i:i + chunk]], selected, chunk=chunk)
+    return out
+
+
+def distance_summary(d: np.ndarray) -> dict:
+    """max / p99 / mean of nearest-selected distances (as :func:`coverage` reports them)."""
+    d = np.asarray(d, dtype=np.float64)
+    return {"max": float(d.max()), "p99": float(np.percentile(d, 99)), "mean": float(d.mean())}
 
 
 def coverage(
@@ -76,13 +98,7 @@ def coverage(
     result = {"rows": int(len(idx)), "pool_rows": n, "sampled": sampled}
     if n == 0 or np.asarray(selected).shape[0] == 0:
         return {"max": None, "p99": None, "mean": None, **result}
-    d = nearest_distance(rows, selected, chunk=chunk).astype(np.float64)
-    return {
-        "max": float(d.max()),
-        "p99": float(np.percentile(d, 99)),
-        "mean": float(d.mean()),
-        **result,
-    }
+    return {**distance_summary(nearest_distance(rows, selected, chunk=chunk)), **result}
 
 
 def diversity(selected: np.ndarray) -> float | None:
