@@ -58,8 +58,13 @@ def run_tasks(fn, args: list[tuple], remote: bool, num_returns: int = 1):
 
 
 def _batches(fs, path: str, columns: list[str]):
+    """A part's batches, decoded in this thread; Arrow's pool is emptied after the part (task
+    workers are reused: what the pool kept for reuse would add up over the parts they read)."""
+    from selectllm.io import release_arrow_memory
+
     with fs.open(path, "rb") as f:
-        yield from pq.ParquetFile(f).iter_batches(batch_size=BATCH_ROWS, columns=columns)
+        yield from pq.ParquetFile(f).iter_batches(batch_size=BATCH_ROWS, columns=columns, use_threads=False)
+    release_arrow_memory()
 
 
 # ------------------------------------------------------------------------------- group plan
@@ -98,8 +103,11 @@ def _split_part(fs, path: str, quotas: np.ndarray, buckets: int, only: int | Non
 
 
 def _plan_bucket(quotas: np.ndarray, candidates_per_prompt: int, *tables: pa.Table) -> list[tuple[int, list[str]]]:
+    from selectllm.cluster.sharded import ids_to_keys
+
     t = pa.concat_tables(tables)
-    ids = np.asarray(t.column("id").to_pylist(), dtype=object)
+    ids = ids_to_keys(t.column("id"))  # fixed-width bytes (same order as the strings), not objects:
+    # a bucket may hold one cluster of most of the pool
     return cluster_candidates(ids, t.column("cluster_id").to_numpy(), t.column("distance").to_numpy(),
                               quotas, candidates_per_prompt)
 
@@ -139,8 +147,13 @@ def plan_groups_distributed(fs, files: list[str], k: int, budget: int, picks: in
 
 # ----------------------------------------------------------------------------------- lookup
 def _scan(fs, files: list[str], ids: pa.Array, columns: list[str] | None) -> pa.Table:
+    from selectllm.io import release_arrow_memory
+
     cols = None if columns is None else ["id", *[c for c in columns if c != "id"]]
-    return pds.dataset(files, format="parquet", filesystem=fs).to_table(columns=cols, filter=pc.field("id").isin(ids))
+    table = pds.dataset(files, format="parquet", filesystem=fs).to_table(columns=cols, filter=pc.field("id").isin(ids),
+                                                                         use_threads=False)
+    release_arrow_memory()  # a filtered scan decodes whole row groups to keep a few rows
+    return table
 
 
 def lookup_table(fs, files: list[str], ids: list[str], columns: list[str] | None, remote: bool) -> pa.Table | None:

@@ -88,7 +88,8 @@ def cluster_candidates(ids: np.ndarray, labels: np.ndarray, dist: np.ndarray, qu
                        candidates_per_prompt: int) -> list[tuple[int, list[str]]]:
     """(cluster, candidates) of every cluster present with a non-zero quota, given ALL members of
     those clusters (some clusters of the pool, e.g. one planning bucket) and the global quotas:
-    the candidates :func:`plan_groups` shows for them."""
+    the candidates :func:`plan_groups` shows for them.  ``ids``: strings, or their UTF-8 bytes
+    (a fixed-width numpy array sorts the same)."""
     order = np.lexsort((ids, dist, labels))  # by cluster, then distance, then id
     sorted_labels = labels[order]
     starts = np.flatnonzero(np.r_[True, sorted_labels[1:] != sorted_labels[:-1]]) if len(order) else order
@@ -99,5 +100,5 @@ def cluster_candidates(ids: np.ndarray, labels: np.ndarray, dist: np.ndarray, qu
             continue
         members = ids[order[a:b]]
         shown = max(candidates_per_prompt, int(quotas[c]) + 1)
-        out.append((c, [str(x) for x in members[spread_ranks(len(members), shown)]]))
+        out.append((c, [x.decode() if isinstance(x, bytes) else str(x) for x in members[spread_ranks(len(members), shown)]]))
     return out
