@@ -47,29 +47,21 @@ def nearest_distance(pool: np.ndarray, selected: np.ndarray, chunk: int = CHUNK,
     normalized a block at a time (never copied whole).
     """
     pool = np.asarray(pool)
-    if rows is not None:
-        return _nearest_rows(pool, normalize(selected), np.asarray(rows, dtype=np.int64), chunk)
     selected = normalize(selected)
     if pool.shape[0] and selected.shape[0] and pool.shape[1] != selected.shape[1]:
         raise ValueError(f"dimension mismatch: pool {pool.shape[1]} vs selected {selected.shape[1]}")
-    out = np.empty(pool.shape[0], dtype=np.float32)
+    n = pool.shape[0] if rows is None else len(rows)
+    out = np.empty(n, dtype=np.float32)
     if selected.shape[0] == 0:
         out.fill(np.nan)
         return out
-    for i in range(0, pool.shape[0], chunk):
-        block = normalize(pool[i : i + chunk])
+    for i in range(0, n, chunk):
+        block = normalize(pool[i : i + chunk] if rows is None else pool[rows[i : i + chunk]])
         best = np.full(block.shape[0], -np.inf, dtype=np.float32)
         for j in range(0, selected.shape[0], chunk):
             sims = block @ selected[j : j + chunk].T
             np.maximum(best, sims.max(axis=1), out=best)
         out[i : i + chunk] = np.clip(1.0 - best, 0.0, 2.0)
-    return out
-
-
-def _nearest_rows(pool: np.ndarray, selected: np.ndarray, rows: np.ndarray, chunk: int) -> np.ndarray:
-    out = np.empty(len(rows), dtype=np.float32)
-    for i in range(0, len(rows), chunk):  # a block of the chosen rows at a time: no copy of them all
-        out[i:i + chunk] = nearest_distance(pool[rows[i:i + chunk]], selected, chunk=chunk)
     return out
 
 
