@@ -1,0 +1,130 @@
+"""The simulator's answer model: what a chat request is answered, as pure functions (no server).
+
+See the package docstring (:mod:`selectllm.llm.simulator`) for the heuristics.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import re
+from typing import Any
+
+CANDIDATE_RE = re.compile(r'<candidate id="(\d+)">\s*(.*?)\s*</candidate>', re.S)
+SELECT_K_RE = re.compile(r"Select exactly (\d+) instruction", re.I)
+RATE_RE = re.compile(r"Rate the following", re.I)
+INPUT_RE = re.compile(r"### Input:(.*?)(?:###|\Z)", re.S)
+WORD_RE = re.compile(r"\w+")
+REASONS_RE = re.compile(r"in brackets, then a one-line reason", re.I)  # select.reasons, text form
+MALFORMED = (
+    "I think every one of these instructions is valuable, so I cannot pick just a few.",
+    "Sure! Here are my thoughts on the candidates: they vary a lot in quality and scope.",
+    "As a language model I would rather not choose; all of them seem useful for annotation.",
+    "The best instruction is the one that teaches the most. Hope this helps!",
+)
+
+
+# --------------------------------------------------------------------------- pure answer logic
+
+
+def candidate_score(text: str) -> float:
+    """The selection heuristic for one candidate (see module doc)."""
+    t = text.strip()
+    words = [w.lower() for w in WORD_RE.findall(t)]
+    distinct = len(set(words)) / len(words) if words else 0.0
+    m = INPUT_RE.search(t)
+    has_input = bool(m and m.group(1).strip())
+    return math.log1p(len(t)) + distinct + (0.5 if has_input else 0.0)
+
+
+def score_reason(text: str) -> str:
+    """The heuristic's one-line reason for a pick: the parts of :func:`candidate_score`."""
+    t = text.strip()
+    words = [w.lower() for w in WORD_RE.findall(t)]
+    distinct = len(set(words)) / len(words) if words else 0.0
+    m = INPUT_RE.search(t)
+    has_input = bool(m and m.group(1).strip())
+    return (f"score {candidate_score(text):.2f}: {len(t)} characters, {distinct:.0%} distinct words"
+            + (", has an input" if has_input else ""))
+
+
+def select_ids(candidates: list[tuple[int, str]], k: int) -> list[int]:
+    ranked = sorted(candidates, key=lambda c: (-candidate_score(c[1]), c[0]))
+    return [cid for cid, _ in ranked[: max(0, k)]]
+
+
+def rating_score(text: str) -> int:
+    words = len(WORD_RE.findall(text))
+    return min(5, 1 + int(math.floor(math.log2(1 + words / 8))))
+
+
+def _text_of(content: Any) -> str:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "".join(p.get("text", "") for p in content if isinstance(p, dict))
+    return "" if content is None else str(content)
+
+
+def _schema_key(response_format: dict | None, types: tuple[str, ...], default: str) -> str:
+    try:
+        props = response_format["json_schema"]["schema"]["properties"]  # type: ignore[index]
+        for name, spec in props.items():
+            if isinstance(spec, dict) and spec.get("type") in types:
+                return str(name)
+    except (KeyError, TypeError, AttributeError):
+        pass
+    return default
+
+
+def _items_are_objects(response_format: dict | None, key: str) -> bool:
+    try:
+        return response_format["json_schema"]["schema"]["properties"][key]["items"]["type"] == "object"  # type: ignore[index]
+    except (KeyError, TypeError):
+        return False
+
+
+def answer_text(messages: list[dict], response_format: dict | None) -> str:
+    """The full (untruncated) deterministic answer to a chat request."""
+    json_mode = isinstance(response_format, dict) and response_format.get("type") in (
+        "json_object", "json_schema")
+    users = [_text_of(m.get("content")) for m in messages if m.get("role") == "user"]
+    last_user = users[-1] if users else ""
+    everything = "\n".join(_text_of(m.get("content")) for m in messages)
+
+    source = last_user if CANDIDATE_RE.search(last_user) else everything
+    cands = [(int(i), t) for i, t in CANDIDATE_RE.findall(source)]
+    if cands:
+        m = SELECT_K_RE.search(source) or SELECT_K_RE.search(everything)
+        k = int(m.group(1)) if m else 1
+        ids = select_ids(cands, k)
+        texts = dict(cands)
+        if json_mode:
+            key = _schema_key(response_format, ("array",), "selected")
+            if _items_are_objects(response_format, key):  # {"choices": [{"id": 3, "reason": "..."}]}
+                return json.dumps({key: [{"id": i, "reason": score_reason(texts[i])} for i in ids]})
+            return json.dumps({key: ids})
+        if REASONS_RE.search(source):
+            return "\n".join(f"[{i}] {score_reason(texts[i])}" for i in ids)
+        return ", ".join(f"[{i}]" for i in ids)
+
+    src = last_user if RATE_RE.search(last_user) else everything
+    m = RATE_RE.search(src)
+    if m:
+        score = rating_score(src[m.end():])
+        if json_mode:
+            key = _schema_key(response_format, ("integer", "number"), "score")
+            return json.dumps({key: score})
+        return f"Score: {score}"
+
+    echo = " ".join(last_user.split()[:12])
+    if json_mode:
+        return json.dumps({"answer": f"Simulated answer: {echo}"})
+    return f"Simulated answer: {echo}"
+
+
+def _unit(*parts: Any) -> float:
+    """A deterministic number in [0, 1) from its arguments."""
+    h = hashlib.sha256(":".join(str(p) for p in parts).encode()).hexdigest()
+    return int(h[:16], 16) / 2**64
