@@ -69,7 +69,7 @@ def test_rank_by_rating():
 
 
 def _sim_rating(instruction: str, input_text: str) -> int:
-    """The simulator's rating of our prompt (words after "Rate the following", see simulator.py)."""
+    """The simulator's rating of our prompt (words after "Rate the following", see llm/simulator/answers.py)."""
     from selectllm.llm.simulator import rating_score
     from selectllm.select.prompts import rating_messages
 
