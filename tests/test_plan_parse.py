@@ -45,7 +45,7 @@ def test_plan_groups_center_first_and_exact_budget():
 
 @pytest.mark.parametrize("text,expected", [
     ("[3]", [2]), ("[3], [7]", [2, 6]), ("[3, 7]", [2, 6]), ('{"selected": [7, 3]}', [6, 2]),
-    ("The best are [2] and [2] and [9]", [1]), ("[0]", []), ("no idea", []), ("", []), (None, []),
+    ("The best are [2] and [2] and [9]", [1]), ("[0]", [0]), ("no idea", []), ("", []), (None, []),
     ('{"selected": ["4", true, 1.5]}', [3]),
 ])
 def test_parse_accepts_only_offered_ids(text, expected):

@@ -44,7 +44,7 @@ def test_reasons_parse_every_form(text, positions, reasons):
     assert p.positions == positions and p.reasons == reasons
 
 
-@pytest.mark.parametrize("garbage", ["", "   ", "no ids at all", "{not json", '{"choices": "x"}', "[]", "[0] zero",
+@pytest.mark.parametrize("garbage", ["", "   ", "no ids at all", "{not json", '{"choices": "x"}', "[]",
                                      '{"choices": [null, {"id": true}, {"id": 2.5}]}', "\x00\x01[", "[" * 10000])
 def test_reasons_garbage_gives_no_pick_and_a_problem(garbage):
     p = parse_selection(garbage, 5, 2, reasons=True)
@@ -57,9 +57,9 @@ def test_reason_is_one_bounded_line():
     assert len(why) == MAX_REASON_CHARS and "\n" not in why and why.endswith("\u2026")
 
 
-def test_without_reasons_parsing_is_unchanged():
-    assert parse_selection("[3] Asks for a proof [1]", 5, 2).positions == [2, 0]
-    assert parse_selection("[3] Asks for a proof [1]", 5, 2).reasons == ["", ""]
+def test_without_reasons_a_bracket_later_in_an_answer_line_is_not_a_pick():
+    p = parse_selection("[3] Asks for a proof [1]", 5, 2)
+    assert p.positions == [2] and p.reasons == [""] and p.classes == ["too_few"]
 
 
 def test_simulator_answers_with_its_heuristic_reasons():

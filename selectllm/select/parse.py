@@ -136,8 +136,9 @@ def _text_ids(text: str, picks: int, out: Parsed) -> tuple[list, list]:
         if m is None:
             prose_ids += len(_bracket_ids(line))
             continue
-        if _ONLY_IDS.fullmatch(m.group(2)):  # identifiers without reasons on this line
-            found = _bracket_ids(line)
+        lead = _BRACKETS.search(line)
+        if _ONLY_IDS.fullmatch(m.group(2)) or "," in lead.group(1):  # identifiers without reasons on this line
+            found = _bracket_ids(line) if _ONLY_IDS.fullmatch(m.group(2)) else _bracket_ids(lead.group(0))
             ids += found
             reasons += [""] * len(found)
         else:
@@ -171,7 +172,7 @@ def _answer_part(text: str, out: Parsed) -> str:
         return ""
     markers = list(_MARKER.finditer(text))
     if markers and text[markers[-1].end():].strip():
-        text = text[markers[-1].end():]
+        text = text[markers[-1].end():].lstrip(" *\t")
         out.flag("reasoning")
     fence = _FENCE.search(text)
     if fence and fence.group(1).strip():
