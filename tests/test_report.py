@@ -299,19 +299,28 @@ def test_explorer_shows_who_chose_a_row_and_why_when_the_select_stage_says(tmp_p
 
 def test_explorer_reads_only_the_candidates_of_the_embedded_groups(tmp_path, monkeypatch):
     from selectllm.contract import StageInput
+    from selectllm.select import distributed as D
 
     make_run(tmp_path)
-    reads = []
-    original = StageInput.read
+    reads, lookups = [], []
+    original, original_lookup = StageInput.read, D.lookup_table
 
     def spy(self, columns=None, filter=None):
         reads.append((self.stage, self.output.name, columns, filter))
         return original(self, columns=columns, filter=filter)
 
+    def spy_lookup(fs, files, ids, columns, remote):
+        lookups.append((files, list(ids), remote))
+        return original_lookup(fs, files, ids, columns, remote)
+
     monkeypatch.setattr(StageInput, "read", spy)
-    _run_report(tmp_path, "select.budget=6")
-    rows_reads = [r for r in reads if (r[0], r[1]) == ("dedup", "rows")]
-    assert rows_reads and all(f is not None for *_, f in rows_reads)  # always filtered by id
+    monkeypatch.setattr(D, "lookup_table", spy_lookup)
+    _, page, _ = _run_report(tmp_path, "select.budget=6")
+    assert not [r for r in reads if (r[0], r[1]) == ("dedup", "rows")]  # never a whole read of the pool
+    candidates = {i for d in _decisions(tmp_path) for i in d["candidate_ids"]}
+    dedup_parts = {str(p) for p in (tmp_path / "dedup").glob("part-*.parquet")}
+    rows_lookups = [(ids, remote) for files, ids, remote in lookups if {str(f) for f in files} <= dedup_parts]
+    assert rows_lookups and all(set(ids) <= candidates and not remote for ids, remote in rows_lookups)
     # the decisions' id lists are read for the embedded groups only
     lists = [r for r in reads if r[1] == "decisions" and r[2] and "candidate_ids" in r[2]]
     assert lists and all(f is not None for *_, f in lists)

@@ -16,7 +16,7 @@ import numpy as np
 
 from selectllm.report import metrics as M
 from selectllm.report import plots as P
-from selectllm.report.html import CSS, esc, img, num, table, trunc
+from selectllm.report.widgets import CSS, esc, img, kv, num, page, table, trunc
 
 MAP_MAX_ROWS = 8_000
 EXAMPLES = 5
@@ -72,7 +72,7 @@ def build_compare_html(ctx, results: dict, extras: dict, x: np.ndarray, cov_idx:
               ("LLM", f"{cfg.llm.provider} / {cfg.llm.model}"),
               ("price", f"${cfg.llm.price.input_per_mtok}/M input, ${cfg.llm.price.output_per_mtok}/M output tokens"),
               ("cap", f"llm.max_usd = ${cfg.llm.max_usd:.2f} per strategy")]
-    parts.append('<dl class="kv">' + "".join(f"<dt>{esc(a)}</dt><dd>{esc(b)}</dd>" for a, b in header) + "</dl>")
+    parts.append(kv(header))
 
     # ---- the table
     parts.append('<h2 id="table">Comparison</h2>')
@@ -170,18 +170,15 @@ def build_compare_html(ctx, results: dict, extras: dict, x: np.ndarray, cov_idx:
             parts.append(f"<h3>{esc(name)}</h3>")
             parts.append(table(["instruction", "input"], [[trunc(r["instruction"]), trunc(r["input"])] for r in ex]))
 
-    page = ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
-            f"<title>SelectLLM compare – {esc(run.url)}</title><style>{CSS}{EXTRA_CSS}</style></head>\n<body>\n"
-            + "\n".join(parts) + "\n</body></html>\n")
-    return page, plots
+    return page(f"SelectLLM compare – {run.url}", CSS + EXTRA_CSS, parts), plots
 
 
 def write_compare_html(ctx, path: str, results: dict, extras: dict, x: np.ndarray,
                        cov_idx: np.ndarray, nearest: dict, selections: dict, labels: np.ndarray | None, k: int,
                        ids: np.ndarray | None = None, n_pool: int | None = None) -> int:
     run = ctx.run
-    page, plots = build_compare_html(ctx, results, extras, x, cov_idx, nearest, selections, labels, k, ids, n_pool)
+    html, plots = build_compare_html(ctx, results, extras, x, cov_idx, nearest, selections, labels, k, ids, n_pool)
     run.fs.makedirs(posixpath.dirname(path), exist_ok=True)
     with run.fs.open(path, "wb") as f:
-        f.write(page.encode("utf-8"))
+        f.write(html.encode("utf-8"))
     return plots

@@ -87,13 +87,14 @@ def _row(r: dict) -> dict:
 
 
 def _lookup(rows_input, ids: list[str]) -> dict[str, dict]:
-    """The dedup rows of these ids only: a filtered scan of the rows input."""
+    """The dedup rows of these ids only (the select stage's filtered lookup, in this process)."""
+    from selectllm.select.tables import lookup_rows
+
     if rows_input is None or not ids:
         return {}
     names = set(rows_input.dataset().schema.names)
-    columns = ["id", *[c for c in ("instruction", "input", "source", "source_row") if c in names]]
-    table = rows_input.read(columns=columns, filter=pc.field("id").isin(pa.array(sorted(set(ids)), pa.string())))
-    return {r["id"]: r for r in table.to_pylist()}
+    return lookup_rows(rows_input, ids, [c for c in ("instruction", "input", "source", "source_row") if c in names],
+                       remote=False)
 
 
 def _pick_groups(ids: np.ndarray, status: list[str]) -> np.ndarray:

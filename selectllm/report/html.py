@@ -1,7 +1,9 @@
 """The report page: one self-contained HTML page and the metrics of a run (written by ``report/stage.py``).
 
-Reads only the report stage's declared inputs (``ctx.input(name)``; any that is not committed
-gets a "not run" note), computes coverage/diversity (``metrics.py``), draws plots (``plots.py``,
+Reads only the report stage's declared inputs once (:func:`read`; ``ctx.input(name)``; any that is
+not committed gets a "not run" note) into a :class:`Report`; the page is :data:`SECTIONS`, one
+function per section (a new section: one function and one entry), built from the widgets of
+``widgets.py``.  Computes coverage/diversity (``metrics.py``), draws plots (``plots.py``,
 inline base64 PNGs), adds the selection explorer (``explorer.py``: every LLM group with its
 candidates, filters, search and a clickable map; inline JSON + plain JS) and writes
 ``report.html`` + ``metrics.json`` into the staging folder; the pipeline moves them to the run
@@ -12,7 +14,6 @@ the cluster centers) is kept in memory, so this stays cheap on pools of hundreds
 
 from __future__ import annotations
 
-import html
 import json
 import posixpath
 from dataclasses import dataclass, field
@@ -28,13 +29,13 @@ from selectllm.io import release_arrow_memory
 from selectllm.report import explorer as X
 from selectllm.report import metrics as M
 from selectllm.report import plots as P
+from selectllm.report.widgets import CSS, cluster_link, esc, img, kv, not_run, num, page, table, trunc
 from selectllm.schemas import DECISION_STATUSES
 
 MAP_MAX_ROWS = 20_000
 SAMPLE_TABLE_ROWS = 20
 QUARANTINE_EXAMPLES_PER_REASON = 3
 QUARANTINE_SCAN_MAX_ROWS = 200_000  # examples only; counts come from stats.json
-TEXT_MAX_CHARS = 200
 SEED = 0
 SPEND_COLUMNS = ["group_id", "status", "input_tokens", "output_tokens", "usd"]  # decisions, without the id lists
 
@@ -274,324 +275,317 @@ def _selection_metrics(decisions: pa.Table | None, selected: list[dict] | None, 
     return out
 
 
-# ----------------------------------------------------------------------------- HTML pieces
-CSS = """
-body{font-family:-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:2em auto;max-width:1100px;
-color:#222;padding:0 1em;line-height:1.4}
-h1{font-size:1.6em;margin-bottom:.2em}h2{border-bottom:1px solid #ddd;padding-bottom:.2em;margin-top:2em}
-table{border-collapse:collapse;margin:.8em 0;font-size:.9em}
-th,td{border:1px solid #ddd;padding:.3em .6em;text-align:left;vertical-align:top}
-th{background:#f4f6f8}td.num{text-align:right;font-variant-numeric:tabular-nums}
-.note{color:#8a6d3b;background:#fcf8e3;border:1px solid #faebcc;padding:.5em .8em;border-radius:4px}
-.muted{color:#777}img{max-width:100%;display:block;margin:.5em 0}
-pre{background:#f6f8fa;padding:.8em;overflow:auto;font-size:.85em}
-dl.kv{display:grid;grid-template-columns:max-content auto;gap:.2em 1em}dl.kv dt{font-weight:bold}
-.text{max-width:520px;white-space:pre-wrap;word-break:break-word}
-"""
+# ----------------------------------------------------------------------------- the sections
+@dataclass
+class Report:
+    """What the sections read (each input read once, in :func:`read`) and what they add up: the
+    metrics and the number of plots.  A section is a function of a Report returning its HTML."""
+
+    ctx: Any
+    inputs: Inputs
+    manifest: dict
+    stats: dict | None
+    selected: list[dict] | None
+    decisions: StageInput | None
+    spend_table: pa.Table | None
+    clusters: pa.Table | None
+    map_clusters: pa.Table | None  # the largest clusters with a center row: rings on the explorer's map
+    emb: Embeddings | None
+    sel_metrics: dict
+    explorer: X.Explorer | None
+    per_cluster: dict[int, int]  # selected rows per cluster
+    metrics: dict
+    plots: int = 0
+    explorer_map: str = ""  # the explorer's SVG map, drawn by the pool map section
+
+    @property
+    def run(self):
+        return self.ctx.run
+
+    @property
+    def cfg(self):
+        return self.ctx.cfg
+
+    @property
+    def stages(self) -> dict:
+        return self.manifest.get("stages", {}) or {}
+
+    def plot(self, plot_id: str, alt: str, b64: str) -> str:
+        """An inline plot, counted."""
+        self.plots += 1
+        return img(plot_id, alt, b64)
 
 
-def esc(v: Any) -> str:
-    return html.escape("" if v is None else str(v), quote=True)
-
-
-def trunc(s: Any, n: int = TEXT_MAX_CHARS) -> str:
-    s = "" if s is None else str(s)
-    return s if len(s) <= n else s[:n] + "…"
-
-
-def num(v: Any, digits: int = 4) -> str:
-    if v is None:
-        return "–"
-    if isinstance(v, bool):
-        return str(v)
-    if isinstance(v, (int, np.integer)):
-        return f"{int(v):,}"
-    if isinstance(v, (float, np.floating)):
-        return f"{float(v):,.{digits}f}"
-    return str(v)
-
-
-def table(headers: list[str], rows: list[list[Any]], numeric: set[int] | None = None) -> str:
-    """An HTML table; every cell is escaped.  Columns in ``numeric`` are right-aligned numbers."""
-    numeric = numeric or set()
-    head = "".join(f"<th>{esc(h)}</th>" for h in headers)
-    body = []
-    for r in rows:
-        cells = []
-        for i, c in enumerate(r):
-            if isinstance(c, Raw):
-                cells.append(f'<td class="num">{c}</td>')
-            elif i in numeric:
-                cells.append(f'<td class="num">{esc(num(c))}</td>')
-            else:
-                cells.append(f'<td class="text">{esc(c)}</td>')
-        body.append("<tr>" + "".join(cells) + "</tr>")
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
-
-
-def img(plot_id: str, alt: str, b64: str) -> str:
-    return f'<img id="{esc(plot_id)}" alt="{esc(alt)}" src="data:image/png;base64,{b64}">'
-
-
-class Raw(str):
-    """A table cell that is already HTML (a link built here from numbers), not escaped."""
-
-
-def cluster_link(cluster_id: Any) -> Raw:
-    return Raw(f'<a href="#cluster-{int(cluster_id)}">{int(cluster_id)}</a>')
-
-
-def not_run(stage: str, what: str, anchor: bool = True) -> str:
-    ident = f' id="missing-{esc(stage)}"' if anchor else ""
-    return f'<p class="note"{ident}>{esc(what)}: stage <b>{esc(stage)}</b> not run (no committed output found).</p>'
-
-
-# ----------------------------------------------------------------------------- the stage
-def build(ctx) -> tuple[str, dict, int]:
-    """Read the report stage's declared inputs; return (html, metrics, number of plots)."""
+def read(ctx) -> Report:
+    """Read the report stage's declared inputs once, for every section."""
     run, cfg = ctx.run, ctx.cfg
     manifest = run.manifest()
-    stages = manifest.get("stages", {}) or {}
     inputs = Inputs(ctx)
     stats = inputs.get("stats").read_json() if inputs.get("stats") else None
     selected = _read_selected(inputs.get("selected"))
     decisions = inputs.get("decisions")
     spend_table = decisions.read(columns=SPEND_COLUMNS) if decisions is not None else None
     clusters = _cluster_sizes(inputs.get("centers"), inputs.get("assignments"))
-    map_clusters = None  # the largest clusters with a center row: rings on the explorer's map
+    map_clusters = None
     if clusters is not None and clusters.num_rows:
         with_center = clusters.filter(pc.is_valid(clusters.column("id")))
         order = np.lexsort((with_center.column("cluster_id").to_numpy(), -with_center.column("size").to_numpy()))
         map_clusters = with_center.take(pa.array(order[: X.MAP_MAX_CLUSTERS], pa.int64()))
     center_ids = map_clusters.column("id").to_pylist() if map_clusters is not None else []
     emb = _read_embeddings(inputs.get("vectors"), [str(r.get("id")) for r in selected or []], center_ids)
-
     sel_metrics = _selection_metrics(spend_table, selected, cfg)
-    explorer = X.collect(decisions, inputs.get("rows"), selected, sel_metrics["strategy"])
+    per_cluster: dict[int, int] = {}
+    for r in selected or []:
+        if r.get("cluster_id") is not None:
+            per_cluster[int(r["cluster_id"])] = per_cluster.get(int(r["cluster_id"]), 0) + 1
     metrics: dict[str, Any] = {
         "dedup": stats,
         "clusters": None,
         "selection": {k: v for k, v in sel_metrics.items() if k != "by_status_spend"},
         "coverage": None,
         "diversity": None,
-        "stages": {name: e.get("seconds") for name, e in stages.items()},
+        "stages": {name: e.get("seconds") for name, e in (manifest.get("stages", {}) or {}).items()},
         "not_run": inputs.missing(),
     }
-    plots = 0
-    parts: list[str] = []
-    explorer_map = ""
+    return Report(ctx=ctx, inputs=inputs, manifest=manifest, stats=stats, selected=selected, decisions=decisions,
+                  spend_table=spend_table, clusters=clusters, map_clusters=map_clusters, emb=emb,
+                  sel_metrics=sel_metrics,
+                  explorer=X.collect(decisions, inputs.get("rows"), selected, sel_metrics["strategy"]),
+                  per_cluster=per_cluster, metrics=metrics)
 
-    # ---- header
-    parts.append("<h1>SelectLLM run report</h1>")
-    header = [
-        ("run dir", run.url),
-        ("strategy", sel_metrics["strategy"]),
+
+def header_section(r: Report) -> str:
+    cfg = r.cfg
+    parts = ["<h1>SelectLLM run report</h1>", kv([
+        ("run dir", r.run.url),
+        ("strategy", r.sel_metrics["strategy"]),
         ("budget", num(cfg.select.budget)),
-        ("selected", num(sel_metrics["selected"]) if selected is not None else "not run"),
+        ("selected", num(r.sel_metrics["selected"]) if r.selected is not None else "not run"),
         ("LLM", f"{cfg.llm.provider} / {cfg.llm.model}"),
-        ("updated", manifest.get("updated_at", "–")),
-    ]
-    parts.append('<dl class="kv">' + "".join(f"<dt>{esc(k)}</dt><dd>{esc(v)}</dd>" for k, v in header) + "</dl>")
-    if metrics["not_run"]:
-        parts.append(f'<p class="note">Not run yet: {esc(", ".join(metrics["not_run"]))}.</p>')
+        ("updated", r.manifest.get("updated_at", "–")),
+    ])]
+    if r.metrics["not_run"]:
+        parts.append(f'<p class="note">Not run yet: {esc(", ".join(r.metrics["not_run"]))}.</p>')
     parts.append('<p><a href="#explorer">Selection explorer</a>: every group with its candidates, filters and search.</p>')
+    return "\n".join(parts)
 
-    # ---- dedup
-    parts.append('<h2 id="dedup">Dedup</h2>')
+
+def dedup_section(r: Report) -> str:
+    parts = ['<h2 id="dedup">Dedup</h2>']
+    stats = r.stats
     if stats is None:
-        parts.append(not_run(inputs.stage("stats"), "Dedup funnel"))
+        parts.append(not_run(r.inputs.stage("stats"), "Dedup funnel"))
+        return "\n".join(parts)
+    read_ = int(stats.get("read", 0))
+    qt = int(stats.get("quarantined_total", sum((stats.get("quarantined") or {}).values())))
+    exact = int(stats.get("exact_duplicates", 0))
+    near = int(stats.get("near_duplicates", 0))
+    kept = int(stats.get("kept", read_ - qt - exact - near))
+    steps = [("read", read_), ("- quarantined", read_ - qt), ("- exact dups", read_ - qt - exact),
+             ("- near dups", read_ - qt - exact - near), ("kept", kept)]
+    parts.append(r.plot("plot-funnel", "Dedup funnel: rows read, quarantined, exact and near duplicates removed, kept",
+                        P.funnel_plot(steps)))
+    parts.append(table(["step", "rows"], [[s, v] for s, v in steps], numeric={1}))
+    if read_ != kept + qt + exact + near:
+        parts.append(f'<p class="note">Counts do not add up: read {read_:,} ≠ kept + duplicates + quarantined '
+                     f'({kept + qt + exact + near:,}).</p>')
+    by_reason = stats.get("quarantined") or {}
+    examples = _quarantine_examples(r.inputs.get("quarantine"))
+    parts.append("<h3>Quarantine</h3>")
+    if not by_reason and not examples:
+        parts.append('<p class="muted">No row was quarantined.</p>')
     else:
-        read = int(stats.get("read", 0))
-        qt = int(stats.get("quarantined_total", sum((stats.get("quarantined") or {}).values())))
-        exact = int(stats.get("exact_duplicates", 0))
-        near = int(stats.get("near_duplicates", 0))
-        kept = int(stats.get("kept", read - qt - exact - near))
-        steps = [("read", read), ("- quarantined", read - qt), ("- exact dups", read - qt - exact),
-                 ("- near dups", read - qt - exact - near), ("kept", kept)]
-        parts.append(img("plot-funnel", "Dedup funnel: rows read, quarantined, exact and near duplicates removed, kept",
-                         P.funnel_plot(steps)))
-        plots += 1
-        parts.append(table(["step", "rows"], [[s, v] for s, v in steps], numeric={1}))
-        if read != kept + qt + exact + near:
-            parts.append(f'<p class="note">Counts do not add up: read {read:,} ≠ kept + duplicates + quarantined '
-                         f'({kept + qt + exact + near:,}).</p>')
-        by_reason = stats.get("quarantined") or {}
-        examples = _quarantine_examples(inputs.get("quarantine"))
-        parts.append("<h3>Quarantine</h3>")
-        if not by_reason and not examples:
-            parts.append('<p class="muted">No row was quarantined.</p>')
-        else:
-            rows = []
-            for reason in sorted(set(by_reason) | set(examples)):
-                for i, ex in enumerate(examples.get(reason, []) or [None]):
-                    rows.append([
-                        reason if i == 0 else "",
-                        by_reason.get(reason, 0) if i == 0 else "",
-                        trunc(ex["raw"]) if ex else "",
-                        f'{ex["source"]}:{ex["source_row"]}' if ex else "",
-                    ])
-            parts.append(table(["reason", "rows", "example (first 200 chars)", "source:row"], rows, numeric=set()))
+        rows = []
+        for reason in sorted(set(by_reason) | set(examples)):
+            for i, ex in enumerate(examples.get(reason, []) or [None]):
+                rows.append([
+                    reason if i == 0 else "",
+                    by_reason.get(reason, 0) if i == 0 else "",
+                    trunc(ex["raw"]) if ex else "",
+                    f'{ex["source"]}:{ex["source_row"]}' if ex else "",
+                ])
+        parts.append(table(["reason", "rows", "example (first 200 chars)", "source:row"], rows, numeric=set()))
+    return "\n".join(parts)
 
-    # ---- clusters
-    parts.append('<h2 id="clusters">Clusters</h2>')
-    per_cluster: dict[int, int] = {}
-    for r in selected or []:
-        if r.get("cluster_id") is not None:
-            per_cluster[int(r["cluster_id"])] = per_cluster.get(int(r["cluster_id"]), 0) + 1
+
+def clusters_section(r: Report) -> str:
+    parts = ['<h2 id="clusters">Clusters</h2>']
+    clusters = r.clusters
     if clusters is None or clusters.num_rows == 0:
-        parts.append(not_run(inputs.stage("centers"), "Clusters"))
-    else:
-        sizes = clusters.column("size").to_numpy().astype(np.int64)
-        radius = pc.fill_null(clusters.column("radius"), np.nan).to_numpy().astype(np.float64)
-        metrics["clusters"] = {
-            "k": int(clusters.num_rows),
-            **M.size_stats(sizes),
-            "radius_max": M.finite_or_none(np.nanmax(radius) if np.isfinite(radius).any() else None),
-        }
-        parts.append(img("plot-clusters", "Cluster size histogram: number of clusters by size",
-                         P.histogram_plot(sizes, f"Cluster sizes (k = {len(sizes):,})", "rows in cluster")))
-        plots += 1
-        c = metrics["clusters"]
-        parts.append(table(["k", "size min", "size median", "size max", "radius max"],
-                           [[c["k"], c["size_min"], c["size_median"], c["size_max"], c["radius_max"]]],
-                           numeric={0, 1, 2, 3, 4}))
-        order = np.lexsort((clusters.column("cluster_id").to_numpy(), -sizes))[:10]
-        cid = clusters.column("cluster_id").to_pylist()
-        center = clusters.column("id").to_pylist()
-        parts.append("<h3>Top 10 largest clusters</h3>")
-        parts.append(table(
-            ["cluster_id", "center id", "size", "radius", "selected"],
-            [[cluster_link(cid[i]), center[i] or "–", int(sizes[i]), M.finite_or_none(radius[i]),
-              per_cluster.get(cid[i], 0)] for i in order],
-            numeric={2, 3, 4},
-        ))
+        parts.append(not_run(r.inputs.stage("centers"), "Clusters"))
+        return "\n".join(parts)
+    sizes = clusters.column("size").to_numpy().astype(np.int64)
+    radius = pc.fill_null(clusters.column("radius"), np.nan).to_numpy().astype(np.float64)
+    c = r.metrics["clusters"] = {
+        "k": int(clusters.num_rows),
+        **M.size_stats(sizes),
+        "radius_max": M.finite_or_none(np.nanmax(radius) if np.isfinite(radius).any() else None),
+    }
+    parts.append(r.plot("plot-clusters", "Cluster size histogram: number of clusters by size",
+                        P.histogram_plot(sizes, f"Cluster sizes (k = {len(sizes):,})", "rows in cluster")))
+    parts.append(table(["k", "size min", "size median", "size max", "radius max"],
+                       [[c["k"], c["size_min"], c["size_median"], c["size_max"], c["radius_max"]]],
+                       numeric={0, 1, 2, 3, 4}))
+    order = np.lexsort((clusters.column("cluster_id").to_numpy(), -sizes))[:10]
+    cid = clusters.column("cluster_id").to_pylist()
+    center = clusters.column("id").to_pylist()
+    parts.append("<h3>Top 10 largest clusters</h3>")
+    parts.append(table(
+        ["cluster_id", "center id", "size", "radius", "selected"],
+        [[cluster_link(cid[i]), center[i] or "–", int(sizes[i]), M.finite_or_none(radius[i]),
+          r.per_cluster.get(cid[i], 0)] for i in order],
+        numeric={2, 3, 4},
+    ))
+    return "\n".join(parts)
 
-    # ---- map + coverage
-    parts.append('<h2 id="map">Pool map and coverage</h2>')
+
+def map_section(r: Report) -> str:
+    """The pool map, coverage and diversity (and the explorer's map, in the same projection)."""
+    parts = ['<h2 id="map">Pool map and coverage</h2>']
+    emb, selected, metrics = r.emb, r.selected, r.metrics
     if emb is None:
-        parts.append(not_run(inputs.stage("vectors"), "Pool map and coverage"))
-    else:
-        sel_vecs = emb.vectors[emb.is_sel]
-        if selected is not None and sel_vecs.shape[0] < len({str(r.get("id")) for r in selected}):
-            parts.append(f'<p class="note">{len(selected) - sel_vecs.shape[0]:,} selected ids have no embedding.</p>')
-        nearest = None
-        if emb.in_cov.any() and sel_vecs.shape[0]:
-            # once, over the sample's rows in place (no copy of the sample): the metrics and the curve
-            nearest = M.nearest_distance(emb.vectors, sel_vecs, rows=np.flatnonzero(emb.in_cov))
-            metrics["coverage"] = {**M.distance_summary(nearest), "rows": int(emb.in_cov.sum()),
-                                   "pool_rows": emb.pool_rows, "sampled": emb.cov_sampled}
-        metrics["diversity"] = M.diversity(sel_vecs) if sel_vecs.shape[0] else None
-        map_mask = emb.in_map | emb.is_sel
-        if map_mask.sum() >= 2 and emb.dim >= 2:
-            from sklearn.decomposition import PCA
+        parts.append(not_run(r.inputs.stage("vectors"), "Pool map and coverage"))
+        return "\n".join(parts)
+    sel_vecs = emb.vectors[emb.is_sel]
+    if selected is not None and sel_vecs.shape[0] < len({str(s.get("id")) for s in selected}):
+        parts.append(f'<p class="note">{len(selected) - sel_vecs.shape[0]:,} selected ids have no embedding.</p>')
+    nearest = None
+    if emb.in_cov.any() and sel_vecs.shape[0]:
+        # once, over the sample's rows in place (no copy of the sample): the metrics and the curve
+        nearest = M.nearest_distance(emb.vectors, sel_vecs, rows=np.flatnonzero(emb.in_cov))
+        metrics["coverage"] = {**M.distance_summary(nearest), "rows": int(emb.in_cov.sum()),
+                               "pool_rows": emb.pool_rows, "sampled": emb.cov_sampled}
+    metrics["diversity"] = M.diversity(sel_vecs) if sel_vecs.shape[0] else None
+    map_mask = emb.in_map | emb.is_sel
+    if map_mask.sum() >= 2 and emb.dim >= 2:
+        from sklearn.decomposition import PCA
 
-            pca = PCA(n_components=2, random_state=SEED).fit(emb.vectors[map_mask])
-            xy = pca.transform(emb.vectors[map_mask])
-            shown = int((emb.in_map & ~emb.is_sel).sum())
-            parts.append(img("plot-map", "2-D PCA map of the pool with the selected instructions highlighted, "
-                             "and the coverage curve: share of the pool within distance r of the selection",
-                             P.map_coverage_plot(xy, emb.is_sel[map_mask],
-                                                 f"Pool (PCA of {shown:,} of {emb.pool_rows:,} rows) and selection",
-                                                 nearest)))
-            plots += 1
-            explorer_map = _explorer_map(pca, emb, selected or [], map_clusters, per_cluster)
-        cov = metrics["coverage"]
-        rows = [
-            ["pool rows", emb.pool_rows], ["embedding dim", emb.dim], ["selected with embedding", int(sel_vecs.shape[0])],
-            ["coverage max (cosine distance to nearest selected)", cov and cov["max"]],
-            ["coverage p99", cov and cov["p99"]], ["coverage mean", cov and cov["mean"]],
-            ["diversity (mean pairwise cosine distance of the selection)", metrics["diversity"]],
-        ]
-        parts.append(table(["metric", "value"], rows, numeric={1}))
-        if cov and cov["sampled"]:
-            parts.append(f'<p class="muted">Coverage computed on a deterministic sample of {cov["rows"]:,} of '
-                         f'{emb.pool_rows:,} pool rows (seed {SEED}).</p>')
+        pca = PCA(n_components=2, random_state=SEED).fit(emb.vectors[map_mask])
+        xy = pca.transform(emb.vectors[map_mask])
+        shown = int((emb.in_map & ~emb.is_sel).sum())
+        parts.append(r.plot("plot-map", "2-D PCA map of the pool with the selected instructions highlighted, "
+                            "and the coverage curve: share of the pool within distance r of the selection",
+                            P.map_coverage_plot(xy, emb.is_sel[map_mask],
+                                                f"Pool (PCA of {shown:,} of {emb.pool_rows:,} rows) and selection",
+                                                nearest)))
+        r.explorer_map = _explorer_map(pca, emb, selected or [], r.map_clusters, r.per_cluster)
+    cov = metrics["coverage"]
+    rows = [
+        ["pool rows", emb.pool_rows], ["embedding dim", emb.dim], ["selected with embedding", int(sel_vecs.shape[0])],
+        ["coverage max (cosine distance to nearest selected)", cov and cov["max"]],
+        ["coverage p99", cov and cov["p99"]], ["coverage mean", cov and cov["mean"]],
+        ["diversity (mean pairwise cosine distance of the selection)", metrics["diversity"]],
+    ]
+    parts.append(table(["metric", "value"], rows, numeric={1}))
+    if cov and cov["sampled"]:
+        parts.append(f'<p class="muted">Coverage computed on a deterministic sample of {cov["rows"]:,} of '
+                     f'{emb.pool_rows:,} pool rows (seed {SEED}).</p>')
+    return "\n".join(parts)
 
-    # ---- LLM spend
-    parts.append('<h2 id="spend">Selection and LLM spend</h2>')
+
+def spend_section(r: Report) -> str:
+    parts = ['<h2 id="spend">Selection and LLM spend</h2>']
+    sel, spend_table = r.sel_metrics, r.spend_table
     if spend_table is None:
-        parts.append(not_run(inputs.stage("decisions"), "Selection decisions"))
-    elif spend_table.num_rows == 0:
-        parts.append(f'<p class="muted">No LLM decisions: strategy <b>{esc(sel_metrics["strategy"])}</b> '
+        parts.append(not_run(r.inputs.stage("decisions"), "Selection decisions"))
+        return "\n".join(parts)
+    if spend_table.num_rows == 0:
+        parts.append(f'<p class="muted">No LLM decisions: strategy <b>{esc(sel["strategy"])}</b> '
                      f'does not call an LLM.</p>')
     else:
-        by = sel_metrics["by_status"]
+        by = sel["by_status"]
         labels = [s for s in by if by[s] or s in DECISION_STATUSES]
-        parts.append(img("plot-spend", "Bar plot of selection decisions by status (ok, fallback, budget_stopped, error)",
-                         P.bar_plot(labels, [by[s] for s in labels], "Decisions by status", "groups",
-                                    [P.STATUS_COLORS.get(s, P.BAR_COLOR) for s in labels])))
-        plots += 1
-    if spend_table is not None:
-        spend_rows = [[s, v["decisions"], v["requests"], v["input_tokens"], v["output_tokens"], v["usd"]]
-                      for s, v in sel_metrics["by_status_spend"].items()]
-        spend_rows.append(["total", sel_metrics["decisions"], sel_metrics["requests"], sel_metrics["input_tokens"],
-                           sel_metrics["output_tokens"], sel_metrics["usd"]])
-        parts.append(table(["status", "decisions", "requests", "input tokens", "output tokens", "usd"],
-                           spend_rows, numeric={1, 2, 3, 4, 5}))
-        parts.append(f'<p>Spent <b>${sel_metrics["usd"]:.4f}</b> of the <b>${cfg.llm.max_usd:.2f}</b> cap '
-                     f'(<code>llm.max_usd</code>).</p>')
+        parts.append(r.plot("plot-spend", "Bar plot of selection decisions by status (ok, fallback, budget_stopped, error)",
+                            P.bar_plot(labels, [by[s] for s in labels], "Decisions by status", "groups",
+                                       [P.STATUS_COLORS.get(s, P.BAR_COLOR) for s in labels])))
+    spend_rows = [[s, v["decisions"], v["requests"], v["input_tokens"], v["output_tokens"], v["usd"]]
+                  for s, v in sel["by_status_spend"].items()]
+    spend_rows.append(["total", sel["decisions"], sel["requests"], sel["input_tokens"], sel["output_tokens"], sel["usd"]])
+    parts.append(table(["status", "decisions", "requests", "input tokens", "output tokens", "usd"],
+                       spend_rows, numeric={1, 2, 3, 4, 5}))
+    parts.append(f'<p>Spent <b>${sel["usd"]:.4f}</b> of the <b>${r.cfg.llm.max_usd:.2f}</b> cap '
+                 f'(<code>llm.max_usd</code>).</p>')
+    return "\n".join(parts)
 
-    # ---- the explorer
-    parts.append(X.section(explorer, explorer_map, not_run(inputs.stage("selected"), "Selection explorer", anchor=False)))
 
-    # ---- stages
-    parts.append('<h2 id="stages">Stage timings</h2>')
+def explorer_section(r: Report) -> str:
+    return X.section(r.explorer, r.explorer_map,
+                     not_run(r.inputs.stage("selected"), "Selection explorer", anchor=False))
+
+
+def stages_section(r: Report) -> str:
+    parts = ['<h2 id="stages">Stage timings</h2>']
+    stages = r.stages
     if not stages:
         parts.append('<p class="note">manifest.json lists no stage.</p>')
-    else:
-        upstream = list(ctx.spec.upstream)
-        names = [n for n in upstream if n in stages] + sorted(n for n in stages if n not in upstream)
-        secs = [float(stages[n].get("seconds") or 0.0) for n in names]
-        usd = [float(sel_metrics["usd"]) if n == inputs.stage("decisions") else 0.0 for n in names]
-        parts.append(img("plot-stages", "Spend per pipeline stage: wall-clock seconds and LLM dollars",
-                         P.spend_panels(names, [("Seconds per stage", "seconds", secs, "{:.1f}"),
-                                                ("LLM spend per stage", "USD", usd, "${:.4f}")])))
-        plots += 1
-        rows = []
-        for n in names:
-            e = stages[n]
-            counts = e.get("counts") or {}
-            flat = ", ".join(f"{k}={v}" for k, v in counts.items() if isinstance(v, (int, float, str)))
-            rows.append([n, e.get("status", "?"), e.get("seconds"), trunc(flat, 300), e.get("finished_at", "")])
-        parts.append(table(["stage", "status", "seconds", "counts", "finished"], rows, numeric={2}))
+        return "\n".join(parts)
+    upstream = list(r.ctx.spec.upstream)
+    names = [n for n in upstream if n in stages] + sorted(n for n in stages if n not in upstream)
+    secs = [float(stages[n].get("seconds") or 0.0) for n in names]
+    usd = [float(r.sel_metrics["usd"]) if n == r.inputs.stage("decisions") else 0.0 for n in names]
+    parts.append(r.plot("plot-stages", "Spend per pipeline stage: wall-clock seconds and LLM dollars",
+                        P.spend_panels(names, [("Seconds per stage", "seconds", secs, "{:.1f}"),
+                                               ("LLM spend per stage", "USD", usd, "${:.4f}")])))
+    rows = []
+    for n in names:
+        e = stages[n]
+        counts = e.get("counts") or {}
+        flat = ", ".join(f"{k}={v}" for k, v in counts.items() if isinstance(v, (int, float, str)))
+        rows.append([n, e.get("status", "?"), e.get("seconds"), trunc(flat, 300), e.get("finished_at", "")])
+    parts.append(table(["stage", "status", "seconds", "counts", "finished"], rows, numeric={2}))
+    return "\n".join(parts)
 
-    # ---- strategy comparison (selectllm compare, when it ran: optional inputs)
-    comparison = inputs.get("comparison")
+
+def compare_section(r: Report) -> str:
+    """``selectllm compare``'s table, when it ran (optional inputs); nothing otherwise."""
+    comparison = r.inputs.get("comparison")
     compared = comparison.read_json() if comparison is not None else None
-    if compared:
-        page_input = inputs.get("comparison_page")
-        link = posixpath.relpath(page_input.path, run.path()) if page_input is not None else None
-        parts.append('<h2 id="compare">Strategy comparison</h2>')
-        parts.append('<p>From <code>selectllm compare</code>: every strategy over the same embeddings'
-                     + (f'; plots in <a href="{esc(link)}">{esc(link)}</a>' if link else "") + '.</p>')
-        keys = ["coverage_max", "coverage_p99", "coverage_mean", "diversity", "cluster_coverage", "requests",
-                "input_tokens", "usd", "seconds"]
-        parts.append(table(["strategy", *keys], [[name, *[row.get(k) for k in keys]] for name, row in compared.items()],
-                           numeric=set(range(1, len(keys) + 1))))
+    if not compared:
+        return ""
+    page_input = r.inputs.get("comparison_page")
+    link = posixpath.relpath(page_input.path, r.run.path()) if page_input is not None else None
+    parts = ['<h2 id="compare">Strategy comparison</h2>',
+             '<p>From <code>selectllm compare</code>: every strategy over the same embeddings'
+             + (f'; plots in <a href="{esc(link)}">{esc(link)}</a>' if link else "") + '.</p>']
+    keys = ["coverage_max", "coverage_p99", "coverage_mean", "diversity", "cluster_coverage", "requests",
+            "input_tokens", "usd", "seconds"]
+    parts.append(table(["strategy", *keys], [[name, *[row.get(k) for k in keys]] for name, row in compared.items()],
+                       numeric=set(range(1, len(keys) + 1))))
+    return "\n".join(parts)
 
-    # ---- sample of the selection (also without JavaScript)
-    parts.append('<h2 id="selected">Selected instructions (first 20)</h2>')
-    if selected is None:
-        parts.append(not_run(inputs.stage("selected"), "Selected instructions"))
-    elif not selected:
+
+def selected_section(r: Report) -> str:
+    """The first selected rows (also without JavaScript)."""
+    parts = ['<h2 id="selected">Selected instructions (first 20)</h2>']
+    if r.selected is None:
+        parts.append(not_run(r.inputs.stage("selected"), "Selected instructions"))
+    elif not r.selected:
         parts.append('<p class="muted">Nothing was selected.</p>')
     else:
-        rows = [[r.get("id"), r.get("cluster_id"), trunc(r.get("instruction")), trunc(r.get("input")), r.get("source")]
-                for r in selected[:SAMPLE_TABLE_ROWS]]
+        rows = [[s.get("id"), s.get("cluster_id"), trunc(s.get("instruction")), trunc(s.get("input")), s.get("source")]
+                for s in r.selected[:SAMPLE_TABLE_ROWS]]
         parts.append(table(["id", "cluster", "instruction", "input", "source"], rows, numeric={1}))
+    return "\n".join(parts)
 
-    # ---- config
-    if run.exists("config.yaml"):
-        with run.open("config.yaml", "r") as f:
-            parts.append(f"<details><summary>config.yaml</summary><pre>{esc(f.read())}</pre></details>")
 
-    page = (
-        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
-        f"<title>SelectLLM report – {esc(run.url)}</title><style>{CSS}{X.CSS}</style></head>\n<body>\n"
-        + "\n".join(parts)
-        + "\n</body></html>\n"
-    )
-    return page, metrics, plots
+def config_section(r: Report) -> str:
+    if not r.run.exists("config.yaml"):
+        return ""
+    with r.run.open("config.yaml", "r") as f:
+        return f"<details><summary>config.yaml</summary><pre>{esc(f.read())}</pre></details>"
+
+
+# the page, top to bottom; a section returns "" to be left out.  The pool map comes before the
+# explorer (it draws the explorer's map in its projection).
+SECTIONS = (header_section, dedup_section, clusters_section, map_section, spend_section, explorer_section,
+            stages_section, compare_section, selected_section, config_section)
+
+
+def build(ctx) -> tuple[str, dict, int]:
+    """Read the report stage's declared inputs; return (html, metrics, number of plots)."""
+    r = read(ctx)
+    parts = [html_ for html_ in (section(r) for section in SECTIONS) if html_]
+    return page(f"SelectLLM report – {r.run.url}", CSS + X.CSS, parts), r.metrics, r.plots
 
 
 def _explorer_map(pca, emb: Embeddings, selected: list[dict], map_clusters: pa.Table | None,
