@@ -1,25 +1,40 @@
-# Two entry points on a fresh machine: `make demo` and `make test`.  Both create .venv if needed.
+# Two entry points on a fresh machine: `make demo` and `make test`.  Both create .venv if needed and
+# install the exact versions of requirements.lock (uv pip sync); `make lock` refreshes the lock.
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-# torch first, pinned: here it resolves to the local CPU build; on a GPU host the same pin pulls
-# the CUDA build from PyPI.  Override e.g. TORCH_SPEC="torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu"
-TORCH_SPEC ?= torch==2.13.0
+# uv, pinned, from PyPI, in its own folder (a sync makes .venv exactly the lock, so uv lives outside it)
+UV_VERSION ?= 0.13.10
+UV_HOME ?= .uv
+UV := $(UV_HOME)/bin/uv
+# uv reads no pip configuration: the wheel folders pip is configured with (here the local CPU build
+# of torch) are passed to it.  Elsewhere torch's CPU build comes from PyTorch's index (README).
+UV_SOURCES ?= $(foreach d,$(shell $(PYTHON) -m pip config get global.find-links 2>/dev/null),--find-links $(d))
+# the platform the lock is resolved for (CI's and this project's machines)
+LOCK_TARGET ?= --python-version 3.11 --python-platform x86_64-manylinux_2_28
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 export RAY_ENABLE_UV_RUN_RUNTIME_ENV ?= 0
 
-.PHONY: demo test test-fast install clean sample bench
+.PHONY: demo test test-fast install lock clean sample
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml
-	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --disable-pip-version-check -U pip wheel
-	$(PY) -m pip install -q --disable-pip-version-check $(TORCH_SPEC)
-	$(PY) -m pip install -q --disable-pip-version-check -e '.[test]'
+$(UV):
+	$(PYTHON) -m venv $(UV_HOME)
+	$(UV_HOME)/bin/python -m pip install -q --disable-pip-version-check uv==$(UV_VERSION)
+
+# the lock's versions exactly; then pyproject.toml again under the lock's pins, so a dependency
+# added there before `make lock` still installs (the lock wins wherever it has a version)
+$(STAMP): requirements.lock pyproject.toml | $(UV)
+	test -x $(PY) || $(UV) venv -q --python 3.11 $(VENV)
+	$(UV) pip sync -q --python $(PY) $(UV_SOURCES) requirements.lock
+	$(UV) pip install -q --python $(PY) $(UV_SOURCES) -e '.[test]' -c requirements.lock
 	touch $(STAMP)
+
+lock: | $(UV)
+	$(UV) pip compile -q --custom-compile-command "make lock" $(UV_SOURCES) $(LOCK_TARGET) requirements.in -o requirements.lock
 
 demo: $(STAMP)
 	$(VENV)/bin/selectllm run examples/demo.yaml
@@ -27,9 +42,10 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -q
 
-# the pure tests: nothing that starts Spark, Ray or another process (a developer's inner loop)
+# the pure tests: nothing that starts Spark, Ray or another process (a developer's inner loop;
+# tests/conftest.py fails a test that does without its mark)
 test-fast: $(STAMP)
-	$(PY) -m pytest -q -m "not spark and not ray and not subprocess and not slow"
+	$(PY) -m pytest -q -m "not spark and not ray and not subprocess and not slow" --durations=10
 
 sample: $(STAMP)
 	$(PY) examples/make_sample.py
