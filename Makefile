@@ -30,7 +30,8 @@ $(UV):
 $(STAMP): requirements.lock pyproject.toml | $(UV)
 	test -x $(PY) || $(UV) venv -q --python 3.11 $(VENV)
 	$(UV) pip sync -q --python $(PY) $(UV_SOURCES) requirements.lock
-	$(UV) pip install -q --python $(PY) $(UV_SOURCES) -e '.[test]' -c requirements.lock
+	grep -v '^-e ' requirements.lock > $(VENV)/pins.txt
+	$(UV) pip install -q --python $(PY) $(UV_SOURCES) -e '.[test]' -c $(VENV)/pins.txt
 	touch $(STAMP)
 
 lock: | $(UV)
