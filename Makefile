@@ -35,7 +35,7 @@ $(STAMP): requirements.lock pyproject.toml | $(UV)
 	touch $(STAMP)
 
 lock: | $(UV)
-	$(UV) pip compile -q --custom-compile-command "make lock" $(UV_SOURCES) $(LOCK_TARGET) requirements.in -o requirements.lock
+	$(UV) pip compile -q --custom-compile-command "make lock" $(UV_SOURCES) $(LOCK_TARGET) $(UV_LOCK_ARGS) requirements.in -o requirements.lock
 
 demo: $(STAMP)
 	$(VENV)/bin/selectllm run examples/demo.yaml
@@ -44,7 +44,8 @@ test: $(STAMP)
 	$(PY) -m pytest -q
 
 # the pure tests: nothing that starts Spark, Ray or another process (a developer's inner loop;
-# tests/conftest.py fails a test that does without its mark)
+# tests/conftest.py fails a test that does without its mark).  363 tests in 2 min 6 s on 2 busy
+# cores (load 11), the embedding caches warm; a first run also builds them (static model, ONNX).
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -m "not spark and not ray and not subprocess and not slow" --durations=10
 

@@ -95,3 +95,75 @@ def pytest_collection_modifyitems(config, items):
             mark = FIXTURE_MARKS.get(fixture)
             if mark:
                 item.add_marker(getattr(pytest.mark, mark))
+
+
+# The promise of `make test-fast` (which deselects these marks), kept: a test that starts one of
+# these without a mark that allows it fails, whatever code path started it.  Ray and Spark start
+# their daemons as processes, so `ray`/`spark` allow processes too; `slow` allows everything.
+# libraries asking the system about itself (platform.processor(), joblib's core count): not a
+# process a test starts
+SYSTEM_QUERIES = {"uname", "lscpu"}
+ALLOWED_BY = {
+    "a process": {"subprocess", "ray", "spark", "slow"},
+    "Ray": {"ray", "slow"},
+    "Spark": {"spark", "slow"},
+}
+
+
+@pytest.fixture(autouse=True)
+def _starts_only_what_it_is_marked_for(request, monkeypatch):
+    marks = {m.name for m in request.node.iter_markers()}
+    violations = request.node.stash.setdefault(STARTED_UNMARKED, [])
+
+    def guard(what: str, detail: str = ""):
+        if marks & ALLOWED_BY[what]:
+            return
+        msg = (f"{request.node.nodeid} starts {what}{detail} but is not marked "
+               f"{' or '.join(sorted(ALLOWED_BY[what] - {'slow'}))} (see tests/conftest.py)")
+        violations.append(msg)
+        raise RuntimeError(msg)
+
+    import multiprocessing.process
+    import subprocess
+
+    popen_init = subprocess.Popen.__init__
+
+    def popen(self, args, *a, **kw):
+        argv = args.split() if isinstance(args, str) else list(args)
+        if argv and os.path.basename(str(argv[0])) not in SYSTEM_QUERIES:
+            guard("a process", f" ({args if isinstance(args, str) else ' '.join(map(str, args))[:80]})")
+        popen_init(self, args, *a, **kw)
+
+    monkeypatch.setattr(subprocess.Popen, "__init__", popen)
+    process_start = multiprocessing.process.BaseProcess.start
+
+    def start(self):
+        guard("a process", " (multiprocessing)")
+        process_start(self)
+
+    monkeypatch.setattr(multiprocessing.process.BaseProcess, "start", start)
+    if "ray" in sys.modules:  # a runtime already up (another test's) is used without a new process
+        ray = sys.modules["ray"]
+        for name in ("init", "get", "wait"):
+            real = getattr(ray, name)
+            monkeypatch.setattr(ray, name, lambda *a, _real=real, **kw: (guard("Ray"), _real(*a, **kw))[1])
+    if "pyspark.sql" in sys.modules:
+        builder = sys.modules["pyspark.sql"].SparkSession.Builder
+        get_or_create = builder.getOrCreate
+        monkeypatch.setattr(builder, "getOrCreate", lambda self: (guard("Spark"), get_or_create(self))[1])
+    yield
+
+
+STARTED_UNMARKED = pytest.StashKey[list]()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item, call):
+    """A test that passed although it started something unmarked (the code under test caught the
+    guard's error) fails all the same."""
+    report = yield
+    violations = item.stash.get(STARTED_UNMARKED, [])
+    if report.when == "call" and report.passed and violations:
+        report.outcome = "failed"
+        report.longrepr = violations[0]
+    return report

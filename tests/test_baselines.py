@@ -77,6 +77,7 @@ def _sim_rating(instruction: str, input_text: str) -> int:
     return rating_score(text[re.search("Rate the following", text).end():])
 
 
+@pytest.mark.subprocess
 def test_alpagasus_rates_every_row_and_keeps_the_best(tmp_path):
     ctx, ids, x, labels, dist = _setup(tmp_path)
     res = strategies.get("alpagasus")(ctx, Pool(ctx, remote=False))
@@ -96,6 +97,7 @@ def test_alpagasus_rates_every_row_and_keeps_the_best(tmp_path):
     assert sorted(i for i in chosen if score[i] == low) == tied[: sum(score[i] == low for i in chosen)]
 
 
+@pytest.mark.subprocess
 def test_alpagasus_budget_cap(tmp_path):
     """With llm.max_usd hit, unrated rows get no rating and rank after every rated row."""
     ctx, ids, x, labels, dist = _setup(tmp_path, "llm.max_usd=0.0015", "llm.concurrency=2")

@@ -173,6 +173,7 @@ def _run_cli(*args, env_extra=None, cwd=None):
     (["llm.rpm=lots"], "llm.rpm"),
     (["input.paths=[/nonexistent/file.jsonl]"], "matches no file"),
 ])
+@pytest.mark.subprocess
 def test_cli_errors_are_one_line(tmp_path, sets, needle):
     corpus = tmp_path / "c.jsonl"
     corpus.write_text('{"instruction": "a"}\n')
@@ -187,6 +188,7 @@ def test_cli_errors_are_one_line(tmp_path, sets, needle):
     assert "Traceback" not in r.stderr
 
 
+@pytest.mark.subprocess
 def test_missing_config_file_and_credentials(tmp_path):
     r = _run_cli("run", str(tmp_path / "nope.yaml"))
     assert r.returncode == 2 and "config file not found" in r.stderr and "Traceback" not in r.stderr

@@ -332,6 +332,7 @@ def test_dockerfiles_match_the_installed_versions():
         assert not SECRET_KEYS.search(df)
 
 
+@pytest.mark.subprocess
 def test_emr_files():
     configs = json.loads((CONFIGS / "spark" / "emr-configurations.json").read_text())
     assert {c["Classification"] for c in configs} == {"spark-defaults", "spark-env"}

@@ -154,6 +154,7 @@ def test_compare_rejects_unknown_strategy():
     assert parse_strategies(None)[:2] == ["selectllm", "selectllm-paper"]
 
 
+@pytest.mark.ray
 def test_compare_cli(tmp_path, monkeypatch, capsys):
     """The command's wiring: options, the table on stdout, exit code 0, one-line errors.  (The shared
     stages are the pipeline's, tested in test_cli_e2e.py; benchmarks/bench_compare.py runs it all.)"""

@@ -120,6 +120,7 @@ def test_length_gets_one_retry_with_double_max_tokens(sim, tmp_path):
 # ---------------------------------------------------------------- failures
 
 
+@pytest.mark.subprocess
 def test_server_errors_are_retried_until_ok(tmp_path):
     with start_simulator(SimulatorConfig(latency_ms=1, error_rate=0.3, seed=1)) as h:
         reqs = make_requests(30, "err")
@@ -132,6 +133,7 @@ def test_server_errors_are_retried_until_ok(tmp_path):
     assert sum(r.usd for r in res) == pytest.approx(cost_usd(st["prompt_tokens"], st["completion_tokens"], PRICE))
 
 
+@pytest.mark.subprocess
 def test_malformed_answers_come_back_as_text(tmp_path):
     with start_simulator(SimulatorConfig(latency_ms=0, malformed_rate=1.0)) as h:
         res = run_requests(make_requests(5, "mal"), llm_cfg(), str(tmp_path), base_url=h.base_url, progress=False)
@@ -360,6 +362,7 @@ def test_connection_refused_is_retried_then_error(tmp_path):
 # ---------------------------------------------------------------- helpers
 
 
+@pytest.mark.subprocess
 def test_llm_endpoint_starts_a_simulator(tmp_path):
     cfg = llm_cfg(model="any-model-name", simulator=SimulatorConfig(latency_ms=0))
     log = tmp_path / "sim.jsonl"

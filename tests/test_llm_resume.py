@@ -22,6 +22,8 @@ from selectllm.llm.simulator import answer_text, start_simulator
 from selectllm.llm.tokens import count_message_tokens
 from test_llm_client import MODEL, PRICE, SCHEMA, llm_cfg, make_requests
 
+pytestmark = pytest.mark.subprocess  # the simulator, and the runs it kills
+
 TESTS = Path(__file__).resolve().parent
 
 SCRIPT = """

@@ -154,6 +154,7 @@ def test_stats_and_request_log(sim):
     assert any(x["status"] == 401 for x in lines)
 
 
+@pytest.mark.subprocess
 def test_rpm_limit_answers_429_with_headers():
     with start_simulator(SimulatorConfig(latency_ms=0, rpm=3, tpm=100_000)) as h:
         msgs = [{"role": "user", "content": "hello"}]
@@ -176,6 +177,7 @@ def test_rpm_limit_answers_429_with_headers():
         assert h.stats()["by_status"] == {"200": 3, "429": 1}
 
 
+@pytest.mark.subprocess
 def test_tpm_limit_and_request_too_large():
     with start_simulator(SimulatorConfig(latency_ms=0, tpm=100)) as h:
         msgs = [{"role": "user", "content": "hello " * 10}]
@@ -191,6 +193,7 @@ def test_tpm_limit_and_request_too_large():
         assert s == 429 and body["error"]["code"] == "request_too_large" and "retry-after" not in hd
 
 
+@pytest.mark.subprocess
 def test_errors_and_malformed_are_deterministic_per_attempt():
     cfg = SimulatorConfig(latency_ms=0, error_rate=0.5, malformed_rate=0.5, seed=3)
     outcomes = []
@@ -246,6 +249,7 @@ def test_batch_api_roundtrip(sim):
     assert http(sim.base_url, "/files", form, {"Content-Type": f"multipart/form-data; boundary={boundary}"})[0] == 401
 
 
+@pytest.mark.subprocess
 def test_cli_port_file(tmp_path):
     import subprocess
     import sys

@@ -128,6 +128,7 @@ def _ctx(tmp_path, *sets):
     return stage_context(cfg, run, "select")
 
 
+@pytest.mark.subprocess
 def test_paper_strategy_with_the_simulator(tmp_path):
     from selectllm.select import registry as strategies
 
@@ -149,6 +150,7 @@ def test_paper_strategy_with_the_simulator(tmp_path):
     assert any(d["chosen_ids"] != d["candidate_ids"][: len(d["chosen_ids"])] for d in res.decisions)
 
 
+@pytest.mark.subprocess
 def test_paper_verbatim_prompt_falls_back_documented(tmp_path):
     """The verbatim layout has no <candidate> blocks: the simulator cannot answer it with ids, so
     every subset gets the documented LLM-free pick (its first candidates) -- never a crash."""
@@ -163,7 +165,8 @@ def test_paper_verbatim_prompt_falls_back_documented(tmp_path):
         assert d["chosen_ids"] == d["candidate_ids"][:2]
 
 
-@pytest.mark.parametrize("strategy,prompts", [("selectllm-paper", 6), ("alpagasus", 240), ("random", 0)])
+@pytest.mark.parametrize("strategy,prompts", [pytest.param("selectllm-paper", 6, marks=pytest.mark.subprocess),
+                                              ("alpagasus", 240), ("random", 0)])
 def test_estimate_covers_the_llm_strategies(tmp_path, strategy, prompts):
     """`selectllm estimate` builds the very requests the strategy sends (same cache keys)."""
     from selectllm.estimate import estimate_cost, planned_requests

@@ -104,6 +104,7 @@ def test_reasons_need_an_llm_that_picks_among_candidates(tmp_path):
     assert cfg_with(tmp_path, strategy="selectllm-paper", reasons=True).select.reasons
 
 
+@pytest.mark.subprocess
 def test_select_with_reasons_writes_them_and_estimate_prices_them(tmp_path):
     """The select stage on a planted upstream, with the simulator: decisions hold the reasons,
     selected.jsonl has `reason` for the LLM's picks, estimate counts the extra answer tokens."""

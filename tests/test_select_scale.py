@@ -141,7 +141,8 @@ def refuse_whole_pool(monkeypatch) -> list[int]:
     return asked
 
 
-@pytest.mark.parametrize("strategy", ["selectllm", "random", "length", "kcenter"])
+@pytest.mark.parametrize("strategy", [pytest.param("selectllm", marks=pytest.mark.subprocess),
+                                      "random", "length", "kcenter"])
 def test_distributed_strategies_never_load_the_pool_in_one_process(tmp_path, monkeypatch, strategy):
     """Whole-pool reads fail here; the lookups by id ask for at most groups x candidates rows."""
     from selectllm.pipeline import stage_context

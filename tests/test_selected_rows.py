@@ -96,6 +96,7 @@ def _run_select(tmp_path, *sets) -> tuple[list[dict], list[dict]]:
     return selected, pq.read_table(tmp_path / "select" / "decisions.parquet").to_pylist()
 
 
+@pytest.mark.ray
 def test_selected_rows_carry_source_row_and_the_status_of_their_decision(tmp_path):
     # half of the answers are malformed: fallbacks and top-ups next to LLM picks
     make_pool_run(tmp_path)
@@ -114,6 +115,7 @@ def test_selected_rows_carry_source_row_and_the_status_of_their_decision(tmp_pat
         assert isinstance(r["source_row"], int)
 
 
+@pytest.mark.ray
 def test_whole_pool_budget_needs_no_llm(tmp_path):
     make_pool_run(tmp_path)
     selected, decisions = _run_select(tmp_path, "select.budget=240")
@@ -122,6 +124,7 @@ def test_whole_pool_budget_needs_no_llm(tmp_path):
     assert not (tmp_path / "select" / "requests.jsonl").read_text().strip()
 
 
+@pytest.mark.ray
 @pytest.mark.parametrize("strategy", ["random", "kcenter", "length"])
 def test_llm_free_strategies_are_no_llm(tmp_path, strategy):
     make_pool_run(tmp_path)
