@@ -108,12 +108,12 @@ def _robust_rows() -> list[tuple]:
 _DDL = "id string, instruction string, input string, text string, source string, source_row bigint"
 
 
-def _removed(spark, rows, partitions: int, overrides=()):
+def _removed(spark, rows, partitions: int, overrides=(), **kwargs):
     from selectllm.dedup.near import find_near_duplicates
 
     cfg = load_config(None, ["dedup.near.enabled=true", "dedup.near.max_bucket=20", *overrides])
     df = spark.createDataFrame(rows, _DDL).repartition(partitions)
-    res = find_near_duplicates(df, cfg)
+    res = find_near_duplicates(df, cfg, **kwargs)
     removed = sorted((r["source"], r["source_row"], r["id"], r["duplicate_of"], round(r["similarity"], 6))
                      for r in res.removed.collect())
     return removed, res.metrics
@@ -129,15 +129,16 @@ def test_robust_corpus_and_partition_invariance(spark, monkeypatch):
     spark.conf.set("spark.sql.shuffle.partitions", "7")
     # Arrow batches of 7 rows: a component's rows span many batches of the keeper pass
     spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", "7")
-    monkeypatch.setattr(near, "BROADCAST_BYTES", 0)  # the plan for big data: shuffle joins only
     monkeypatch.setattr(near, "KEYS_PER_PARTITION", 100)  # band keys spread over many tasks
     try:
-        again, m2 = _removed(spark, rows, 3)
+        again, m2 = _removed(spark, rows, 3, broadcast_budget=0)  # the plan for big data: shuffle joins only
     finally:
         spark.conf.set("spark.sql.shuffle.partitions", old)
         spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", old_batch)
     assert again == removed  # identical whatever the partitioning and the join strategy
-    assert {k: v for k, v in m2.items() if "seconds" not in k} == {k: v for k, v in m.items() if "seconds" not in k}
+    same = lambda m: {k: v for k, v in m.items() if "seconds" not in k and k != "broadcast"}  # noqa: E731
+    assert same(m2) == same(m)
+    assert not any(j["broadcast"] for j in m2["broadcast"]["joins"].values())
 
     by_src: dict[str, list] = {}
     for r in removed:
@@ -162,6 +163,104 @@ def test_robust_corpus_and_partition_invariance(spark, monkeypatch):
     # conservation
     assert m["rows"] == len(rows) and m["removed"] == len(removed) == 119 + 149 + 1 + 20
     assert m["components"] == 1 + 1 + 1 + 20
+
+
+def _oracle_removed(rows, threshold: float) -> list[tuple]:
+    """Every pair's true Jaccard (no LSH): the components of the pairs at or above ``threshold``,
+    keeper = the smallest (source, source_row); ``(source, source_row, id, keeper id, similarity)``."""
+    from selectllm.text.minhash import _string_shingles
+
+    rows = sorted(rows, key=lambda r: (r[4], r[5]))
+    sets = [_string_shingles(shingle_text(r[1], r[2]), 5, "word") for r in rows]
+    parent = list(range(len(rows)))
+
+    def find(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    def jac(a: set, b: set) -> float:
+        return len(a & b) / max(len(a | b), 1)
+
+    for i in range(len(rows)):
+        for j in range(i + 1, len(rows)):
+            if sets[i] and sets[j] and jac(sets[i], sets[j]) >= threshold:
+                parent[max(find(i), find(j))] = min(find(i), find(j))
+    return sorted((rows[i][4], rows[i][5], rows[i][0], rows[find(i)][0], round(jac(sets[i], sets[find(i)]), 6))
+                  for i in range(len(rows)) if find(i) != i)
+
+
+def test_tiny_broadcast_budget_gives_the_broadcast_plans_result(spark):
+    """A budget of 1 byte: every join shuffles and adaptive execution may broadcast nothing; the
+    removed rows are those of the plan that broadcasts (the default budget on these few rows) and
+    those of checking every pair."""
+    from selectllm.dedup.budget import AQE_KEY, STATIC_KEY
+
+    rows = [r for r in _robust_rows() if r[4] != "c.jsonl"]  # no megabyte rows: the oracle checks all pairs
+    before = {k: spark.conf.get(k, None) for k in (STATIC_KEY, AQE_KEY)}
+    wide, m_wide = _removed(spark, rows, 2)
+    tiny, m_tiny = _removed(spark, rows, 2, broadcast_budget=1)
+    assert {k: spark.conf.get(k, None) for k in (STATIC_KEY, AQE_KEY)} == before  # restored
+    oracle = _oracle_removed(rows, 0.7)
+    assert tiny == wide and [r[:4] for r in tiny] == [r[:4] for r in oracle]
+    assert all(abs(a[4] - b[4]) < 1e-5 for a, b in zip(tiny, oracle))  # similarity to the keeper (float32)
+    b_wide, b_tiny = m_wide["broadcast"], m_tiny["broadcast"]
+    assert set(b_wide["joins"]) == set(b_tiny["joins"]) == {"files", "bucket_members", "star_pairs", "components"}
+    assert all(j["broadcast"] for j in b_wide["joins"].values())  # they fit the 2g test heap
+    assert not any(j["broadcast"] for j in b_tiny["joins"].values())
+    assert b_tiny["aqe_threshold_bytes"] == -1 and 0 < b_wide["aqe_threshold_bytes"] <= 10 << 20
+    assert b_tiny["heap_bytes"] > 1 << 30 and b_wide["budget_bytes"] == int(0.1 * b_wide["heap_bytes"])
+    j = b_wide["joins"]["components"]  # measured: the nodes counted, 24-byte rows and the growth factor
+    assert j["rows"] == len(wide) + m_wide["components"]  # every node of a component: removed or keeper
+    assert j["row_bytes"] == 24 and j["jvm_bytes"] == int(j["rows"] * (24 + 40) * 3.0)
+
+
+def test_out_of_memory_in_a_phase_says_which_and_the_rerun_resumes(spark, tmp_path, monkeypatch):
+    """A JVM out of memory in near dedup's ``components`` phase (injected: the test's own failing
+    function): one line naming the phase and the setting; the rerun (same inputs and settings,
+    so the same work folder) does not redo the three phases that finished, and writes what a
+    fresh run writes."""
+    import selectllm.dedup.near as near
+    from selectllm.dedup.stage import run_stage
+    from selectllm.errors import UserError
+
+    sample = ROOT / "examples" / "sample.jsonl"
+    if not sample.is_file():
+        pytest.skip("examples/sample.jsonl is not present")
+    overrides = [f"input.paths=[{sample}]"]
+    failing = near._components_phase
+
+    def out_of_memory(*args, **kwargs):
+        raise RuntimeError("An error occurred while calling o1.count: java.lang.OutOfMemoryError: Java heap space")
+
+    monkeypatch.setattr(near, "_components_phase", out_of_memory)
+    ctx = _ctx(tmp_path, overrides)
+    with pytest.raises(UserError) as e:
+        run_stage(ctx)
+    msg = str(e.value)
+    assert "\n" not in msg and "phase 'components'" in msg and "--set spark.conf.spark.driver.memory=" in msg
+    assert "resumes after the phases saved (signatures, buckets, verified)" in msg
+
+    ran = []
+    monkeypatch.setattr(near, "_components_phase", lambda *a: (ran.append("components"), failing(*a))[1])
+    for name in ("_sign_phase", "_bucket_phase", "_verify_phase"):
+        monkeypatch.setattr(near, name, lambda *a, _n=name: ran.append(_n))  # must not run again
+    again = _ctx(tmp_path, overrides)
+    assert again.work == ctx.work
+    run_stage(again)
+    assert ran == ["components"]
+    stats = json.loads((Path(again.out) / "stats.json").read_text())
+    assert stats["near"]["resumed_phases"] == ["signatures", "buckets", "verified"]
+
+    monkeypatch.undo()
+    fresh = _ctx(tmp_path / "fresh", overrides)
+    run_stage(fresh)
+    want = json.loads((Path(fresh.out) / "stats.json").read_text())
+    for key in ("read", "kept", "exact_duplicates", "near_duplicates"):
+        assert stats[key] == want[key]
+    for name in ("duplicates.parquet", "part-00000.parquet"):
+        assert pq.read_table(Path(again.out) / name).equals(pq.read_table(Path(fresh.out) / name))
 
 
 def test_unverified_and_char_shingles(spark):

@@ -2,7 +2,14 @@
 
 :func:`find_near_duplicates` takes rows with the DEDUP columns (the exact-deduplicated rows of
 the ``dedup`` stage) and returns the rows to remove, each pointing at the row it keeps.  The
-maths are in :mod:`selectllm.text.minhash`; this module only moves data to them.
+maths are in :mod:`selectllm.text.minhash`; this module only moves data to them.  It runs as
+five named phases - ``signatures`` (steps 1-2), ``buckets`` (3), ``verified`` (4), ``components``
+(5), ``keepers`` (6) - one function each (``_sign_phase`` ...), each ending with its table kept
+by a :class:`~selectllm.dedup.phases.PhaseStore` and a few counted figures: in the stage's work
+folder, a failed attempt's finished phases are read back by the rerun, and a phase that runs out
+of memory says so in one line (:func:`~selectllm.dedup.phases.phase`).  No join side is
+broadcast unless its counted rows fit the JVM heap (:mod:`selectllm.dedup.budget`); every
+decision is in the metrics (``broadcast``).
 
 1. **Node ids.**  Every row gets ``node = file_rank << 40 | source_row`` where ``file_rank`` is
    the rank of its ``source`` among the distinct sources (string order).  So node order is
@@ -57,14 +64,15 @@ from typing import Iterator
 import numpy as np
 import pyarrow as pa
 
-from selectllm.config import Config
+from selectllm.config import Config, NearDedupConfig
+from selectllm.dedup.budget import BroadcastBudget, bounded_broadcasts, unsafe_row_bytes
 from selectllm.dedup.components import cut_lineage
+from selectllm.dedup.phases import PhaseStore
 from selectllm.errors import UserError
 
 ROW_BITS = 40  # node = file_rank << ROW_BITS | source_row
 FILE_BITS = 63 - ROW_BITS
 BATCH_CHARS = 4 << 20  # characters normalized and shingled per numpy pass inside one Arrow batch
-BROADCAST_BYTES = 64 << 20  # a side of a join below this size is broadcast (else shuffle joins)
 KEYS_PER_PARTITION = 1 << 22  # band keys sorted per task when finding shared buckets (~64 MB)
 SIM_VALUES = 1 << 22  # shingle hashes (both sides) compared per numpy pass in verification (~100 MB)
 
@@ -314,165 +322,236 @@ def _bucket_verifier(verify: bool, num_perm: int, threshold: float):
 
 
 # ----------------------------------------------------------------------------- the plan
-def _with_nodes(df):
-    """df + ``node`` (bigint): (file rank among distinct sources) << ROW_BITS | source_row."""
+_DOCS = pa.schema([("node", pa.int64()), ("id", pa.string()), ("source", pa.string()), ("source_row", pa.int64()),
+                   ("bands", pa.binary()), ("sh", pa.binary())])
+_MEMBERS = pa.schema([("key", pa.int64()), ("node", pa.int64()), ("size", pa.int64()), ("centre", pa.int64())])
+_GRAPH = pa.schema([("kind", pa.int8()), ("src", pa.int64()), ("dst", pa.int64()), ("sim", pa.float64()),
+                    ("n", pa.int64())])
+_COMPONENTS = pa.schema([("node", pa.int64()), ("component", pa.int64())])
+_REMOVED = pa.schema([("id", pa.string()), ("duplicate_of", pa.string()), ("similarity", pa.float32()),
+                      ("source", pa.string()), ("source_row", pa.int64())])
+LONG_ROW = unsafe_row_bytes(2)  # a (bigint, bigint) row: bucket members, pairs, components
+
+
+@dataclass
+class _Plan:
+    """What the phases share: the settings, the task counts, where tables go, the join budget."""
+
+    near: NearDedupConfig
+    bands: int
+    rows_per_band: int
+    n_parts: int
+    store: PhaseStore
+    budget: BroadcastBudget
+
+
+def _with_nodes(df, budget: BroadcastBudget):
+    """df + ``node`` (bigint): (file rank among distinct sources) << ROW_BITS | source_row.
+
+    The files (one row each) are counted first and broadcast when they fit ``budget`` (a shuffle
+    join would put each file in one task)."""
     from pyspark.sql import Window
     from pyspark.sql import functions as F
 
     files = df.select("source").distinct()
-    files = files.withColumn("_file", F.row_number().over(Window.orderBy("source")) - 1)
-    # one row per input file: broadcast it (a shuffle join would put each file in one task)
-    return df.join(F.broadcast(files), "source").withColumn(
+    files = cut_lineage(files.withColumn("_file", F.row_number().over(Window.orderBy("source")) - 1))
+    f = files.agg(F.count(F.lit(1)).alias("n"), F.max(F.length("source")).alias("chars")).first()
+    side = budget.side("files", files, int(f["n"]), unsafe_row_bytes(2, 4 * (f["chars"] or 0)))
+    return df.join(side, "source").withColumn(
         "node", F.shiftleft(F.col("_file").cast("bigint"), ROW_BITS).bitwiseOR(F.col("source_row"))).drop("_file")
 
 
 def score_pairs(pairs, sh, verify: bool, num_perm: int, broadcast_pairs: bool = False):
     """``(src, dst)`` pairs of nodes -> ``(src, dst, sim)``; ``sh`` is a ``(node, sh)`` table.
 
-    ``broadcast_pairs``: the pairs are few (e.g. one per removed row): they are broadcast to the
-    scan of ``sh`` instead of shuffling both sides.
+    Each end's set is fetched by its own join, then the two halves are joined on the pair (so the
+    sets never travel to the driver).  ``broadcast_pairs``: the pairs (two bigints each) are
+    broadcast to the scans of ``sh`` instead of shuffling ``sh``.
     """
     from pyspark.sql import functions as F
 
     p = F.broadcast(pairs) if broadcast_pairs else pairs
-    a = sh.select(F.col("node").alias("src"), F.col("sh").alias("a"))
-    with_a = a.join(p, "src")
-    b = sh.select(F.col("node").alias("dst"), F.col("sh").alias("b"))
-    joined = b.join(F.broadcast(with_a) if broadcast_pairs else with_a, "dst").select("src", "dst", "a", "b")
+    a = sh.select(F.col("node").alias("src"), F.col("sh").alias("a")).join(p, "src")
+    b = sh.select(F.col("node").alias("dst"), F.col("sh").alias("b")).join(p, "dst")
+    joined = a.join(b, ["src", "dst"]).select("src", "dst", "a", "b")
     return joined.mapInArrow(_scorer(verify, num_perm), _SCORED_DDL)
 
 
-def find_near_duplicates(df, cfg: Config, keep_edges: bool = False) -> NearResult:
-    """Rows of ``df`` (DEDUP columns) that are near duplicates of another row; see module doc.
-
-    Runs Spark jobs (signatures, candidates, components) eagerly; the returned ``removed``
-    DataFrame is checkpointed and the intermediate tables are released.  ``keep_edges`` also
-    returns the verified pairs (node ids; for evaluation).
-    """
+def _sign_phase(df, plan: _Plan):
+    """Phase ``signatures``: the docs table ``(node, id, source, source_row, bands, sh)``."""
     from pyspark.sql import functions as F
 
-    from selectllm.dedup.components import connected_components
-    from selectllm.engines import cache_level
-    from selectllm.text.minhash import bands_rows
-
-    near = cfg.dedup.near
-    t0 = time.perf_counter()
-    phases: dict[str, float] = {}
-
-    def lap(name: str) -> None:  # seconds per phase, for the metrics
-        phases[name] = round(time.perf_counter() - t0 - sum(phases.values()), 3)
-
-    mem = cache_level()
-    bands, rows = bands_rows(near.threshold, near.num_perm, near.bands)
-    spark = df.sparkSession
-    n_parts = max(spark.sparkContext.defaultParallelism,
-                  int(spark.conf.get("spark.sql.shuffle.partitions", "8")))
-
-    src = _with_nodes(df.select("id", "instruction", "input", "source", "source_row"))
+    near, spark = plan.near, df.sparkSession
+    cores = spark.sparkContext.defaultParallelism
+    src = _with_nodes(df.select("id", "instruction", "input", "source", "source_row"), plan.budget)
     # Signing is the costliest pass and runs one Python task per partition: with few input
     # partitions (a file of one big row group gives one busy task whatever the split count)
     # the rows are spread over every core first
-    if src.rdd.getNumPartitions() < 2 * spark.sparkContext.defaultParallelism:
-        src = src.repartition(max(n_parts, 2 * spark.sparkContext.defaultParallelism), "node")
-    docs = (src
-            .mapInArrow(_signer(near.ngram, near.shingle, near.num_perm, bands, rows, near.verify), _DOCS_DDL)
-            .persist(mem))
-    persisted = [docs]
+    if src.rdd.getNumPartitions() < 2 * cores:
+        src = src.repartition(max(plan.n_parts, 2 * cores), "node")
+    signer = _signer(near.ngram, near.shingle, near.num_perm, plan.bands, plan.rows_per_band, near.verify)
+    docs = plan.store.keep("signatures", src.mapInArrow(signer, _DOCS_DDL), _DOCS)
+    d = docs.agg(F.count(F.lit(1)).alias("rows"),
+                 F.sum(F.when(F.length("bands") == 0, 1).otherwise(0)).alias("no_shingles"),
+                 F.sum(F.length("sh")).alias("sh_bytes"),
+                 F.max("source_row").alias("max_row"),
+                 F.max(F.shiftright("node", ROW_BITS)).alias("max_file")).first()
+    if d["rows"] and (d["max_row"] >= 1 << ROW_BITS or d["max_file"] >= 1 << FILE_BITS):
+        raise UserError(f"dedup.near: at most 2^{FILE_BITS} files and 2^{ROW_BITS} rows per file")
+    return docs, {"rows": int(d["rows"] or 0), "no_shingles": int(d["no_shingles"] or 0),
+                  "sh_bytes": int(d["sh_bytes"] or 0)}
+
+
+def _bucket_phase(docs, signed: dict, plan: _Plan):
+    """Phase ``buckets``: the members of shared buckets ``(key, node, size, centre)``.  The
+    ``(key, node)`` rows are packed per destination partition (one binary row per map batch and
+    partition), shuffled and sorted per partition in numpy, ~``KEYS_PER_PARTITION`` per task."""
+    from pyspark.sql import functions as F
+
+    near = plan.near
+    parts = max(plan.n_parts, -(-signed["rows"] * plan.bands // KEYS_PER_PARTITION))
+    members = plan.store.keep("buckets", docs.select("node", "bands")
+                              .mapInArrow(_key_router(parts), "route bigint, keys binary, nodes binary")
+                              .repartition(parts, "route")
+                              .mapInArrow(_bucketer(), "key bigint, node bigint, size bigint, centre bigint"),
+                              _MEMBERS)
+    giant = F.col("size") > near.max_bucket
+    g = members.agg(F.count(F.lit(1)).alias("members"),
+                    F.sum(F.when(giant, 1.0 / F.col("size")).otherwise(0)).alias("giant_buckets"),
+                    F.sum(F.when(giant, 1).otherwise(0)).alias("giant_rows"),
+                    F.sum(F.when(~giant, F.col("size") - 1).otherwise(0) / 2).alias("pairs_in_buckets"),
+                    F.max("size").alias("largest")).first()
+    return members, {"members": int(g["members"] or 0), "giant_buckets": round(g["giant_buckets"] or 0),
+                     "giant_rows": int(g["giant_rows"] or 0), "pairs_in_buckets": int(g["pairs_in_buckets"] or 0),
+                     "largest_bucket": int(g["largest"] or 0)}
+
+
+def _verify_phase(docs, members, signed: dict, bucketed: dict, plan: _Plan):
+    """Phase ``verified``: the graph ``(kind, src, dst, sim, n)`` - verified edges, component links
+    and the check counts.  Ordinary buckets: members gathered with their sets (~64 MB of sets per
+    task), pivot rounds (m - 1 checks for m near-identical rows); giant buckets: the star pairs
+    (centre, member), checked by joining both rows."""
+    from pyspark.sql import functions as F
+
+    near, budget = plan.near, plan.budget
+    row_bytes = 64 + signed["sh_bytes"] / max(signed["rows"], 1)
+    sh = docs.select("node", "sh")
+    ordinary = members.where(F.col("size") <= near.max_bucket).select("key", "node")
+    n_ordinary = bucketed["members"] - bucketed["giant_rows"]
+    with_sets = sh.join(budget.side("bucket_members", ordinary, n_ordinary, LONG_ROW), "node")
+    set_parts = int(max(plan.n_parts, -(-n_ordinary * row_bytes // (64 << 20))))
+    checked = (with_sets.select("key", "node", "sh").repartition(set_parts, "key")
+               .mapInArrow(_bucket_verifier(near.verify, near.num_perm, near.threshold), _GRAPH_DDL))
+    if bucketed["giant_rows"]:  # verified pairs of giant buckets are edges and links at once
+        star = (members.where((F.col("size") > near.max_bucket) & (F.col("node") != F.col("centre")))
+                .select(F.least("centre", "node").alias("src"), F.greatest("centre", "node").alias("dst"))
+                .distinct())
+        n_star = bucketed["giant_rows"] - bucketed["giant_buckets"]  # at most: one pair per member but the centre
+        budget.side("star_pairs", star, n_star, LONG_ROW)
+        in_stars = score_pairs(star, sh, near.verify, near.num_perm,
+                               broadcast_pairs=budget.joins["star_pairs"]["broadcast"]
+                               ).where(F.col("sim") >= near.threshold)
+        checked = checked.unionByName(in_stars.withColumn("kind", F.lit(EDGE).cast("tinyint"))).unionByName(
+            in_stars.withColumn("kind", F.lit(LINK).cast("tinyint")))
+    # a pair of several bands once; the check counts ride along with the edges (one job)
+    graph = plan.store.keep("verified", checked.groupBy("kind", "src", "dst").agg(
+        F.max("sim").alias("sim"), F.count(F.lit(1)).alias("n")), _GRAPH, release=False)
+    c = graph.agg(F.sum(F.when(F.col("kind") == CHECKS, F.col("dst") * F.col("n"))).alias("checks"),
+                  F.sum(F.when(F.col("kind") == EDGE, 1).otherwise(0)).alias("edges")).first()
+    checks = int(c["checks"] or 0) + max(bucketed["giant_rows"] - bucketed["giant_buckets"], 0)
+    return graph, {"checks": checks, "edges": int(c["edges"] or 0), "set_parts": set_parts}
+
+
+def _components_phase(graph, verified: dict, plan: _Plan):
+    """Phase ``components``: ``(node, component)`` of the links (component = smallest node)."""
+    from selectllm.dedup.components import connected_components
+
+    stats: dict = {}
+    links = graph.where(graph.kind == LINK).select("src", "dst")  # src < dst, no repeats
+    comp = connected_components(links, stats=stats, simple=True,
+                                check_first=verified["set_parts"] < 2)  # stars of several tasks: merge at once
+    comp = plan.store.keep("components", comp, _COMPONENTS)
+    return comp, {"nodes": comp.count(), "rounds": stats.get("rounds", 0)}
+
+
+def _keepers_phase(docs, comp, components: dict, plan: _Plan):
+    """Phase ``keepers``: one keeper per component (its smallest node) and the similarity of every
+    other row to it - the rows of the components, grouped by component with the keeper first,
+    scored in one streaming pass."""
+    from pyspark.sql import functions as F
+
+    near = plan.near
+    in_components = docs.join(plan.budget.side("components", comp, components["nodes"], LONG_ROW), "node")
+    removed = plan.store.keep(
+        "keepers", in_components.select("component", "node", "id", "source", "source_row", "sh")
+        .repartition(plan.n_parts, "component").sortWithinPartitions("component", "node")
+        .mapInArrow(_keeper_scorer(near.verify, near.num_perm), _REMOVED_DDL), _REMOVED, release=False)
+    r = removed.agg(F.count(F.lit(1)).alias("n"), F.countDistinct("duplicate_of").alias("keepers")).first()
+    return removed, {"removed": int(r["n"]), "components": int(r["keepers"])}  # one keeper per component
+
+
+def find_near_duplicates(df, cfg: Config, keep_edges: bool = False, work_uri: str | None = None,
+                         broadcast_budget: int | None = None) -> NearResult:
+    """Rows of ``df`` (DEDUP columns) that are near duplicates of another row; see module doc.
+
+    Runs the five phases (signatures, buckets, verified, components, keepers) as Spark jobs,
+    eagerly.  ``work_uri``: a folder where each finished phase is kept (Parquet and its figures,
+    :class:`~selectllm.dedup.phases.PhaseStore`), so a rerun after a failure resumes from the
+    first unfinished phase; without it the tables are persisted for this call and released (the
+    returned ``removed`` is checkpointed).  ``broadcast_budget``: bytes a broadcast relation may
+    take in the JVM (default: from the heap; :mod:`selectllm.dedup.budget`).  ``keep_edges``
+    also returns the verified pairs (node ids; for evaluation).
+    """
+    from selectllm.text.minhash import bands_rows
+
+    near = cfg.dedup.near
+    spark = df.sparkSession
+    t0 = time.perf_counter()
+    bands, rows = bands_rows(near.threshold, near.num_perm, near.bands)
+    plan = _Plan(near=near, bands=bands, rows_per_band=rows,
+                 n_parts=max(spark.sparkContext.defaultParallelism,
+                             int(spark.conf.get("spark.sql.shuffle.partitions", "8"))),
+                 store=PhaseStore(spark, work_uri), budget=BroadcastBudget.of(spark, broadcast_budget))
+    seconds: dict[str, float] = {}
+
+    def timed(name: str, compute):
+        t = time.perf_counter()
+        out = plan.store.run(name, _PHASE_SCHEMAS[name], compute)
+        seconds[name] = round(time.perf_counter() - t, 3)
+        return out
+
     try:
-        d = docs.agg(F.count(F.lit(1)).alias("rows"),
-                     F.sum(F.when(F.length("bands") == 0, 1).otherwise(0)).alias("no_shingles"),
-                     F.sum(F.length("sh")).alias("sh_bytes"),
-                     F.max("source_row").alias("max_row"),
-                     F.max(F.shiftright("node", ROW_BITS)).alias("max_file")).first()
-        if d["rows"] and (d["max_row"] >= 1 << ROW_BITS or d["max_file"] >= 1 << FILE_BITS):
-            raise UserError(f"dedup.near: at most 2^{FILE_BITS} files and 2^{ROW_BITS} rows per file")
-        lap("signatures")
-
-        # buckets: (key, node) rows packed per destination partition (one binary row per map
-        # batch and partition), shuffled and sorted per partition in numpy
-        parts = max(n_parts, -(-(d["rows"] or 0) * bands // KEYS_PER_PARTITION))
-        members = (docs.select("node", "bands")
-                   .mapInArrow(_key_router(parts), "route bigint, keys binary, nodes binary")
-                   .repartition(parts, "route")
-                   .mapInArrow(_bucketer(), "key bigint, node bigint, size bigint, centre bigint")
-                   .persist(mem))
-        persisted.append(members)
-        g = members.agg(F.count(F.lit(1)).alias("members"),
-                        F.sum(F.when(F.col("size") > near.max_bucket, 1.0 / F.col("size")).otherwise(0)).alias("giant"),
-                        F.sum(F.when(F.col("size") > near.max_bucket, 1).otherwise(0)).alias("giant_rows"),
-                        F.sum(F.when(F.col("size") <= near.max_bucket, F.col("size") - 1).otherwise(0) / 2
-                              ).alias("pairs_in_buckets")).first()
-        n_members = int(g["members"] or 0)
-        giant = {"buckets": round(g["giant"] or 0), "rows": int(g["giant_rows"] or 0)}
-        lap("buckets")
-
-        # verification -> the edges of the similarity graph.  Ordinary buckets: members gathered
-        # with their sets, pivot rounds (m - 1 checks for m near-identical rows); giant buckets:
-        # the star pairs (centre, member), checked by joining both rows.
-        row_bytes = 64 + (d["sh_bytes"] or 0) / max(d["rows"] or 0, 1)
-        sh = docs.select("node", "sh")
-        ordinary = members.where(F.col("size") <= near.max_bucket).select("key", "node")
-        small = n_members * 24 <= BROADCAST_BYTES
-        with_sets = sh.join(F.broadcast(ordinary) if small else ordinary, "node")
-        set_parts = max(n_parts, -(-n_members * row_bytes // (64 << 20)))  # ~64 MB of sets per task
-        in_buckets = (with_sets.select("key", "node", "sh").repartition(int(set_parts), "key")
-                      .mapInArrow(_bucket_verifier(near.verify, near.num_perm, near.threshold), _GRAPH_DDL))
-        checked = in_buckets
-        if giant["rows"]:  # verified pairs of giant buckets are edges and links at once
-            star = (members.where((F.col("size") > near.max_bucket) & (F.col("node") != F.col("centre")))
-                    .select(F.least("centre", "node").alias("src"), F.greatest("centre", "node").alias("dst"))
-                    .distinct())
-            in_stars = score_pairs(star, sh, near.verify, near.num_perm,
-                                   broadcast_pairs=giant["rows"] * 16 <= BROADCAST_BYTES
-                                   ).where(F.col("sim") >= near.threshold)
-            checked = checked.unionByName(in_stars.withColumn("kind", F.lit(EDGE).cast("tinyint"))).unionByName(
-                in_stars.withColumn("kind", F.lit(LINK).cast("tinyint")))
-        # the check counts ride along with the edges: one job computes both
-        graph = cut_lineage(checked.groupBy("kind", "src", "dst").agg(F.max("sim").alias("sim"),  # a pair of
-                                                                      F.count(F.lit(1)).alias("n")))  # several bands, once
-        c = graph.agg(F.sum(F.when(F.col("kind") == CHECKS, F.col("dst") * F.col("n"))).alias("checks"),
-                      F.sum(F.when(F.col("kind") == EDGE, 1).otherwise(0)).alias("edges")).first()
-        checks = int(c["checks"] or 0) + max(giant["rows"] - giant["buckets"], 0)
-        n_edges = int(c["edges"] or 0)
-        edges = graph.where(F.col("kind") == EDGE).select("src", "dst", "sim")
-        lap("verified")
-
-        cc_stats: dict = {}
-        links = graph.where(F.col("kind") == LINK).select("src", "dst")  # src < dst, no repeats
-        comp = connected_components(links, stats=cc_stats, simple=True,
-                                    check_first=set_parts < 2)  # stars of several tasks: merge at once
-        lap("components")
-
-        # one keeper per component (its smallest node); similarity of each other row to it: the
-        # rows of the components, grouped by component with the keeper first, scored in one pass
-        few = 2 * n_edges * 64 <= BROADCAST_BYTES  # nodes in components <= 2 * edges
-        in_components = docs.join(F.broadcast(comp) if few else comp, "node")
-        removed = cut_lineage(
-            in_components.select("component", "node", "id", "source", "source_row", "sh")
-            .repartition(n_parts, "component").sortWithinPartitions("component", "node")
-            .mapInArrow(_keeper_scorer(near.verify, near.num_perm), _REMOVED_DDL),
-            eager=False)  # materialized by the count below
-        r = removed.agg(F.count(F.lit(1)).alias("n"), F.countDistinct("duplicate_of").alias("keepers")).first()
-        n_removed, n_comps = int(r["n"]), int(r["keepers"])  # one keeper per component
-        lap("keepers")
+        with bounded_broadcasts(spark, plan.budget) as aqe_threshold:
+            docs, signed = timed("signatures", lambda: _sign_phase(df, plan))
+            members, bucketed = timed("buckets", lambda: _bucket_phase(docs, signed, plan))
+            graph, verified = timed("verified", lambda: _verify_phase(docs, members, signed, bucketed, plan))
+            comp, components = timed("components", lambda: _components_phase(graph, verified, plan))
+            removed, kept = timed("keepers", lambda: _keepers_phase(docs, comp, components, plan))
     finally:
-        for p in persisted:
-            p.unpersist()
+        plan.store.release()
     metrics = {
         "bands": bands,
         "rows_per_band": rows,
-        "rows": int(d["rows"]),
-        "rows_without_shingles": int(d["no_shingles"] or 0),
-        "giant_buckets": int(giant["buckets"] or 0),
-        "giant_bucket_rows": int(giant["rows"] or 0),
-        "rows_in_buckets": n_members,
-        "pairs_in_buckets": int(g["pairs_in_buckets"] or 0),
-        "pair_checks": checks,
-        "verified_pairs": int(n_edges),
-        "components": n_comps,
-        "removed": n_removed,
-        "cc_rounds": cc_stats.get("rounds", 0),
+        "rows": signed["rows"],
+        "rows_without_shingles": signed["no_shingles"],
+        "giant_buckets": bucketed["giant_buckets"],
+        "giant_bucket_rows": bucketed["giant_rows"],
+        "largest_bucket": bucketed["largest_bucket"],
+        "rows_in_buckets": bucketed["members"],
+        "pairs_in_buckets": bucketed["pairs_in_buckets"],
+        "pair_checks": verified["checks"],
+        "verified_pairs": verified["edges"],
+        "components": kept["components"],
+        "removed": kept["removed"],
+        "cc_rounds": components["rounds"],
         "seconds": round(time.perf_counter() - t0, 3),
-        "phase_seconds": phases,
+        "phase_seconds": seconds,
+        "resumed_phases": list(plan.store.resumed),
+        "broadcast": {**plan.budget.metrics(), "aqe_threshold_bytes": aqe_threshold},
     }
-    return NearResult(removed=removed, metrics=metrics, edges=edges if keep_edges else None)
+    edges = graph.where(graph.kind == EDGE).select("src", "dst", "sim") if keep_edges else None
+    return NearResult(removed=removed, metrics=metrics, edges=edges)
+
+
+_PHASE_SCHEMAS = {"signatures": _DOCS, "buckets": _MEMBERS, "verified": _GRAPH, "components": _COMPONENTS,
+                  "keepers": _REMOVED}

@@ -301,8 +301,10 @@ def staged_dataframe(spark, cfg: Config, num_partitions: int | None = None, file
     return table.mapInArrow(fn, _ddl(pa.schema(list(STAGED) + list(extra))))
 
 
-def _plan(staged, cfg: Config, persist: bool = False) -> dict:
-    """The lazy plan; ``persist``: cache the ranking (the caller unpersists ``ranked``).
+def _plan(staged, cfg: Config, persist: bool = False, near_work: str | None = None) -> dict:
+    """The lazy plan; ``persist``: cache the ranking (the caller unpersists ``ranked``);
+    ``near_work``: the folder where near dedup keeps its finished phases (see
+    :func:`~selectllm.dedup.near.find_near_duplicates`).
 
     With a chat preset a row is named by ``(source, source_row, user_turn)`` (``input.turn: each``
     gives one row per user turn of a record): the keeper order, the quarantine and the
@@ -351,7 +353,7 @@ def _plan(staged, cfg: Config, persist: bool = False) -> dict:
             rows = kept.withColumn("source_row", F.shiftleft("source_row", TURN_BITS).bitwiseOR(F.col("user_turn")))
         else:
             rows = kept
-        near = find_near_duplicates(rows, cfg)
+        near = find_near_duplicates(rows, cfg, work_uri=near_work)
         near_metrics = near.metrics
         removed = near.removed
         if chat:
@@ -431,12 +433,23 @@ def run_stage(ctx) -> dict:
     Counts of the outputs are taken from the files just written, the read count from the
     records parsed, so the conservation check compares two independent sides.
     """
-    from pyspark.sql import functions as F
-
-    from selectllm.engines import cache_level, size_shuffle, spark_session
+    from selectllm.dedup.budget import BroadcastBudget, bounded_broadcasts
+    from selectllm.engines import spark_session
 
     cfg = ctx.cfg
     spark = spark_session(cfg)
+    # no broadcast from Spark's estimates, adaptive ones bounded by the heap, in every phase
+    with bounded_broadcasts(spark, BroadcastBudget.of(spark)):
+        return _run(ctx, spark)
+
+
+def _run(ctx, spark) -> dict:
+    from pyspark.sql import functions as F
+
+    from selectllm.dedup.phases import phase
+    from selectllm.engines import cache_level, size_shuffle
+
+    cfg = ctx.cfg
     fs = ctx.run.fs
     out, out_uri = ctx.out, ctx.out_uri
     join = posixpath.join
@@ -453,25 +466,27 @@ def run_stage(ctx) -> dict:
     try:
         from selectllm.text.formats import FILTERED
 
-        with progress:
+        with progress, phase(spark, "reading the input"):
             parsed = staged.count()
         # rows that failed input.filter's row conditions are not read rows: only counted
         filtered = staged.where(F.col("reason") == FILTERED).count() if resolved.filters_rows else 0
         read = parsed - filtered
         unreadable = _unreadable_files(staged)
-        plan = _plan(staged, cfg, persist=True)
+        near_work = posixpath.join(ctx.run.staging_uri(ctx.work), "near") if ctx.work else None
+        plan = _plan(staged, cfg, persist=True, near_work=near_work)
         turn = list(schemas.CHAT_COLUMNS)[:1] if is_chat(cfg) else []  # user_turn
         order = ["source", "source_row", *(f.name for f in turn)]
-        _write_parquet(plan["quarantine"].orderBy(*order), fs, join(out, "quarantine"),
-                       join(out_uri, "quarantine"), pa.schema(list(schemas.QUARANTINE) + turn))
-        ranked = plan["ranked"]
-        if ranked is not None:  # kept and duplicates both come from one ranking
-            ranked.persist(cache_level())
-        _write_parquet(plan["duplicates"].orderBy("id", *order), fs,
-                       join(out, "duplicates.parquet"), join(out_uri, "duplicates.parquet"),
-                       pa.schema(list(schemas.DUPLICATES) + turn))
-        _write_parquet(plan["kept"].orderBy("id"), fs, join(out, "_kept"), join(out_uri, "_kept"),
-                       pa.schema(list(schemas.DEDUP) + list(extra_schema(cfg))))
+        with phase(spark, "writing the outputs"):
+            _write_parquet(plan["quarantine"].orderBy(*order), fs, join(out, "quarantine"),
+                           join(out_uri, "quarantine"), pa.schema(list(schemas.QUARANTINE) + turn))
+            ranked = plan["ranked"]
+            if ranked is not None:  # kept and duplicates both come from one ranking
+                ranked.persist(cache_level())
+            _write_parquet(plan["duplicates"].orderBy("id", *order), fs,
+                           join(out, "duplicates.parquet"), join(out_uri, "duplicates.parquet"),
+                           pa.schema(list(schemas.DUPLICATES) + turn))
+            _write_parquet(plan["kept"].orderBy("id"), fs, join(out, "_kept"), join(out_uri, "_kept"),
+                           pa.schema(list(schemas.DEDUP) + list(extra_schema(cfg))))
     finally:
         if ranked is not None:
             ranked.unpersist()
