@@ -39,6 +39,7 @@ import subprocess
 import sys
 import threading
 import time
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -48,7 +49,24 @@ KINDS = ["driver", "spark_jvm", "spark_python", "ray_workers", "ray_system", "ot
 
 
 # ----------------------------------------------------------------------------- the input
-def build_input(path: Path, rows: int, seed: int = 0) -> dict:
+@dataclass(frozen=True)
+class Shape:
+    """The corpus's shape (``--context-words`` ... on the command line)."""
+
+    context_words: tuple[int, int] = (8, 40)  # words of real text appended to each row's input
+    long_answers: int = 0  # take those words only from answers (outputs) of at least this many words
+    exact_rate: float = 0.04  # exact copies of an earlier row
+    exact_upper: bool = False  # ... upper-cased (the same row once normalized)
+    near_rate: float = 0.03  # near copies of an earlier row
+    near_edits: int = 1  # words of the copy's instruction replaced
+    instructions: int = 0  # distinct instructions cycled through (0: every real one); fewer = templated logs
+
+    def tag(self) -> str:
+        return (f"c{self.context_words[0]}-{self.context_words[1]}_l{self.long_answers}_e{self.exact_rate:g}"
+                f"{'u' if self.exact_upper else ''}_n{self.near_rate:g}x{self.near_edits}_i{self.instructions}")
+
+
+def build_input(path: Path, rows: int, seed: int = 0, shape: Shape = Shape()) -> dict:
     """N JSONL rows from the shared corpora; returns what was planted."""
     from _data import SHARED, FILES
 
@@ -59,35 +77,49 @@ def build_input(path: Path, rows: int, seed: int = 0) -> dict:
                 if line.strip():
                     r = json.loads(line)
                     recs.append((r["instruction"], r.get("input") or "", r.get("output") or ""))
-    words = [(r[1] + " " + r[2]).split() for r in recs]
+    if shape.long_answers:  # context windows from long real answers only
+        words = [w for w in (r[2].split() for r in recs) if len(w) >= shape.long_answers]
+    else:
+        words = [(r[1] + " " + r[2]).split() for r in recs]
+    if not words:
+        raise SystemExit(f"no answer of {shape.long_answers}+ words in {SHARED}")
+    n_instr = min(shape.instructions or len(recs), len(recs))
+    lo, hi = shape.context_words
     rng = random.Random(seed)
     written: list[str] = []  # only the last few thousand lines, for copies (bounded memory)
     exact = near = 0
     with path.open("w", encoding="utf-8") as f:
         for i in range(rows):
             roll = rng.random()
-            if written and roll < 0.04:
+            if written and roll < shape.exact_rate:
                 line = written[rng.randrange(len(written))]  # exact copy of an earlier row
+                if shape.exact_upper:
+                    obj = json.loads(line)
+                    obj["instruction"], obj["input"] = obj["instruction"].upper(), obj["input"].upper()
+                    line = json.dumps(obj, ensure_ascii=False)
                 exact += 1
-            elif written and roll < 0.07:
+            elif written and roll < shape.exact_rate + shape.near_rate:
                 obj = json.loads(written[rng.randrange(len(written))])
                 toks = obj["instruction"].split()
-                toks[rng.randrange(len(toks))] = rng.choice(["please", "kindly", "now", "briefly"])
+                for _ in range(shape.near_edits):
+                    toks[rng.randrange(len(toks))] = rng.choice(["please", "kindly", "now", "briefly"])
                 obj["instruction"] = " ".join(toks)
                 line = json.dumps(obj, ensure_ascii=False)
                 near += 1
             else:
-                instr, inp, out = recs[i % len(recs)]
-                ctx = words[rng.randrange(len(recs))]
-                a = rng.randrange(max(1, len(ctx) - 8)) if ctx else 0
-                window = " ".join(ctx[a:a + rng.randint(8, 40)])
+                instr, inp, out = recs[i % n_instr]
+                ctx = words[rng.randrange(len(words))]
+                a = rng.randrange(max(1, len(ctx) - lo)) if ctx else 0
+                window = " ".join(ctx[a:a + rng.randint(lo, hi)])
                 obj = {"instruction": instr, "input": (inp + "\n" + window).strip(), "output": out}
                 line = json.dumps(obj, ensure_ascii=False)
             f.write(line + "\n")
             written.append(line)
             if len(written) > 5000:
                 written = written[-2500:]
-    return {"rows": rows, "planted_exact": exact, "planted_near": near, "bytes": path.stat().st_size}
+    size = path.stat().st_size
+    return {"rows": rows, "planted_exact": exact, "planted_near": near, "bytes": size,
+            "bytes_per_row": round(size / max(rows, 1)), "shape": asdict(shape), "distinct_instructions": n_instr}
 
 
 # ----------------------------------------------------------------------------- sampling
@@ -286,6 +318,17 @@ def main() -> None:
     ap.add_argument("--keep", action="store_true", help="reuse an existing input file of the same N")
     ap.add_argument("--timeout", type=float, default=None,
                     help="stop each selectllm command after this many seconds and report what was measured")
+    shape = ap.add_argument_group("the corpus's shape")
+    shape.add_argument("--context-words", default="8-40", metavar="MIN-MAX",
+                       help="words of real text appended to each row's input (row length)")
+    shape.add_argument("--long-answers", type=int, default=0, metavar="WORDS",
+                       help="take the context only from real answers of at least this many words")
+    shape.add_argument("--exact-rate", type=float, default=0.04, help="share of exact copies of earlier rows")
+    shape.add_argument("--exact-upper", action="store_true", help="exact copies upper-cased (same id)")
+    shape.add_argument("--near-rate", type=float, default=0.03, help="share of near copies of earlier rows")
+    shape.add_argument("--near-edits", type=int, default=1, help="words changed in a near copy's instruction")
+    shape.add_argument("--instructions", type=int, default=0,
+                       help="distinct instructions reused (0: every real one, ~73k); fewer = templated logs")
     args = ap.parse_args()
     if args.compare:
         compare(args.compare, args.base)
@@ -293,15 +336,21 @@ def main() -> None:
     if not args.rows:
         ap.error("--rows is required (or --compare)")
 
+    lo, _, hi = args.context_words.partition("-")
+    corpus = Shape(context_words=(int(lo), int(hi or lo)), long_answers=args.long_answers,
+                   exact_rate=args.exact_rate, exact_upper=args.exact_upper, near_rate=args.near_rate,
+                   near_edits=args.near_edits, instructions=args.instructions)
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
-    data = work / f"rows_{args.rows}.jsonl"
+    default = corpus == Shape()
+    stem = f"rows_{args.rows}" if default else f"rows_{args.rows}_{corpus.tag()}"
+    data = work / f"{stem}.jsonl"
     t0 = time.perf_counter()
-    meta_path = work / f"rows_{args.rows}.json"
+    meta_path = work / f"{stem}.json"
     if args.keep and data.exists() and meta_path.exists():
         info = json.loads(meta_path.read_text())
     else:
-        info = build_input(data, args.rows)
+        info = build_input(data, args.rows, shape=corpus)
         meta_path.write_text(json.dumps(info))
     info["build_seconds"] = round(time.perf_counter() - t0, 1)
     run_dir = work / f"run_{args.rows}"
