@@ -15,7 +15,7 @@ from selectllm.select import registry as strategies
 from selectllm.select.baselines import parse_rating, rank_by_rating
 from selectllm.select.tables import Pool
 
-from test_compare import make_pool_run, pool_config
+from helpers import make_pool_run, pool_config
 
 
 def _setup(tmp_path, *sets):

@@ -15,58 +15,11 @@ import pytest
 
 from selectllm.cli import main
 
+from helpers import cli, config, small_corpus
+
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "examples" / "sample.jsonl"
 SELECTLLM = [sys.executable, "-m", "selectllm.cli"]
-
-
-def small_corpus(path: Path, good: int = 240) -> Path:
-    """`good` sample lines (which include planted duplicates) plus one bad line of every kind."""
-    lines = []
-    with SAMPLE.open("rb") as f:
-        for raw in f:
-            if len(lines) == good:
-                break
-            try:
-                rec = json.loads(raw)
-            except (ValueError, UnicodeDecodeError):
-                continue
-            if isinstance(rec, dict) and str(rec.get("instruction", "")).strip() and len(raw) < 5000:
-                lines.append(raw.rstrip(b"\n"))
-    lines += [
-        b'{"instruction": "truncated',  # malformed
-        b"[1, 2, 3]",  # malformed: not an object
-        b'{"instruction": "   ", "input": ""}',  # empty
-        b'{"instruction": "' + b"x" * 25_000 + b'"}',  # too_long (max_chars 20000)
-        b'{"instruction": "caf\xff\xfe bad bytes"}',  # bad_encoding
-        b'{"prompt": "no instruction field"}',  # missing_field
-    ]
-    first = json.loads(lines[0])
-    first["instruction"] = "  " + first["instruction"].upper() + " !"
-    lines.append(json.dumps(first).encode())  # an exact duplicate up to case, spaces, punctuation
-    path.write_bytes(b"\n".join(lines) + b"\n")
-    return path
-
-
-def config(tmp_path: Path, corpus: Path, budget: int = 12, **extra) -> Path:
-    cfg = {
-        "run_dir": str(tmp_path / "run"),
-        "input": {"paths": [str(corpus)], "preset": "alpaca"},
-        "embed": {"batch_size": 32},
-        "select": {"strategy": "selectllm", "budget": budget, "candidates_per_prompt": 6},
-        "llm": {"provider": "simulator", "concurrency": 4, "max_usd": 1.0, "simulator": {"latency_ms": 1}},
-        **extra,
-    }
-    p = tmp_path / "cfg.yaml"
-    p.write_text(json.dumps(cfg))  # JSON is YAML
-    return p
-
-
-def cli(*args: str) -> None:
-    try:
-        main(list(args))
-    except SystemExit as e:
-        assert e.code in (0, None), f"selectllm {' '.join(args)} exited {e.code}"
 
 
 def manifest(run: Path) -> dict:

@@ -20,20 +20,7 @@ from selectllm.cluster.sharded import (
     write_assignments,
 )
 
-
-def normalized(n, d, seed=0):
-    x = np.random.default_rng(seed).normal(size=(n, d)).astype(np.float32)
-    return x / np.linalg.norm(x, axis=1, keepdims=True)
-
-
-def reference(x, k, first=None, initial=None):
-    """Textbook farthest-first: every distance recomputed each round, first maximum wins."""
-    centers = list(initial or [first if first is not None else K.first_center(x)])
-    while len(centers) < k:
-        d = 1.0 - x @ x[centers].T
-        d[centers] = -1
-        centers.append(int(np.argmax(d.min(axis=1))))
-    return centers
+from helpers import normalized, reference_farthest_first
 
 
 def ids_for(n):
@@ -56,7 +43,7 @@ def center_rows(result, ids):
 def test_sharded_matches_reference(shards):
     x = normalized(3000, 24, seed=1)
     ids = ids_for(len(x))
-    ref = reference(x, 60)
+    ref = reference_farthest_first(x, 60)
     group = ShardGroup.start(split(ids, x, shards, seed=shards), remote=False)
     res = run_kcenter(group, 60, batch=16)
     assert center_rows(res, ids) == ref
@@ -69,7 +56,7 @@ def test_sharded_matches_reference(shards):
 def test_batch_size_and_interval_mode_do_not_change_the_answer():
     x = normalized(2500, 16, seed=2)
     base, md = K.farthest_first(x, 80, batch=1)
-    assert base.tolist() == reference(x, 80)
+    assert base.tolist() == reference_farthest_first(x, 80)
     for batch in (4, 64):
         assert K.farthest_first(x, 80, batch=batch)[0].tolist() == base.tolist()
     kern = K.NumpyKernel(x)
@@ -117,7 +104,7 @@ def test_initial_centers_first_and_missing_ids():
     ids = ids_for(len(x))
     group = ShardGroup.start(split(ids, x, 3), remote=False)
     res = run_kcenter(group, 20, initial=["id000007", "id001234", "id000007"])
-    assert center_rows(res, ids) == reference(x, 20, initial=[7, 1234])
+    assert center_rows(res, ids) == reference_farthest_first(x, 20, initial=[7, 1234])
     assert center_rows(res, ids) == K.farthest_first(x, 20, initial=[7, 1234])[0].tolist()
     with pytest.raises(MissingIds) as e:
         run_kcenter(group, 20, initial=["id000007", "nope"])

@@ -1,91 +1,26 @@
 """``selectllm compare``: every strategy over the same embeddings, compare.json / compare.html.
 
-``make_pool_run`` (a small synthetic run directory with committed dedup/embed/cluster outputs,
-no Spark or Ray) is shared with test_paper.py, test_baselines.py and test_report_browser.py.
+Over ``helpers.make_pool_run``: a synthetic run directory with committed dedup/embed/cluster
+outputs, no Spark or Ray.
 """
 
 from __future__ import annotations
 
 import json
 import re
-from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 
-from selectllm import schemas
-from selectllm.cluster.kcenter import assign, farthest_first
-from selectllm.config import load_config
 from selectllm.errors import UserError
 from selectllm.report import metrics as M
 from selectllm.rundir import RunDir
 
-WORDS = ("alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu nu xi omicron pi rho sigma "
-         "tau upsilon phi chi psi omega").split()
+from helpers import compare_run, make_pool_run, pool_config
+
 DESIGN_KEYS = {"coverage_max", "coverage_p99", "coverage_mean", "diversity", "requests", "input_tokens",
                "output_tokens", "usd", "seconds"}
 ALL = ["selectllm", "selectllm-paper", "random", "kcenter", "kmeans-closest", "length", "alpagasus"]
-
-
-def make_pool_run(root: Path, n: int = 240, dim: int = 16, blobs: int = 8, k: int = 12, seed: int = 0):
-    """A run directory whose dedup, embed and cluster stages are complete: ``n`` rows in ``blobs``
-    Gaussian blobs of unequal size, texts of varied length, k-center clusters.  Returns (ids, X, labels)."""
-    rng = np.random.default_rng(seed)
-    weights = np.linspace(1, 3, blobs)
-    sizes = rng.multinomial(n - blobs, weights / weights.sum()) + 1
-    centers = M.normalize(rng.normal(size=(blobs, dim)))
-    x = M.normalize(np.concatenate([centers[b] + 0.25 * rng.normal(size=(s, dim)) for b, s in enumerate(sizes)]))
-    x = x[rng.permutation(n)].astype(np.float32)
-    ids = np.asarray([f"{i:04x}" + "0" * 60 for i in range(n)], dtype=object)  # sorted, like content hashes
-    instr = [" ".join(rng.choice(WORDS, size=3 + int(rng.integers(0, 25)))) for _ in range(n)]
-    inp = ["" if i % 3 else "context " + WORDS[i % len(WORDS)] for i in range(n)]
-    (root / "dedup").mkdir(parents=True)
-    pq.write_table(pa.table({"id": list(ids), "instruction": instr, "input": inp, "text": instr,
-                             "source": ["s.jsonl"] * n, "source_row": list(range(n))}, schema=schemas.DEDUP),
-                   str(root / "dedup" / "part-00000.parquet"))
-    (root / "dedup" / "stats.json").write_text(json.dumps(
-        {"read": n + 7, "quarantined": {"malformed": 2}, "quarantined_total": 2, "exact_duplicates": 4,
-         "near_duplicates": 1, "kept": n}))
-    (root / "embed").mkdir()
-    arr = pa.FixedSizeListArray.from_arrays(pa.array(x.ravel(), pa.float32()), dim)
-    pq.write_table(pa.table({"id": list(ids), "embedding": arr}, schema=schemas.embed_schema(dim)),
-                   str(root / "embed" / "part-00000.parquet"))
-    (root / "cluster").mkdir()
-    cidx, _ = farthest_first(x, k)
-    labels, dist = assign(x, cidx)
-    is_center = np.zeros(n, bool)
-    is_center[cidx] = True
-    pq.write_table(pa.table({"id": list(ids), "cluster_id": labels.astype(np.int64), "distance": dist,
-                             "is_center": is_center}, schema=schemas.ASSIGNMENTS),
-                   str(root / "cluster" / "assignments.parquet"))
-    radius = np.zeros(k, np.float32)
-    np.maximum.at(radius, labels, dist)
-    pq.write_table(pa.table({"cluster_id": np.arange(k, dtype=np.int64), "id": [ids[i] for i in cidx],
-                             "size": np.bincount(labels, minlength=k).astype(np.int64), "radius": radius},
-                            schema=schemas.CENTERS), str(root / "cluster" / "centers.parquet"))
-    (root / "manifest.json").write_text(json.dumps({"stages": {
-        s: {"status": "complete", "seconds": sec, "counts": {}, "output_token": f"tok-{s}",
-            "input_fingerprint": "synthetic", "settings_hash": "synthetic"}
-        for s, sec in [("dedup", 3.0), ("embed", 5.0), ("cluster", 1.0)]}}))
-    return ids, x, labels
-
-
-def compare_run(cfg, run: RunDir, names: list[str]) -> dict:
-    """The compare stage through the pipeline's machinery (manifest entry, schema checks, commit)."""
-    from selectllm.pipeline import BY_NAME, run_stage
-
-    cfg = cfg.model_copy(deep=True)
-    cfg.compare.strategies = list(names)
-    run_stage(cfg, run, BY_NAME["compare"])
-    return run.read_json("compare/compare.json")
-
-
-def pool_config(root: Path, *extra: str):
-    return load_config(None, [f"run_dir={root}", "select.budget=12", "select.paper_subsets=6",
-                              "llm.simulator.latency_ms=1", "llm.rpm=100000", "llm.tpm=100000000",
-                              "llm.engine=local", *extra])
 
 
 def test_compare_all_strategies(tmp_path, capsys, ray_local):

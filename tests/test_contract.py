@@ -12,7 +12,7 @@ from selectllm.contract import Output, Resources, Settings, Stage
 from selectllm.rundir import RunDir
 from selectllm.schemas import DEDUP
 
-from test_compare import make_pool_run, pool_config
+from helpers import make_pool_run, pool_config
 
 
 def _short_filter(ctx):  # the README's example stage

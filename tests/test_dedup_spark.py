@@ -24,6 +24,8 @@ from selectllm.errors import UserError
 from selectllm.text.formats import iter_records
 from selectllm.text.normalize import content_id
 
+from helpers import stage_ctx
+
 ROOT = Path(__file__).resolve().parents[1]
 EXACT_ONLY = "dedup.near.enabled=false"
 
@@ -69,15 +71,6 @@ def _expected(files: list[str], max_chars: int) -> dict:
             "quarantined": {r: reasons.get(r, 0) for r in schemas.QUARANTINE_REASONS}}
 
 
-def _ctx(tmp_path: Path, overrides: list[str]):
-    from selectllm.pipeline import stage_context
-    from selectllm.rundir import RunDir
-
-    cfg = load_config(None, [EXACT_ONLY, *overrides])
-    run = RunDir(str(tmp_path / "run"))
-    return stage_context(cfg, run, "dedup")
-
-
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory) -> list[str]:
     return _corpus(tmp_path_factory.mktemp("corpus"))
@@ -90,7 +83,7 @@ def _paths(files: list[str]) -> str:
 def test_stage_outputs_counts_and_schemas(spark, corpus, tmp_path):
     from selectllm.dedup.stage import run_stage
 
-    ctx = _ctx(tmp_path, [_paths(corpus), "dedup.max_chars=120"])
+    ctx = stage_ctx(tmp_path / "run", "dedup", EXACT_ONLY, _paths(corpus), "dedup.max_chars=120")
     counts = run_stage(ctx)
     out = Path(ctx.out)
     stats = json.loads((out / "stats.json").read_text())
@@ -193,7 +186,7 @@ def test_sample_corpus_matches_its_manifest(spark, tmp_path):
     from selectllm.dedup.stage import run_stage
 
     want = json.loads(manifest.read_text())
-    ctx = _ctx(tmp_path, [f"input.paths=[{sample}]"])
+    ctx = stage_ctx(tmp_path / "run", "dedup", EXACT_ONLY, f"input.paths=[{sample}]")
     counts = run_stage(ctx)
     out = Path(ctx.out)
     stats = json.loads((out / "stats.json").read_text())
@@ -219,7 +212,7 @@ def test_nothing_kept_still_writes_schemas(spark, tmp_path):
     bad = tmp_path / "bad.jsonl"
     bad.write_bytes(b'{"instruction": ""}\n{oops\n')
     (tmp_path / "empty.jsonl").write_bytes(b"")
-    ctx = _ctx(tmp_path, [_paths([str(bad), str(tmp_path / "empty.jsonl")])])
+    ctx = stage_ctx(tmp_path / "run", "dedup", EXACT_ONLY, _paths([str(bad), str(tmp_path / "empty.jsonl")]))
     counts = run_stage(ctx)
     assert (counts["read"], counts["kept"], counts["quarantined_total"], counts["files"]) == (2, 0, 2, 2)
     out = Path(ctx.out)
@@ -254,7 +247,8 @@ def test_one_split_or_many_gives_the_same_dedup_output(spark, tmp_path):
     files = _split_corpus(tmp_path / "in")
     outputs, stats = [], []
     for i, size in enumerate((1 << 30, 2048)):
-        ctx = _ctx(tmp_path / f"r{i}", [_paths(files), f"spark.conf.spark.sql.files.maxPartitionBytes={size}"])
+        ctx = stage_ctx(tmp_path / f"r{i}" / "run", "dedup", EXACT_ONLY, _paths(files),
+                        f"spark.conf.spark.sql.files.maxPartitionBytes={size}")
         ctx.log = Console(file=io.StringIO(), width=200)
         counts = run_stage(ctx)
         # progress in the project's words, from the tasks' accumulators

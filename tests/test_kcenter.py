@@ -3,19 +3,7 @@ import pytest
 
 from selectllm.cluster.kcenter import assign, farthest_first, first_center
 
-
-def normalized(n, d, seed=0):
-    x = np.random.default_rng(seed).normal(size=(n, d)).astype(np.float32)
-    return x / np.linalg.norm(x, axis=1, keepdims=True)
-
-
-def reference_farthest_first(x, k, first):
-    """Plain O(n·k) textbook version: recompute every distance each round."""
-    centers = [first]
-    while len(centers) < k:
-        d = 1.0 - x @ x[centers].T
-        centers.append(int(np.argmax(d.min(axis=1))))
-    return centers
+from helpers import normalized, reference_farthest_first
 
 
 def test_matches_reference():

@@ -4,46 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import json
-import threading
 import time
 
 import pytest
 from aiohttp import web
 
-from selectllm.config import LLMConfig, PriceConfig, SimulatorConfig
+from selectllm.config import SimulatorConfig
 from selectllm.errors import UserError
 from selectllm.llm.budget import cost_usd
 from selectllm.llm.client import llm_endpoint, run_requests
 from selectllm.llm.simulator import start_simulator
 from selectllm.llm.tokens import count_message_tokens
-from selectllm.llm.types import LLMRequest, request_key
+from selectllm.llm.types import LLMRequest
 
-MODEL = "gpt-4o-mini"
-PRICE = PriceConfig(input_per_mtok=2.5, output_per_mtok=10.0)
-SCHEMA = {"type": "json_schema", "json_schema": {"name": "selection", "schema": {
-    "type": "object", "properties": {"selected": {"type": "array", "items": {"type": "integer"}}},
-    "required": ["selected"]}}}
-
-
-def make_requests(n: int, tag: str = "", max_tokens: int = 16, rf: dict | None = None,
-                  k: int = 1) -> list[LLMRequest]:
-    out = []
-    for i in range(n):
-        cands = "\n".join(f'<candidate id="{j}">\n### Instruction: task {tag} {i} {"x " * (j * 3)}\n</candidate>'
-                          for j in range(1, 5))
-        msgs = [{"role": "system", "content": "Pick the most useful instructions."},
-                {"role": "user", "content": f"{cands}\nSelect exactly {k} instruction(s)."}]
-        key = request_key(MODEL, msgs, {"max_tokens": max_tokens, "rf": rf is not None}, "test-v1")
-        out.append(LLMRequest(key=key, group_id=i, messages=msgs, max_tokens=max_tokens, response_format=rf))
-    return out
-
-
-def llm_cfg(**kw) -> LLMConfig:
-    # the asyncio runner (the Ray pool has its own tests in test_llm_pool.py)
-    base = dict(provider="simulator", model=MODEL, concurrency=8, price=PRICE, max_usd=10.0, max_retries=8,
-                engine="local")
-    base.update(kw)
-    return LLMConfig(**base)
+from helpers import FASTAPI_422, FakeServer, MODEL, PRICE, SCHEMA, completion, error, llm_cfg, make_requests, with_text_form
 
 
 def delta(before: dict, after: dict) -> dict:
@@ -182,59 +156,6 @@ def test_missing_key_for_openai_names_the_env_var(tmp_path, monkeypatch):
 # ---------------------------------------------------------------- scripted fake server
 
 
-class FakeServer:
-    """An aiohttp server in a thread whose handler is scripted by the test."""
-
-    def __init__(self, handler):
-        self.handler = handler
-        self.bodies: list[dict] = []
-        self.ready = threading.Event()
-        self.thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self):
-        self.loop = asyncio.new_event_loop()
-
-        async def handle(request):
-            body = await request.json()
-            self.bodies.append(body)
-            return await self.handler(request, body, len(self.bodies))
-
-        async def start():
-            app = web.Application()
-            app.router.add_post("/v1/chat/completions", handle)
-            self.runner = web.AppRunner(app, access_log=None)
-            await self.runner.setup()
-            site = web.TCPSite(self.runner, "127.0.0.1", 0)
-            await site.start()
-            self.port = self.runner.addresses[0][1]
-            self.ready.set()
-
-        self.loop.run_until_complete(start())
-        self.loop.run_forever()
-        self.loop.run_until_complete(self.runner.cleanup())
-
-    def __enter__(self):
-        self.thread.start()
-        self.ready.wait(10)
-        return f"http://127.0.0.1:{self.port}/v1"
-
-    def __exit__(self, *exc):
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(10)
-
-
-def completion(text="[1]", prompt=10, completion=2, finish="stop"):
-    return web.json_response({
-        "id": "chatcmpl-1", "object": "chat.completion", "created": 0, "model": MODEL,
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": finish}],
-        "usage": {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}})
-
-
-def error(status, message, code=None, param=None, headers=None):
-    return web.json_response({"error": {"message": message, "type": "x", "code": code, "param": param}},
-                             status=status, headers=headers)
-
-
 def test_429_retry_after_is_honoured(tmp_path):
     async def handler(request, body, n):
         if n == 1:
@@ -283,16 +204,6 @@ def test_auto_structured_output_falls_back_once_per_run(tmp_path, monkeypatch):
     assert all(r.status == "ok" and r.text == "[2]" for r in res)
     assert [r.attempts for r in res] == [2, 1, 1, 1]  # rejected once, then never sent again
     assert ["response_format" in b for b in srv.bodies] == [True, False, False, False, False]
-
-
-def with_text_form(reqs: list[LLMRequest]) -> list[LLMRequest]:
-    for r in reqs:
-        r.text_messages = [*r.messages[:-1], {"role": "user", "content": r.messages[-1]["content"] + "\nText form."}]
-    return reqs
-
-
-FASTAPI_422 = {"detail": [{"loc": ["body", "response_format"], "type": "value_error",
-                           "msg": "Value error, json_schema is not supported"}]}
 
 
 @pytest.mark.parametrize("how", ["422", "400", "ignored"])

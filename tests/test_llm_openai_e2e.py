@@ -18,7 +18,8 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from test_cli_e2e import small_corpus
+from helpers import small_corpus
+
 
 ROOT = Path(__file__).resolve().parents[1]
 API_KEY = "sk-e2e-" + uuid.uuid4().hex

@@ -13,7 +13,8 @@ from selectllm.llm.client import run_requests
 from selectllm.llm.limiter import window_shape
 from selectllm.llm.simulator import start_simulator
 from selectllm.llm.tokens import count_message_tokens
-from test_llm_client import MODEL, PRICE, SCHEMA, FakeServer, error, llm_cfg, make_requests
+
+from helpers import FASTAPI_422, FakeServer, MODEL, PRICE, SCHEMA, completion, error, llm_cfg, make_requests, with_text_form
 
 RPM = 1200  # client bucket: 20 at once, then 19.67/s
 
@@ -140,7 +141,6 @@ def test_pool_probes_structured_output_once_for_all_actors(ray_local, tmp_path):
     from aiohttp import web
 
     from selectllm.llm.ray_pool import run_requests_ray
-    from test_llm_client import FASTAPI_422, completion, with_text_form
 
     async def handler(request, body, n):
         if "response_format" in body:

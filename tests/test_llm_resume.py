@@ -20,7 +20,8 @@ from selectllm.llm.cache import AnswerCache
 from selectllm.llm.client import run_requests
 from selectllm.llm.simulator import answer_text, start_simulator
 from selectllm.llm.tokens import count_message_tokens
-from test_llm_client import MODEL, PRICE, SCHEMA, llm_cfg, make_requests
+
+from helpers import MODEL, PRICE, llm_cfg, make_requests, SCHEMA
 
 pytestmark = pytest.mark.subprocess  # the simulator, and the runs it kills
 
@@ -29,7 +30,7 @@ TESTS = Path(__file__).resolve().parent
 SCRIPT = """
 import json, sys
 sys.path.insert(0, {tests!r})
-from test_llm_client import make_requests, llm_cfg, SCHEMA
+from helpers import make_requests, llm_cfg, SCHEMA
 from selectllm.errors import UserError
 from selectllm.llm.client import run_requests
 args = json.loads(sys.argv[1])

@@ -15,61 +15,22 @@ import sys
 import tempfile
 import threading
 import time
-import uuid
 from collections import Counter
 from pathlib import Path
 
-import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import yaml
 
 import s3_server
-from selectllm import schemas
 from selectllm.config import SimulatorConfig
 from selectllm.llm.simulator import start_simulator
 
+from helpers import CLUSTERS, PER_CLUSTER, llm_cfg, make_requests, plant_upstream
+
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "examples" / "sample.jsonl"
-CLUSTERS, PER_CLUSTER = 40, 4
 PRICE = {"input_per_mtok": 0.15, "output_per_mtok": 0.60}
-
-
-def _put_parquet(fs, path: str, table: pa.Table) -> None:
-    with fs.open(path, "wb") as f:
-        pq.write_table(table, f)
-
-
-def plant_upstream(fs, root: str) -> None:
-    """dedup/, embed/ and cluster/ of a finished run (real instructions), with their manifest entries."""
-    rows = []
-    with SAMPLE.open("rb") as f:  # the sample plants bad lines for dedup: skip them
-        for line in f:
-            try:
-                rec = json.loads(line)
-            except ValueError:
-                continue
-            if (len(rows) < CLUSTERS * PER_CLUSTER and isinstance(rec, dict)
-                    and 0 < len(str(rec.get("instruction") or "").strip()) < 400):
-                rows.append(rec)
-    ids = [f"{i:064x}" for i in range(len(rows))]
-    dedup = pa.Table.from_pylist([{"id": ids[i], "instruction": r["instruction"], "input": r.get("input") or "",
-                                   "text": r["instruction"], "source": "sample.jsonl", "source_row": i}
-                                  for i, r in enumerate(rows)], schema=schemas.DEDUP)
-    _put_parquet(fs, f"{root}/dedup/part-00000.parquet", dedup)
-    emb = schemas.embed_schema(4)
-    _put_parquet(fs, f"{root}/embed/part-00000.parquet", pa.Table.from_pylist(
-        [{"id": i, "embedding": [1.0, 0.0, 0.0, 0.0]} for i in ids], schema=emb))
-    assign = [{"id": ids[i], "cluster_id": i % CLUSTERS, "distance": float(i // CLUSTERS) / 10,
-               "is_center": i < CLUSTERS} for i in range(len(ids))]
-    _put_parquet(fs, f"{root}/cluster/assignments.parquet/part-00000.parquet",
-                 pa.Table.from_pylist(assign, schema=schemas.ASSIGNMENTS))
-    _put_parquet(fs, f"{root}/cluster/centers.parquet", pa.Table.from_pylist(
-        [{"cluster_id": c, "id": ids[c], "size": PER_CLUSTER, "radius": 0.3} for c in range(CLUSTERS)],
-        schema=schemas.CENTERS))
-    entry = {"status": "complete", "output_token": "", "input_fingerprint": "x", "settings_hash": "x", "counts": {}}
-    manifest = {"stages": {s: {**entry, "output_token": uuid.uuid4().hex} for s in ("dedup", "embed", "cluster")}}
-    fs.pipe(f"{root}/manifest.json", json.dumps(manifest).encode())
 
 
 def write_config(where: Path, run_dir: str, base_url: str, **llm) -> Path:
@@ -293,7 +254,6 @@ def test_cache_load_is_one_listing_and_concurrent_reads(tmp_path):
 
 def test_simulator_log_and_request_log_go_to_s3(s3_env):
     from selectllm.llm.records import RequestsLog
-    from test_llm_client import llm_cfg, make_requests
     from selectllm.llm.client import run_requests
 
     fs = s3_env.fs()

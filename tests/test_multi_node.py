@@ -16,7 +16,8 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from test_cli_e2e import small_corpus
+from helpers import small_corpus
+
 
 ROOT = Path(__file__).resolve().parents[1]
 

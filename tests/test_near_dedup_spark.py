@@ -17,19 +17,12 @@ from selectllm.config import load_config
 from selectllm.text.minhash import shingle_text, true_jaccard
 from selectllm.text.normalize import content_id
 
+from helpers import stage_ctx
+
 ROOT = Path(__file__).resolve().parents[1]
 _WORDS = ("time person year way day thing man world life hand part child eye woman place work week case "
           "point government company number group problem fact river stone cloud paper light music north "
           "garden window market letter winter summer bridge forest island engine doctor teacher").split()
-
-
-def _ctx(tmp_path: Path, overrides: list[str]):
-    from selectllm.pipeline import stage_context
-    from selectllm.rundir import RunDir
-
-    cfg = load_config(None, overrides)
-    run = RunDir(str(tmp_path / "run"))
-    return stage_context(cfg, run, "dedup")
 
 
 def test_sample_corpus_planted_near_duplicates(spark, tmp_path):
@@ -40,7 +33,7 @@ def test_sample_corpus_planted_near_duplicates(spark, tmp_path):
     from selectllm.dedup.stage import run_stage
 
     want = json.loads(manifest.read_text())
-    ctx = _ctx(tmp_path, [f"input.paths=[{sample}]"])
+    ctx = stage_ctx(tmp_path / "run", "dedup", f"input.paths=[{sample}]")
     assert ctx.cfg.dedup.near.enabled and ctx.cfg.dedup.near.threshold == 0.7
     counts = run_stage(ctx)
     out = Path(ctx.out)

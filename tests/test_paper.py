@@ -17,7 +17,7 @@ from selectllm.select.plan import Group
 from selectllm.select.prompts import paper_messages, paper_prompt
 from selectllm.select.tables import Pool
 
-from test_compare import make_pool_run, pool_config
+from helpers import make_pool_run, pool_config, stage_ctx
 
 
 def reference_greedy(x: np.ndarray, centers: np.ndarray, capacity: int) -> list[list[int]]:
@@ -122,18 +122,12 @@ def test_fallback_and_bad_identifiers_are_fixed():
     assert d["chosen_ids"] == ["c", "e"] and "repeated" in d["reason"]
 
 
-def _ctx(tmp_path, *sets):
-    cfg = pool_config(tmp_path, *sets)
-    run = RunDir(str(tmp_path))
-    return stage_context(cfg, run, "select")
-
-
 @pytest.mark.subprocess
 def test_paper_strategy_with_the_simulator(tmp_path):
     from selectllm.select import registry as strategies
 
     ids, x, labels = make_pool_run(tmp_path)
-    ctx = _ctx(tmp_path, "select.budget=13")  # 6 subsets, 13 picks: 3 + 2 * 5
+    ctx = stage_ctx(tmp_path, "select", cfg=pool_config(tmp_path, "select.budget=13"))  # 6 subsets, 13 picks: 3 + 2 * 5
     res = strategies.get("selectllm-paper")(ctx, Pool(ctx, remote=False))
     chosen = [i for i, _ in res.selected]
     assert len(chosen) == 13 and len(set(chosen)) == 13
@@ -157,7 +151,7 @@ def test_paper_verbatim_prompt_falls_back_documented(tmp_path):
     from selectllm.select import registry as strategies
 
     make_pool_run(tmp_path)
-    ctx = _ctx(tmp_path, "select.paper_prompt=verbatim")
+    ctx = stage_ctx(tmp_path, "select", cfg=pool_config(tmp_path, "select.paper_prompt=verbatim"))
     res = strategies.get("selectllm-paper")(ctx, Pool(ctx, remote=False))
     assert len({i for i, _ in res.selected}) == 12
     assert {d["status"] for d in res.decisions} == {"fallback"}

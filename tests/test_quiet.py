@@ -11,7 +11,8 @@ import pytest
 
 from selectllm import logs
 
-from test_cli_e2e import config, small_corpus
+from helpers import config, small_corpus
+
 
 SELECTLLM = [sys.executable, "-m", "selectllm.cli"]
 # what engine output looks like on a terminal: log4j, Spark's console progress, Ray's log lines,

@@ -21,6 +21,8 @@ from selectllm.select.plan import Group
 from selectllm.select.prompts import REASON_TOKENS, REASONS_SCHEMA, paper_messages, selection_messages
 from selectllm.select.stage import STAGE
 
+from helpers import CLUSTERS, SAMPLE, plant_upstream
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -110,7 +112,6 @@ def test_select_with_reasons_writes_them_and_estimate_prices_them(tmp_path):
     selected.jsonl has `reason` for the LLM's picks, estimate counts the extra answer tokens."""
     import fsspec
 
-    from test_llm_state_s3 import CLUSTERS, SAMPLE, plant_upstream
 
     run = tmp_path / "run"
     plant_upstream(fsspec.filesystem("file", auto_mkdir=True), str(run))

@@ -12,17 +12,16 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from selectllm import schemas
 from selectllm.config import load_config
 from selectllm.pipeline import stage_context
 from selectllm.report import metrics as M
 from selectllm.report.stage import run_stage
 from selectllm.rundir import RunDir
 
+from helpers import EVIL, make_report_run, run_report
+
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 PLOT_IDS = ("plot-funnel", "plot-clusters", "plot-map", "plot-spend", "plot-stages")
-EVIL = "<script>alert('x')</script> & more"
-
 
 # ----------------------------------------------------------------------------- maths
 def _unit(angles_deg):
@@ -77,78 +76,6 @@ def test_diversity():
 
 
 # ----------------------------------------------------------------------------- synthetic run
-def _write(table: pa.Table, path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    pq.write_table(table, str(path))
-
-
-def make_run(tmp, n=60, dim=8, k=4, budget=6, with_decisions=True):
-    rng = np.random.default_rng(0)
-    ids = [f"id{i:03d}" for i in range(n)]
-    instr = [f"Instruction number {i}" for i in range(n)]
-    instr[3] = EVIL
-    (tmp / "dedup").mkdir(parents=True)
-    _write(pa.table({"id": ids, "instruction": instr, "input": [""] * n, "text": instr,
-                     "source": ["a.jsonl"] * n, "source_row": list(range(n))}, schema=schemas.DEDUP),
-           tmp / "dedup" / "part-00000.parquet")
-    quarantine = [("x" * 500, "a.jsonl", 100, "too_long"), ("", "a.jsonl", 101, "empty"),
-                  ("{<script>bad json", "a.jsonl", 102, "malformed")]
-    _write(pa.Table.from_pylist([dict(zip(["raw", "source", "source_row", "reason"], q)) for q in quarantine],
-                                schema=schemas.QUARANTINE),
-           tmp / "dedup" / "quarantine" / "part-00000.parquet")
-    stats = {"read": n + 3 + 5 + 2, "quarantined": {"too_long": 1, "empty": 1, "malformed": 1},
-             "quarantined_total": 3, "exact_duplicates": 5, "near_duplicates": 2, "kept": n, "files": 1}
-    (tmp / "dedup" / "stats.json").write_text(json.dumps(stats))
-
-    emb = M.normalize(rng.normal(size=(n, dim)))
-    for part, (lo, hi) in enumerate([(0, n // 2), (n // 2, n)]):
-        arr = pa.FixedSizeListArray.from_arrays(pa.array(emb[lo:hi].ravel(), pa.float32()), dim)
-        _write(pa.table({"id": ids[lo:hi], "embedding": arr}, schema=schemas.embed_schema(dim)),
-               tmp / "embed" / f"part-{part:05d}.parquet")
-
-    cluster_id = [i % k for i in range(n)]
-    _write(pa.table({"id": ids, "cluster_id": cluster_id, "distance": rng.uniform(0, 1, n).astype(np.float32),
-                     "is_center": [i < k for i in range(n)]}, schema=schemas.ASSIGNMENTS),
-           tmp / "cluster" / "assignments.parquet")
-    sizes = [cluster_id.count(c) for c in range(k)]
-    _write(pa.table({"cluster_id": list(range(k)), "id": ids[:k], "size": sizes,
-                     "radius": np.linspace(0.5, 0.8, k).astype(np.float32)}, schema=schemas.CENTERS),
-           tmp / "cluster" / "centers.parquet")
-
-    chosen = [3, 10, 21, 30, 44, 59][:budget]
-    if with_decisions:
-        rows = [
-            {"group_id": g, "cluster_id": chosen[g] % k, "candidate_ids": [ids[chosen[g]], ids[(chosen[g] + 1) % n]],
-             "chosen_ids": [ids[chosen[g]]], "status": st, "reason": "" if st == "ok" else "x",
-             "input_tokens": tin, "output_tokens": tout, "usd": tin * 1e-6 + tout * 4e-6}
-            for g, (st, tin, tout) in enumerate([("ok", 300, 5), ("ok", 310, 6), ("fallback", 290, 7),
-                                                  ("error", 0, 0), ("budget_stopped", 0, 0), ("ok", 305, 5)])
-        ]
-        decisions = pa.Table.from_pylist(rows, schema=schemas.DECISIONS)
-    else:
-        decisions = schemas.DECISIONS.empty_table()
-    _write(decisions, tmp / "select" / "decisions.parquet")
-    strategy = "selectllm" if with_decisions else "random"
-    with open(tmp / "selected.jsonl", "w") as f:
-        for i in chosen:
-            f.write(json.dumps({"id": ids[i], "instruction": instr[i], "input": "", "source": "a.jsonl",
-                                "cluster_id": cluster_id[i], "strategy": strategy}) + "\n")
-    manifest = {"stages": {s: {"status": "complete", "seconds": sec, "counts": {"rows": n}}
-                           for s, sec in [("dedup", 12.5), ("embed", 30.0), ("cluster", 4.2), ("select", 8.0)]}}
-    (tmp / "manifest.json").write_text(json.dumps(manifest))
-    (tmp / "config.yaml").write_text("select:\n  budget: 6\n")
-    return emb, chosen
-
-
-def _run_report(tmp, *overrides):
-    cfg = load_config(None, list(overrides))
-    run = RunDir(str(tmp))
-    ctx = stage_context(cfg, run, "report")
-    counts = run_stage(ctx)
-    page = (Path(ctx.out) / "report.html").read_text(encoding="utf-8")
-    metrics = json.loads((Path(ctx.out) / "metrics.json").read_text())
-    return counts, page, metrics
-
 
 def _png_of(page: str, plot_id: str) -> bytes:
     m = re.search(r'<img id="%s" alt="([^"]+)" src="data:image/png;base64,([A-Za-z0-9+/=]+)"' % plot_id, page)
@@ -171,8 +98,8 @@ def explorer_data(page: str) -> dict:
 
 
 def test_report_full_run(tmp_path):
-    emb, chosen = make_run(tmp_path)
-    counts, page, metrics = _run_report(tmp_path, "select.budget=6")
+    emb, chosen = make_report_run(tmp_path)
+    counts, page, metrics = run_report(tmp_path, "select.budget=6")
     for pid in PLOT_IDS:
         assert _png_of(page, pid).startswith(PNG_MAGIC), pid
     assert counts == {"selected": 6, "plots": 5, "bytes": len(page.encode("utf-8"))}
@@ -211,8 +138,8 @@ def test_report_full_run(tmp_path):
 
 
 def test_report_empty_decisions(tmp_path):
-    make_run(tmp_path, with_decisions=False)
-    counts, page, metrics = _run_report(tmp_path, "select.strategy=random")
+    make_report_run(tmp_path, with_decisions=False)
+    counts, page, metrics = run_report(tmp_path, "select.strategy=random")
     assert counts["selected"] == 6 and counts["plots"] == 4
     assert 'id="plot-spend"' not in page and "does not call an LLM" in page
     for pid in ("plot-funnel", "plot-clusters", "plot-map", "plot-stages"):
@@ -224,13 +151,13 @@ def test_report_empty_decisions(tmp_path):
 
 
 def test_report_missing_stages(tmp_path):
-    make_run(tmp_path)
+    make_report_run(tmp_path)
     import shutil
 
     for stage in ("embed", "cluster", "select"):
         shutil.rmtree(tmp_path / stage)
     (tmp_path / "selected.jsonl").unlink()
-    counts, page, metrics = _run_report(tmp_path)
+    counts, page, metrics = run_report(tmp_path)
     assert counts["selected"] == 0
     for stage in ("embed", "cluster", "select"):
         assert f'id="missing-{stage}"' in page
@@ -241,7 +168,7 @@ def test_report_missing_stages(tmp_path):
 
 
 def test_report_empty_run_dir(tmp_path):
-    counts, page, metrics = _run_report(tmp_path)
+    counts, page, metrics = run_report(tmp_path)
     assert counts["plots"] == 0 and counts["selected"] == 0
     assert 'id="missing-dedup"' in page and metrics["dedup"] is None
 
@@ -252,8 +179,8 @@ def _decisions(tmp) -> list[dict]:
 
 
 def test_explorer_lists_every_group_with_its_candidates_texts(tmp_path):
-    make_run(tmp_path)
-    _, page, _ = _run_report(tmp_path, "select.budget=6")
+    make_report_run(tmp_path)
+    _, page, _ = run_report(tmp_path, "select.budget=6")
     data = explorer_data(page)
     dedup = {r["id"]: r for r in pq.read_table(tmp_path / "dedup" / "part-00000.parquet").to_pylist()}
     want = _decisions(tmp_path)
@@ -278,7 +205,7 @@ def test_explorer_lists_every_group_with_its_candidates_texts(tmp_path):
 
 
 def test_explorer_shows_who_chose_a_row_and_why_when_the_select_stage_says(tmp_path):
-    make_run(tmp_path)
+    make_report_run(tmp_path)
     rows = _decisions(tmp_path)
     for d in rows:
         d["chosen_by"] = ["llm" if d["status"] == "ok" else "fallback"] * len(d["chosen_ids"])
@@ -288,7 +215,7 @@ def test_explorer_shows_who_chose_a_row_and_why_when_the_select_stage_says(tmp_p
     with open(tmp_path / "selected.jsonl", "w") as f:
         for r in lines:
             f.write(json.dumps({**r, "source_row": 7, "status": "llm", "reason": "clear and complex"}) + "\n")
-    _, page, _ = _run_report(tmp_path, "select.budget=6")
+    _, page, _ = run_report(tmp_path, "select.budget=6")
     data = explorer_data(page)
     for g, d in zip(data["groups"], rows):
         assert g["by"] == d["chosen_by"] and g["cw"] == d["chosen_reasons"]
@@ -301,7 +228,7 @@ def test_explorer_reads_only_the_candidates_of_the_embedded_groups(tmp_path, mon
     from selectllm.contract import StageInput
     from selectllm.select import distributed as D
 
-    make_run(tmp_path)
+    make_report_run(tmp_path)
     reads, lookups = [], []
     original, original_lookup = StageInput.read, D.lookup_table
 
@@ -315,7 +242,7 @@ def test_explorer_reads_only_the_candidates_of_the_embedded_groups(tmp_path, mon
 
     monkeypatch.setattr(StageInput, "read", spy)
     monkeypatch.setattr(D, "lookup_table", spy_lookup)
-    _, page, _ = _run_report(tmp_path, "select.budget=6")
+    _, page, _ = run_report(tmp_path, "select.budget=6")
     assert not [r for r in reads if (r[0], r[1]) == ("dedup", "rows")]  # never a whole read of the pool
     candidates = {i for d in _decisions(tmp_path) for i in d["candidate_ids"]}
     dedup_parts = {str(p) for p in (tmp_path / "dedup").glob("part-*.parquet")}
@@ -329,9 +256,9 @@ def test_explorer_reads_only_the_candidates_of_the_embedded_groups(tmp_path, mon
 def test_explorer_caps_the_groups_it_embeds_and_says_so(tmp_path, monkeypatch):
     from selectllm.report import explorer as X
 
-    make_run(tmp_path)
+    make_report_run(tmp_path)
     monkeypatch.setattr(X, "MAX_GROUPS", 4)
-    _, page, metrics = _run_report(tmp_path, "select.budget=6")
+    _, page, metrics = run_report(tmp_path, "select.budget=6")
     data = explorer_data(page)
     statuses = {d["group_id"]: d["status"] for d in _decisions(tmp_path)}
     not_ok = sorted(g for g, s in statuses.items() if s != "ok")[:2]
@@ -343,8 +270,8 @@ def test_explorer_caps_the_groups_it_embeds_and_says_so(tmp_path, monkeypatch):
 
 
 def test_explorer_for_an_llm_free_strategy_lists_the_selected_rows_by_cluster(tmp_path):
-    make_run(tmp_path, with_decisions=False)
-    _, page, _ = _run_report(tmp_path, "select.strategy=random")
+    make_report_run(tmp_path, with_decisions=False)
+    _, page, _ = run_report(tmp_path, "select.strategy=random")
     data = explorer_data(page)
     selected = [json.loads(line) for line in (tmp_path / "selected.jsonl").read_text().splitlines()]
     by_cluster: dict[int, list[str]] = {}
@@ -362,8 +289,8 @@ def test_report_reads_its_inputs_wherever_the_pipeline_resolves_them(tmp_path):
     from selectllm import pipeline
     from selectllm.contract import Stage
 
-    make_run(tmp_path)
-    _, page, metrics = _run_report(tmp_path, "select.budget=6")
+    make_report_run(tmp_path)
+    _, page, metrics = run_report(tmp_path, "select.budget=6")
     moved = {name: f"{name}_elsewhere" for name in ("dedup", "embed", "cluster", "select")}
     manifest = json.loads((tmp_path / "manifest.json").read_text())
     for old, new in moved.items():

@@ -29,7 +29,8 @@ pytestmark = pytest.mark.subprocess  # starts Chromium
 from selectllm.pipeline import STAGES, run_stage
 from selectllm.rundir import RunDir
 
-from test_compare import compare_run, make_pool_run, pool_config
+from helpers import compare_run, make_pool_run, make_report_run, pool_config, run_report
+
 
 STRATEGIES = ["selectllm-paper", "random", "kcenter"]
 REPORT_PLOTS = ["plot-funnel", "plot-clusters", "plot-map", "plot-stages"]
@@ -222,13 +223,12 @@ class DevTools:
 def test_explorer_filters_follow_clicks_in_chromium(tmp_path):
     import pyarrow.parquet as pq
 
-    from test_report import _run_report, make_run
 
     if chromium() is None:
         pytest.skip("no Chromium installed (Debian: apt-get install chromium)")
     run = tmp_path / "run"
-    make_run(run)
-    _, page, _ = _run_report(run, "select.budget=6")
+    make_report_run(run)
+    _, page, _ = run_report(run, "select.budget=6")
     report = tmp_path / "report.html"
     report.write_text(page, encoding="utf-8")
     decisions = pq.read_table(run / "select" / "decisions.parquet").to_pylist()

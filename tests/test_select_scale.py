@@ -24,7 +24,8 @@ from selectllm.rundir import RunDir
 from selectllm.select import distributed as D
 from selectllm.select.plan import plan_groups
 
-from test_compare import make_pool_run, pool_config
+from helpers import compare_run, make_pool_run, pool_config
+
 
 FS = fsspec.filesystem("file")
 
@@ -250,7 +251,6 @@ def test_limits_do_not_change_the_select_settings():
 
 
 def test_compare_checks_every_limit_before_running_any_strategy(tmp_path):
-    from test_compare import compare_run
 
     make_pool_run(tmp_path)
     cfg = pool_config(tmp_path, "select.paper_max_rows=100")
@@ -297,7 +297,6 @@ MULTI_NODE = textwrap.dedent("""
     from selectllm.select.decide import decide_groups, selectllm_groups
     from selectllm.select.plan import plan_groups
     from selectllm.select.tables import Pool
-    from test_compare import pool_config
 
     cluster = Cluster(initialize_head=True, head_node_args={{"num_cpus": 0}})  # no task on the driver's node
     for _ in range(2):
@@ -353,7 +352,6 @@ def test_compare_coverage_on_the_documented_sample(tmp_path, ray_local):
     """compare.sample_rows below the pool: coverage over the 100 rows with the smallest keyed
     hash (seed 0), the same rows for every strategy; the selection's own metrics unchanged."""
     from selectllm.report import metrics as M
-    from test_compare import compare_run
 
     ids, x, labels = make_pool_run(tmp_path)
     cfg = pool_config(tmp_path, "compare.sample_rows=100")

@@ -21,7 +21,8 @@ from selectllm.select.decide import decide_groups, decide_one
 from selectllm.select.plan import Group
 from selectllm.select.stage import row_statuses
 
-from test_compare import make_pool_run, pool_config
+from helpers import make_pool_run, pool_config
+
 
 OK = dict(status="ok", text="", error=None, input_tokens=10, output_tokens=2, usd=0.001)
 

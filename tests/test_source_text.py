@@ -13,7 +13,8 @@ import pytest
 
 from selectllm.text.normalize import clean_text, content_id
 
-from test_cli_e2e import cli, config
+from helpers import cli, config
+
 
 JSONL_RECORDS = [
     {"instruction": "Fix the bug in this function:\n\ndef add(a, b):\n    if a is None:\n        return b\n"

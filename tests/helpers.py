@@ -1,0 +1,394 @@
+"""What the tests share: run directories with committed upstream stages, configs, a small corpus,
+LLM requests and a scriptable fake LLM server, reference algorithms.  Test modules import from
+here, never from each other."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import threading
+import uuid
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+from aiohttp import web
+
+from selectllm import schemas
+from selectllm.cluster import kcenter as K
+from selectllm.config import LLMConfig, PriceConfig, load_config
+from selectllm.llm.types import LLMRequest, request_key
+from selectllm.report import metrics as M
+from selectllm.rundir import RunDir
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLE = ROOT / "examples" / "sample.jsonl"
+SELECTLLM = [sys.executable, "-m", "selectllm.cli"]  # the CLI as a process
+
+
+# ----------------------------------------------------------------------------------------- contexts
+
+
+def stage_ctx(run_dir: Path, stage: str, *overrides: str, cfg=None):
+    """The context ``stage`` runs with over ``run_dir`` (config: the defaults and ``overrides``, or ``cfg``)."""
+    from selectllm.pipeline import stage_context
+
+    cfg = cfg if cfg is not None else load_config(None, [f"run_dir={run_dir}", *overrides])
+    return stage_context(cfg, RunDir(str(run_dir)), stage)
+
+
+# --------------------------------------------------- run directories with committed upstream stages
+
+
+WORDS = ("alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu nu xi omicron pi rho sigma "
+         "tau upsilon phi chi psi omega").split()
+
+
+def make_pool_run(root: Path, n: int = 240, dim: int = 16, blobs: int = 8, k: int = 12, seed: int = 0):
+    """A run directory whose dedup, embed and cluster stages are complete: ``n`` rows in ``blobs``
+    Gaussian blobs of unequal size, texts of varied length, k-center clusters.  Returns (ids, X, labels)."""
+    rng = np.random.default_rng(seed)
+    weights = np.linspace(1, 3, blobs)
+    sizes = rng.multinomial(n - blobs, weights / weights.sum()) + 1
+    centers = M.normalize(rng.normal(size=(blobs, dim)))
+    x = M.normalize(np.concatenate([centers[b] + 0.25 * rng.normal(size=(s, dim)) for b, s in enumerate(sizes)]))
+    x = x[rng.permutation(n)].astype(np.float32)
+    ids = np.asarray([f"{i:04x}" + "0" * 60 for i in range(n)], dtype=object)  # sorted, like content hashes
+    instr = [" ".join(rng.choice(WORDS, size=3 + int(rng.integers(0, 25)))) for _ in range(n)]
+    inp = ["" if i % 3 else "context " + WORDS[i % len(WORDS)] for i in range(n)]
+    (root / "dedup").mkdir(parents=True)
+    pq.write_table(pa.table({"id": list(ids), "instruction": instr, "input": inp, "text": instr,
+                             "source": ["s.jsonl"] * n, "source_row": list(range(n))}, schema=schemas.DEDUP),
+                   str(root / "dedup" / "part-00000.parquet"))
+    (root / "dedup" / "stats.json").write_text(json.dumps(
+        {"read": n + 7, "quarantined": {"malformed": 2}, "quarantined_total": 2, "exact_duplicates": 4,
+         "near_duplicates": 1, "kept": n}))
+    (root / "embed").mkdir()
+    arr = pa.FixedSizeListArray.from_arrays(pa.array(x.ravel(), pa.float32()), dim)
+    pq.write_table(pa.table({"id": list(ids), "embedding": arr}, schema=schemas.embed_schema(dim)),
+                   str(root / "embed" / "part-00000.parquet"))
+    (root / "cluster").mkdir()
+    cidx, _ = K.farthest_first(x, k)
+    labels, dist = K.assign(x, cidx)
+    is_center = np.zeros(n, bool)
+    is_center[cidx] = True
+    pq.write_table(pa.table({"id": list(ids), "cluster_id": labels.astype(np.int64), "distance": dist,
+                             "is_center": is_center}, schema=schemas.ASSIGNMENTS),
+                   str(root / "cluster" / "assignments.parquet"))
+    radius = np.zeros(k, np.float32)
+    np.maximum.at(radius, labels, dist)
+    pq.write_table(pa.table({"cluster_id": np.arange(k, dtype=np.int64), "id": [ids[i] for i in cidx],
+                             "size": np.bincount(labels, minlength=k).astype(np.int64), "radius": radius},
+                            schema=schemas.CENTERS), str(root / "cluster" / "centers.parquet"))
+    (root / "manifest.json").write_text(json.dumps({"stages": {
+        s: {"status": "complete", "seconds": sec, "counts": {}, "output_token": f"tok-{s}",
+            "input_fingerprint": "synthetic", "settings_hash": "synthetic"}
+        for s, sec in [("dedup", 3.0), ("embed", 5.0), ("cluster", 1.0)]}}))
+    return ids, x, labels
+
+
+def pool_config(root: Path, *extra: str):
+    return load_config(None, [f"run_dir={root}", "select.budget=12", "select.paper_subsets=6",
+                              "llm.simulator.latency_ms=1", "llm.rpm=100000", "llm.tpm=100000000",
+                              "llm.engine=local", *extra])
+
+
+def compare_run(cfg, run: RunDir, names: list[str]) -> dict:
+    """The compare stage through the pipeline's machinery (manifest entry, schema checks, commit)."""
+    from selectllm.pipeline import BY_NAME, run_stage
+
+    cfg = cfg.model_copy(deep=True)
+    cfg.compare.strategies = list(names)
+    run_stage(cfg, run, BY_NAME["compare"])
+    return run.read_json("compare/compare.json")
+
+
+EVIL = "<script>alert('x')</script> & more"
+
+
+def write_parquet(table: pa.Table, path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(table, str(path))
+
+
+def make_report_run(tmp, n=60, dim=8, k=4, budget=6, with_decisions=True):
+    """A run directory whose dedup, embed, cluster and select stages are complete (a quarantine,
+    decisions of every status, a hostile instruction): what the report reads.  Returns (X, chosen rows)."""
+    rng = np.random.default_rng(0)
+    ids = [f"id{i:03d}" for i in range(n)]
+    instr = [f"Instruction number {i}" for i in range(n)]
+    instr[3] = EVIL
+    (tmp / "dedup").mkdir(parents=True)
+    write_parquet(pa.table({"id": ids, "instruction": instr, "input": [""] * n, "text": instr,
+                     "source": ["a.jsonl"] * n, "source_row": list(range(n))}, schema=schemas.DEDUP),
+           tmp / "dedup" / "part-00000.parquet")
+    quarantine = [("x" * 500, "a.jsonl", 100, "too_long"), ("", "a.jsonl", 101, "empty"),
+                  ("{<script>bad json", "a.jsonl", 102, "malformed")]
+    write_parquet(pa.Table.from_pylist([dict(zip(["raw", "source", "source_row", "reason"], q)) for q in quarantine],
+                                schema=schemas.QUARANTINE),
+           tmp / "dedup" / "quarantine" / "part-00000.parquet")
+    stats = {"read": n + 3 + 5 + 2, "quarantined": {"too_long": 1, "empty": 1, "malformed": 1},
+             "quarantined_total": 3, "exact_duplicates": 5, "near_duplicates": 2, "kept": n, "files": 1}
+    (tmp / "dedup" / "stats.json").write_text(json.dumps(stats))
+
+    emb = M.normalize(rng.normal(size=(n, dim)))
+    for part, (lo, hi) in enumerate([(0, n // 2), (n // 2, n)]):
+        arr = pa.FixedSizeListArray.from_arrays(pa.array(emb[lo:hi].ravel(), pa.float32()), dim)
+        write_parquet(pa.table({"id": ids[lo:hi], "embedding": arr}, schema=schemas.embed_schema(dim)),
+               tmp / "embed" / f"part-{part:05d}.parquet")
+
+    cluster_id = [i % k for i in range(n)]
+    write_parquet(pa.table({"id": ids, "cluster_id": cluster_id, "distance": rng.uniform(0, 1, n).astype(np.float32),
+                     "is_center": [i < k for i in range(n)]}, schema=schemas.ASSIGNMENTS),
+           tmp / "cluster" / "assignments.parquet")
+    sizes = [cluster_id.count(c) for c in range(k)]
+    write_parquet(pa.table({"cluster_id": list(range(k)), "id": ids[:k], "size": sizes,
+                     "radius": np.linspace(0.5, 0.8, k).astype(np.float32)}, schema=schemas.CENTERS),
+           tmp / "cluster" / "centers.parquet")
+
+    chosen = [3, 10, 21, 30, 44, 59][:budget]
+    if with_decisions:
+        rows = [
+            {"group_id": g, "cluster_id": chosen[g] % k, "candidate_ids": [ids[chosen[g]], ids[(chosen[g] + 1) % n]],
+             "chosen_ids": [ids[chosen[g]]], "status": st, "reason": "" if st == "ok" else "x",
+             "input_tokens": tin, "output_tokens": tout, "usd": tin * 1e-6 + tout * 4e-6}
+            for g, (st, tin, tout) in enumerate([("ok", 300, 5), ("ok", 310, 6), ("fallback", 290, 7),
+                                                  ("error", 0, 0), ("budget_stopped", 0, 0), ("ok", 305, 5)])
+        ]
+        decisions = pa.Table.from_pylist(rows, schema=schemas.DECISIONS)
+    else:
+        decisions = schemas.DECISIONS.empty_table()
+    write_parquet(decisions, tmp / "select" / "decisions.parquet")
+    strategy = "selectllm" if with_decisions else "random"
+    with open(tmp / "selected.jsonl", "w") as f:
+        for i in chosen:
+            f.write(json.dumps({"id": ids[i], "instruction": instr[i], "input": "", "source": "a.jsonl",
+                                "cluster_id": cluster_id[i], "strategy": strategy}) + "\n")
+    manifest = {"stages": {s: {"status": "complete", "seconds": sec, "counts": {"rows": n}}
+                           for s, sec in [("dedup", 12.5), ("embed", 30.0), ("cluster", 4.2), ("select", 8.0)]}}
+    (tmp / "manifest.json").write_text(json.dumps(manifest))
+    (tmp / "config.yaml").write_text("select:\n  budget: 6\n")
+    return emb, chosen
+
+
+def run_report(tmp, *overrides):
+    from selectllm.pipeline import stage_context
+    from selectllm.report.stage import run_stage
+
+    cfg = load_config(None, list(overrides))
+    run = RunDir(str(tmp))
+    ctx = stage_context(cfg, run, "report")
+    counts = run_stage(ctx)
+    page = (Path(ctx.out) / "report.html").read_text(encoding="utf-8")
+    metrics = json.loads((Path(ctx.out) / "metrics.json").read_text())
+    return counts, page, metrics
+
+
+CLUSTERS, PER_CLUSTER = 40, 4
+
+
+def put_parquet(fs, path: str, table: pa.Table) -> None:
+    with fs.open(path, "wb") as f:
+        pq.write_table(table, f)
+
+
+def plant_upstream(fs, root: str) -> None:
+    """dedup/, embed/ and cluster/ of a finished run (real instructions), with their manifest entries."""
+    rows = []
+    with SAMPLE.open("rb") as f:  # the sample plants bad lines for dedup: skip them
+        for line in f:
+            try:
+                rec = json.loads(line)
+            except ValueError:
+                continue
+            if (len(rows) < CLUSTERS * PER_CLUSTER and isinstance(rec, dict)
+                    and 0 < len(str(rec.get("instruction") or "").strip()) < 400):
+                rows.append(rec)
+    ids = [f"{i:064x}" for i in range(len(rows))]
+    dedup = pa.Table.from_pylist([{"id": ids[i], "instruction": r["instruction"], "input": r.get("input") or "",
+                                   "text": r["instruction"], "source": "sample.jsonl", "source_row": i}
+                                  for i, r in enumerate(rows)], schema=schemas.DEDUP)
+    put_parquet(fs, f"{root}/dedup/part-00000.parquet", dedup)
+    emb = schemas.embed_schema(4)
+    put_parquet(fs, f"{root}/embed/part-00000.parquet", pa.Table.from_pylist(
+        [{"id": i, "embedding": [1.0, 0.0, 0.0, 0.0]} for i in ids], schema=emb))
+    assign = [{"id": ids[i], "cluster_id": i % CLUSTERS, "distance": float(i // CLUSTERS) / 10,
+               "is_center": i < CLUSTERS} for i in range(len(ids))]
+    put_parquet(fs, f"{root}/cluster/assignments.parquet/part-00000.parquet",
+                 pa.Table.from_pylist(assign, schema=schemas.ASSIGNMENTS))
+    put_parquet(fs, f"{root}/cluster/centers.parquet", pa.Table.from_pylist(
+        [{"cluster_id": c, "id": ids[c], "size": PER_CLUSTER, "radius": 0.3} for c in range(CLUSTERS)],
+        schema=schemas.CENTERS))
+    entry = {"status": "complete", "output_token": "", "input_fingerprint": "x", "settings_hash": "x", "counts": {}}
+    manifest = {"stages": {s: {**entry, "output_token": uuid.uuid4().hex} for s in ("dedup", "embed", "cluster")}}
+    fs.pipe(f"{root}/manifest.json", json.dumps(manifest).encode())
+
+# ------------------------------------------------------------------------ the CLI on a small corpus
+
+
+def small_corpus(path: Path, good: int = 240) -> Path:
+    """`good` sample lines (which include planted duplicates) plus one bad line of every kind."""
+    lines = []
+    with SAMPLE.open("rb") as f:
+        for raw in f:
+            if len(lines) == good:
+                break
+            try:
+                rec = json.loads(raw)
+            except (ValueError, UnicodeDecodeError):
+                continue
+            if isinstance(rec, dict) and str(rec.get("instruction", "")).strip() and len(raw) < 5000:
+                lines.append(raw.rstrip(b"\n"))
+    lines += [
+        b'{"instruction": "truncated',  # malformed
+        b"[1, 2, 3]",  # malformed: not an object
+        b'{"instruction": "   ", "input": ""}',  # empty
+        b'{"instruction": "' + b"x" * 25_000 + b'"}',  # too_long (max_chars 20000)
+        b'{"instruction": "caf\xff\xfe bad bytes"}',  # bad_encoding
+        b'{"prompt": "no instruction field"}',  # missing_field
+    ]
+    first = json.loads(lines[0])
+    first["instruction"] = "  " + first["instruction"].upper() + " !"
+    lines.append(json.dumps(first).encode())  # an exact duplicate up to case, spaces, punctuation
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    return path
+
+
+def config(tmp_path: Path, corpus: Path, budget: int = 12, **extra) -> Path:
+    cfg = {
+        "run_dir": str(tmp_path / "run"),
+        "input": {"paths": [str(corpus)], "preset": "alpaca"},
+        "embed": {"batch_size": 32},
+        "select": {"strategy": "selectllm", "budget": budget, "candidates_per_prompt": 6},
+        "llm": {"provider": "simulator", "concurrency": 4, "max_usd": 1.0, "simulator": {"latency_ms": 1}},
+        **extra,
+    }
+    p = tmp_path / "cfg.yaml"
+    p.write_text(json.dumps(cfg))  # JSON is YAML
+    return p
+
+
+def cli(*args: str) -> None:
+    """The CLI in this process; fails the test unless it exits 0."""
+    from selectllm.cli import main
+
+    try:
+        main(list(args))
+    except SystemExit as e:
+        assert e.code in (0, None), f"selectllm {' '.join(args)} exited {e.code}"
+
+# ---------------------------------------------------------- LLM requests and a scripted fake server
+
+
+MODEL = "gpt-4o-mini"
+
+
+PRICE = PriceConfig(input_per_mtok=2.5, output_per_mtok=10.0)
+
+
+SCHEMA = {"type": "json_schema", "json_schema": {"name": "selection", "schema": {
+    "type": "object", "properties": {"selected": {"type": "array", "items": {"type": "integer"}}},
+    "required": ["selected"]}}}
+
+
+def make_requests(n: int, tag: str = "", max_tokens: int = 16, rf: dict | None = None,
+                  k: int = 1) -> list[LLMRequest]:
+    out = []
+    for i in range(n):
+        cands = "\n".join(f'<candidate id="{j}">\n### Instruction: task {tag} {i} {"x " * (j * 3)}\n</candidate>'
+                          for j in range(1, 5))
+        msgs = [{"role": "system", "content": "Pick the most useful instructions."},
+                {"role": "user", "content": f"{cands}\nSelect exactly {k} instruction(s)."}]
+        key = request_key(MODEL, msgs, {"max_tokens": max_tokens, "rf": rf is not None}, "test-v1")
+        out.append(LLMRequest(key=key, group_id=i, messages=msgs, max_tokens=max_tokens, response_format=rf))
+    return out
+
+
+def llm_cfg(**kw) -> LLMConfig:
+    # the asyncio runner (the Ray pool has its own tests in test_llm_pool.py)
+    base = dict(provider="simulator", model=MODEL, concurrency=8, price=PRICE, max_usd=10.0, max_retries=8,
+                engine="local")
+    base.update(kw)
+    return LLMConfig(**base)
+
+
+class FakeServer:
+    """An aiohttp server in a thread whose handler is scripted by the test."""
+
+    def __init__(self, handler):
+        self.handler = handler
+        self.bodies: list[dict] = []
+        self.ready = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self):
+        self.loop = asyncio.new_event_loop()
+
+        async def handle(request):
+            body = await request.json()
+            self.bodies.append(body)
+            return await self.handler(request, body, len(self.bodies))
+
+        async def start():
+            app = web.Application()
+            app.router.add_post("/v1/chat/completions", handle)
+            self.runner = web.AppRunner(app, access_log=None)
+            await self.runner.setup()
+            site = web.TCPSite(self.runner, "127.0.0.1", 0)
+            await site.start()
+            self.port = self.runner.addresses[0][1]
+            self.ready.set()
+
+        self.loop.run_until_complete(start())
+        self.loop.run_forever()
+        self.loop.run_until_complete(self.runner.cleanup())
+
+    def __enter__(self):
+        self.thread.start()
+        self.ready.wait(10)
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    def __exit__(self, *exc):
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+
+
+def completion(text="[1]", prompt=10, completion=2, finish="stop"):
+    return web.json_response({
+        "id": "chatcmpl-1", "object": "chat.completion", "created": 0, "model": MODEL,
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": finish}],
+        "usage": {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}})
+
+
+def error(status, message, code=None, param=None, headers=None):
+    return web.json_response({"error": {"message": message, "type": "x", "code": code, "param": param}},
+                             status=status, headers=headers)
+
+
+def with_text_form(reqs: list[LLMRequest]) -> list[LLMRequest]:
+    for r in reqs:
+        r.text_messages = [*r.messages[:-1], {"role": "user", "content": r.messages[-1]["content"] + "\nText form."}]
+    return reqs
+
+
+FASTAPI_422 = {"detail": [{"loc": ["body", "response_format"], "type": "value_error",
+                           "msg": "Value error, json_schema is not supported"}]}
+
+# ----------------------------------------------------------------------------- reference algorithms
+
+
+def normalized(n, d, seed=0):
+    x = np.random.default_rng(seed).normal(size=(n, d)).astype(np.float32)
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def reference_farthest_first(x, k, first=None, initial=None):
+    """Textbook farthest-first: every distance recomputed each round, first maximum wins."""
+    centers = list(initial or [first if first is not None else K.first_center(x)])
+    while len(centers) < k:
+        d = 1.0 - x @ x[centers].T
+        d[centers] = -1
+        centers.append(int(np.argmax(d.min(axis=1))))
+    return centers
