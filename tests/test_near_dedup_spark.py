@@ -228,7 +228,7 @@ def test_out_of_memory_in_a_phase_says_which_and_the_rerun_resumes(spark, tmp_pa
         raise RuntimeError("An error occurred while calling o1.count: java.lang.OutOfMemoryError: Java heap space")
 
     monkeypatch.setattr(near, "_components_phase", out_of_memory)
-    ctx = _ctx(tmp_path, overrides)
+    ctx = stage_ctx(tmp_path / "run", "dedup", *overrides)
     with pytest.raises(UserError) as e:
         run_stage(ctx)
     msg = str(e.value)
@@ -239,7 +239,7 @@ def test_out_of_memory_in_a_phase_says_which_and_the_rerun_resumes(spark, tmp_pa
     monkeypatch.setattr(near, "_components_phase", lambda *a: (ran.append("components"), failing(*a))[1])
     for name in ("_sign_phase", "_bucket_phase", "_verify_phase"):
         monkeypatch.setattr(near, name, lambda *a, _n=name: ran.append(_n))  # must not run again
-    again = _ctx(tmp_path, overrides)
+    again = stage_ctx(tmp_path / "run", "dedup", *overrides)
     assert again.work == ctx.work
     run_stage(again)
     assert ran == ["components"]
@@ -247,7 +247,7 @@ def test_out_of_memory_in_a_phase_says_which_and_the_rerun_resumes(spark, tmp_pa
     assert stats["near"]["resumed_phases"] == ["signatures", "buckets", "verified"]
 
     monkeypatch.undo()
-    fresh = _ctx(tmp_path / "fresh", overrides)
+    fresh = stage_ctx(tmp_path / "fresh" / "run", "dedup", *overrides)
     run_stage(fresh)
     want = json.loads((Path(fresh.out) / "stats.json").read_text())
     for key in ("read", "kept", "exact_duplicates", "near_duplicates"):
