@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from selectllm.errors import UserError
 from selectllm.select.registry import NAMES as STRATEGY_NAMES
+from selectllm.text.formats import FORMATS
 
 
 def _check_strategy(name: str) -> str:
@@ -46,7 +47,7 @@ RESERVED_COLUMNS = ("id", "instruction", "input", "text", "source", "source_row"
 
 class InputConfig(_Strict):
     paths: list[str] = Field(default_factory=list)
-    format: Literal["auto", "jsonl", "json", "parquet", "csv"] = "auto"
+    format: Literal[("auto", *FORMATS)] = "auto"  # type: ignore[valid-type]  # text/formats.py READERS
     preset: Literal["alpaca", "dolly", "text", "custom", "openai", "sharegpt", "lmsys"] = "alpaca"
     fields: InputFields | None = None
     turn: Literal["first", "last", "each"] = "first"  # chat presets: which user turn is the instruction

@@ -116,6 +116,9 @@ class Stage:
     resources: Resources = field(default_factory=Resources)
     # raw inputs outside the run directory (dedup: the files named by input.paths) -> fingerprint
     external_inputs: Callable[[Config], str] | None = None
+    # counts -> why the committed output holds nothing for the stages after it (None: it does);
+    # the run stops there with that line, the output kept for a look (dedup: its quarantine)
+    empty: Callable[[dict], str | None] | None = None
     doc: str = ""
 
     @property

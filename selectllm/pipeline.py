@@ -125,6 +125,7 @@ def run_stage(cfg: Config, run: RunDir, stage: Stage, force: bool = False) -> di
     if not force and is_complete(run, stage, fingerprint, settings):
         entry = run.stage_entry(stage.name)
         console.print(f"[dim]· {stage.name}: complete, skipped ({_counts_line(entry.get('counts', {}))})[/]")
+        _refuse_empty(stage, entry)
         return entry
     run.invalidate(stage.name)
     console.print(f"[bold cyan]▶ {stage.name}[/]")
@@ -161,7 +162,15 @@ def run_stage(cfg: Config, run: RunDir, stage: Stage, force: bool = False) -> di
         run.fs.rm(work, recursive=True)
     console.print(f"[green]✔ {stage.name}[/] in {seconds:.1f}s ({_counts_line(counts)})")
     logs.check()  # engine warnings that matter, in the project's words (quiet CLI only)
+    _refuse_empty(stage, entry)
     return entry
+
+
+def _refuse_empty(stage: Stage, entry: dict) -> None:
+    """A committed output with nothing in it for the next stage ends the run with one line."""
+    why = stage.empty(entry.get("counts", {})) if stage.empty is not None else None
+    if why:
+        raise UserError(f"{stage.name}: {why}")
 
 
 def _counts_line(counts: dict) -> str:

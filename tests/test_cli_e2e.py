@@ -154,6 +154,26 @@ def test_missing_config_file_and_credentials(tmp_path):
         resolve_api_key(cfg.llm)
 
 
+# `selectllm embed` whose actors wait for a gate file after each unit (the subclass travels to the
+# Ray workers by value, being defined in __main__)
+GATED_EMBED = """
+import os, sys, time
+from selectllm.embed import stage
+from selectllm.cli import main
+
+class GatedWorker(stage.EmbedWorker):
+    def embed(self, unit):
+        rows = super().embed(unit)
+        deadline = time.time() + 300
+        while not os.path.exists(sys.argv[2]) and time.time() < deadline:
+            time.sleep(0.05)
+        return rows
+
+stage.EmbedWorker = GatedWorker
+main(["embed", sys.argv[1]])
+"""
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("backend", ["torch", "onnx", "static"])
 def test_real_kill_during_embed_then_resume(tmp_path, spark, ray_local, backend):
@@ -164,10 +184,12 @@ def test_real_kill_during_embed_then_resume(tmp_path, spark, ray_local, backend)
                  spark={"master": "local[1]"})
     run = tmp_path / "run"
     cli("dedup", str(cfg))  # in-process, shared Spark: the subprocess below only embeds
-    # onnx and static finish 700 rows faster than the polling below: the actor sleeps after each file
-    delay = {"SELECTLLM_EMBED_TEST_DELAY_S": "3"} if backend != "torch" else {}
-    proc = subprocess.Popen(SELECTLLM + ["embed", str(cfg)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            env={**os.environ, "HF_HUB_OFFLINE": "1", **delay}, start_new_session=True)
+    # every actor holds after its first output file until the gate file exists, which the test never
+    # creates: the kill lands between two files, however fast the backend
+    gate = tmp_path / "gate"
+    proc = subprocess.Popen([sys.executable, "-c", GATED_EMBED, str(cfg), str(gate)], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, env={**os.environ, "HF_HUB_OFFLINE": "1"},
+                            start_new_session=True)
     deadline = time.time() + 240
     work = None
     while time.time() < deadline and proc.poll() is None and work is None:

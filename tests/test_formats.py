@@ -570,3 +570,27 @@ def test_empty_is_decided_on_the_normalized_text_and_too_long_on_the_kept_text(t
     got = _read(p, max_chars=20)
     assert _reasons(got) == [(0, "empty"), (1, "too_long"), (2, None)]
     assert got[2][2:4] == ("  ok  ", "\n")
+
+
+def test_a_format_is_one_reader_and_one_entry(tmp_path, monkeypatch):
+    """input.format's choices are READERS' names; a new entry is detected by its file name, read,
+    and split as it declares."""
+    from typing import get_args
+
+    from selectllm.config import InputConfig
+    from selectllm.text import formats
+    from selectllm.text.splits import is_splittable
+
+    assert set(get_args(InputConfig.model_fields["format"].annotation)) == {"auto", *formats.READERS}
+    assert "txt" in formats.FORMATS
+
+    def read_tsv(s):  # instruction<TAB>input per line
+        for i, line in enumerate(s.lines.read().decode().splitlines()):
+            instruction, _, inp = line.partition("\t")
+            yield i + s.first, None, instruction, inp, None
+
+    monkeypatch.setitem(formats.READERS, "tsv", formats.Reader(read_tsv, (".tsv",), "lines"))
+    p = tmp_path / "a.tsv"
+    p.write_text("Add two numbers\t2 and 3\nName a colour\t\n")
+    assert formats.detect_format(str(p)) == "tsv" and is_splittable("tsv", compressed=False)
+    assert [r[2:4] for r in formats.iter_records(str(p))] == [("Add two numbers", "2 and 3"), ("Name a colour", "")]

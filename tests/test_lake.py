@@ -478,3 +478,20 @@ def test_a_new_commit_reruns_dedup_and_no_commit_skips_it(spark, tmp_path):
     write_deltalake(str(table), _rows("rerun more", 2), mode="append")
     third = run_stage(cfg, run, BY_NAME["dedup"])
     assert third["output_token"] != first["output_token"] and third["counts"]["kept"] == 5
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "csv"])
+def test_a_table_read_with_a_contradicting_format_is_refused_with_one_line(tmp_path, fmt):
+    """input.format: jsonl over a Delta table would read its Parquet files as JSON lines and
+    quarantine every row: refused before anything is read."""
+    from deltalake import write_deltalake
+
+    from selectllm.dedup.stage import list_inputs
+
+    write_deltalake(str(tmp_path / "t"), _rows("a", 3))
+    with pytest.raises(UserError) as e:
+        list_inputs(_config(tmp_path / "t", f"input.format={fmt}"))
+    msg = str(e.value)
+    assert "\n" not in msg and f"input.format {fmt} contradicts" in msg and "delta table" in msg
+    for ok in ("auto", "parquet"):
+        assert [f.url.endswith(".parquet") for f in list_inputs(_config(tmp_path / "t", f"input.format={ok}"))] == [True]

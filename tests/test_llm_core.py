@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 import random
 
 import pytest
@@ -293,4 +292,5 @@ def test_cache_memory_fs():
     k = "ee" + "2" * 62
     c.put(k, {"text": "[1]"})
     assert c.get(k) == {"text": "[1]"} and list(c.keys()) == [k]
-    assert math.isfinite(len(c))
+    c.put("ef" + "3" * 62, {"text": "[2]"})
+    assert len(c) == 2 and sorted(c.keys()) == sorted([k, "ef" + "3" * 62])

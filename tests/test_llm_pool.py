@@ -57,17 +57,13 @@ def test_two_pool_actors_share_one_limiter(pool, sim, tmp_path):
     assert {k: v - calls[k] for k, v in stats["limiter"]["calls"].items()} == {"acquire": 60, "complete": 60}
     lines = sim_log(sim)[n_before:]
     assert len(lines) == 60 and {x["status"] for x in lines} == {200}  # no 429: headers and limits honoured
-    # the shared bucket lets at most capacity + rate * W requests through any W-second window
-    # (the bound that keeps every 61 s window <= RPM), measured here at the server over short
-    # windows, with 0.5 s for send-time jitter; two independent limiters would let through twice as many
+    # paced by the one shared bucket, not by the 30 ms latency: past its capacity, 60 requests
+    # take at least (60 - capacity) / rate seconds (a lower bound, which a loaded machine only
+    # lengthens; the bucket's upper bound over every window is checked on a fake clock in
+    # test_llm_core.py)
     cap, rate = window_shape(RPM)
     ts = sorted(x["ts"] for x in lines)
-    for w in (1.0, 2.0):
-        worst = max(sum(1 for t in ts[i:] if t < ts[i] + w) for i in range(len(ts)))
-        assert worst <= cap + rate * (w + 0.5), (w, worst)
-        assert worst < 2 * (cap + rate * w)
-    span = ts[-1] - ts[0]
-    assert span >= (60 - cap) / rate * 0.95  # paced by the limiter, not by the 30 ms latency
+    assert ts[-1] - ts[0] >= (60 - cap) / rate * 0.95
     assert len((tmp_path / "requests.jsonl").read_text().splitlines()) == 60
 
 

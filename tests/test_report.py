@@ -138,7 +138,7 @@ def test_report_full_run(tmp_path):
 
 
 def test_report_empty_decisions(tmp_path):
-    make_report_run(tmp_path, with_decisions=False)
+    emb, chosen = make_report_run(tmp_path, with_decisions=False)
     counts, page, metrics = run_report(tmp_path, "select.strategy=random")
     assert counts["selected"] == 6 and counts["plots"] == 4
     assert 'id="plot-spend"' not in page and "does not call an LLM" in page
@@ -147,7 +147,7 @@ def test_report_empty_decisions(tmp_path):
     sel = metrics["selection"]
     assert sel["strategy"] == "random" and sel["requests"] == 0 and sel["usd"] == 0.0
     assert sel["by_status"] == {"ok": 0, "fallback": 0, "budget_stopped": 0, "error": 0}
-    assert metrics["coverage"]["max"] is not None
+    assert metrics["coverage"]["max"] == pytest.approx(M.coverage(emb, emb[chosen])["max"], abs=1e-5)
 
 
 def test_report_missing_stages(tmp_path):

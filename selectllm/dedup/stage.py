@@ -228,7 +228,12 @@ def list_inputs(cfg: Config, resolved=None) -> list:
     files, ``input.filter`` applied); UserError when a format cannot be told."""
     from selectllm.text.formats import UnknownFormat, detect_format
 
-    files = (resolved or resolve_inputs(cfg)).files
+    resolved = resolved or resolve_inputs(cfg)
+    if resolved.tables and cfg.input.format not in ("auto", "parquet"):
+        t = resolved.tables[0]
+        raise UserError(f"config: input.format {cfg.input.format} contradicts input.paths: {t['path']} is a "
+                        f"{t['format']} table, whose data files are Parquet (set input.format: auto)")
+    files = resolved.files
     for f in files:
         try:
             detect_format(f.url, cfg.input.format)
@@ -559,10 +564,28 @@ def _input_files(cfg: Config) -> list:
     return [(f.url, f.size, f.version) + ((f.meta,) if f.meta else ()) for f in resolve_inputs(cfg).files]
 
 
+def nothing_kept(counts: dict) -> str | None:
+    """Why dedup kept no row (None when it kept some): every row quarantined (the top reasons),
+    every row filtered out, or nothing to read."""
+    if counts.get("kept", 0) > 0:
+        return None
+    read = counts.get("read", 0)
+    if read == 0 and counts.get("filtered_rows", 0):
+        return f"kept no row: all {counts['filtered_rows']:,} rows failed input.filter"
+    if read == 0:
+        return f"kept no row: the {counts.get('files', 0):,} files of input.paths hold no record"
+    reasons = sorted(((n, k.removeprefix("quarantined_")) for k, n in counts.items()
+                      if k.startswith("quarantined_") and k != "quarantined_total" and n), reverse=True)
+    top = ", ".join(f"{reason} {n:,}" for n, reason in reasons[:3])
+    return (f"kept no row: all {read:,} rows read were quarantined ({top}); their reasons and text are "
+            "in dedup/quarantine/ (input.format, input.preset or input.fields may not fit the files)")
+
+
 STAGE = Stage(
     name="dedup",
     run=run_stage,
     external_inputs=_input_files,
+    empty=nothing_kept,
     outputs=(
         Output("rows", "", schema=schemas.DEDUP),
         Output("quarantine", "quarantine", schema=schemas.QUARANTINE),

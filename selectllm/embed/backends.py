@@ -11,7 +11,6 @@ with MiniLM's), a trade a user makes knowingly for runs too large for any transf
 from __future__ import annotations
 
 import os
-import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -140,13 +139,10 @@ class EmbedWorker:
     """A Ray actor: one encoder, loaded once; embeds whole units (read, encode, write; units.py).
 
     ``window``: rows read and encoded at once (``batch_size`` x SORT_WINDOW model batches, sorted
-    by length inside the encoder).  ``delay_s`` sleeps after each unit; only the SIGKILL tests set
-    it (through ``SELECTLLM_EMBED_TEST_DELAY_S``), so that a backend that is faster than the test's
-    polling can still be killed between two output files.
+    by length inside the encoder).
     """
 
-    def __init__(self, run_url: str, work: str, window: int, backend: str, model: str, dtype: str,
-                 delay_s: float = 0.0, **kwargs):
+    def __init__(self, run_url: str, work: str, window: int, backend: str, model: str, dtype: str, **kwargs):
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
         import fsspec
 
@@ -154,7 +150,7 @@ class EmbedWorker:
 
         self.fs = fsspec.core.url_to_fs(run_url, **storage_options(run_url))[0]
         self.rename = not is_url(run_url)  # object stores publish a whole object at once instead
-        self.work, self.window, self.dtype, self.delay_s = work, window, dtype, delay_s
+        self.work, self.window, self.dtype = work, window, dtype
         self.encoder = make_encoder(backend, model, **kwargs)
 
     def encode(self, batch: pa.RecordBatch) -> pa.Table:
@@ -166,7 +162,4 @@ class EmbedWorker:
     def embed(self, unit) -> int:
         from selectllm.embed.units import read_unit, write_unit
 
-        rows = write_unit(self.fs, self.work, unit, read_unit(self.fs, unit, self.window), self.encode, self.rename)
-        if self.delay_s:
-            time.sleep(self.delay_s)
-        return rows
+        return write_unit(self.fs, self.work, unit, read_unit(self.fs, unit, self.window), self.encode, self.rename)

@@ -14,7 +14,6 @@ ids already embedded.  The stage then moves the unit files, in input order, to
 
 from __future__ import annotations
 
-import os
 import posixpath
 import time
 
@@ -76,7 +75,6 @@ def run_units(ctx: StageContext, p: Plan, model: str, key: str | None, work: str
     worker = ray.remote(EmbedWorker).options(
         num_cpus=1 if not p.gpus else None, num_gpus=p.gpus or None, max_restarts=2, max_task_retries=2)
     kwargs = dict(backend=p.backend, model=model, dtype=cfg.embed.dtype,
-                  delay_s=float(os.environ.get("SELECTLLM_EMBED_TEST_DELAY_S", "0") or 0),
                   max_seq_length=cfg.embed.max_seq_length, device=p.device, batch_size=p.batch_size,
                   threads=p.threads, precision=cfg.embed.gpu_precision, key=key, onnx_int8=cfg.embed.onnx_int8,
                   static_dims=cfg.embed.static_dims, cache_dir=cfg.embed.cache_dir)

@@ -54,7 +54,8 @@ import csv
 import io
 import json
 import re
-from typing import Any, Iterator
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator
 
 import fsspec
 
@@ -64,11 +65,8 @@ FILTERED = "filtered"  # not a quarantine reason: the row failed input.filter (c
 RAW_MAX_CHARS = 10_000  # quarantine keeps at most this many characters of a bad record
 CHUNK = 1 << 20
 ZSTD_INPUT = 64 << 10  # compressed bytes per zstd step (bounds one step's output for a sane ratio)
-FORMATS = ("jsonl", "json", "parquet", "csv", "txt")
 PRESETS = ("alpaca", "dolly", "text", "custom", "openai", "sharegpt", "lmsys")
 _BOM = b"\xef\xbb\xbf"
-_SUFFIX_FORMAT = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json", ".parquet": "parquet",
-                  ".csv": "csv", ".txt": "txt"}
 _COMPRESSION = {".gz": "gzip", ".zst": "zstd", ".zstd": "zstd"}
 _SURROGATE_RE = re.compile("[\ud800-\udfff]")
 _WS_RE = re.compile(r"[ \t\r\n\ufeff]*")
@@ -106,8 +104,8 @@ def detect_format(url: str, fmt: str = "auto") -> str:
         return fmt
     base, _ = split_compression(url)
     low = base.lower()
-    for suffix, name in _SUFFIX_FORMAT.items():
-        if low.endswith(suffix):
+    for name, reader in READERS.items():
+        if low.endswith(reader.suffixes):
             return name
     raise UnknownFormat(f"cannot tell the format of {url} from its name: set input.format")
 
@@ -716,24 +714,58 @@ def iter_records(url: str, fmt: str = "auto", preset: str = "alpaca", fields: An
         yield rec[:5]
 
 
+# ----------------------------------------------------------------------------- the readers
+@dataclass(frozen=True)
+class Source:
+    """What a reader is handed: the open file, and for a line split its byte range as a stream."""
+
+    f: Any  # the whole (decompressed) file
+    lines: Any  # this split's byte range of it (the whole file when not split)
+    first: int  # source_row of the range's first line
+    url: str
+    compressed: bool
+    ext: _Extractor
+    max_chars: int
+    split: Any  # splits.Split or None
+    table: dict | None  # what a table adds to the file's rows (lake.py)
+
+
+@dataclass(frozen=True)
+class Reader:
+    """One input format: its reader, the file name endings that name it (compression suffix
+    removed), and how a file of it is split among tasks: ``"lines"`` (byte ranges cut at line
+    ends), ``"row_groups"`` (Parquet), or ``None`` (one task reads the whole file)."""
+
+    read: Callable[[Source], Iterator[Record]]
+    suffixes: tuple[str, ...]
+    splits: str | None
+
+
+def _read_csv(s: Source) -> Iterator[Record]:
+    if s.split is not None and s.split.csv_lines:  # no quoted newline: read line by line, split
+        return _csv_lines(s.f, s.lines, s.ext, s.max_chars, s.first, s.split.start == 0)
+    return _csv(s.f, s.ext, s.max_chars)
+
+
+# format name -> reader: ``input.format``'s choices, detection by file name, splitting.  A new
+# format is one function (Source -> records, see the conventions above) and one entry here.
+READERS: dict[str, Reader] = {
+    "jsonl": Reader(lambda s: _jsonl(s.lines, s.ext, s.max_chars, s.first), (".jsonl", ".ndjson"), "lines"),
+    "json": Reader(lambda s: _json(s.f, s.ext, s.max_chars), (".json",), None),
+    "parquet": Reader(lambda s: _parquet(s.f, s.url, s.compressed, s.ext, s.split, s.table), (".parquet",),
+                      "row_groups"),
+    "csv": Reader(_read_csv, (".csv",), "lines"),
+    "txt": Reader(lambda s: _txt(s.lines, s.max_chars, s.first), (".txt",), "lines"),
+}
+FORMATS = tuple(READERS)
+
+
 def _dispatch(f, kind: str, url: str, comp, ext: _Extractor, max_chars: int, split,
               table: dict | None = None) -> Iterator[Record]:
-    src, first = f, 0
-    if split is not None and kind != "parquet" and (split.start > 0 or split.end >= 0):
+    reader = READERS[kind]
+    lines, first = f, 0
+    if split is not None and reader.splits == "lines" and (split.start > 0 or split.end >= 0):
         from selectllm.text.ranges import open_range
 
-        src, first = open_range(f, split.start, split.end), split.first_row
-    if kind == "jsonl":
-        yield from _jsonl(src, ext, max_chars, first)
-    elif kind == "json":
-        yield from _json(f, ext, max_chars)
-    elif kind == "txt":
-        yield from _txt(src, max_chars, first)
-    elif kind == "parquet":
-        yield from _parquet(f, url, comp is not None, ext, split, table)
-    elif kind == "csv" and split is not None and split.csv_lines:
-        yield from _csv_lines(f, src, ext, max_chars, first, split.start == 0)
-    elif kind == "csv":
-        yield from _csv(f, ext, max_chars)
-    else:  # pragma: no cover - detect_format only returns FORMATS
-        raise UnknownFormat(kind)
+        lines, first = open_range(f, split.start, split.end), split.first_row
+    yield from reader.read(Source(f, lines, first, url, comp is not None, ext, max_chars, split, table))

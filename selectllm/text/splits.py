@@ -27,7 +27,6 @@ from dataclasses import dataclass
 from selectllm.text.ranges import CHUNK, open_range
 
 SPLIT_BYTES = 64 << 20  # default bytes per split (``spark.sql.files.maxPartitionBytes`` overrides)
-LINE_FORMATS = ("jsonl", "txt", "csv")
 CSV_COUNT_LINE_LIMIT = 4 << 20  # the count pass looks at the quotes of a longer line's head only
 
 
@@ -47,7 +46,9 @@ class Split:
 
 
 def is_splittable(kind: str, compressed: bool) -> bool:
-    return not compressed and (kind in LINE_FORMATS or kind == "parquet")
+    from selectllm.text.formats import READERS
+
+    return not compressed and READERS[kind].splits is not None
 
 
 def byte_ranges(size: int, split_bytes: int) -> list[tuple[int, int]]:
