@@ -6,17 +6,19 @@ A stage module (``selectllm/<stage>/stage.py``) ends with one declaration::
         name="embed",
         run=run_stage,                                   # run(ctx) -> flat counts
         inputs={"rows": "dedup.rows"},                   # local name -> "<stage>.<output>"
-        outputs=(Output("vectors", "", schema=embed_schema_for),),
+        outputs=(Output("vectors", "", schema=pa.schema([("id", pa.string())]), check=_vectors_check),),
         settings=Settings(("embed",), exclude={"embed": {"batch_size", "actors"}}),
-        resources=Resources(engine="ray", cpus_per_worker=1, gpus_per_worker="embed.gpus_per_actor"),
+        resources=Resources(engine="ray", workers=embed_workers),  # (cfg, cluster) -> actors, CPUs, GPUs
     )
 
-The pipeline (``pipeline.py``) orders stages by their inputs, resolves each input to the
+The pipeline (``pipeline.py``) runs the stages in the order ``PIPELINE_MODULES`` lists (checking
+that every input names an output of an earlier stage), resolves each input to the
 committed output it names (``ctx.input("rows")``), reruns a stage when its inputs' commits or its
 settings hash change, hands it a staging folder (``ctx.out``) and a work folder that survives a
 failed attempt (``ctx.work``: partial results to resume from), checks every declared output's
-schema before the commit, then commits atomically (``rundir.py``).  A stage reads nothing it has
-not declared: no other stage's folder name appears in its code.
+schema before the commit, then commits atomically (``rundir.py``).  A stage reads another stage's
+output only through its declared inputs (no other stage's folder name appears in its code); the
+run-wide ``manifest.json`` and ``config.yaml`` are read through ``ctx.run``.
 """
 
 from __future__ import annotations
@@ -57,24 +59,16 @@ class Output:
 
 @dataclass(frozen=True)
 class Resources:
-    """What a stage runs on.  ``engine``: ``spark`` | ``ray`` | ``local``; per-worker CPUs and GPUs
-    are numbers or the config key that holds them (``"embed.gpus_per_actor"``, may be ``auto``)."""
+    """What a stage runs on, and how big.  ``engine``: ``spark`` | ``ray`` | ``local``.
+    ``workers``: the function that sizes the stage's Ray workers on the running cluster,
+    ``workers(cfg, cluster, **facts) -> dict`` with at least ``workers`` (how many),
+    ``cpus_per_worker`` and ``gpus_per_worker`` (Ray's ``num_cpus`` / ``num_gpus``; ``cluster`` is
+    ``ray.cluster_resources()``, ``facts`` what only the stage knows, such as its row count).  The
+    stage starts its workers with what ``ctx.workers(**facts)`` returns and sizes nothing itself;
+    the manifest records the same values under ``resources``."""
 
     engine: str = "local"
-    cpus_per_worker: float | str | None = None
-    gpus_per_worker: float | str | None = None
-
-    def resolve(self, cfg: Config) -> dict:
-        def value(v: Any) -> Any:
-            if not isinstance(v, str):
-                return v
-            node: Any = cfg
-            for part in v.split("."):
-                node = getattr(node, part)
-            return node
-
-        return {"engine": self.engine, "cpus_per_worker": value(self.cpus_per_worker),
-                "gpus_per_worker": value(self.gpus_per_worker)}
+    workers: Callable[..., dict] | None = None
 
 
 def stable_hash(*parts: object) -> str:
@@ -232,6 +226,7 @@ class StageContext:
     spec: Stage | None = None
     resolve: Callable[[str], tuple[str, Output]] | None = None  # "<stage>.<output>" -> declaration
     log: Any = None
+    sized: dict = field(default_factory=dict)  # what ctx.workers() returned (for the manifest)
 
     def __post_init__(self) -> None:
         if self.log is None:
@@ -245,6 +240,16 @@ class StageContext:
 
     def out_path(self, *parts: str) -> str:
         return posixpath.join(self.out, *parts)
+
+    def workers(self, **facts: Any) -> dict:
+        """The stage's workers on the running Ray cluster, sized by its ``Resources.workers``."""
+        import ray
+
+        sizer = self.spec.resources.workers if self.spec is not None else None
+        if sizer is None:
+            raise RuntimeError(f"stage '{self.stage}' declares no Resources.workers")
+        self.sized = sizer(self.cfg, ray.cluster_resources(), **facts)
+        return self.sized
 
     def input(self, name: str) -> StageInput:
         """A declared input (or optional input), resolved to the committed output it names."""

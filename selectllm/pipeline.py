@@ -153,7 +153,8 @@ def run_stage(cfg: Config, run: RunDir, stage: Stage, force: bool = False) -> di
         "output_token": uuid.uuid4().hex,
         "counts": counts,
         "seconds": seconds,
-        "resources": stage.resources.resolve(cfg),
+        "resources": {"engine": stage.resources.engine,
+                      **{k: v for k, v in ctx.sized.items() if isinstance(v, (int, float, str))}},
         "versions": _versions(),
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }

@@ -37,7 +37,7 @@ def test_a_new_stage_is_one_declaration(tmp_path, monkeypatch):
     want = sum(1 for t in rows.column("text").to_pylist() if len(t) >= 20)
     assert 0 < want < rows.num_rows and entry["counts"] == {"kept": want, "dropped": rows.num_rows - want}
     assert pq.read_table(tmp_path / "shortfilter" / "part-00000.parquet").num_rows == want
-    assert run.stage_entry("shortfilter")["resources"]["engine"] == "local"
+    assert run.stage_entry("shortfilter")["resources"] == {"engine": "local"}
     # resume: same inputs and settings -> skipped (same entry); a new dedup commit -> rerun
     assert pipeline.run_stage(cfg, run, SHORT)["output_token"] == entry["output_token"]
     run.record_stage("dedup", {**run.stage_entry("dedup"), "output_token": "new-commit"})
@@ -117,3 +117,23 @@ def test_a_stage_whose_output_is_empty_stops_the_run_with_its_reason(tmp_path, m
     assert nothing_kept({"read": 0, "kept": 0, "filtered_rows": 9, "files": 2}) == \
         "kept no row: all 9 rows failed input.filter"
     assert nothing_kept({"read": 0, "kept": 0, "files": 2}) == "kept no row: the 2 files of input.paths hold no record"
+
+
+def test_declared_workers_are_the_ones_started_and_recorded():
+    """The cluster stage's declaration sizes its shards, GPU included on CUDA (it once declared no
+    GPU and started shards with one); the embed stage's sizes its actors from the backend plan."""
+    from selectllm.cluster.stage import STAGE as CLUSTER
+    from selectllm.config import load_config
+    from selectllm.embed.stage import STAGE as EMBED
+
+    cpu = {"CPU": 8.0}
+    gpu = {"CPU": 8.0, "GPU": 2.0}
+    cfg = load_config(None, ["cluster.min_shard_rows=10"])
+    assert CLUSTER.resources.workers(cfg, cpu, rows=1000, row_bytes=100) == {
+        "workers": 8, "cpus_per_worker": 1.0, "gpus_per_worker": 0, "device": "cpu"}
+    assert CLUSTER.resources.workers(cfg, gpu, rows=1000, row_bytes=100) == {
+        "workers": 2, "cpus_per_worker": 1.0, "gpus_per_worker": 1, "device": "cuda"}
+    on_gpu = EMBED.resources.workers(load_config(None, ["embed.backend=torch"]), gpu)
+    assert (on_gpu["workers"], on_gpu["gpus_per_worker"], on_gpu["cpus_per_worker"]) == (2, 1.0, None)
+    onnx = EMBED.resources.workers(load_config(None, ["embed.backend=onnx"]), cpu)
+    assert (onnx["workers"], onnx["gpus_per_worker"], onnx["cpus_per_worker"], onnx["threads"]) == (8, 0.0, 1, 1)

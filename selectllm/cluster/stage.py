@@ -76,7 +76,7 @@ def cluster_sizes_radii(labels: np.ndarray, dist: np.ndarray, k: int) -> tuple[n
     return sizes, radii
 
 
-def resolve_shards(cfg: Config, n: int, device: str, row_bytes: int = 0) -> int:
+def resolve_shards(cfg: Config, n: int, device: str, row_bytes: int, cluster: dict) -> int:
     """``cluster.shards``: a number, or auto = the cluster's CPUs (GPUs with device cuda), never so
     many that a shard has fewer than ``cluster.min_shard_rows`` rows, and on CPU at least enough
     that no shard holds more than ``cluster.max_shard_mb`` of rows (``row_bytes`` each: vector and
@@ -84,10 +84,7 @@ def resolve_shards(cfg: Config, n: int, device: str, row_bytes: int = 0) -> int:
     them)."""
     if cfg.cluster.shards != "auto":
         return max(1, min(int(cfg.cluster.shards), n))
-    import ray
-
-    res = ray.cluster_resources()
-    slots = int(res.get("GPU", 0)) if device != "cpu" else int(res.get("CPU", 1))
+    slots = int(cluster.get("GPU", 0)) if device != "cpu" else int(cluster.get("CPU", 1))
     min_rows = int(cfg.cluster.min_shard_rows)
     shards = max(1, min(slots, math.ceil(n / max(1, min_rows))))
     if device == "cpu" and row_bytes:
@@ -104,14 +101,21 @@ def shard_row_bytes(fs, path: str, dtype: str) -> int:
     return dims * (4 if dtype == "float32" else 2) + ROW_STATE_BYTES
 
 
-def resolve_device(cfg: Config) -> str:
+def resolve_device(cfg: Config, cluster: dict) -> str:
     """``cluster.device``: cpu, cuda, or auto (cuda when the Ray cluster has GPUs)."""
     device = str(cfg.cluster.device)
     if device != "auto":
         return device
-    import ray
+    return "cuda" if cluster.get("GPU", 0) >= 1 else "cpu"
 
-    return "cuda" if ray.cluster_resources().get("GPU", 0) >= 1 else "cpu"
+
+def shard_workers(cfg: Config, cluster: dict, rows: int, row_bytes: int) -> dict:
+    """The cluster stage's ``Resources.workers``: the shards (``resolve_shards``), the CPUs of the
+    cluster shared among them (at most one each), one GPU each on CUDA."""
+    device = resolve_device(cfg, cluster)
+    shards = resolve_shards(cfg, rows, device, row_bytes, cluster)
+    return {"workers": shards, "cpus_per_worker": min(1.0, cluster.get("CPU", 1) / shards),
+            "gpus_per_worker": 1 if device != "cpu" else 0, "device": device}
 
 
 def run_stage(ctx) -> dict:
@@ -137,17 +141,13 @@ def run_stage(ctx) -> dict:
     if n == 0:
         raise UserError("cluster: the embedded pool is empty (every input row was quarantined or a duplicate)")
     ray_init(cfg)
-    import ray
-
-    device = resolve_device(cfg)
     dtype = str(cfg.cluster.dtype)
     mode = str(cfg.cluster.mode)
-    shards = resolve_shards(cfg, n, device, shard_row_bytes(fs, files[0], dtype))
+    sized = ctx.workers(rows=n, row_bytes=shard_row_bytes(fs, files[0], dtype))
+    device = sized["device"]
     k = min(resolved_k(cfg), n)
-    cpus = ray.cluster_resources().get("CPU", 1)
-    group = ShardGroup.start([("parquet", fs, p) for p in plan_pieces(fs, files, shards)], dtype=dtype,
-                             device=device, num_cpus=min(1.0, cpus / shards),
-                             num_gpus=1 if device != "cpu" else 0)
+    group = ShardGroup.start([("parquet", fs, p) for p in plan_pieces(fs, files, sized["workers"])], dtype=dtype,
+                             device=device, num_cpus=sized["cpus_per_worker"], num_gpus=sized["gpus_per_worker"])
     try:
         try:
             result = run_kcenter(group, k, initial=initial_center_ids(cfg) or None, mode=mode,
@@ -186,6 +186,6 @@ STAGE = Stage(
     settings=Settings(("cluster",), exclude={"cluster": {"shards", "batch", "min_shard_rows", "max_shard_mb",
                                                          "device"}},
                       extra=lambda cfg: (resolved_k(cfg),)),
-    resources=Resources(engine="ray", cpus_per_worker=1),
+    resources=Resources(engine="ray", workers=shard_workers),
     doc="k-center clusters and nearest-center assignment.",
 )

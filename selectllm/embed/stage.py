@@ -32,16 +32,13 @@ IN_FLIGHT = 2  # units queued per actor: the next one starts the moment the curr
 PROGRESS_SECONDS = 10.0  # at most one progress line this often
 
 
-def actor_plan(cfg) -> Plan:
-    """The backend, actors, GPUs per actor, threads and batch size on the running Ray cluster."""
-    import ray
-
-    res = ray.cluster_resources()
-    return plan(cfg, int(res.get("CPU", 1)), int(res.get("GPU", 0)))
-
-
-def resolved_backend(cfg) -> str:
-    return actor_plan(cfg).backend
+def embed_workers(cfg, cluster: dict) -> dict:
+    """The embed stage's ``Resources.workers``: the backend, actors, CPUs and GPUs per actor,
+    threads and batch size on a cluster of these resources (``backends.plan``)."""
+    p = plan(cfg, int(cluster.get("CPU", 1)), int(cluster.get("GPU", 0)))
+    return {"workers": p.actors, "cpus_per_worker": 1 if not p.gpus else None, "gpus_per_worker": p.gpus,
+            "backend": p.backend, "threads": p.threads, "batch_size": p.batch_size, "device": p.device,
+            "plan": p}
 
 
 class Progress:
@@ -67,19 +64,21 @@ class Progress:
         return f"embed: {self.done:,}/{self.total:,} rows, {rate:,.0f} rows/s"
 
 
-def run_units(ctx: StageContext, p: Plan, model: str, key: str | None, work: str, todo: list, progress: Progress) -> None:
-    """Embed ``todo`` on a pool of ``p.actors`` actors, ``IN_FLIGHT`` units queued on each."""
+def run_units(ctx: StageContext, sized: dict, model: str, key: str | None, work: str, todo: list,
+              progress: Progress) -> None:
+    """Embed ``todo`` on the pool ``sized`` says (``embed_workers``), ``IN_FLIGHT`` units queued on each actor."""
     import ray
 
-    cfg = ctx.cfg
+    cfg, p = ctx.cfg, sized["plan"]
     worker = ray.remote(EmbedWorker).options(
-        num_cpus=1 if not p.gpus else None, num_gpus=p.gpus or None, max_restarts=2, max_task_retries=2)
+        num_cpus=sized["cpus_per_worker"], num_gpus=sized["gpus_per_worker"] or None, max_restarts=2,
+        max_task_retries=2)
     kwargs = dict(backend=p.backend, model=model, dtype=cfg.embed.dtype,
                   max_seq_length=cfg.embed.max_seq_length, device=p.device, batch_size=p.batch_size,
                   threads=p.threads, precision=cfg.embed.gpu_precision, key=key, onnx_int8=cfg.embed.onnx_int8,
                   static_dims=cfg.embed.static_dims, cache_dir=cfg.embed.cache_dir)
     actors = [worker.remote(ctx.run.url, work, p.batch_size * SORT_WINDOW, **kwargs)
-              for _ in range(min(p.actors, len(todo)))]
+              for _ in range(min(sized["workers"], len(todo)))]
     queue = list(reversed(todo))  # popped from the end: input order
     pending: dict = {}  # ObjectRef -> actor
     try:
@@ -103,7 +102,8 @@ def run_stage(ctx: StageContext) -> dict:
     cfg = ctx.cfg
     model = resolve_model(cfg.embed.model)  # fail fast, on the driver, with one line
     ray_init(cfg)
-    p = actor_plan(cfg)
+    sized = ctx.workers()
+    p: Plan = sized["plan"]
     key, _ = prepare(cfg, p.backend, model)  # export / distill once, on the driver
     fs = ctx.run.fs
     # units of a killed attempt are resumed, not embedded again; the resolved backend is part of
@@ -121,7 +121,7 @@ def run_stage(ctx: StageContext) -> dict:
     done, todo = split_done(fs, work, units)
     progress = Progress(total, sum(u.rows for u in done), ctx.log)
     if todo:
-        run_units(ctx, p, model, key, work, todo, progress)
+        run_units(ctx, sized, model, key, work, todo, progress)
 
     # commit: the unit files, in input order, become embed/part-NNNNN.parquet
     present = {posixpath.basename(f) for f in fs.find(work)}
@@ -160,6 +160,6 @@ STAGE = Stage(
     outputs=(Output("vectors", "", schema=pa.schema([("id", pa.string())]), check=_vectors_check),),
     # the backend and its precision knobs change the vectors; speed knobs and the cache folder do not
     settings=Settings(("embed",), exclude={"embed": {"batch_size", "actors", "gpus_per_actor", "threads", "cache_dir"}}),
-    resources=Resources(engine="ray", cpus_per_worker=1, gpus_per_worker="embed.gpus_per_actor"),
+    resources=Resources(engine="ray", workers=embed_workers),
     doc="Ray actor pool: embed every kept row, unit by unit (GPU when present).",
 )
