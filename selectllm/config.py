@@ -1,6 +1,6 @@
 """Configuration: the one place for defaults and validation.
 
-Every key of DESIGN.md lives here as a pydantic field.  Unknown keys are errors that name the
+Every config key (the README's Configuration table) lives here as a pydantic field.  Unknown keys are errors that name the
 key; ``--set a.b=value`` overrides take YAML values.  Secrets are never part of the config: the
 LLM key is read from the environment variable named by ``llm.api_key_env``.
 """
@@ -172,7 +172,7 @@ class EmbedConfig(_Strict):
 
 
 class ClusterConfig(_Strict):
-    method: Literal["kcenter", "kmeans-diverse"] = "kcenter"
+    method: Literal["kcenter"] = "kcenter"
     k: int | Literal["auto"] = "auto"
     shards: int | Literal["auto"] = "auto"
     initial_centers: list[str] | str | None = None
@@ -365,7 +365,7 @@ def parse_override(item: str) -> tuple[str, Any]:
 
 def _format_validation_error(err: ValidationError) -> str:
     first = err.errors()[0]
-    loc = ".".join(str(p) for p in first["loc"] if not isinstance(p, int) or True)
+    loc = ".".join(str(p) for p in first["loc"])
     if first["type"] == "extra_forbidden":
         return f"config: unknown key '{loc}'"
     msg = first["msg"]

@@ -1,4 +1,5 @@
-"""The one data type per boundary: Arrow schemas of every table in the run directory (DESIGN.md)."""
+"""The one data type per boundary: Arrow schemas of every table in the run directory (README,
+"Run directory, resume and atomic stages")."""
 
 from __future__ import annotations
 

@@ -507,18 +507,6 @@ def first_center(x: np.ndarray) -> int:
     return int(np.argmax(kern.dots(mean)))  # first maximum: lowest index wins ties
 
 
-def update_min_dist(x: np.ndarray, center: np.ndarray, min_dist: np.ndarray, block: int = 1 << 16) -> None:
-    """min_dist = min(min_dist, 1 - x @ center), blockwise so temporaries stay small."""
-    update_min_dist_many(x, np.asarray(center).reshape(1, -1), min_dist)
-
-
-def update_min_dist_many(x: np.ndarray, centers: np.ndarray, min_dist: np.ndarray) -> None:
-    """min_dist = min(min_dist, 1 - max_j x @ centers[j]): one fused pass for a batch of centers."""
-    kern = NumpyKernel(x)
-    kern.min_dist = min_dist
-    kern.update(centers)
-
-
 def farthest_first(x: np.ndarray, k: int, initial: list[int] | None = None,
                    batch: int = 32, stats: dict | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Indices of k centers in the order chosen, and every row's distance to its nearest center.

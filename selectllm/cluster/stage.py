@@ -53,27 +53,8 @@ def initial_center_ids(cfg: Config) -> list[str]:
     return [str(v) for v in spec]
 
 
-def initial_center_rows(cfg: Config, ids: np.ndarray) -> list[int]:
-    """Rows of ``cluster.initial_centers`` (ids, or a file with one id per line)."""
-    wanted = initial_center_ids(cfg)
-    if not wanted:
-        return []
-    pos = {v: i for i, v in enumerate(ids)}
-    missing = [w for w in wanted if w not in pos]
-    if missing:
-        raise UserError(_missing_message(missing))
-    return [pos[w] for w in wanted]
-
-
 def _missing_message(missing: list[str]) -> str:
     return f"cluster.initial_centers: id {missing[0]} is not in the embedded pool ({len(missing)} missing)"
-
-
-def cluster_sizes_radii(labels: np.ndarray, dist: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    sizes = np.bincount(labels, minlength=k)
-    radii = np.zeros(k, dtype=np.float32)
-    np.maximum.at(radii, labels, dist)
-    return sizes, radii
 
 
 def resolve_shards(cfg: Config, n: int, device: str, row_bytes: int, cluster: dict) -> int:
@@ -130,8 +111,6 @@ def run_stage(ctx) -> dict:
     from selectllm.engines import ray_init
 
     cfg = ctx.cfg
-    if cfg.cluster.method != "kcenter":
-        raise UserError(f"cluster.method '{cfg.cluster.method}' is not available yet; use kcenter")
     files = ctx.input("vectors").files()
     fs = ctx.run.fs
     n = 0

@@ -58,15 +58,6 @@ def resolve_model(name: str) -> str:
     return repo  # the hub may have it; a failure there is reported when the worker loads it
 
 
-def pick_device(gpus: float) -> str:
-    if gpus and gpus > 0:
-        import torch
-
-        if torch.cuda.is_available():
-            return "cuda"
-    return "cpu"
-
-
 class Embedder:
     """``embed.backend: torch``: sentence-transformers on CPU or GPU.
 

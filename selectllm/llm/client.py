@@ -1,4 +1,6 @@
-"""Send chat requests to an OpenAI-compatible endpoint: the project's only LLM retry layer.
+"""Send chat requests to an OpenAI-compatible endpoint, online (``llm.mode: online``).  Retries and
+errors follow :mod:`selectllm.llm.policy`, the one policy this path and the Batch API path
+(:mod:`selectllm.llm.batch`) share; the SDK's own retries are off.
 
 :func:`run_requests` takes a list of :class:`LLMRequest` and returns one :class:`LLMResult` per
 request, in the same order.  For each request, in this order:

@@ -82,14 +82,8 @@ class RateLimiterActor:
     async def observe_headers(self, headers: dict) -> None:
         self.g.limiter.observe_headers(headers, time.monotonic(), self.g.unseen_requests, self.g.unseen_tokens)
 
-    async def pause_for(self, seconds: float) -> None:
-        self.g.limiter.pause_until(time.monotonic() + seconds)
-
     async def pause_remaining(self) -> float:
         return self.g.limiter.pause_remaining(time.monotonic())
-
-    async def try_reserve_usd(self, usd: float) -> bool:
-        return self.g.budget.try_reserve(usd)
 
     async def settle(self, reserved: float, actual: float) -> None:
         self.g.budget.settle(reserved, actual)

@@ -20,7 +20,8 @@ from selectllm.report.widgets import CSS, esc, img, kv, num, page, table, trunc
 
 MAP_MAX_ROWS = 8_000
 EXAMPLES = 5
-# REFERENCE.md §6: ~1.7-1.9M input tokens for a 1,000-3,000 row selection (one prompt per subset)
+# the reference code's prompts over Dolly / cleaned Alpaca: ~1.7-1.9M input tokens for a 1,000-3,000 row
+# selection (one prompt per subset; README, "Differences from the reference code")
 PAPER_INPUT_TOKENS = (1.7e6, 1.9e6)
 PAPER_ROWS = (1000, 3000)
 PAPER_TOKENS_PER_ROW = (PAPER_INPUT_TOKENS[0] / PAPER_ROWS[1], PAPER_INPUT_TOKENS[1] / PAPER_ROWS[0])
