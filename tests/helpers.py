@@ -46,6 +46,56 @@ WORDS = ("alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu nu 
          "tau upsilon phi chi psi omega").split()
 
 
+def put_parquet(fs, path: str, table: pa.Table) -> None:
+    fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
+    with fs.open(path, "wb") as f:
+        pq.write_table(table, f)
+
+
+def write_upstream(root, ids, instructions, vectors, labels, distance, center_rows, *, inputs=None, fs=None,
+                   source: str = "s.jsonl", embed_parts: int = 1, radius=None,
+                   assignments_folder: bool = False, seconds: dict | None = None) -> None:
+    """The committed outputs of dedup, embed and cluster, in their declared schemas, and their
+    manifest entries: what every test of a later stage starts from.  ``root`` is a local folder
+    or, with ``fs``, a path on that filesystem; ``labels``/``distance`` per row, ``center_rows``
+    the rows that are centers (cluster i's center is ``center_rows[i]``); the assignments as one
+    file, or as a folder of part files (as the cluster stage writes them)."""
+    import fsspec
+
+    fs = fs or fsspec.filesystem("file")
+    root = str(root)
+    n, dim = len(ids), int(np.asarray(vectors).shape[1])
+    ids, labels = list(ids), np.asarray(labels, np.int64)
+    inputs = inputs if inputs is not None else [""] * n
+    put_parquet(fs, f"{root}/dedup/part-00000.parquet", pa.table(
+        {"id": ids, "instruction": list(instructions), "input": list(inputs), "text": list(instructions),
+         "source": [source] * n, "source_row": list(range(n))}, schema=schemas.DEDUP))
+    cuts = np.linspace(0, n, embed_parts + 1).astype(int)
+    x = np.asarray(vectors, np.float32)
+    for part, (lo, hi) in enumerate(zip(cuts[:-1], cuts[1:])):
+        arr = pa.FixedSizeListArray.from_arrays(pa.array(x[lo:hi].ravel(), pa.float32()), dim)
+        put_parquet(fs, f"{root}/embed/part-{part:05d}.parquet",
+                    pa.table({"id": ids[lo:hi], "embedding": arr}, schema=schemas.embed_schema(dim)))
+    is_center = np.zeros(n, bool)
+    is_center[list(center_rows)] = True
+    path = f"{root}/cluster/assignments.parquet" + ("/part-00000.parquet" if assignments_folder else "")
+    put_parquet(fs, path, pa.table(
+        {"id": ids, "cluster_id": labels, "distance": np.asarray(distance, np.float32), "is_center": is_center},
+        schema=schemas.ASSIGNMENTS))
+    k = len(center_rows)
+    if radius is None:
+        radius = np.zeros(k, np.float32)
+        np.maximum.at(radius, labels, np.asarray(distance, np.float32))
+    put_parquet(fs, f"{root}/cluster/centers.parquet", pa.table(
+        {"cluster_id": np.arange(k, dtype=np.int64), "id": [ids[i] for i in center_rows],
+         "size": np.bincount(labels, minlength=k).astype(np.int64), "radius": np.asarray(radius, np.float32)},
+        schema=schemas.CENTERS))
+    seconds = seconds or {"dedup": 3.0, "embed": 5.0, "cluster": 1.0}
+    fs.pipe(f"{root}/manifest.json", json.dumps({"stages": {
+        s: {"status": "complete", "seconds": sec, "counts": {"rows": n}, "output_token": uuid.uuid4().hex,
+            "input_fingerprint": "synthetic", "settings_hash": "synthetic"} for s, sec in seconds.items()}}).encode())
+
+
 def make_pool_run(root: Path, n: int = 240, dim: int = 16, blobs: int = 8, k: int = 12, seed: int = 0):
     """A run directory whose dedup, embed and cluster stages are complete: ``n`` rows in ``blobs``
     Gaussian blobs of unequal size, texts of varied length, k-center clusters.  Returns (ids, X, labels)."""
@@ -58,34 +108,12 @@ def make_pool_run(root: Path, n: int = 240, dim: int = 16, blobs: int = 8, k: in
     ids = np.asarray([f"{i:04x}" + "0" * 60 for i in range(n)], dtype=object)  # sorted, like content hashes
     instr = [" ".join(rng.choice(WORDS, size=3 + int(rng.integers(0, 25)))) for _ in range(n)]
     inp = ["" if i % 3 else "context " + WORDS[i % len(WORDS)] for i in range(n)]
-    (root / "dedup").mkdir(parents=True)
-    pq.write_table(pa.table({"id": list(ids), "instruction": instr, "input": inp, "text": instr,
-                             "source": ["s.jsonl"] * n, "source_row": list(range(n))}, schema=schemas.DEDUP),
-                   str(root / "dedup" / "part-00000.parquet"))
+    cidx, _ = K.farthest_first(x, k)
+    labels, dist = K.assign(x, cidx)
+    write_upstream(root, ids, instr, x, labels, dist, cidx, inputs=inp)
     (root / "dedup" / "stats.json").write_text(json.dumps(
         {"read": n + 7, "quarantined": {"malformed": 2}, "quarantined_total": 2, "exact_duplicates": 4,
          "near_duplicates": 1, "kept": n}))
-    (root / "embed").mkdir()
-    arr = pa.FixedSizeListArray.from_arrays(pa.array(x.ravel(), pa.float32()), dim)
-    pq.write_table(pa.table({"id": list(ids), "embedding": arr}, schema=schemas.embed_schema(dim)),
-                   str(root / "embed" / "part-00000.parquet"))
-    (root / "cluster").mkdir()
-    cidx, _ = K.farthest_first(x, k)
-    labels, dist = K.assign(x, cidx)
-    is_center = np.zeros(n, bool)
-    is_center[cidx] = True
-    pq.write_table(pa.table({"id": list(ids), "cluster_id": labels.astype(np.int64), "distance": dist,
-                             "is_center": is_center}, schema=schemas.ASSIGNMENTS),
-                   str(root / "cluster" / "assignments.parquet"))
-    radius = np.zeros(k, np.float32)
-    np.maximum.at(radius, labels, dist)
-    pq.write_table(pa.table({"cluster_id": np.arange(k, dtype=np.int64), "id": [ids[i] for i in cidx],
-                             "size": np.bincount(labels, minlength=k).astype(np.int64), "radius": radius},
-                            schema=schemas.CENTERS), str(root / "cluster" / "centers.parquet"))
-    (root / "manifest.json").write_text(json.dumps({"stages": {
-        s: {"status": "complete", "seconds": sec, "counts": {}, "output_token": f"tok-{s}",
-            "input_fingerprint": "synthetic", "settings_hash": "synthetic"}
-        for s, sec in [("dedup", 3.0), ("embed", 5.0), ("cluster", 1.0)]}}))
     return ids, x, labels
 
 
@@ -120,33 +148,18 @@ def make_report_run(tmp, n=60, dim=8, k=4, budget=6, with_decisions=True):
     ids = [f"id{i:03d}" for i in range(n)]
     instr = [f"Instruction number {i}" for i in range(n)]
     instr[3] = EVIL
-    (tmp / "dedup").mkdir(parents=True)
-    write_parquet(pa.table({"id": ids, "instruction": instr, "input": [""] * n, "text": instr,
-                     "source": ["a.jsonl"] * n, "source_row": list(range(n))}, schema=schemas.DEDUP),
-           tmp / "dedup" / "part-00000.parquet")
+    emb = M.normalize(rng.normal(size=(n, dim)))
+    cluster_id = [i % k for i in range(n)]
+    distance = rng.uniform(0, 1, n).astype(np.float32)
+    write_upstream(tmp, ids, instr, emb, cluster_id, distance, range(k), source="a.jsonl", embed_parts=2,
+                   radius=np.linspace(0.5, 0.8, k), seconds={"dedup": 12.5, "embed": 30.0, "cluster": 4.2})
     quarantine = [("x" * 500, "a.jsonl", 100, "too_long"), ("", "a.jsonl", 101, "empty"),
                   ("{<script>bad json", "a.jsonl", 102, "malformed")]
     write_parquet(pa.Table.from_pylist([dict(zip(["raw", "source", "source_row", "reason"], q)) for q in quarantine],
-                                schema=schemas.QUARANTINE),
-           tmp / "dedup" / "quarantine" / "part-00000.parquet")
+                                       schema=schemas.QUARANTINE), tmp / "dedup" / "quarantine" / "part-00000.parquet")
     stats = {"read": n + 3 + 5 + 2, "quarantined": {"too_long": 1, "empty": 1, "malformed": 1},
              "quarantined_total": 3, "exact_duplicates": 5, "near_duplicates": 2, "kept": n, "files": 1}
     (tmp / "dedup" / "stats.json").write_text(json.dumps(stats))
-
-    emb = M.normalize(rng.normal(size=(n, dim)))
-    for part, (lo, hi) in enumerate([(0, n // 2), (n // 2, n)]):
-        arr = pa.FixedSizeListArray.from_arrays(pa.array(emb[lo:hi].ravel(), pa.float32()), dim)
-        write_parquet(pa.table({"id": ids[lo:hi], "embedding": arr}, schema=schemas.embed_schema(dim)),
-               tmp / "embed" / f"part-{part:05d}.parquet")
-
-    cluster_id = [i % k for i in range(n)]
-    write_parquet(pa.table({"id": ids, "cluster_id": cluster_id, "distance": rng.uniform(0, 1, n).astype(np.float32),
-                     "is_center": [i < k for i in range(n)]}, schema=schemas.ASSIGNMENTS),
-           tmp / "cluster" / "assignments.parquet")
-    sizes = [cluster_id.count(c) for c in range(k)]
-    write_parquet(pa.table({"cluster_id": list(range(k)), "id": ids[:k], "size": sizes,
-                     "radius": np.linspace(0.5, 0.8, k).astype(np.float32)}, schema=schemas.CENTERS),
-           tmp / "cluster" / "centers.parquet")
 
     chosen = [3, 10, 21, 30, 44, 59][:budget]
     if with_decisions:
@@ -166,8 +179,8 @@ def make_report_run(tmp, n=60, dim=8, k=4, budget=6, with_decisions=True):
         for i in chosen:
             f.write(json.dumps({"id": ids[i], "instruction": instr[i], "input": "", "source": "a.jsonl",
                                 "cluster_id": cluster_id[i], "strategy": strategy}) + "\n")
-    manifest = {"stages": {s: {"status": "complete", "seconds": sec, "counts": {"rows": n}}
-                           for s, sec in [("dedup", 12.5), ("embed", 30.0), ("cluster", 4.2), ("select", 8.0)]}}
+    manifest = json.loads((tmp / "manifest.json").read_text())
+    manifest["stages"]["select"] = {"status": "complete", "seconds": 8.0, "counts": {"rows": n}}
     (tmp / "manifest.json").write_text(json.dumps(manifest))
     (tmp / "config.yaml").write_text("select:\n  budget: 6\n")
     return emb, chosen
@@ -189,11 +202,6 @@ def run_report(tmp, *overrides):
 CLUSTERS, PER_CLUSTER = 40, 4
 
 
-def put_parquet(fs, path: str, table: pa.Table) -> None:
-    with fs.open(path, "wb") as f:
-        pq.write_table(table, f)
-
-
 def plant_upstream(fs, root: str) -> None:
     """dedup/, embed/ and cluster/ of a finished run (real instructions), with their manifest entries."""
     rows = []
@@ -206,24 +214,11 @@ def plant_upstream(fs, root: str) -> None:
             if (len(rows) < CLUSTERS * PER_CLUSTER and isinstance(rec, dict)
                     and 0 < len(str(rec.get("instruction") or "").strip()) < 400):
                 rows.append(rec)
-    ids = [f"{i:064x}" for i in range(len(rows))]
-    dedup = pa.Table.from_pylist([{"id": ids[i], "instruction": r["instruction"], "input": r.get("input") or "",
-                                   "text": r["instruction"], "source": "sample.jsonl", "source_row": i}
-                                  for i, r in enumerate(rows)], schema=schemas.DEDUP)
-    put_parquet(fs, f"{root}/dedup/part-00000.parquet", dedup)
-    emb = schemas.embed_schema(4)
-    put_parquet(fs, f"{root}/embed/part-00000.parquet", pa.Table.from_pylist(
-        [{"id": i, "embedding": [1.0, 0.0, 0.0, 0.0]} for i in ids], schema=emb))
-    assign = [{"id": ids[i], "cluster_id": i % CLUSTERS, "distance": float(i // CLUSTERS) / 10,
-               "is_center": i < CLUSTERS} for i in range(len(ids))]
-    put_parquet(fs, f"{root}/cluster/assignments.parquet/part-00000.parquet",
-                 pa.Table.from_pylist(assign, schema=schemas.ASSIGNMENTS))
-    put_parquet(fs, f"{root}/cluster/centers.parquet", pa.Table.from_pylist(
-        [{"cluster_id": c, "id": ids[c], "size": PER_CLUSTER, "radius": 0.3} for c in range(CLUSTERS)],
-        schema=schemas.CENTERS))
-    entry = {"status": "complete", "output_token": "", "input_fingerprint": "x", "settings_hash": "x", "counts": {}}
-    manifest = {"stages": {s: {**entry, "output_token": uuid.uuid4().hex} for s in ("dedup", "embed", "cluster")}}
-    fs.pipe(f"{root}/manifest.json", json.dumps(manifest).encode())
+    n = len(rows)
+    write_upstream(root, [f"{i:064x}" for i in range(n)], [r["instruction"] for r in rows], np.eye(4)[[0] * n],
+                   [i % CLUSTERS for i in range(n)], [float(i // CLUSTERS) / 10 for i in range(n)], range(CLUSTERS),
+                   inputs=[r.get("input") or "" for r in rows], fs=fs, source="sample.jsonl",
+                   assignments_folder=True)
 
 # ------------------------------------------------------------------------ the CLI on a small corpus
 
