@@ -205,6 +205,10 @@ class SelectConfig(_Strict):
     paper_prompt: Literal["delimited", "verbatim"] = "delimited"
     # ask the LLM for a one-line reason per chosen row, in the same request (selectllm strategies)
     reasons: bool = False
+    # ask each group in this many shown orders (2: the order and its reverse; keep what both agree on)
+    permutations: int = Field(1, ge=1, le=2)
+    # the stage fails when the LLM decided fewer than this share of the groups it was asked about
+    min_llm_share: float = Field(0.5, ge=0, le=1)
     # strategies that hold the whole pool in one process stop before any work above these rows
     # (each ≈ 10 GB of driver memory: paper ≈ 5 KB/row, vectors ≈ 3.3 KB/row at d = 384,
     # alpagasus ≈ 5 KB/row of requests and decisions); see registry.IN_ONE_PROCESS

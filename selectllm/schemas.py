@@ -83,6 +83,18 @@ DECISIONS = pa.schema(
         # select.reasons: the LLM's one-line reason per chosen id, aligned with chosen_ids
         # ("" for a pick the LLM did not make or gave no reason for; all "" without select.reasons)
         ("chosen_reasons", pa.list_(pa.string())),
+        # LLM groups (null / empty / 0 for a group that needed no LLM): the order the candidates
+        # were shown in (shown_order[p] = index in candidate_ids of shown position p + 1), the
+        # 1-based shown positions the LLM's usable answers picked, the answers' parse classes
+        # (select.parse.PARSE_CLASSES, "repaired"), requests asked (views + repairs), the share of
+        # the quota two orders agreed on (select.permutations: 2), why the group fell back
+        # ("" when the LLM decided it: budget_stopped | error: <cause> | unusable: <parse class>)
+        ("shown_order", pa.list_(pa.int32())),
+        ("picked_positions", pa.list_(pa.int32())),
+        ("parse", pa.list_(pa.string())),
+        ("asks", pa.int32()),
+        ("agreement", pa.float64()),
+        ("cause", pa.string()),
     ]
 )
 

@@ -96,7 +96,7 @@ def test_paper_prompt_wording():
                    "by a number identifier [].", "Examine the provided list of 3 instructions",
                    "select exactly 2 instructions that will be annotated by human annotators for model fine-tuning",
                    "exhibit a high level of complexity and detail", "present unique challenges and specificity",
-                   "Present your selections using the format []. e.g., [1, 2] or [3, 4].",
+                   "Present your selections using the format []. e.g., [5, 8] or [11, 14].",
                    "The most impactful 2 instructions (only identifiers) are:"):
         assert phrase in text, phrase
     assert text.count('<candidate id="') == 3 and text.count("</candidate>") == 3  # the input cannot close a block
@@ -112,12 +112,13 @@ def test_paper_prompt_wording():
 def test_fallback_and_bad_identifiers_are_fixed():
     g = Group(group_id=0, cluster_id=0, candidates=["a", "b", "c", "d", "e"], quota=2)
     ok = SimpleNamespace(status="ok", text="", error=None, input_tokens=10, output_tokens=2, usd=0.0)
-    # unparseable answer: the first `quota` candidates (the reference took #2..#3: off by one)
+    # unparseable answer: the seeded LLM-free draw (the reference took #2..#3: off by one)
     d = decide_one(g, SimpleNamespace(**{**ok.__dict__, "text": "I like them all"}))
-    assert d["status"] == "fallback" and d["chosen_ids"] == ["a", "b"]
+    assert d["status"] == "fallback" and d["chosen_ids"] == g.fallback() and d["cause"] == "unusable: no_ids"
     # an out-of-range identifier (the reference crashed after the paid calls) and id 0 are dropped
     d = decide_one(g, SimpleNamespace(**{**ok.__dict__, "text": "[9], [0], [4]"}))
-    assert d["status"] == "ok" and d["chosen_ids"] == ["d", "a"] and "not offered" in d["reason"]
+    assert d["status"] == "ok" and d["chosen_ids"][0] == "d" and d["chosen_by"] == ["llm", "fallback"]
+    assert "not offered" in d["reason"]
     d = decide_one(g, SimpleNamespace(**{**ok.__dict__, "text": "[3, 3, 5]"}))
     assert d["chosen_ids"] == ["c", "e"] and "repeated" in d["reason"]
 
@@ -147,7 +148,8 @@ def test_paper_strategy_with_the_simulator(tmp_path):
 @pytest.mark.subprocess
 def test_paper_verbatim_prompt_falls_back_documented(tmp_path):
     """The verbatim layout has no <candidate> blocks: the simulator cannot answer it with ids, so
-    every subset gets the documented LLM-free pick (its first candidates) -- never a crash."""
+    every subset gets the documented LLM-free pick (a seeded draw of its candidates) after one
+    repair ask -- never a crash."""
     from selectllm.select import registry as strategies
 
     make_pool_run(tmp_path)
@@ -156,7 +158,9 @@ def test_paper_verbatim_prompt_falls_back_documented(tmp_path):
     assert len({i for i, _ in res.selected}) == 12
     assert {d["status"] for d in res.decisions} == {"fallback"}
     for d in res.decisions:
-        assert d["chosen_ids"] == d["candidate_ids"][:2]
+        g = Group(group_id=0, cluster_id=0, candidates=d["candidate_ids"], quota=len(d["chosen_ids"]))
+        assert d["chosen_ids"] == g.fallback() and set(d["chosen_by"]) == {"fallback"}
+        assert d["asks"] == 2 and "repaired" in d["parse"] and d["cause"] == "unusable: no_ids"
 
 
 @pytest.mark.parametrize("strategy,prompts", [pytest.param("selectllm-paper", 6, marks=pytest.mark.subprocess),

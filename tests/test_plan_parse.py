@@ -40,7 +40,7 @@ def test_plan_groups_center_first_and_exact_budget():
         members = np.flatnonzero(labels == g.cluster_id)
         assert set(g.candidates) <= set(ids[members])
         assert dist[np.flatnonzero(ids == g.candidates[0])[0]] == 0
-        assert len(g.candidates) == 5 and g.fallback() == g.candidates[: g.quota]
+        assert len(g.candidates) == 5 and len(set(g.fallback()) & set(g.candidates)) == g.quota
 
 
 @pytest.mark.parametrize("text,expected", [

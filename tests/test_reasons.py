@@ -78,7 +78,7 @@ def test_simulator_answers_with_its_heuristic_reasons():
     # without reasons the answers are as before
     assert answer_text(selection_messages(cands, 1, False), None).startswith("[")
     plain = paper_messages(cands, 2, reasons=True)
-    assert "[1] <one-line reason>" in plain[0]["content"]
+    assert "[5] <one-line reason>" in plain[0]["content"]  # the example points at no candidate (example_ids)
     assert parse_selection(answer_text(plain, None), 3, 2, reasons=True).reasons[0].startswith("score ")
 
 
@@ -96,7 +96,7 @@ def test_reasons_change_the_request_its_price_and_the_settings_hash(tmp_path):
     (r1,) = build_requests(with_reasons, [group], texts)
     assert r1.key != r0.key and r1.max_tokens == r0.max_tokens + 2 * REASON_TOKENS
     assert r1.response_format == REASONS_SCHEMA and "one-line reason" in r1.text_messages[-1]["content"]
-    assert "[1] <one-line reason>" in r1.text_messages[-1]["content"]
+    assert "[5] <one-line reason>" in r1.text_messages[-1]["content"]  # example_ids: no real candidate
     assert STAGE.settings.hash(plain) != STAGE.settings.hash(with_reasons)
 
 

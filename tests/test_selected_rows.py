@@ -18,7 +18,7 @@ from selectllm.config import load_config
 from selectllm.rundir import RunDir
 from selectllm.select import decide
 from selectllm.select.decide import decide_groups, decide_one
-from selectllm.select.plan import Group
+from selectllm.select.plan import Group, stable_permutation
 from selectllm.select.stage import row_statuses
 
 from helpers import make_pool_run, pool_config
@@ -36,27 +36,33 @@ GROUP = Group(group_id=0, cluster_id=3, candidates=["a", "b", "c", "d", "e"], qu
 
 @pytest.mark.parametrize("result,status,chosen,chosen_by", [
     (_answer(text="[3, 5]"), "ok", ["c", "e"], ["llm", "llm"]),
-    (_answer(text="[4]"), "ok", ["d", "a"], ["llm", "fallback"]),  # one pick: topped up
-    (_answer(text="I like them all"), "fallback", ["a", "b"], ["fallback", "fallback"]),  # unusable answer
-    (_answer(status="error", error="HTTP 500"), "error", ["a", "b"], ["fallback", "fallback"]),
-    (_answer(status="budget_stopped"), "budget_stopped", ["a", "b"], ["fallback", "fallback"]),
+    (_answer(text="[4]"), "ok", ["d", "draw"], ["llm", "fallback"]),  # one pick: topped up
+    (_answer(text="I like them all"), "fallback", ["draw"], ["fallback", "fallback"]),  # unusable answer
+    (_answer(status="error", error="HTTP 500"), "error", ["draw"], ["fallback", "fallback"]),
+    (_answer(status="budget_stopped"), "budget_stopped", ["draw"], ["fallback", "fallback"]),
 ])
 def test_every_chosen_id_says_who_chose_it(result, status, chosen, chosen_by):
+    """"draw": the LLM-free pick (Group.fallback: a seeded draw, not the first candidates)."""
+    draw = GROUP.fallback()
+    chosen = [c for x in chosen for c in (draw if x == "draw" else [x])]
+    if chosen[:1] == ["d"]:  # the top-up: the first of the draw's order that is not chosen yet
+        order = [GROUP.candidates[i] for i in stable_permutation(GROUP.candidates, "fallback")]
+        chosen = ["d", next(c for c in order if c != "d")]
     d = decide_one(GROUP, result)
     assert (d["status"], d["chosen_ids"], d["chosen_by"]) == (status, chosen, chosen_by)
 
 
-def test_a_cluster_within_its_quota_is_chosen_without_the_llm(monkeypatch):
+def test_a_cluster_within_its_quota_is_chosen_without_the_llm(monkeypatch, tmp_path):
     small = Group(group_id=1, cluster_id=4, candidates=["x", "y"], quota=2)
     sent = []
 
-    def fake_send(ctx, requests):
+    def fake_send(ctx, requests, **kw):
         sent.extend(requests)
         return [SimpleNamespace(group_id=r.group_id, **{**OK, "text": "[2]"}) for r in requests]
 
     monkeypatch.setattr(decide, "send", fake_send)
     monkeypatch.setattr(decide, "lookup", lambda ctx, ids, cols: {i: {"instruction": i, "input": ""} for i in ids})
-    ctx = SimpleNamespace(cfg=load_config(None, []), input=lambda name: None)
+    ctx = SimpleNamespace(cfg=load_config(None, []), input=lambda name: None, run=RunDir(str(tmp_path)))
     big, small_d = decide_groups(ctx, [GROUP, small])
     assert [r.group_id for r in sent] == [0]  # only the group with more candidates than its quota is asked
     assert big["chosen_by"] == ["llm", "fallback"]

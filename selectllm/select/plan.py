@@ -7,11 +7,15 @@
 * Candidates: members sorted by distance to their center, then ``candidates_per_prompt`` of them
   at evenly spaced ranks, so the prompt shows the cluster from its core to its edge.  The center
   is always candidate 1.
-* LLM-free pick (fallback, budget stop): the first ``quota`` candidates, i.e. the most central.
+* LLM-free pick (fallback, budget stop): ``quota`` of the candidates drawn at random, seeded by
+  the candidate ids (:meth:`Group.fallback`): not the center nor whatever the prompt showed
+  first, so a run that could not hear the LLM does not silently become the ``kcenter`` baseline
+  and a model that always answers position 1 cannot coincide with it.
 """
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -29,7 +33,14 @@ class Group:
         return self.quota < len(self.candidates)
 
     def fallback(self) -> list[str]:
-        return self.candidates[: self.quota]
+        """``quota`` candidates drawn at random (seeded by the candidate ids), in candidate order."""
+        return [self.candidates[i] for i in sorted(stable_permutation(self.candidates, "fallback")[: self.quota])]
+
+
+def stable_permutation(ids: list[str], *salt: object) -> list[int]:
+    """A permutation of ``range(len(ids))`` that depends only on the ids and ``salt``."""
+    digest = hashlib.sha256("\x1f".join([*map(str, salt), *ids]).encode()).digest()
+    return np.random.default_rng(int.from_bytes(digest[:8], "little")).permutation(len(ids)).tolist()
 
 
 def allocate_quotas(sizes: np.ndarray, budget: int, picks: int) -> np.ndarray:

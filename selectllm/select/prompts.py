@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
-PROMPT_VERSION = "selectllm-v1"
+PROMPT_VERSION = "selectllm-v2"
 # select.reasons: answer tokens added per pick to llm.max_tokens (a one-line reason, ~30 words)
 REASON_TOKENS = 48
 
@@ -61,13 +61,22 @@ REASONS_SCHEMA = {
         },
     },
 }
+# said after the format example, whose identifiers are outside the candidates' (example_ids)
+EXAMPLE_NOTE = "(The example's numbers are only a format; your identifiers are between 1 and {n}.)"
 # the text form: one line per pick, the identifier in brackets first
 REASONS_TEXT = ("Present each selection on its own line: its identifier in brackets, then a one-line reason "
                 "why it is among the most beneficial, e.g.\n{example}")
 
 
-def reasons_example(picks: int) -> str:
-    return "\n".join(f"[{i}] <one-line reason>" for i in range(1, min(picks, 2) + 1))
+def example_ids(n: int, picks: int) -> list[int]:
+    """The identifiers of the answer format's example: outside ``1..n`` on purpose, so the example
+    points at no real candidate and an answer that copies it picks nothing (parse class
+    ``echo_example``) instead of silently picking candidate 1."""
+    return [n + 2 + 3 * i for i in range(picks)]
+
+
+def reasons_example(n: int, picks: int) -> str:
+    return "\n".join(f"[{i}] <one-line reason>" for i in example_ids(n, min(picks, 2)))
 
 
 def _as_data(text: str) -> str:
@@ -88,14 +97,14 @@ def selection_messages(candidates: list[tuple[str, str]], picks: int, structured
     (``reasons``: each with a one-line reason, see :data:`REASONS_SCHEMA` / :data:`REASONS_TEXT`)."""
     n = len(candidates)
     blocks = "\n".join(format_candidate(i + 1, ins, inp) for i, (ins, inp) in enumerate(candidates))
-    example = ", ".join(f"[{i}]" for i in range(1, picks + 1))
+    example = ", ".join(f"[{i}]" for i in example_ids(n, picks))
     if reasons:
         answer = ('Answer as JSON: {"choices": [{"id": identifier, "reason": "one line"}]}.' if structured
-                  else REASONS_TEXT.format(example=reasons_example(picks)))
+                  else REASONS_TEXT.format(example=reasons_example(n, picks)) + f"\n{EXAMPLE_NOTE.format(n=n)}")
     else:
         answer = (
             'Answer as JSON: {"selected": [identifiers]}.' if structured
-            else f"Present your selections using the format [], e.g. {example}."
+            else f"Present your selections using the format [], e.g. {example}. {EXAMPLE_NOTE.format(n=n)}"
         )
     only = "identifiers, each with a one-line reason" if reasons else "only identifiers"
     user = (
@@ -116,7 +125,8 @@ class PromptSpec:
     """How one kind of selection prompt is built; passed to ``decide.build_requests``.
 
     ``build(candidates, picks, structured, reasons) -> messages``; ``version`` goes into every
-    request's cache key; ``schema`` / ``reasons_schema`` are the ``response_format`` sent when
+    request's cache key; ``example(n, picks)``: the format example's identifiers (outside 1..n),
+    to flag answers that copy it (None: the example shows real identifiers); ``schema`` / ``reasons_schema`` are the ``response_format`` sent when
     structured (without / with ``select.reasons``); ``structured=False`` never asks for structured
     output, ``None`` follows ``llm.structured_output``.
     """
@@ -126,13 +136,14 @@ class PromptSpec:
     schema: dict | None = None
     structured: bool | None = None
     reasons_schema: dict | None = None
+    example: Callable[[int, int], list[int]] | None = example_ids
 
 
 DEFAULT_PROMPT = PromptSpec(PROMPT_VERSION, selection_messages, SELECTION_SCHEMA, reasons_schema=REASONS_SCHEMA)
 
 
 # --------------------------------------------------------------------------- the paper's prompt
-PAPER_PROMPT_VERSION = "selectllm-paper-v1"
+PAPER_PROMPT_VERSION = "selectllm-paper-v2"
 PAPER_CRITERIA = (
     "Look for instructions that are clear and relevant, exhibit a high level of complexity and detail, "
     "represent a diverse range of scenarios and contexts, offer significant instructional value and "
@@ -147,15 +158,16 @@ def paper_messages(candidates: list[tuple[str, str]], picks: int, structured: bo
 
     ``verbatim``: the reference's layout -- one **system** message, candidates as ``[i]`` /
     ``### Instruction:`` / optional ``### Input:``, "select {num} instructions".
-    Otherwise (``select.paper_prompt: delimited``, the default) the same wording with three
+    Otherwise (``select.paper_prompt: delimited``, the default) the same wording with four
     changes: each candidate sits in a ``<candidate id="i">`` block (text inside is data, so a
-    candidate cannot redirect the selection), the task says "select exactly {num}", and it is sent
-    as a user message.  ``structured`` is ignored: the paper asks for ``[i]`` identifiers in text.
+    candidate cannot redirect the selection), the task says "select exactly {num}", the format
+    example's identifiers are outside ``1..n`` (:func:`example_ids`), and it is sent as a user
+    message.  ``structured`` is ignored: the paper asks for ``[i]`` identifiers in text.
     ``reasons`` (``select.reasons``) replaces the answer format with :data:`REASONS_TEXT`.
     """
     n = len(candidates)
-    first = list(range(1, picks + 1))
-    second = list(range(picks + 1, 2 * picks + 1))
+    first = list(range(1, picks + 1)) if verbatim else example_ids(n, picks)
+    second = list(range(picks + 1, 2 * picks + 1)) if verbatim else example_ids(n + 3 * picks, picks)
     blocks = []
     for i, (ins, inp) in enumerate(candidates, 1):
         body = f"[{i}]\n### Instruction:\n{ins}"
@@ -176,10 +188,11 @@ def paper_messages(candidates: list[tuple[str, str]], picks: int, structured: bo
         f"Examine the provided list of {n} instructions, each indicated by a number identifier []. "
         f"Your task is to select {exactly}{picks} instructions that will be annotated by human annotators "
         f"for model fine-tuning. {PAPER_CRITERIA} " + (
-            REASONS_TEXT.format(example=reasons_example(picks)) + "\n\n"
+            REASONS_TEXT.format(example=reasons_example(n, picks)) + "\n\n"
             f"The most impactful {picks} instructions (identifiers, each with a one-line reason) are:"
             if reasons else
-            f"Present your selections using the format []. e.g., {first} or {second}.\n\n"
+            f"Present your selections using the format []. e.g., {first} or {second}."
+            + ("" if verbatim else " " + EXAMPLE_NOTE.format(n=n)) + "\n\n"
             f"The most impactful {picks} instructions (only identifiers) are:")
     )
     return [{"role": "system" if verbatim else "user", "content": text}]
@@ -192,7 +205,8 @@ def paper_prompt(mode: str = "delimited") -> PromptSpec:
     def build(candidates: list[tuple[str, str]], picks: int, structured: bool, reasons: bool = False) -> list[dict]:
         return paper_messages(candidates, picks, structured, verbatim=verbatim, reasons=reasons)
 
-    return PromptSpec(f"{PAPER_PROMPT_VERSION}-{mode}", build, schema=None, structured=False)
+    return PromptSpec(f"{PAPER_PROMPT_VERSION}-{mode}", build, schema=None, structured=False,
+                      example=None if verbatim else example_ids)
 
 
 # --------------------------------------------------------------------------- AlpaGasus-style rating

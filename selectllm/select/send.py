@@ -6,7 +6,7 @@ from selectllm.llm.cache import AnswerCache
 from selectllm.llm.client import llm_endpoint, run_requests
 
 
-def send(ctx, requests: list) -> list:
+def send(ctx, requests: list, prior_usd: float = 0.0, log_name: str = "requests.jsonl") -> list:
     """Send through the one LLM layer (cache, budget, rate limits); one result per request.
 
     All LLM state lives on the run directory's filesystem (local or object storage): the answer
@@ -15,6 +15,10 @@ def send(ctx, requests: list) -> list:
     the answers present): answers bought by an earlier (killed) run are used and count against
     ``llm.max_usd``.  ``llm.engine: ray`` starts (or joins) Ray for the async actor pool; ``auto``
     uses the pool when an earlier stage of this process started Ray.
+
+    ``prior_usd``: spent on this selection beyond these requests' cached answers (earlier tries,
+    the first asks of a repair round); it counts against ``llm.max_usd``.  ``log_name``: the
+    stage's request log this call writes (one file per call: an object store cannot append).
 
     Sets ``ctx.llm_counts`` (for the stage's manifest counts): ``structured_output`` (what was
     asked for: ``json_schema`` or ``text``) and, when the endpoint could not do structured outputs
@@ -25,7 +29,7 @@ def send(ctx, requests: list) -> list:
     cfg = ctx.cfg
     cache_dir = ctx.run.uri("cache", "llm")
     known = AnswerCache(cache_dir).load(r.key for r in requests)
-    prior = sum(float(rec.get("usd", 0.0)) for rec in known.values())
+    prior = prior_usd + sum(float(rec.get("usd", 0.0)) for rec in known.values())
     if cfg.llm.engine == "ray" and cfg.llm.mode == "online":
         from selectllm.engines import ray_init
 
@@ -33,7 +37,7 @@ def send(ctx, requests: list) -> list:
     report: dict = {}
     with llm_endpoint(cfg.llm, ctx.run.uri("logs", "simulator.jsonl")) as base_url:
         results = run_requests(requests, cfg.llm, cache_dir=cache_dir,
-                               requests_log=ctx.run.staging_uri(ctx.out_path("requests.jsonl")),
+                               requests_log=ctx.run.staging_uri(ctx.out_path(log_name)),
                                base_url=base_url, prior_usd=prior, known=known, report=report)
     structured = any(r.response_format is not None for r in requests) and cfg.llm.structured_output != "off"
     counts: dict = {"structured_output": "json_schema" if structured else "text"}

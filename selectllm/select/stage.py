@@ -1,8 +1,10 @@
 """The ``select`` stage: turn clusters into exactly ``budget`` chosen rows with one strategy.
 
 Writes ``select/decisions.parquet`` (one row per LLM group; empty for LLM-free strategies),
-``select/requests.jsonl`` (one line per LLM request) and ``selected.jsonl`` (moved to the run
-root on commit).  Answers are cached under ``cache/llm/`` in the run directory, outside the
+``select/requests.jsonl`` (one line per LLM request), ``select/repairs.jsonl`` (one line per
+repair request, see decide.py) and ``selected.jsonl`` (moved to the run root on commit).  The
+LLM's health (:mod:`selectllm.select.health`) goes into the stage's counts and one printed line;
+the stage fails when the LLM decided fewer than ``select.min_llm_share`` of its groups.  Answers are cached under ``cache/llm/`` in the run directory, outside the
 stage's staging folder, so a killed run pays for no request twice.
 """
 
@@ -17,6 +19,7 @@ from selectllm.contract import Output, Resources, Settings, Stage
 from selectllm.errors import BudgetExceeded
 from selectllm.schemas import DECISIONS
 from selectllm.select import registry
+from selectllm.select.health import check_share, health, health_line
 from selectllm.select.tables import Pool, lookup
 
 # llm settings that change speed, never answers: changing them must not invalidate a selection
@@ -65,9 +68,10 @@ def write_outputs(ctx, selected: list[tuple[str, int]], decisions: list[dict]) -
     table = pa.Table.from_pylist(decisions, schema=DECISIONS) if decisions else DECISIONS.empty_table()
     with fs.open(ctx.out_path("decisions.parquet"), "wb") as f:
         pq.write_table(table, f)
-    if not fs.exists(ctx.out_path("requests.jsonl")):
-        with fs.open(ctx.out_path("requests.jsonl"), "w"):
-            pass
+    for log in ("requests.jsonl", "repairs.jsonl"):
+        if not fs.exists(ctx.out_path(log)):
+            with fs.open(ctx.out_path(log), "w"):
+                pass
 
 
 def run_stage(ctx) -> dict:
@@ -85,6 +89,11 @@ def run_stage(ctx) -> dict:
     chosen = [i for i, _ in result.selected]
     if len(chosen) != target or len(set(chosen)) != target:
         raise RuntimeError(f"select: strategy {cfg.select.strategy} chose {len(set(chosen))} distinct rows, not {target}")
+    llm = getattr(ctx, "llm_counts", {})
+    h = health(result.decisions) if result.decisions else None
+    if h is not None:
+        ctx.log.print(health_line(h, llm.get("structured_output")))
+        check_share(h, cfg.select.min_llm_share)
     write_outputs(ctx, result.selected, result.decisions)
     by_status: dict[str, int] = {}
     for d in result.decisions:
@@ -92,8 +101,8 @@ def run_stage(ctx) -> dict:
     counts = {"selected": target, "groups": len(result.decisions), **{f"groups_{k}": v for k, v in by_status.items()},
               "input_tokens": sum(d["input_tokens"] for d in result.decisions),
               "output_tokens": sum(d["output_tokens"] for d in result.decisions),
-              "usd": round(sum(d["usd"] for d in result.decisions), 6), **result.extra,
-              **getattr(ctx, "llm_counts", {})}
+              "usd": round(sum(d["usd"] for d in result.decisions), 6), **result.extra, **llm,
+              **({"llm_health": h} if h is not None else {})}
     if cfg.select.strict_budget and by_status.get("budget_stopped"):
         raise BudgetExceeded(f"llm.max_usd={cfg.llm.max_usd} reached with {by_status['budget_stopped']} groups "
                              "undecided (select.strict_budget is true); answers so far are cached")
@@ -107,6 +116,7 @@ STAGE = Stage(
     outputs=(
         Output("decisions", "decisions.parquet", schema=DECISIONS),
         Output("requests", "requests.jsonl"),
+        Output("repairs", "repairs.jsonl"),
         Output("selected", "selected.jsonl", root=True),
     ),
     settings=Settings(("select", "llm"), exclude={"llm": LLM_SPEED_KEYS, "select": SELECT_LIMIT_KEYS}),
