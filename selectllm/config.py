@@ -231,6 +231,22 @@ class PriceConfig(_Strict):
     output_per_mtok: float = Field(0.60, ge=0)
 
 
+class SimulatorHabits(_Strict):
+    """Real models' habits the simulator can show in its selection answers: the share of answers
+    with each (all 0 by default; at most one form habit per answer, tried in this order)."""
+
+    refusal: float = Field(0.0, ge=0, le=1)  # "I'm sorry, I can't choose..." (no ids)
+    echo_example: float = Field(0.0, ge=0, le=1)  # repeats the prompt's format example
+    think: float = Field(0.0, ge=0, le=1)  # a <think> block naming other ids, then the answer
+    prose: float = Field(0.0, ge=0, le=1)  # a sentence naming rejected ids, then "Answer: [..]"
+    wrong_count: float = Field(0.0, ge=0, le=1)  # one id too many (or too few)
+    zero_based: float = Field(0.0, ge=0, le=1)  # ids counted from 0
+    out_of_range: float = Field(0.0, ge=0, le=1)  # an id past the last candidate added
+    fenced: float = Field(0.0, ge=0, le=1)  # the JSON answer inside a ```json fence
+    truncated: float = Field(0.0, ge=0, le=1)  # the JSON answer cut in the middle
+    obey_injection: float = Field(0.0, ge=0, le=1)  # picks a candidate whose text asks to be picked
+
+
 class SimulatorConfig(_Strict):
     """Knobs of the local OpenAI-compatible server (``llm.provider: simulator``)."""
 
@@ -240,6 +256,11 @@ class SimulatorConfig(_Strict):
     error_rate: float = Field(0.0, ge=0, le=1)
     malformed_rate: float = Field(0.0, ge=0, le=1)
     seed: int = 0
+    # who picks: the length/diversity heuristic, or a seeded uniform draw among the candidates
+    chooser: Literal["heuristic", "uniform"] = "heuristic"
+    # share of selection answers that name the first shown candidates, whatever they say
+    position_bias: float = Field(0.0, ge=0, le=1)
+    habits: SimulatorHabits = Field(default_factory=SimulatorHabits)
 
 
 class LLMConfig(_Strict):

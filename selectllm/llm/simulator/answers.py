@@ -17,6 +17,8 @@ RATE_RE = re.compile(r"Rate the following", re.I)
 INPUT_RE = re.compile(r"### Input:(.*?)(?:###|\Z)", re.S)
 WORD_RE = re.compile(r"\w+")
 REASONS_RE = re.compile(r"in brackets, then a one-line reason", re.I)  # select.reasons, text form
+EXAMPLE_RE = re.compile(r"e\.g\.,? (\[[\d, \]\[]*\])")  # the format example of a selection prompt
+INJECTION_RE = re.compile(r"\b(?:pick|select|choose) (?:me|this)\b|ignore the above", re.I)
 MALFORMED = (
     "I think every one of these instructions is valuable, so I cannot pick just a few.",
     "Sure! Here are my thoughts on the candidates: they vary a lot in quality and scope.",
@@ -85,8 +87,68 @@ def _items_are_objects(response_format: dict | None, key: str) -> bool:
         return False
 
 
-def answer_text(messages: list[dict], response_format: dict | None) -> str:
-    """The full (untruncated) deterministic answer to a chat request."""
+def _no_draw(name: str) -> float:
+    return 1.0  # never below a rate: no habit, no bias
+
+
+def choose(cands: list[tuple[int, str]], k: int, cfg=None, draw=_no_draw) -> list[int]:
+    """The ids a selection answer names: the heuristic's (or, ``chooser: uniform``, a seeded
+    draw), or the first shown (``position_bias``), or a candidate asking to be picked
+    (``habits.obey_injection``) first."""
+    if cfg is not None and cfg.chooser == "uniform":
+        ranked = sorted(cands, key=lambda c: draw(f"uniform:{c[0]}"))
+        ids = [cid for cid, _ in ranked[:k]]
+    else:
+        ids = select_ids(cands, k)
+    if cfg is None:
+        return ids
+    if draw("position") < cfg.position_bias:
+        ids = [cid for cid, _ in cands[:k]]
+    if draw("obey_injection") < cfg.habits.obey_injection:
+        pushy = [cid for cid, t in cands if INJECTION_RE.search(t)]
+        ids = (pushy + [i for i in ids if i not in pushy])[:k]
+    return ids
+
+
+def with_habit(ids: list[int], n: int, k: int, source: str, json_mode: bool, key: str, cfg=None,
+               draw=_no_draw) -> str | None:
+    """The answer in the form of the first habit drawn (None: no habit, the usual form)."""
+    if cfg is None:
+        return None
+    h = cfg.habits
+    as_json = lambda xs: json.dumps({key: xs})  # noqa: E731
+    as_text = lambda xs: ", ".join(f"[{i}]" for i in xs)  # noqa: E731
+    plain = as_json if json_mode else as_text
+    others = [i for i in range(1, n + 1) if i not in ids][:2]
+    if draw("refusal") < h.refusal:
+        return "I'm sorry, but I can't decide which of these instructions are most valuable."
+    if draw("echo_example") < h.echo_example:
+        m = EXAMPLE_RE.search(source)
+        return m.group(1) if m else "[1]"
+    if draw("think") < h.think:
+        mention = " and ".join(f"[{i}]" for i in others) or "the others"
+        return f"<think>{mention} look weaker; I prefer {as_text(ids)}.</think>\n{plain(ids)}"
+    if draw("prose") < h.prose:
+        mention = " and ".join(f"[{i}]" for i in others) or "the rest"
+        return f"Compared with {mention}, my choice is clear.\nAnswer: {as_text(ids)}"
+    if draw("wrong_count") < h.wrong_count:
+        return plain(ids[:-1] if len(ids) > 1 and draw("fewer") < 0.5 else ids + others[:1])
+    if draw("zero_based") < h.zero_based:
+        return plain([i - 1 for i in ids])
+    if draw("out_of_range") < h.out_of_range:
+        return plain(ids + [n + 1])
+    if draw("fenced") < h.fenced:
+        return f"```json\n{as_json(ids)}\n```"
+    if draw("truncated") < h.truncated:
+        full = as_json(ids)  # cut after the first identifier, as max_tokens would
+        return full[: full.index(",") + 1] if "," in full else full[: max(1, len(full) // 2)]
+    return None
+
+
+def answer_text(messages: list[dict], response_format: dict | None, cfg=None, draw=_no_draw) -> str:
+    """The full (untruncated) deterministic answer to a chat request.  ``cfg``: a
+    :class:`SimulatorConfig` whose chooser, ``position_bias`` and habits apply to selection
+    answers; ``draw(name)``: a number in [0, 1) per decision (a pure function of the request)."""
     json_mode = isinstance(response_format, dict) and response_format.get("type") in (
         "json_object", "json_schema")
     users = [_text_of(m.get("content")) for m in messages if m.get("role") == "user"]
@@ -98,10 +160,13 @@ def answer_text(messages: list[dict], response_format: dict | None) -> str:
     if cands:
         m = SELECT_K_RE.search(source) or SELECT_K_RE.search(everything)
         k = int(m.group(1)) if m else 1
-        ids = select_ids(cands, k)
+        ids = choose(cands, k, cfg, draw)
         texts = dict(cands)
+        key = _schema_key(response_format, ("array",), "selected") if json_mode else "selected"
+        odd = with_habit(ids, len(cands), k, source, json_mode, key, cfg, draw)
+        if odd is not None:
+            return odd
         if json_mode:
-            key = _schema_key(response_format, ("array",), "selected")
             if _items_are_objects(response_format, key):  # {"choices": [{"id": 3, "reason": "..."}]}
                 return json.dumps({key: [{"id": i, "reason": score_reason(texts[i])} for i in ids]})
             return json.dumps({key: ids})

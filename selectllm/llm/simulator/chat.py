@@ -179,7 +179,8 @@ class SimState:
         if malformed:
             text = MALFORMED[int(_unit(body_sha, self.cfg.seed, attempt, "which") * len(MALFORMED))]
         else:
-            text = answer_text(body["messages"], body.get("response_format"))
+            text = answer_text(body["messages"], body.get("response_format"), self.cfg,
+                               lambda name: _unit(body_sha, self.cfg.seed, attempt, name))
         text, completion, truncated = truncate_to_tokens(text, model, max_tokens)
         comp = {
             "id": f"chatcmpl-{body_sha[:12]}{attempt}",
