@@ -69,6 +69,7 @@ def test_collected_real_answers_parse_as_recorded():
     lines = [json.loads(x) for x in CORPUS.read_text().splitlines() if x.strip()]
     assert len(lines) >= 20
     for rec in lines:
-        p = parse_selection(rec["answer"], rec["candidates"], rec["picks"], example=tuple(rec["example"]))
+        p = parse_selection(rec["answer"], rec["candidates"], rec["picks"], rec["kind"] == "reasons",
+                            example=tuple(rec["example"]))
         got = {"positions": p.positions, "classes": sorted(p.classes)}
         assert got == rec["expected"], rec["answer"]

@@ -198,3 +198,20 @@ def test_a_run_that_never_hears_the_llm_fails_with_one_line(tmp_path):
     entry = run_stage(cfg, RunDir(str(tmp_path)), BY_NAME["select"])
     h = entry["counts"]["llm_health"]
     assert h["llm_decided"] == 0 and h["fallback_causes"] == {"unusable: no_ids": h["llm_groups"]}
+
+
+def test_the_report_shows_where_picks_stood():
+    from selectllm.report import html
+
+    decisions = [{"status": "ok", "chosen_by": ["llm"], "candidate_ids": list("abcdef"), "shown_order": [0] * 6,
+                  "picked_positions": [p], "parse": [], "cause": ""} for p in (1, 1, 1, 2, 6)]
+    h = health(decisions)
+    plots = []
+    r = SimpleNamespace(stages={"select": {"counts": {"llm_health": h, "structured_output": "text"}}},
+                        inputs=SimpleNamespace(stage=lambda name: "select"), metrics={},
+                        plot=lambda *a: plots.append(a) or "<img>")
+    out = html.positions_section(r)
+    assert 'id="positions"' in out and "picks at shown position 1: 60% (uniform 17%)" in out
+    assert "60.0%" in out and "16.7%" in out and len(plots) == 1 and r.metrics["llm_health"] == h
+    r.stages = {"select": {"counts": {}}}  # an LLM-free strategy: no section
+    assert html.positions_section(r) == ""

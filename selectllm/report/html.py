@@ -508,6 +508,38 @@ def spend_section(r: Report) -> str:
     return "\n".join(parts)
 
 
+def positions_section(r: Report) -> str:
+    """Where the LLM's picks stood in the shown order (the select stage's ``llm_health`` counts),
+    against the uniform share; the run's health line.  Left out when the LLM was not asked."""
+    from selectllm.select.health import health_line
+
+    counts = (r.stages.get(r.inputs.stage("decisions")) or {}).get("counts") or {}
+    h = counts.get("llm_health")
+    if not h or not h.get("llm_groups"):
+        return ""
+    r.metrics["llm_health"] = h
+    parts = ['<h2 id="positions">Where picks stood in the shown order</h2>',
+             f"<p>{esc(health_line(h, counts.get('structured_output')))}</p>"]
+    positions = {int(k): int(v) for k, v in (h.get("pick_positions") or {}).items()}
+    picks = sum(positions.values())
+    shown = int(h.get("shown") or max(positions, default=1))
+    if not picks:
+        parts.append('<p class="note">The LLM made no usable pick.</p>')
+        return "\n".join(parts)
+    labels = [str(p) for p in range(1, max(shown, max(positions)) + 1)]
+    parts.append(r.plot("plot-positions", "Bar plot of the LLM's picks by their position in the shown order",
+                        P.bar_plot(labels, [positions.get(int(p), 0) for p in labels],
+                                   f"LLM picks by shown position (uniform: {picks / shown:.1f} each)", "picks")))
+    parts.append(table(["shown position", "picks", "share", "uniform share"],
+                       [[p, positions.get(int(p), 0), f"{positions.get(int(p), 0) / picks:.1%}", f"{1 / shown:.1%}"]
+                        for p in labels], numeric={1}))
+    parts.append('<p class="note">Candidates are shown in a seeded random order per prompt, so a model that '
+                 'favours a position picks at random among the candidates, not the cluster center; a share far '
+                 'above uniform at one position says the model reads positions more than content '
+                 '(<code>select.permutations: 2</code> keeps only picks two orders agree on).</p>')
+    return "\n".join(parts)
+
+
 def explorer_section(r: Report) -> str:
     return X.section(r.explorer, r.explorer_map,
                      not_run(r.inputs.stage("selected"), "Selection explorer", anchor=False))
@@ -577,7 +609,8 @@ def config_section(r: Report) -> str:
 
 # the page, top to bottom; a section returns "" to be left out.  The pool map comes before the
 # explorer (it draws the explorer's map in its projection).
-SECTIONS = (header_section, dedup_section, clusters_section, map_section, spend_section, explorer_section,
+SECTIONS = (header_section, dedup_section, clusters_section, map_section, spend_section, positions_section,
+            explorer_section,
             stages_section, compare_section, selected_section, config_section)
 
 
