@@ -181,11 +181,11 @@ def test_health_counts_and_the_share_check():
     check_share(health([small, stopped]), 0.9)  # nothing asked but budget stops: strict_budget decides
 
 
-@pytest.mark.subprocess
+@pytest.mark.ray
 def test_a_run_that_never_hears_the_llm_fails_with_one_line(tmp_path):
     from selectllm.pipeline import BY_NAME, run_stage
 
-    from test_compare import make_pool_run, pool_config
+    from helpers import make_pool_run, pool_config
 
     make_pool_run(tmp_path)
     cfg = pool_config(tmp_path, "llm.simulator.malformed_rate=1.0")
