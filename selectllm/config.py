@@ -42,7 +42,7 @@ class InputFields(_Strict):
 
 # columns the dedup stage writes itself: an input.keep column may not take one of these names
 RESERVED_COLUMNS = ("id", "instruction", "input", "text", "source", "source_row", "raw", "reason",
-                    "user_turn", "media_parts", "cluster_id", "strategy", "status")
+                    "user_turn", "media_parts", "cluster_id", "strategy", "status", "findings")
 
 
 class InputConfig(_Strict):
@@ -306,6 +306,43 @@ class SparkConfig(_Strict):
         return out
 
 
+PRIVACY_ENTITIES = ("email", "phone", "credit_card", "iban", "ip", "url", "secret")
+
+
+class PrivacyConfig(_Strict):
+    """What is masked before any row is written (selectllm/privacy; README, Privacy)."""
+
+    mode: Literal["mask", "drop", "off"] = "mask"  # drop: rows with a secret are quarantined ("secret")
+    entities: list[Literal["email", "phone", "credit_card", "iban", "ip", "url", "secret"]] = Field(
+        default_factory=lambda: list(PRIVACY_ENTITIES))
+    output: Literal["masked", "original"] = "masked"  # selected.jsonl: the masked rows, or the source text
+    phone_regions: list[str] = Field(default_factory=lambda: ["US", "GB", "DE", "FR", "IN"])
+    timeout_s: float = Field(5.0, gt=0)  # per detector pass on one field; past it the row is quarantined
+
+    @field_validator("mode", mode="before")
+    @classmethod
+    def _yaml_off(cls, v: Any) -> Any:
+        return "off" if v is False else v  # YAML 1.1 reads a bare `off` as false
+
+    @field_validator("entities")
+    @classmethod
+    def _entities(cls, v: list[str]) -> list[str]:
+        if not v:
+            raise ValueError("empty: list what to mask, or set privacy.mode: off")
+        return sorted(set(v), key=PRIVACY_ENTITIES.index)
+
+    @field_validator("phone_regions")
+    @classmethod
+    def _regions(cls, v: list[str]) -> list[str]:
+        import phonenumbers
+
+        known = phonenumbers.SUPPORTED_REGIONS
+        for r in v:
+            if r.upper() not in known:
+                raise ValueError(f"'{r}' is not a phone region (ISO 3166 code such as US, GB, DE)")
+        return [r.upper() for r in v]
+
+
 class CompareConfig(_Strict):
     """``selectllm compare``: the strategies run side by side (``--strategies`` sets this)."""
 
@@ -341,6 +378,7 @@ class Config(_Strict):
     spark: SparkConfig = Field(default_factory=SparkConfig)
     ray: RayConfig = Field(default_factory=RayConfig)
     compare: CompareConfig = Field(default_factory=CompareConfig)
+    privacy: PrivacyConfig = Field(default_factory=PrivacyConfig)
 
     def section_hash(self, *sections: str, exclude: dict[str, set[str]] | None = None) -> str:
         """Stable hash of some config sections: what decides whether a stage's output is reusable."""

@@ -37,8 +37,14 @@ DUPLICATES = pa.schema(
     ]
 )
 
+# privacy (selectllm/privacy): a row with a secret under privacy.mode drop; a row a detector could
+# not finish on (failed closed: no text of it is kept)
+SECRET, PRIVACY_TIMEOUT = "secret", "privacy_timeout"
 QUARANTINE_REASONS = ("malformed", "empty", "too_long", "bad_encoding", "missing_field", "wrong_type",
-                      "no_user_turn", "malformed_turn", "unreadable")
+                      "no_user_turn", "malformed_turn", "unreadable", SECRET, PRIVACY_TIMEOUT)
+# dedup/part-*.parquet's last column when privacy is on: what was masked in the row, as JSON
+# {"EMAIL": 2, "SECRET": 1} (distinct values per entity type; never the values), null when nothing
+FINDINGS = pa.field("findings", pa.string())
 
 # extra columns of dedup/part-*.parquet (after the DEDUP ones) for a chat preset (input.preset
 # openai | sharegpt | lmsys); the input.keep columns (strings) come after them

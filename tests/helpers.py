@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import random
+import string
 import sys
 import threading
 import uuid
@@ -387,3 +389,84 @@ def reference_farthest_first(x, k, first=None, initial=None):
         d[centers] = -1
         centers.append(int(np.argmax(d.min(axis=1))))
     return centers
+
+
+# ----------------------------------------------------------------------------------------- privacy
+_rng = random.Random(26)
+
+
+def _token(alphabet: str, n: int) -> str:
+    return "".join(_rng.choice(alphabet) for _ in range(n))
+
+
+_ALNUM = string.ascii_letters + string.digits
+# Fake personal data and secrets in their real formats (made here, valid checksums), by the entity
+# type privacy must mask them as.  Secrets are generated, so no token-looking literal is in the repo.
+PLANTED: dict[str, list[str]] = {
+    "EMAIL": ["maria.lopez@example.com", "J.Smith+billing@mail.example.co.uk"],
+    "PHONE": ["+1 415-555-0132", "(212) 555-0199", "+44 20 7946 0958"],
+    "CREDIT_CARD": ["4111 1111 1111 1111", "5500-0000-0000-0004"],
+    "IBAN": ["DE89 3704 0044 0532 0130 00", "GB82WEST12345698765432"],
+    "IP": ["203.0.113.77", "2001:db8:85a3::8a2e:370:7334"],
+    "URL": ["https://intranet.example.com/users/maria?session=abc123"],
+    "SECRET": [
+        "AKIA" + _token("ABCDEFGHIJKLMNOPQRSTUVWXYZ234567", 16),
+        "ghp_" + _token(_ALNUM, 36),
+        "xoxb-" + _token(string.digits, 12) + "-" + _token(string.digits, 12) + "-" + _token(_ALNUM, 24),
+        "sk_live_" + _token(_ALNUM, 24),
+        "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0." + _token(_ALNUM + "_-", 43),
+        "hf_" + _token(string.ascii_letters, 34),
+        "-----BEGIN RSA PRIVATE KEY-----\n" + "\n".join(_token(_ALNUM + "+/", 64) for _ in range(4))
+        + "\n-----END RSA PRIVATE KEY-----",
+        "https://deploy:" + _token(_ALNUM, 14) + "@git.example.com/repo.git",
+    ],
+}
+
+
+def planted_values() -> list[str]:
+    return [v for values in PLANTED.values() for v in values]
+
+
+def planted_text() -> str:
+    """One text holding every planted value, each in a short sentence."""
+    return "\n".join(f"Item {i}: {v} (see above)." for i, v in enumerate(planted_values()))
+
+
+def fragments(value: str, size: int = 12) -> list[str]:
+    """Pieces of a planted value long enough to be its own (a leak of part of a key counts)."""
+    parts = [p for p in value.replace("\n", " ").split(" ") if len(p) >= size]
+    return parts or [value]
+
+
+def file_texts(root) -> dict[str, str]:
+    """Every file under ``root`` as text: Parquet files as their rows (decompressed, every column),
+    the others as bytes decoded with replacement.  What a leak check greps."""
+    import json
+    from pathlib import Path
+
+    import pyarrow.parquet as pq
+
+    out = {}
+    for p in sorted(Path(root).rglob("*")):
+        if not p.is_file():
+            continue
+        if p.suffix == ".parquet":
+            out[str(p)] = json.dumps(pq.read_table(p).to_pylist(), default=str, ensure_ascii=False)
+        else:
+            out[str(p)] = p.read_bytes().decode("utf-8", "replace")
+    return out
+
+
+def leaks(root, values: list[str]) -> list[tuple[str, str]]:
+    """(file, value) for every planted value (or a long piece of one) found in any file under
+    ``root``; JSON-escaped forms are looked for too."""
+    import json
+
+    found = []
+    for path, text in file_texts(root).items():
+        for v in values:
+            for piece in {v, *fragments(v)}:
+                if piece in text or json.dumps(piece)[1:-1] in text:
+                    found.append((path, piece))
+                    break
+    return found

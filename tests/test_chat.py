@@ -289,7 +289,7 @@ def test_dedup_stage_chat_each_turn_keep_columns_and_unreadable_files(spark, tmp
     kept = pa.concat_tables([pq.read_table(p) for p in sorted(out.glob("part-*.parquet"))]).to_pylist()
     names = list(kept[0])
     assert names == schemas.DEDUP.names + ["user_turn", "media_parts", "conversation_id", "model",
-                                           "timestamp", "language"]
+                                           "timestamp", "language", "findings"]
     a = sorted((r["user_turn"], r["instruction"], r["input"]) for r in kept if r["conversation_id"] == "a")
     assert a == [(0, "Name three rivers in Africa.", ""),
                  (1, "Which is the longest?", "User: Name three rivers in Africa.\n\nAssistant: answer 0 to a")]

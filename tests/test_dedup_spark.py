@@ -154,7 +154,7 @@ def test_same_ids_whatever_the_partitioning(spark, corpus):
         kept, quarantine, dups = dedup_dataframe(spark, cfg, num_partitions=n)
         rows = kept.select("id", "source", "source_row").collect()
         seen.append(sorted(tuple(r) for r in rows))
-        assert kept.columns == schemas.DEDUP.names
+        assert kept.columns == schemas.DEDUP.names + [schemas.FINDINGS.name]  # privacy on by default
         assert quarantine.columns == schemas.QUARANTINE.names
         assert dups.columns == schemas.DUPLICATES.names
     assert seen[0] == seen[1] and len(seen[0]) == _expected(corpus, 120)["kept"]

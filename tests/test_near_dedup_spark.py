@@ -275,7 +275,7 @@ def test_dedup_dataframe_removes_near_then_exact(spark, tmp_path):
         base, base.replace("word7 ", "other "), "Something else entirely, not similar at all.", base.upper())) + "\n")
     cfg = load_config(None, [f"input.paths=[{f}]", "dedup.near.enabled=true"])
     kept, _, dups = dedup_dataframe(spark, cfg, num_partitions=1)
-    assert kept.columns == schemas.DEDUP.names and dups.columns == schemas.DUPLICATES.names
+    assert kept.columns == schemas.DEDUP.names + [schemas.FINDINGS.name] and dups.columns == schemas.DUPLICATES.names
     assert sorted(r["source_row"] for r in kept.collect()) == [0, 2]
     d = sorted((r["source_row"], r["kind"]) for r in dups.collect())
     assert d == [(1, "near"), (3, "exact")]

@@ -42,7 +42,7 @@ from selectllm.contract import Output, Resources, Settings, Stage, StageContext
 from selectllm.errors import UserError
 from selectllm.report import metrics as M
 from selectllm.select import registry
-from selectllm.select.stage import LLM_SPEED_KEYS, SELECT_LIMIT_KEYS, STRATEGY_INPUTS
+from selectllm.select.stage import LLM_SPEED_KEYS, SELECT_LIMIT_KEYS, STRATEGY_INPUTS, privacy_output
 from selectllm.select.tables import Pool, hash_sample, lookup, vectors_of
 
 TABLE_COLUMNS = (
@@ -201,7 +201,8 @@ STAGE = Stage(
     inputs={**STRATEGY_INPUTS, "stats": "dedup.stats"},
     outputs=(Output("comparison", "compare.json"), Output("page", "compare.html")),
     settings=Settings(("select", "llm", "compare"),
-                      exclude={"llm": LLM_SPEED_KEYS, "select": {"strategy", *SELECT_LIMIT_KEYS}}),
+                      exclude={"llm": LLM_SPEED_KEYS, "select": {"strategy", *SELECT_LIMIT_KEYS}},
+                      extra=privacy_output),
     resources=Resources(engine="ray"),
     doc="Several strategies over the same embeddings: compare/compare.json, compare/compare.html.",
 )

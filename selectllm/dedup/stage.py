@@ -82,9 +82,21 @@ def is_chat(cfg: Config) -> bool:
 
 def extra_schema(cfg: Config) -> pa.Schema:
     """Columns after the DEDUP ones in dedup/part-*.parquet: ``user_turn``, ``media_parts`` for a
-    chat preset, then the ``input.keep`` columns (strings; :func:`~selectllm.text.formats.keep_value`)."""
+    chat preset, then the ``input.keep`` columns (strings; :func:`~selectllm.text.formats.keep_value`),
+    then ``findings`` when privacy is on (what was masked in the row: ``{"EMAIL": 1}``, or null)."""
     fields = list(schemas.CHAT_COLUMNS) if is_chat(cfg) else []
-    return pa.schema(fields + [(k, pa.string()) for k in cfg.input.keep])
+    fields += [(k, pa.string()) for k in cfg.input.keep]
+    if cfg.privacy.mode != "off":
+        fields.append(schemas.FINDINGS)
+    return pa.schema(fields)
+
+
+def privacy_settings(cfg: Config) -> tuple | None:
+    """What the reading tasks need to build their redactor (plain values), or None when off."""
+    p = cfg.privacy
+    if p.mode == "off":
+        return None
+    return p.mode, tuple(e.upper() for e in p.entities), tuple(p.phone_regions), p.timeout_s
 
 
 def _ddl(schema: pa.Schema) -> str:
@@ -94,14 +106,18 @@ def _ddl(schema: pa.Schema) -> str:
 
 # ----------------------------------------------------------------------------- the Python pass
 def _reader(fmt: str, preset: str, fields: dict | None, max_chars: int, template: str,
-            template_no_input: str, progress=None, turn: str = "first", extra: pa.Schema | None = None):
+            template_no_input: str, progress=None, turn: str = "first", extra: pa.Schema | None = None,
+            privacy: tuple | None = None):
     """The mapInArrow function: splits in, one row per record out (STAGED + ``extra`` columns).
-    Closes over plain values (and ``progress``'s accumulators: rows read, splits done per file)."""
+    Closes over plain values (and ``progress``'s accumulators: rows read, splits done per file).
+
+    ``privacy`` (:func:`privacy_settings`): every row is masked here, before anything else sees
+    it (:func:`_redact`); the id and the embedded text are made from the masked text."""
     rows_acc = progress.rows if progress is not None else None
     done_acc = progress.done if progress is not None else None
     extra = extra if extra is not None else pa.schema([])
     schema = pa.schema(list(STAGED) + list(extra))
-    keep = [f.name for f in extra if f.name not in schemas.CHAT_COLUMNS.names]
+    keep = [f.name for f in extra if f.name not in schemas.CHAT_COLUMNS.names and f.name != schemas.FINDINGS.name]
 
     def read_files(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         from selectllm.text.formats import FILTERED, iter_rows
@@ -110,6 +126,7 @@ def _reader(fmt: str, preset: str, fields: dict | None, max_chars: int, template
 
         cols: dict[str, list] = {n: [] for n in schema.names}
         chars = 0
+        redact = _redact(privacy, keep) if privacy is not None else None
 
         def flush() -> pa.RecordBatch:
             nonlocal cols, chars
@@ -125,8 +142,11 @@ def _reader(fmt: str, preset: str, fields: dict | None, max_chars: int, template
                 url = split.url
                 for row, raw, instr, inp, reason, more in iter_rows(url, fmt, preset, fields, max_chars, split,
                                                                     turn, keep):
+                    found = None
                     if reason == FILTERED:  # failed input.filter: only counted
                         raw = None
+                    elif redact is not None:
+                        row, raw, instr, inp, reason, more, found = redact(row, raw, instr, inp, reason, more)
                     cols["source"].append(url)
                     cols["source_row"].append(row)
                     cols["raw"].append(raw)
@@ -134,7 +154,7 @@ def _reader(fmt: str, preset: str, fields: dict | None, max_chars: int, template
                     cols["input"].append(inp)
                     cols["reason"].append(reason)
                     for name in extra.names:  # a kept field missing from the record: null
-                        cols[name].append(more.get(name) if more else None)
+                        cols[name].append(found if name == schemas.FINDINGS.name else more.get(name) if more else None)
                     if reason is None:  # normalized for the id and the embedding only
                         norm_instr, norm_inp = clean_text(instr), clean_text(inp)
                         text = render_text(norm_instr, norm_inp, template, template_no_input)
@@ -153,6 +173,47 @@ def _reader(fmt: str, preset: str, fields: dict | None, max_chars: int, template
             yield flush()
 
     return read_files
+
+
+def _redact(privacy: tuple, keep: list[str]):
+    """The row masker of one reading task: ``(row, raw, instr, inp, reason, more)`` in, the same
+    masked plus the row's ``findings`` (JSON, or None) out.  The redactor is this Python worker's
+    (built by its first task, reused by the next ones).
+
+    A good row: instruction, input and the ``input.keep`` columns masked together (one numbering);
+    with ``privacy.mode: drop`` a row with a SECRET is quarantined (reason ``secret``, its masked
+    fields as ``raw``).  A quarantined row: its ``raw`` text (the record, or a file's error
+    message) masked.  A detector past ``privacy.timeout_s`` fails closed: a good row is
+    quarantined (``privacy_timeout``) and no text of it is kept; a quarantined row loses its raw."""
+    from selectllm.privacy.redact import DetectTimeout, findings_json, redactor
+
+    mode, entities, regions, timeout_s = privacy
+    red = redactor(entities, regions, timeout_s)
+
+    def redact(row, raw, instr, inp, reason, more):
+        if reason is not None:
+            if not raw:
+                return row, raw, instr, inp, reason, more, None
+            try:
+                masked, found = red.mask_row({"raw": raw})
+            except DetectTimeout:
+                return row, None, instr, inp, reason, more, None
+            return row, masked["raw"], instr, inp, reason, more, findings_json(found)
+        fields = {"instruction": instr, "input": inp}
+        if more:
+            fields.update({k: more.get(k) for k in keep})
+        try:
+            masked, found = red.mask_row(fields)
+        except DetectTimeout:
+            kept = {k: v for k, v in (more or {}).items() if k not in keep}
+            return row, None, None, None, schemas.PRIVACY_TIMEOUT, kept, None
+        more = {**more, **{k: masked[k] for k in keep}} if more else more
+        if mode == "drop" and found.get("SECRET"):
+            record = json.dumps(masked, ensure_ascii=False)
+            return row, record, None, None, schemas.SECRET, more, findings_json(found)
+        return row, None, masked["instruction"], masked["input"], None, more, findings_json(found)
+
+    return redact
 
 
 # ----------------------------------------------------------------------------- progress
@@ -302,7 +363,8 @@ def staged_dataframe(spark, cfg: Config, num_partitions: int | None = None, file
     fields = cfg.input.fields.model_dump() if cfg.input.fields is not None else None
     extra = extra_schema(cfg)
     fn = _reader(cfg.input.format, cfg.input.preset, fields, cfg.dedup.max_chars,
-                 cfg.embed.template, cfg.embed.template_no_input, progress, cfg.input.turn, extra)
+                 cfg.embed.template, cfg.embed.template_no_input, progress, cfg.input.turn, extra,
+                 privacy_settings(cfg))
     return table.mapInArrow(fn, _ddl(pa.schema(list(STAGED) + list(extra))))
 
 
@@ -477,6 +539,7 @@ def _run(ctx, spark) -> dict:
         filtered = staged.where(F.col("reason") == FILTERED).count() if resolved.filters_rows else 0
         read = parsed - filtered
         unreadable = _unreadable_files(staged)
+        privacy = _privacy_totals(staged, cfg) if cfg.privacy.mode != "off" else None
         near_work = posixpath.join(ctx.run.staging_uri(ctx.work), "near") if ctx.work else None
         plan = _plan(staged, cfg, persist=True, near_work=near_work)
         turn = list(schemas.CHAT_COLUMNS)[:1] if is_chat(cfg) else []  # user_turn
@@ -524,6 +587,8 @@ def _run(ctx, spark) -> dict:
         "filtered_rows": filtered,  # rows of read files that failed input.filter (not in read)
         "tables": resolved.tables,  # the Delta/Iceberg snapshots read: {path, format, version}
     }
+    if privacy is not None:  # what was masked (counts only)
+        stats["privacy"] = privacy
     if plan["near_metrics"] is not None:  # how near-duplicate removal went (candidates, buckets, ...)
         stats["near"] = plan["near_metrics"]
     if read != kept + stats["exact_duplicates"] + stats["near_duplicates"] + stats["quarantined_total"]:
@@ -531,11 +596,30 @@ def _run(ctx, spark) -> dict:
     with fs.open(join(out, "stats.json"), "w") as f:
         f.write(json.dumps(stats, indent=2, sort_keys=True) + "\n")
 
-    counts = {k: v for k, v in stats.items() if k not in ("quarantined", "near", "unreadable_files", "tables")}
+    counts = {k: v for k, v in stats.items() if k not in ("quarantined", "near", "unreadable_files", "tables",
+                                                          "privacy")}
+    if privacy is not None:
+        counts["privacy_rows_with_findings"] = privacy["rows_with_findings"]
+        counts.update({f"privacy_{k.lower()}": v for k, v in privacy["values"].items()})
     counts["unreadable_files"] = len(unreadable)
     counts.update({f"near_{k}": v for k, v in (stats.get("near") or {}).items()})
     counts.update({f"quarantined_{r}": n for r, n in quarantined.items()})
     return counts
+
+
+def _privacy_totals(staged, cfg: Config) -> dict:
+    """stats.json's ``privacy``: over every row read (kept, duplicate or quarantined), the values
+    masked per entity type, the rows with at least one per type, and the rows with any."""
+    from pyspark.sql import functions as F
+
+    with_findings = staged.where(F.col(schemas.FINDINGS.name).isNotNull())
+    per_type = with_findings.select(F.explode(F.from_json(schemas.FINDINGS.name, "map<string,bigint>"))
+                                    .alias("type", "n")) \
+        .groupBy("type").agg(F.sum("n").alias("values"), F.count(F.lit(1)).alias("rows")).collect()
+    return {"mode": cfg.privacy.mode, "entities": list(cfg.privacy.entities),
+            "rows_with_findings": with_findings.count(),
+            "values": {r["type"]: int(r["values"]) for r in sorted(per_type, key=lambda r: r["type"])},
+            "rows": {r["type"]: int(r["rows"]) for r in sorted(per_type, key=lambda r: r["type"])}}
 
 
 def _unreadable_files(staged) -> list[dict]:
@@ -592,8 +676,10 @@ STAGE = Stage(
         Output("duplicates", "duplicates.parquet", schema=schemas.DUPLICATES),
         Output("stats", "stats.json"),
     ),
-    # the embedded text is rendered here, so the template is a dedup setting too
-    settings=Settings(("input", "dedup"), extra=lambda cfg: (cfg.embed.template, cfg.embed.template_no_input)),
+    # the embedded text is rendered here, so the template is a dedup setting too; privacy masks
+    # here (privacy.output only changes what selected.jsonl carries: a select setting)
+    settings=Settings(("input", "dedup", "privacy"), exclude={"privacy": {"output"}},
+                      extra=lambda cfg: (cfg.embed.template, cfg.embed.template_no_input)),
     resources=Resources(engine="spark"),
     doc="Spark: read raw files, normalize, quarantine bad rows, drop duplicates.",
 )

@@ -31,6 +31,11 @@ STRATEGY_INPUTS = {"rows": "dedup.rows", "assignments": "cluster.assignments", "
                    "vectors": "embed.vectors"}
 
 
+def privacy_output(cfg) -> tuple:
+    """The setting that changes selected.jsonl but no decision: masked or source text."""
+    return (cfg.privacy.output,) if cfg.privacy.mode != "off" else ()
+
+
 def row_statuses(selected: list[tuple[str, int]], decisions: list[dict]) -> dict[str, str]:
     """selected.jsonl's ``status`` of every selected id, from the decisions' ``chosen_by``
     (llm | fallback | no_llm); a strategy without decisions (LLM-free) gives ``no_llm`` to all."""
@@ -50,6 +55,12 @@ def write_outputs(ctx, selected: list[tuple[str, int]], decisions: list[dict]) -
     written = set(ctx.input("rows").dataset().schema.names)
     extra = [c for c in ("user_turn", *ctx.cfg.input.keep) if c in written]
     rows = lookup(ctx, [i for i, _ in selected], ["instruction", "input", "source", "source_row", *extra])
+    if ctx.cfg.privacy.mode != "off" and ctx.cfg.privacy.output == "original":  # the source text, here only
+        from selectllm.privacy.original import original_rows
+
+        keep = [c for c in ctx.cfg.input.keep if c in written]
+        for ident, values in original_rows(ctx.cfg, rows, keep).items():
+            rows[ident] = {**rows[ident], **values}
     status = row_statuses(selected, decisions)
     ordered = sorted(selected, key=lambda t: (t[1], t[0]))
     # select.reasons: the LLM's one-line reason for each row it chose (null for rows it did not choose)
@@ -119,7 +130,8 @@ STAGE = Stage(
         Output("repairs", "repairs.jsonl"),
         Output("selected", "selected.jsonl", root=True),
     ),
-    settings=Settings(("select", "llm"), exclude={"llm": LLM_SPEED_KEYS, "select": SELECT_LIMIT_KEYS}),
+    settings=Settings(("select", "llm"), exclude={"llm": LLM_SPEED_KEYS, "select": SELECT_LIMIT_KEYS},
+                      extra=privacy_output),
     resources=Resources(engine="ray"),
     doc="Choose exactly select.budget rows (LLM calls for the selectllm strategies).",
 )

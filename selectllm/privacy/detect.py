@@ -1,0 +1,223 @@
+"""Find personal data and secrets in a text, offline: Presidio's pattern recognizers and the
+secret formats of ``secrets.toml``.
+
+* **Personal data**: Presidio's ``EmailRecognizer`` (its domain check with ``tldextract``'s
+  bundled public-suffix snapshot: nothing is fetched), ``PhoneRecognizer`` (``phonenumbers``,
+  the regions of ``privacy.phone_regions``), ``CreditCardRecognizer`` (Luhn), ``IbanRecognizer``
+  (mod-97), ``IpRecognizer``, ``UrlRecognizer``, in an ``AnalyzerEngine`` built with an explicit
+  ``RecognizerRegistry`` and :class:`NoModelNlpEngine`: no spaCy model is loaded or downloaded.
+* **Secrets**: ``secrets.toml`` (gitleaks' formats): a rule's regex runs only when one of its
+  keywords is in the lower-cased text; a match counts when its secret part reaches the rule's
+  entropy.
+
+Fails closed: a regex that runs past ``timeout_s`` (Presidio skips such a pattern and logs a
+warning, ours raise) makes :meth:`Detector.find` raise :class:`DetectTimeout`, so the caller
+quarantines the row instead of passing it on unchecked.
+
+Overlapping findings merge into one span with the type that ranks first in :data:`ENTITIES`
+(a password inside a URL is a SECRET; the URL around it goes too).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import sys
+import tomllib
+from collections import Counter
+from dataclasses import dataclass
+from importlib import resources
+
+# entity types, in the order that wins when two findings overlap; lower-case in the config
+ENTITIES = ("SECRET", "CREDIT_CARD", "IBAN", "EMAIL", "PHONE", "IP", "URL")
+_PRESIDIO_TYPES = {"EMAIL_ADDRESS": "EMAIL", "PHONE_NUMBER": "PHONE", "CREDIT_CARD": "CREDIT_CARD",
+                   "IBAN_CODE": "IBAN", "IP_ADDRESS": "IP", "URL": "URL"}
+DEFAULT_REGIONS = ("US", "GB", "DE", "FR", "IN")
+
+
+class DetectTimeout(Exception):
+    """A detector did not finish on a text within ``timeout_s``: the text is not known to be clean."""
+
+
+@dataclass(frozen=True)
+class Span:
+    start: int
+    end: int
+    type: str  # one of ENTITIES
+
+
+@dataclass(frozen=True)
+class SecretRule:
+    id: str
+    regex: object  # compiled ``regex`` pattern
+    keywords: tuple[str, ...]
+    group: int = 0
+    entropy: float = 0.0
+
+
+def entropy(s: str) -> float:
+    """Shannon entropy in bits per character."""
+    if not s:
+        return 0.0
+    n = len(s)
+    return -sum(c / n * math.log2(c / n) for c in Counter(s).values())
+
+
+def load_rules() -> list[SecretRule]:
+    import regex
+
+    data = tomllib.loads(resources.files("selectllm.privacy").joinpath("secrets.toml").read_text("utf-8"))
+    return [SecretRule(r["id"], regex.compile(r["regex"]), tuple(k.lower() for k in r["keywords"]),
+                       int(r.get("group", 0)), float(r.get("entropy", 0.0))) for r in data["rules"]]
+
+
+def _import_presidio():
+    """presidio_analyzer without torch and transformers: its package imports them when they are
+    installed (for NER engines not used here), 5-15 s per process.  They are hidden only while
+    presidio is imported, and only when this process has not imported them already."""
+    hidden = [m for m in ("torch", "transformers") if m not in sys.modules]
+    for m in hidden:
+        sys.modules[m] = None  # type: ignore[assignment]  # import fails -> presidio skips them
+    try:
+        import presidio_analyzer
+        from presidio_analyzer import predefined_recognizers
+    finally:
+        for m in hidden:
+            if sys.modules.get(m, 0) is None:
+                del sys.modules[m]
+    return presidio_analyzer, predefined_recognizers
+
+
+class _TimeoutWatch(logging.Handler):
+    """Presidio logs a regex that timed out and goes on without it: count those warnings."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.count = 0
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if "timed out" in record.getMessage():
+            self.count += 1
+
+
+def _presidio_engine(entities: set[str], regions: tuple[str, ...], timeout_s: float):
+    presidio, P = _import_presidio()
+    from presidio_analyzer import pattern_recognizer
+    from presidio_analyzer.nlp_engine import NlpArtifacts, NlpEngine
+    from presidio_analyzer.predefined_recognizers.generic import iban_recognizer
+
+    # the regex timeout Presidio passes to every pattern (a module constant read at each call)
+    pattern_recognizer.REGEX_TIMEOUT_SECONDS = timeout_s
+    iban_recognizer.REGEX_TIMEOUT_SECONDS = timeout_s
+
+    import tldextract
+
+    offline_tld = tldextract.TLDExtract(suffix_list_urls=(), cache_dir=None)  # the bundled snapshot
+
+    class OfflineEmailRecognizer(P.EmailRecognizer):
+        def validate_result(self, pattern_text: str):  # noqa: D102 - Presidio's hook
+            return offline_tld(pattern_text.rsplit("@", 1)[-1]).fqdn != ""
+
+    class NoModelNlpEngine(NlpEngine):
+        """An NLP engine without a trained model: no tokens, no NER (the pattern recognizers need
+        none; context words are not used)."""
+
+        def load(self) -> None:
+            pass
+
+        def is_loaded(self) -> bool:
+            return True
+
+        def process_text(self, text: str, language: str) -> NlpArtifacts:
+            return NlpArtifacts(entities=[], tokens=[], tokens_indices=[], lemmas=[], nlp_engine=self,
+                                language=language)
+
+        def process_batch(self, texts, language, batch_size=1, n_process=1, **kwargs):
+            for t in texts:
+                yield t, self.process_text(t, language)
+
+        def is_stopword(self, word: str, language: str) -> bool:
+            return False
+
+        def is_punct(self, word: str, language: str) -> bool:
+            return False
+
+        def get_supported_entities(self) -> list[str]:
+            return []
+
+        def get_supported_languages(self) -> list[str]:
+            return ["en"]
+
+    makers = {"EMAIL": OfflineEmailRecognizer, "PHONE": lambda: P.PhoneRecognizer(supported_regions=regions),
+              "CREDIT_CARD": P.CreditCardRecognizer, "IBAN": P.IbanRecognizer, "IP": P.IpRecognizer,
+              "URL": P.UrlRecognizer}
+    recognizers = [make() for name, make in makers.items() if name in entities]
+    if not recognizers:
+        return None, []
+    registry = presidio.RecognizerRegistry(recognizers=recognizers)
+    engine = presidio.AnalyzerEngine(registry=registry, nlp_engine=NoModelNlpEngine(), supported_languages=["en"])
+    wanted = [k for k, v in _PRESIDIO_TYPES.items() if v in entities]
+    return engine, wanted
+
+
+class Detector:
+    """The detectors of some entity types (``ENTITIES``, any case).  Build one per process
+    (:func:`selectllm.privacy.redact.redactor` keeps one per Python worker)."""
+
+    def __init__(self, entities=ENTITIES, regions=DEFAULT_REGIONS, timeout_s: float = 5.0):
+        self.entities = {e.upper() for e in entities}
+        unknown = self.entities - set(ENTITIES)
+        if unknown:
+            raise ValueError(f"unknown privacy entities: {', '.join(sorted(unknown))}")
+        self.timeout_s = float(timeout_s)
+        self.rules = load_rules() if "SECRET" in self.entities else []
+        self.presidio, self._presidio_types = _presidio_engine(self.entities, tuple(regions), self.timeout_s)
+        self._watch = _TimeoutWatch()
+        logging.getLogger("presidio-analyzer").addHandler(self._watch)
+        logging.getLogger("presidio-analyzer").setLevel(logging.WARNING)
+
+    def find(self, text: str) -> list[Span]:
+        """Non-overlapping spans of ``text``, sorted; raises :class:`DetectTimeout`."""
+        if not text:
+            return []
+        spans = self._secrets(text)
+        if self.presidio is not None:
+            before = self._watch.count
+            for r in self.presidio.analyze(text, language="en", entities=self._presidio_types):
+                spans.append(Span(r.start, r.end, _PRESIDIO_TYPES[r.entity_type]))
+            if self._watch.count != before:
+                raise DetectTimeout(f"a personal-data pattern ran past {self.timeout_s} s")
+        return merge(spans)
+
+    def _secrets(self, text: str) -> list[Span]:
+        if not self.rules:
+            return []
+        low = text.lower()
+        spans = []
+        for rule in self.rules:
+            if not any(k in low for k in rule.keywords):
+                continue
+            try:
+                for m in rule.regex.finditer(text, timeout=self.timeout_s):
+                    value = m.group(rule.group)
+                    if value and entropy(value) >= rule.entropy:
+                        spans.append(Span(m.start(rule.group), m.end(rule.group), "SECRET"))
+            except TimeoutError:
+                raise DetectTimeout(f"secret rule {rule.id} ran past {self.timeout_s} s") from None
+        return spans
+
+
+_RANK = {t: i for i, t in enumerate(ENTITIES)}
+
+
+def merge(spans: list[Span]) -> list[Span]:
+    """Overlapping spans become one covering them all, typed by the highest-ranked of them."""
+    out: list[Span] = []
+    for s in sorted(spans, key=lambda s: (s.start, -s.end)):
+        if out and s.start < out[-1].end:
+            last = out[-1]
+            kind = min(last.type, s.type, key=_RANK.__getitem__)
+            out[-1] = Span(last.start, max(last.end, s.end), kind)
+        else:
+            out.append(s)
+    return out

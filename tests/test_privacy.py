@@ -1,0 +1,116 @@
+"""Privacy detectors and masking, without Spark: every entity type found in its real format,
+typed placeholders numbered within a row, no value kept anywhere, offline, fails closed."""
+
+from __future__ import annotations
+
+import json
+import socket
+
+import pytest
+
+from selectllm.privacy.detect import ENTITIES, Detector, entropy, load_rules, merge, Span
+from selectllm.privacy.redact import DetectTimeout, Redactor, findings_json, redactor
+
+from helpers import PLANTED, planted_text
+
+
+@pytest.fixture(scope="module")
+def red():
+    return redactor(ENTITIES, ("US", "GB", "DE", "FR", "IN"), 5.0)
+
+
+def test_every_planted_value_is_found_with_its_type(red):
+    for kind, values in PLANTED.items():
+        for value in values:
+            text = f"Please look at this: {value} and tell me what you think."
+            spans = red.detector.find(text)
+            assert [(text[s.start:s.end], s.type) for s in spans if value in text[s.start:s.end]], (kind, value, spans)
+            assert {s.type for s in spans if value in text[s.start:s.end]} == {kind}, (kind, value, spans)
+
+
+def test_row_masked_with_numbered_placeholders_shared_across_fields(red):
+    fields = {"instruction": "Write to ann@example.org and bob@example.net, cc ann@example.org.",
+              "input": "Ann's card is 4111 1111 1111 1111; reply to bob@example.net",
+              "team": "owner: carol@example.com"}
+    masked, found = red.mask_row(fields)
+    assert masked["instruction"] == "Write to <EMAIL_1> and <EMAIL_2>, cc <EMAIL_1>."
+    assert masked["input"] == "Ann's card is <CREDIT_CARD_1>; reply to <EMAIL_2>"
+    assert masked["team"] == "owner: <EMAIL_3>"
+    assert dict(found) == {"EMAIL": 3, "CREDIT_CARD": 1}
+    assert findings_json(found) == '{"CREDIT_CARD":1,"EMAIL":3}'
+    assert findings_json(red.mask_row({"instruction": "What is 2+2?"})[1]) is None
+
+
+def test_all_planted_values_leave_no_trace(red):
+    text = planted_text()
+    masked, found = red.mask_row({"instruction": text})
+    for values in PLANTED.values():
+        for v in values:
+            assert v not in masked["instruction"]
+    assert set(found) == set(PLANTED)
+
+
+def test_checksums_decide_cards_and_ibans(red):
+    assert not red.detector.find("order number 4111 1111 1111 1112 shipped")  # Luhn fails
+    assert not red.detector.find("reference GB82 WEST 1234 5698 7654 33 x")  # mod-97 fails
+    assert [s.type for s in red.detector.find("pay to GB82 WEST 1234 5698 7654 32 today")] == ["IBAN"]
+
+
+def test_plain_instructions_have_no_findings(red):
+    for text in ["Give three tips for staying healthy.", "What is the capital of France?",
+                 "Rewrite the sentence in the passive voice: The cat chased the mouse.",
+                 "def add(a, b):\n    return a + b", "Compute 12 * 7 + 3 and explain the steps.",
+                 "password = input('Enter your password: ')", "Set api_key to your own key before running."]:
+        assert red.detector.find(text) == [], text
+
+
+def test_entities_choose_what_is_masked():
+    only_email = Redactor(["EMAIL"])
+    masked, found = only_email.mask_row({"instruction": "mail a@example.com from 10.0.0.1"})
+    assert masked["instruction"] == "mail <EMAIL_1> from 10.0.0.1"
+    with pytest.raises(ValueError):
+        Detector(["NAME"])
+
+
+def test_a_password_in_a_url_is_a_secret_and_the_url_goes_with_it(red):
+    text = "connect with postgres://admin:Xk3r9!pq@db.internal.example.com:5432/prod please"
+    masked, found = red.mask_row({"instruction": text})
+    assert masked["instruction"] == "connect with <SECRET_1> please"
+    assert dict(found) == {"SECRET": 1}
+
+
+def test_merge_keeps_the_highest_ranked_type():
+    spans = merge([Span(0, 30, "URL"), Span(5, 12, "SECRET"), Span(40, 45, "IP")])
+    assert spans == [Span(0, 30, "SECRET"), Span(40, 45, "IP")]
+
+
+def test_secret_rules_load_and_carry_their_source():
+    rules = load_rules()
+    assert len(rules) >= 15 and all(r.keywords for r in rules)
+    assert entropy("aaaa") == 0.0 and entropy("abcd") == 2.0
+
+
+def test_a_detector_past_its_timeout_fails_closed():
+    slow = Redactor(timeout_s=1e-6)
+    text = ("x" * 5000 + " key=" + "a1" * 50 + " ") * 4 + "mail a@example.com " * 200
+    with pytest.raises(DetectTimeout):
+        slow.mask_row({"instruction": text})
+
+
+def test_no_network_is_used(red, monkeypatch):
+    def refuse(*a, **k):
+        raise AssertionError("privacy opened a network connection")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    fresh = Redactor()  # a new engine too: its email check reads the bundled public-suffix list
+    masked, _ = fresh.mask_row({"instruction": "write to someone@mail.example.co.uk and x@y.museum"})
+    assert "@" not in masked["instruction"]
+
+
+def test_findings_never_hold_values(red):
+    masked, found = red.mask_row({"instruction": planted_text()})
+    blob = json.dumps(dict(found))
+    for values in PLANTED.values():
+        for v in values:
+            assert v not in blob
