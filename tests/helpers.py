@@ -441,7 +441,6 @@ def fragments(value: str, size: int = 12) -> list[str]:
 def file_texts(root) -> dict[str, str]:
     """Every file under ``root`` as text: Parquet files as their rows (decompressed, every column),
     the others as bytes decoded with replacement.  What a leak check greps."""
-    import json
     from pathlib import Path
 
     import pyarrow.parquet as pq
@@ -460,7 +459,6 @@ def file_texts(root) -> dict[str, str]:
 def leaks(root, values: list[str]) -> list[tuple[str, str]]:
     """(file, value) for every planted value (or a long piece of one) found in any file under
     ``root``; JSON-escaped forms are looked for too."""
-    import json
 
     found = []
     for path, text in file_texts(root).items():

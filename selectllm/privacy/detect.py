@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 import sys
 import tomllib
 from collections import Counter
@@ -29,7 +30,7 @@ from dataclasses import dataclass
 from importlib import resources
 
 # entity types, in the order that wins when two findings overlap; lower-case in the config
-ENTITIES = ("SECRET", "CREDIT_CARD", "IBAN", "EMAIL", "PHONE", "IP", "URL")
+ENTITIES = ("SECRET", "IBAN", "CREDIT_CARD", "EMAIL", "IP", "PHONE", "URL")
 _PRESIDIO_TYPES = {"EMAIL_ADDRESS": "EMAIL", "PHONE_NUMBER": "PHONE", "CREDIT_CARD": "CREDIT_CARD",
                    "IBAN_CODE": "IBAN", "IP_ADDRESS": "IP", "URL": "URL"}
 DEFAULT_REGIONS = ("US", "GB", "DE", "FR", "IN")
@@ -148,8 +149,14 @@ def _presidio_engine(entities: set[str], regions: tuple[str, ...], timeout_s: fl
         def get_supported_languages(self) -> list[str]:
             return ["en"]
 
+    # Presidio's card pattern predates Mastercard's 2221-2720 range, 15-digit JCB (2131, 1800) and
+    # 19-digit Visa/Maestro, 12-digit Maestro: added, still checked by its Luhn validation
+    cards = [*P.CreditCardRecognizer.PATTERNS, presidio.Pattern(
+        "Mastercard 2-series, JCB 15", r"\b(?:(?:222[1-9]|22[3-9]\d|2[3-6]\d\d|27[01]\d|2720)[- ]?\d{4}[- ]?\d{4}"
+        r"[- ]?\d{4}|(?:2131|1800)[- ]?\d{4}[- ]?\d{4}[- ]?\d{3})\b", 0.3), presidio.Pattern(
+        "19 and 12 digits", r"\b(?:(?:4\d{3}|5[0678]\d\d|6\d{3})(?:[- ]?\d{4}){3}[- ]?\d{3}|(?:5[0678]|6\d)\d{10})\b", 0.3)]
     makers = {"EMAIL": OfflineEmailRecognizer, "PHONE": lambda: P.PhoneRecognizer(supported_regions=regions),
-              "CREDIT_CARD": P.CreditCardRecognizer, "IBAN": P.IbanRecognizer, "IP": P.IpRecognizer,
+              "CREDIT_CARD": lambda: P.CreditCardRecognizer(patterns=cards), "IBAN": P.IbanRecognizer, "IP": P.IpRecognizer,
               "URL": P.UrlRecognizer}
     recognizers = [make() for name, make in makers.items() if name in entities]
     if not recognizers:
@@ -184,7 +191,13 @@ class Detector:
         if self.presidio is not None:
             before = self._watch.count
             for r in self.presidio.analyze(text, language="en", entities=self._presidio_types):
-                spans.append(Span(r.start, r.end, _PRESIDIO_TYPES[r.entity_type]))
+                kind = _PRESIDIO_TYPES[r.entity_type]
+                end = r.end
+                if kind == "URL":
+                    end = _url_end(text, r.end)
+                    if not _is_address(text[r.start:end]):
+                        continue
+                spans.append(Span(r.start, end, kind))
             if self._watch.count != before:
                 raise DetectTimeout(f"a personal-data pattern ran past {self.timeout_s} s")
         return merge(spans)
@@ -205,6 +218,23 @@ class Detector:
             except TimeoutError:
                 raise DetectTimeout(f"secret rule {rule.id} ran past {self.timeout_s} s") from None
         return spans
+
+
+_URL_REST = re.compile(r"[^\s<>\"'`]*")
+
+
+def _url_end(text: str, end: int) -> int:
+    """Presidio's URL pattern can stop inside a word (its TLD list matches ``.bi`` of ``.biz``):
+    a URL goes on to the next space or quote, less trailing punctuation."""
+    rest = _URL_REST.match(text, end).group(0).rstrip(".,;:!?)]}")
+    return end + len(rest)
+
+
+def _is_address(url: str) -> bool:
+    """A URL with a scheme, a ``www.`` or a path: a bare ``name.tld`` is mostly code in
+    instruction logs (``System.out``, ``numbers.size``, ``config.py``), rarely personal."""
+    low = url.lower()
+    return "://" in low or low.startswith("www.") or "/" in low
 
 
 _RANK = {t: i for i, t in enumerate(ENTITIES)}

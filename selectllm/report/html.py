@@ -81,6 +81,18 @@ def _read_selected(inp: StageInput | None) -> list[dict] | None:
     return rows
 
 
+def _masked(selected: list[dict], rows: StageInput | None, cfg) -> list[dict]:
+    """selected.jsonl's rows with the masked text of the dedup rows (``privacy.output: original``
+    puts the source text in selected.jsonl only: the report shows what the LLM saw)."""
+    from selectllm.select.tables import lookup_rows
+
+    if rows is None:  # no masked text to show: none at all
+        return [{k: v for k, v in r.items() if k not in ("instruction", "input", *cfg.input.keep)} for r in selected]
+    text = [c for c in ("instruction", "input", *cfg.input.keep) if c in rows.dataset().schema.names]
+    found = lookup_rows(rows, [str(r["id"]) for r in selected], text)
+    return [{**r, **{c: (found.get(str(r["id"])) or {}).get(c) for c in text}} for r in selected]
+
+
 def _quarantine_examples(inp: StageInput | None) -> dict[str, list[dict]]:
     """A few quarantined rows per reason (scans at most QUARANTINE_SCAN_MAX_ROWS rows)."""
     out: dict[str, list[dict]] = {}
@@ -323,6 +335,8 @@ def read(ctx) -> Report:
     inputs = Inputs(ctx)
     stats = inputs.get("stats").read_json() if inputs.get("stats") else None
     selected = _read_selected(inputs.get("selected"))
+    if selected and cfg.privacy.mode != "off" and cfg.privacy.output == "original":
+        selected = _masked(selected, inputs.get("rows"), cfg)  # selected.jsonl has the source text
     decisions = inputs.get("decisions")
     spend_table = decisions.read(columns=SPEND_COLUMNS) if decisions is not None else None
     clusters = _cluster_sizes(inputs.get("centers"), inputs.get("assignments"))
@@ -405,6 +419,30 @@ def dedup_section(r: Report) -> str:
                     f'{ex["source"]}:{ex["source_row"]}' if ex else "",
                 ])
         parts.append(table(["reason", "rows", "example (first 200 chars)", "source:row"], rows, numeric=set()))
+    return "\n".join(parts)
+
+
+def privacy_section(r: Report) -> str:
+    """What privacy masked before anything was written (counts only: values never reach the report)."""
+    p = (r.stats or {}).get("privacy")
+    if p is None:
+        return ""
+    q = (r.stats or {}).get("quarantined") or {}
+    parts = ['<h2 id="privacy">Privacy</h2>', kv([
+        ("mode", p.get("mode")), ("entities", ", ".join(p.get("entities") or [])),
+        ("rows with findings", num(p.get("rows_with_findings", 0))),
+        ("quarantined: secret", num(q.get("secret", 0))),
+        ("quarantined: detector timeout", num(q.get("privacy_timeout", 0))),
+        ("selected.jsonl", r.cfg.privacy.output),
+    ])]
+    values, rows = p.get("values") or {}, p.get("rows") or {}
+    if values:
+        parts.append(table(["entity", "values masked", "rows"], [[t, values[t], rows.get(t, 0)] for t in sorted(values)],
+                           numeric={1, 2}))
+    else:
+        parts.append('<p class="muted">Nothing was found to mask.</p>')
+    parts.append('<p class="muted">Every row was masked in dedup\'s reading tasks: the LLM, the answer cache, this '
+                 'report and every file of the run directory see placeholders such as &lt;EMAIL_1&gt;.</p>')
     return "\n".join(parts)
 
 
@@ -609,8 +647,8 @@ def config_section(r: Report) -> str:
 
 # the page, top to bottom; a section returns "" to be left out.  The pool map comes before the
 # explorer (it draws the explorer's map in its projection).
-SECTIONS = (header_section, dedup_section, clusters_section, map_section, spend_section, positions_section,
-            explorer_section,
+SECTIONS = (header_section, dedup_section, privacy_section, clusters_section, map_section, spend_section,
+            positions_section, explorer_section,
             stages_section, compare_section, selected_section, config_section)
 
 
