@@ -114,7 +114,8 @@ def test_stage_outputs_counts_and_schemas(spark, corpus, tmp_path):
 
     # schemas, exactly
     for p in parts:
-        assert pq.read_schema(p).equals(schemas.DEDUP, check_metadata=False), pq.read_schema(p)
+        assert pq.read_schema(p).equals(pa.schema([*schemas.DEDUP, schemas.FINDINGS]), check_metadata=False), \
+            pq.read_schema(p)  # privacy on by default: what was masked in the row
     kept = pa.concat_tables([pq.read_table(p) for p in parts])
     quarantine = pq.read_table(out / "quarantine")
     dups = pq.read_table(out / "duplicates.parquet")
@@ -218,7 +219,7 @@ def test_nothing_kept_still_writes_schemas(spark, tmp_path):
     out = Path(ctx.out)
     parts = sorted(out.glob("part-*.parquet"))
     assert [p.name for p in parts] == ["part-00000.parquet"]
-    assert pq.read_schema(parts[0]).equals(schemas.DEDUP, check_metadata=False)
+    assert pq.read_schema(parts[0]).equals(pa.schema([*schemas.DEDUP, schemas.FINDINGS]), check_metadata=False)
     dups = pq.read_table(out / "duplicates.parquet")
     assert dups.num_rows == 0 and dups.schema.equals(schemas.DUPLICATES, check_metadata=False)
 

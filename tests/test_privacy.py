@@ -114,3 +114,23 @@ def test_findings_never_hold_values(red):
     for values in PLANTED.values():
         for v in values:
             assert v not in blob
+
+
+def test_the_reading_task_fails_closed_and_drop_quarantines_secrets():
+    from selectllm.dedup.stage import _redact
+
+    long = ("x" * 5000 + " key=" + "a1" * 50 + " ") * 4 + "mail a@example.com " * 200
+    slow = _redact(("mask", ENTITIES, ("US",), 1e-6), ["owner"])
+    row, raw, instr, inp, reason, more, found = slow(3, None, long, "", None, {"owner": "a@example.com"})
+    assert (raw, instr, inp, reason, more, found) == (None, None, None, "privacy_timeout", {}, None)
+    # a quarantined record whose raw text cannot be checked in time keeps none
+    assert slow(4, long, None, None, "malformed", None)[1:5] == (None, None, None, "malformed")
+
+    drop = _redact(("drop", ENTITIES, ("US",), 5.0), ["owner"])
+    secret = PLANTED["SECRET"][0]
+    row, raw, instr, inp, reason, more, found = drop(5, None, f"deploy with {secret}", "", None, {"owner": "me"})
+    assert reason == "secret" and instr is None and secret not in raw
+    assert json.loads(raw) == {"instruction": "deploy with <SECRET_1>", "input": "", "owner": "me"}
+    assert json.loads(found) == {"SECRET": 1}
+    row, raw, instr, inp, reason, more, found = drop(6, None, "write to a@example.com", "", None, {"owner": "me"})
+    assert reason is None and instr == "write to <EMAIL_1>" and json.loads(found) == {"EMAIL": 1}

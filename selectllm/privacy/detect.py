@@ -34,6 +34,7 @@ ENTITIES = ("SECRET", "IBAN", "CREDIT_CARD", "EMAIL", "IP", "PHONE", "URL")
 _PRESIDIO_TYPES = {"EMAIL_ADDRESS": "EMAIL", "PHONE_NUMBER": "PHONE", "CREDIT_CARD": "CREDIT_CARD",
                    "IBAN_CODE": "IBAN", "IP_ADDRESS": "IP", "URL": "URL"}
 DEFAULT_REGIONS = ("US", "GB", "DE", "FR", "IN")
+MIN_PHONE_DIGITS = 7
 
 
 class DetectTimeout(Exception):
@@ -197,6 +198,10 @@ class Detector:
                     end = _url_end(text, r.end)
                     if not _is_address(text[r.start:end]):
                         continue
+                elif kind == "IP" and not _is_ip(text[r.start:end]):
+                    continue
+                elif kind == "PHONE" and sum(c.isdigit() for c in text[r.start:end]) < MIN_PHONE_DIGITS:
+                    continue  # a short code or a count ("followed 1694 zebrafish"), not a subscriber's number
                 spans.append(Span(r.start, end, kind))
             if self._watch.count != before:
                 raise DetectTimeout(f"a personal-data pattern ran past {self.timeout_s} s")
@@ -228,6 +233,18 @@ def _url_end(text: str, end: int) -> int:
     a URL goes on to the next space or quote, less trailing punctuation."""
     rest = _URL_REST.match(text, end).group(0).rstrip(".,;:!?)]}")
     return end + len(rest)
+
+
+def _is_ip(value: str) -> bool:
+    """An address that parses, and for IPv6 one with two groups or more: Presidio's IPv6 pattern
+    takes the ``::`` of Python slices and C++ scopes (``arg[::-1]``, ``Law : Justice ::``)."""
+    import ipaddress
+
+    try:
+        ip = ipaddress.ip_address(value)
+    except ValueError:
+        return False
+    return ip.version == 4 or sum(1 for g in value.split(":") if g) >= 2
 
 
 def _is_address(url: str) -> bool:
