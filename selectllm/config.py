@@ -130,10 +130,35 @@ class NearDedupConfig(_Strict):
     max_bucket: int = Field(1000, ge=2)
 
 
+class QualityConfig(_Strict):
+    """``dedup.quality``: the low-information filter (selectllm/text/quality.py, README)."""
+
+    enabled: bool = True
+    rules: list[Literal["placeholder", "few_words", "alpha_words", "symbols", "long_words", "repetition"]] = Field(
+        default_factory=lambda: ["placeholder", "few_words", "alpha_words", "symbols", "long_words", "repetition"])
+    min_words: int = Field(1, ge=0)
+    min_alpha_word_share: float = Field(0.2, ge=0, le=1)
+    max_symbol_share: float = Field(0.5, ge=0, le=1)
+    max_mean_word_length: float = Field(20.0, gt=0)
+    max_top_word_share: float = Field(0.5, gt=0, le=1)
+    placeholders: list[str] | None = None  # None: the built-in list (test, asdf, lorem ipsum, n/a, ...)
+
+    def rules_object(self):
+        """The :class:`selectllm.text.quality.QualityRules` of these settings, or None when disabled."""
+        from selectllm.text.quality import PLACEHOLDERS, QualityRules
+
+        if not self.enabled:
+            return None
+        return QualityRules(tuple(self.rules), self.min_words, self.min_alpha_word_share, self.max_symbol_share,
+                            self.max_mean_word_length, self.max_top_word_share,
+                            PLACEHOLDERS if self.placeholders is None else frozenset(p.lower() for p in self.placeholders))
+
+
 class DedupConfig(_Strict):
     exact: bool = True
     near: NearDedupConfig = Field(default_factory=NearDedupConfig)
     max_chars: int = Field(20_000, ge=1)
+    quality: QualityConfig = Field(default_factory=QualityConfig)
 
 
 EMBED_BACKENDS = ("auto", "torch", "onnx", "static")
@@ -198,6 +223,8 @@ class SelectConfig(_Strict):
     budget: int = Field(100, ge=1)
     candidates_per_prompt: int = Field(10, ge=2, le=200)
     picks_per_prompt: int = Field(1, ge=1)
+    # selectllm: each cluster's share of the budget ∝ size^α (equal: α = 0; README "Allocation")
+    allocation: Literal["equal", "sqrt", "proportional"] = "sqrt"
     seed: int = 0
     strict_budget: bool = False
     # selectllm-paper: K diverse subsets (one prompt each) and the prompt's layout

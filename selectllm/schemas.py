@@ -41,7 +41,8 @@ DUPLICATES = pa.schema(
 # not finish on (failed closed: no text of it is kept)
 SECRET, PRIVACY_TIMEOUT = "secret", "privacy_timeout"
 QUARANTINE_REASONS = ("malformed", "empty", "too_long", "bad_encoding", "missing_field", "wrong_type",
-                      "no_user_turn", "malformed_turn", "unreadable", SECRET, PRIVACY_TIMEOUT)
+                      "no_user_turn", "malformed_turn", "unreadable", SECRET, PRIVACY_TIMEOUT,
+                      "low_quality")
 # dedup/part-*.parquet's last column when privacy is on: what was masked in the row, as JSON
 # {"EMAIL": 2, "SECRET": 1} (distinct values per entity type; never the values), null when nothing
 FINDINGS = pa.field("findings", pa.string())

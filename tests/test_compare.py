@@ -36,7 +36,8 @@ def test_compare_all_strategies(tmp_path, capsys, ray_local):
     pos = {v: i for i, v in enumerate(ids)}
     for name in ALL:
         row = data[name]
-        assert DESIGN_KEYS | {"cluster_coverage", "mean_length"} <= set(row), name
+        assert DESIGN_KEYS | {"clusters_hit", "mean_length", "sparse_share", "topic_tvd", "source_tvd",
+                              "duplicate_rate", "low_quality_rate", "random_band"} <= set(row), name
         sel = [json.loads(line) for line in (tmp_path / "compare" / name / "selected.jsonl").read_text().splitlines()]
         assert len(sel) == 12 and len({r["id"] for r in sel}) == 12 and {r["strategy"] for r in sel} == {name}
         assert all(r["source_row"] == pos[r["id"]] for r in sel)  # make_pool_run: source_row = row index
@@ -50,7 +51,10 @@ def test_compare_all_strategies(tmp_path, capsys, ray_local):
         for key in ("max", "p99", "mean"):
             assert row[f"coverage_{key}"] == pytest.approx(expect[key], abs=1e-5), (name, key)
         assert row["diversity"] == pytest.approx(M.diversity(x[rows]), abs=1e-6)
-        assert row["cluster_coverage"] == pytest.approx(len(set(labels[rows])) / 12)
+        assert row["clusters_hit"] == pytest.approx(len(set(labels[rows])) / 12)
+        assert 0 <= row["sparse_share"] <= 1 and 0 <= row["topic_tvd"] <= 1
+        lo, hi = row["random_band"]["source_tvd"]
+        assert lo <= hi
         assert (tmp_path / "compare" / name / "decisions.parquet").exists()
     # LLM strategies pay, the others do not; alpagasus pays one request per pool row
     for name in ("random", "kcenter", "kmeans-closest", "length"):

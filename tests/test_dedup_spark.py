@@ -270,3 +270,23 @@ def test_one_split_or_many_gives_the_same_dedup_output(spark, tmp_path):
     for raw, source, row, _reason in outputs[1]["quarantine"]:
         if source.endswith("big.jsonl"):
             assert physical[row] == raw
+
+
+def test_low_information_rows_are_quarantined_with_their_rule(spark, tmp_path):
+    from selectllm.dedup.stage import run_stage
+
+    rows = [{"instruction": "Write a short note about tea.", "input": ""}, {"instruction": "test 123", "input": ""},
+            {"instruction": "aGVsbG8gd29ybGQgaGVsbG8gd29ybGQgaGVsbG8=", "input": ""},
+            {"instruction": "Define photosynthesis.", "input": "$$$ %%%"}]
+    src = tmp_path / "junk.jsonl"
+    src.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    ctx = _ctx(tmp_path, [_paths([str(src)])])
+    counts = run_stage(ctx)
+    out = Path(ctx.out)
+    quarantine = pq.read_table(out / "quarantine").to_pylist()
+    got = sorted((r["source_row"], r["reason"], json.loads(r["raw"])["rule"]) for r in quarantine)
+    assert got == [(1, "low_quality", "placeholder"), (2, "low_quality", "long_words")]
+    assert json.loads(quarantine[0]["raw"])["instruction"] in ("test 123", rows[2]["instruction"])
+    assert counts["kept"] == 2 and counts["quarantined_low_quality"] == 2  # the input is not judged
+    off = _ctx(tmp_path / "off", [_paths([str(src)]), "dedup.quality.enabled=false"])
+    assert run_stage(off)["kept"] == 4

@@ -44,3 +44,19 @@ def test_assign_nearest_and_centers_self():
     assert (labels == brute).all()
     np.testing.assert_allclose(dist, min_dist, atol=1e-5)
     assert (labels[centers] == np.arange(10)).all()
+
+
+def test_a_hub_at_the_mean_direction_is_not_the_first_center():
+    """A content-poor row whose vector sits at the pool's mean direction (the "test" row of a junk
+    pool) was the seed; the seed is now an edge row, and the hub is not among the first centers."""
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(400, 16)).astype(np.float32) + np.r_[3.0, np.zeros(15)].astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    mean = x.mean(0)
+    hub = mean / np.linalg.norm(mean)
+    x = np.vstack([x, hub[None, :]]).astype(np.float32)
+    first = first_center(x)
+    assert first != len(x) - 1
+    assert first == int(np.argmin(x @ x.mean(0)))  # the row least aligned with the mean direction
+    centers, _ = farthest_first(x, 10)
+    assert centers[0] == first and len(x) - 1 not in centers.tolist()

@@ -64,7 +64,7 @@ SCRIPT = textwrap.dedent("""
     pool = Pool(ctx, remote=False)
     ids, labels, dist = pool.arrays()
     oracle = plan_groups(ids, labels, dist, pool.k, cfg.select.budget, cfg.select.picks_per_prompt,
-                         cfg.select.candidates_per_prompt)
+                         cfg.select.candidates_per_prompt, cfg.select.allocation, cfg.select.seed)
     dec = pq.read_table(run.path("select", "decisions.parquet")).sort_by("group_id").to_pylist()
     one = sorted(c for d in decide_groups(ctx, oracle) for c in d["chosen_ids"])
     selected = sorted(json.loads(line)["id"] for line in open(run.path("selected.jsonl")))

@@ -136,6 +136,14 @@ def test_report_full_run(tmp_path):
     assert metrics["stages"] == {"dedup": 12.5, "embed": 30.0, "cluster": 4.2, "select": 8.0}
     assert metrics["not_run"] == []
 
+    # how the selection represents the pool: one source and no input anywhere, so those mixes match
+    rep = metrics["representation"]
+    assert rep["source_tvd"] == 0 and rep["input_tvd"] == 0 and rep["reference_rows"] == 60
+    assert 0 <= rep["sparse_share"] <= 1 and rep["random_band"]["sparse_share"][0] <= rep["random_band"]["sparse_share"][1]
+    assert rep["low_quality_rate"] == 0 and rep["duplicate_rate"] == 0
+    assert 'id="representation"' in page and "what it favours" in page
+    assert metrics["picks_by"] == {"unknown": 6}  # this selected.jsonl has no status column
+
 
 def test_report_empty_decisions(tmp_path):
     emb, chosen = make_report_run(tmp_path, with_decisions=False)
@@ -237,7 +245,7 @@ def test_explorer_reads_only_the_candidates_of_the_embedded_groups(tmp_path, mon
         return original(self, columns=columns, filter=filter)
 
     def spy_lookup(fs, files, ids, columns, remote):
-        lookups.append((files, list(ids), remote))
+        lookups.append((files, list(ids), list(columns), remote))
         return original_lookup(fs, files, ids, columns, remote)
 
     monkeypatch.setattr(StageInput, "read", spy)
@@ -246,8 +254,11 @@ def test_explorer_reads_only_the_candidates_of_the_embedded_groups(tmp_path, mon
     assert not [r for r in reads if (r[0], r[1]) == ("dedup", "rows")]  # never a whole read of the pool
     candidates = {i for d in _decisions(tmp_path) for i in d["candidate_ids"]}
     dedup_parts = {str(p) for p in (tmp_path / "dedup").glob("part-*.parquet")}
-    rows_lookups = [(ids, remote) for files, ids, remote in lookups if {str(f) for f in files} <= dedup_parts]
-    assert rows_lookups and all(set(ids) <= candidates and not remote for ids, remote in rows_lookups)
+    rows_lookups = [(ids, columns, remote) for files, ids, columns, remote in lookups
+                    if {str(f) for f in files} <= dedup_parts]
+    assert rows_lookups and not any(remote for *_, remote in rows_lookups)
+    explorer = [ids for ids, columns, _ in rows_lookups if "source_row" in columns]  # the quality sample's has none
+    assert explorer and all(set(ids) <= candidates for ids in explorer)
     # the decisions' id lists are read for the embedded groups only
     lists = [r for r in reads if r[1] == "decisions" and r[2] and "candidate_ids" in r[2]]
     assert lists and all(f is not None for *_, f in lists)

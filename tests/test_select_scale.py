@@ -71,12 +71,15 @@ CASES = [  # n, k, budget, picks, candidates, parts, buckets, ties
 ]
 
 
+@pytest.mark.parametrize("allocation", ["equal", "sqrt", "proportional"])
 @pytest.mark.parametrize("n,k,budget,picks,cpp,parts,buckets,ties", CASES)
-def test_distributed_plan_equals_the_one_process_oracle(tmp_path, n, k, budget, picks, cpp, parts, buckets, ties):
+def test_distributed_plan_equals_the_one_process_oracle(tmp_path, n, k, budget, picks, cpp, parts, buckets, ties,
+                                                        allocation):
     ids, labels, dist = random_pool(n, k, seed=n + k + budget, ties=ties)
     files = write_parts(tmp_path / "a", ids, labels, dist, parts)
-    oracle = plan_groups(ids, labels, dist, k, budget, picks, cpp)
-    got = D.plan_groups_distributed(FS, files, k, budget, picks, cpp, remote=False, buckets=buckets)
+    oracle = plan_groups(ids, labels, dist, k, budget, picks, cpp, allocation, seed=5)
+    got = D.plan_groups_distributed(FS, files, k, budget, picks, cpp, remote=False, buckets=buckets,
+                                    allocation=allocation, seed=5)
     assert as_tuples(got) == as_tuples(oracle)
     assert sum(g.quota for g in got) == min(budget, n)
 
@@ -84,9 +87,9 @@ def test_distributed_plan_equals_the_one_process_oracle(tmp_path, n, k, budget, 
 def test_distributed_plan_on_ray_tasks_equals_the_oracle(tmp_path, ray_local):
     ids, labels, dist = random_pool(800, 30, seed=3, ties=True)
     files = write_parts(tmp_path / "a", ids, labels, dist, parts=4)
-    oracle = plan_groups(ids, labels, dist, 30, 45, 2, 6)
+    oracle = plan_groups(ids, labels, dist, 30, 45, 2, 6, "sqrt", seed=1)
     for buckets in (1, 5):
-        got = D.plan_groups_distributed(FS, files, 30, 45, 2, 6, remote=True, buckets=buckets)
+        got = D.plan_groups_distributed(FS, files, 30, 45, 2, 6, remote=True, buckets=buckets, allocation="sqrt", seed=1)
         assert as_tuples(got) == as_tuples(oracle)
 
 
@@ -308,7 +311,7 @@ MULTI_NODE = textwrap.dedent("""
     ctx = stage_context(cfg, run, "select")
     far, near = Pool(ctx, remote=True), Pool(ctx, remote=False)
     ids, labels, dist = near.arrays()
-    oracle = plan_groups(ids, labels, dist, near.k, 20, 1, 6)
+    oracle = plan_groups(ids, labels, dist, near.k, 20, 1, 6, cfg.select.allocation, cfg.select.seed)
     groups = selectllm_groups(cfg, far)
     same_groups = [(g.cluster_id, g.candidates, g.quota) for g in groups] == [(g.cluster_id, g.candidates, g.quota) for g in oracle]
     # the selection: the simulator's answers to the distributed plan vs the oracle plan looked up in one process

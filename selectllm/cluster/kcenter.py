@@ -499,12 +499,19 @@ def local_step(kern, keys: np.ndarray | None = None) -> Step:
 
 # ------------------------------------------------------------------------------ public API
 def first_center(x: np.ndarray) -> int:
-    """The row closest to the mean direction: a central, representative starting point."""
+    """The row least aligned with the mean direction: an edge row, like every later center.
+
+    Farthest-first is a 2-approximation of the best radius from any first center (Gonzalez), so
+    the seed is free; the row nearest the mean, the usual choice, is the most generic row of the
+    pool (a content-poor hub: "what can you do", "test") and would be a center, the kcenter
+    baseline's first pick and the head of the largest cluster.  From an edge row the hub becomes
+    a center only if it is farther than the radius from every other center.  Deterministic, one
+    pass of dot products, the same for any sharding (lowest index wins ties)."""
     kern = x if isinstance(x, (NumpyKernel, TorchKernel)) else NumpyKernel(x)
     if kern.n == 0:
         raise ValueError("no rows")
     mean = (kern.col_sums() / kern.n).astype(np.float32)
-    return int(np.argmax(kern.dots(mean)))  # first maximum: lowest index wins ties
+    return int(np.argmin(kern.dots(mean)))  # first minimum: lowest index wins ties
 
 
 def farthest_first(x: np.ndarray, k: int, initial: list[int] | None = None,
@@ -532,7 +539,7 @@ def farthest_first_sequential(x: np.ndarray, k: int, initial: list[int] | None =
     k = min(k, n)
     min_dist = np.full(n, np.inf, dtype=np.float32)
     centers: list[int] = []
-    seeds = list(dict.fromkeys(initial or [])) or ([int(np.argmax(x @ x.mean(0, dtype=np.float64).astype(np.float32)))]
+    seeds = list(dict.fromkeys(initial or [])) or ([int(np.argmin(x @ x.mean(0, dtype=np.float64).astype(np.float32)))]
                                                     if n else [])
     block = 1 << 16
 

@@ -10,8 +10,8 @@ their vectors and a bound, so a round is one round trip and several exact rounds
 served by one pass.  Ties go to the lowest id across all shards (global order = id order), so the
 centers do not depend on how the rows are split (``cluster.shards`` is not part of the settings).
 
-The first center is the row closest to the mean direction (the mean is a reduction of the
-shards' column sums); ``initial`` ids are looked up in the shards and become the first centers.
+The first center is the row least aligned with the mean direction
+(:func:`selectllm.cluster.kcenter.first_center`; the mean is a reduction of the shards' column sums); ``initial`` ids are looked up in the shards and become the first centers.
 Then every shard assigns its rows to the nearest center in blocks (matrix-matrix) and returns
 cluster sizes and radii, and each writes its own id-sorted part of ``assignments.parquet/``
 (:func:`write_assignments`).
@@ -215,12 +215,12 @@ class Shard:
     def col_sums(self) -> np.ndarray:
         return self.kernel.col_sums() if self.n else np.zeros(self.d)
 
-    def best_dot(self, mean: np.ndarray):
-        """(value, key, local, vector) of this shard's row closest to the mean direction."""
+    def least_dot(self, mean: np.ndarray):
+        """(value, key, local, vector) of this shard's row least aligned with the mean direction."""
         if not self.n:
             return None
         sims = self.kernel.dots(mean)
-        i = int(np.argmax(sims))  # first maximum: lowest id of this shard
+        i = int(np.argmin(sims))  # first minimum: lowest id of this shard
         return float(sims[i]), self.keys[i], i, self.kernel.rows([i])[0]
 
     def lookup(self, wanted: np.ndarray) -> list[tuple[Any, int, np.ndarray]]:
@@ -260,9 +260,9 @@ class Shard:
         kern.reset()
         entries = [Entry(0 if own >= 0 else 1, int(own), self.keys[own] if own >= 0 else b"", np.asarray(v))
                    for v, own in seeds]
-        if not entries:  # no global seed: start from this shard's central row
+        if not entries:  # no global seed: start from this shard's edge row (as kcenter.first_center)
             mean = (kern.col_sums() / self.n).astype(np.float32)
-            i = int(np.argmax(kern.dots(mean)))
+            i = int(np.argmin(kern.dots(mean)))
             entries = [Entry(0, i, self.keys[i], kern.rows([i])[0])]
         own_seeds = sum(1 for e in entries if e.shard == 0)
         want = min(len(entries) + tau, self.n + len(entries) - own_seeds)
@@ -409,7 +409,8 @@ class MissingIds(KeyError):
 
 
 def seed_entries(group: ShardGroup, initial: list | None) -> list[Entry]:
-    """The first centers: the ``initial`` ids in order, else the row closest to the mean direction."""
+    """The first centers: the ``initial`` ids in order, else the row least aligned with the mean
+    direction (:func:`selectllm.cluster.kcenter.first_center`)."""
     if initial:
         wanted = list(dict.fromkeys(v.encode() if isinstance(v, str) else bytes(v) for v in initial))
         found: dict[bytes, Entry] = {}
@@ -425,8 +426,8 @@ def seed_entries(group: ShardGroup, initial: list | None) -> list[Entry]:
     total = np.sum(group.call("col_sums"), axis=0)
     mean = (total / n).astype(np.float32)
     best = None
-    for s, r in enumerate(group.call("best_dot", mean)):
-        if r is not None and (best is None or r[0] > best[0][0] or (r[0] == best[0][0] and r[1] < best[0][1])):
+    for s, r in enumerate(group.call("least_dot", mean)):
+        if r is not None and (best is None or r[0] < best[0][0] or (r[0] == best[0][0] and r[1] < best[0][1])):
             best = (r, s)
     (val, key, local, vec), s = best
     return [Entry(s, local, key, vec)]

@@ -164,7 +164,7 @@ STAGE = Stage(
     # shards, batch, min/max shard sizes and device change the speed, never the centers
     settings=Settings(("cluster",), exclude={"cluster": {"shards", "batch", "min_shard_rows", "max_shard_mb",
                                                          "device"}},
-                      extra=lambda cfg: (resolved_k(cfg),)),
+                      extra=lambda cfg: (resolved_k(cfg),), version="first-center-edge"),
     resources=Resources(engine="ray", workers=shard_workers),
     doc="k-center clusters and nearest-center assignment.",
 )

@@ -13,8 +13,16 @@ Metrics per strategy (``compare/compare.json``, one object per strategy):
   (200k), a seeded uniform sample of that many rows (the smallest keyed hashes of the ids, seed
   0: the same rows for every strategy and every split of the pool); ``coverage_rows`` says how many.
 * ``diversity``: mean pairwise cosine distance of the selection.
-* ``cluster_coverage``: share of the cluster stage's clusters holding at least one selected row.
+* ``clusters_hit``: share of the cluster stage's clusters holding at least one selected row -- not
+  a quality figure (it is 1.0 by construction for ``kcenter`` and for ``selectllm`` with equal
+  quotas), so no table shows it.
 * ``mean_length``: mean characters of instruction + input of the selected rows.
+* how well the selection represents the pool (:mod:`selectllm.report.quality`, each labelled there
+  with what it favours): ``sparse_share``, ``dense_share``, ``topic_tvd``, ``source_tvd``,
+  ``input_tvd``, ``length_tvd``, ``length_ratio``, ``duplicate_rate``, ``low_quality_rate``,
+  measured against a seeded sample of at most ``quality.REF_ROWS`` of the coverage rows; and
+  ``random_band``: the [min, max] of each of them and of the coverage figures over 3 seeded random
+  selections of the same size from that sample (the spread a random pick has).
 * ``requests``, ``input_tokens``, ``output_tokens``, ``usd``: what the selection's LLM answers
   cost (cached answers count at the price they were bought for), ``tokens_per_selected``.
 * ``seconds``: wall time of the strategy's select logic (the shared stages are not included).
@@ -48,7 +56,11 @@ from selectllm.select.tables import Pool, hash_sample, lookup, vectors_of
 TABLE_COLUMNS = (
     ("coverage_max", "cov max", "{:.4f}"), ("coverage_p99", "cov p99", "{:.4f}"),
     ("coverage_mean", "cov mean", "{:.4f}"), ("diversity", "diversity", "{:.4f}"),
-    ("cluster_coverage", "clusters hit", "{:.3f}"), ("mean_length", "mean len", "{:.0f}"),
+    ("sparse_share", "sparse 10%", "{:.3f}"), ("dense_share", "dense 50%", "{:.3f}"),
+    ("topic_tvd", "topic TVD", "{:.3f}"), ("source_tvd", "source TVD", "{:.3f}"),
+    ("input_tvd", "input TVD", "{:.3f}"), ("length_tvd", "length TVD", "{:.3f}"),
+    ("length_ratio", "len ratio", "{:.2f}"), ("duplicate_rate", "dup rate", "{:.3f}"),
+    ("low_quality_rate", "low-q rate", "{:.3f}"), ("mean_length", "mean len", "{:.0f}"),
     ("requests", "requests", "{:,}"), ("input_tokens", "in tok", "{:,}"), ("output_tokens", "out tok", "{:,}"),
     ("usd", "usd", "{:.4f}"), ("seconds", "seconds", "{:.1f}"),
 )
@@ -84,9 +96,33 @@ def selection_metrics(x_cov: np.ndarray, x_sel: np.ndarray, labels_sel: np.ndarr
            "coverage_p99": float(np.percentile(d, 99)) if d.size else None,
            "coverage_mean": float(d.mean()) if d.size else None,
            "diversity": M.diversity(x_sel) if len(x_sel) else None,
-           "cluster_coverage": float(len(np.unique(labels_sel)) / k) if k else None,
+           "clusters_hit": float(len(np.unique(labels_sel)) / k) if k else None,
            "mean_length": float(np.mean(lengths_sel)) if len(lengths_sel) else None}
     return out, d.astype(np.float32)
+
+
+def quality_rows(cfg, vectors: np.ndarray, rows: list[dict]):
+    """:func:`selectllm.report.quality.rows_of` with ``dedup.quality``'s rules."""
+    from selectllm.report.quality import rows_of
+
+    return rows_of(vectors, rows, cfg.dedup.quality.rules_object())
+
+
+def reference(ctx, cfg, sample: list[str], x_sample: np.ndarray, target: int):
+    """The pool as the quality figures measure it (a seeded sample of at most ``quality.REF_ROWS``
+    coverage rows, their texts looked up by id) and random's band: each figure's [min, max] over
+    3 seeded random selections of ``target`` of those rows, coverage included."""
+    from selectllm.report import quality as Q
+
+    pick = M.sample_indices(len(sample), Q.REF_ROWS, seed=0)
+    ids = [sample[i] for i in pick]
+    texts = lookup(ctx, ids, ["instruction", "input", "source"])
+    ref = Q.Reference(quality_rows(cfg, x_sample[pick], [texts.get(i, {}) for i in ids]))
+    band = ref.random_band(target)
+    covs = [M.distance_summary(M.nearest_distance(x_sample, ref.rows.vectors[draw])) for draw in ref.draws(target)]
+    for key in ("max", "p99", "mean"):
+        band[f"coverage_{key}"] = [min(c[key] for c in covs), max(c[key] for c in covs)] if covs else None
+    return ref, band
 
 
 def run_stage(ctx: StageContext) -> dict:
@@ -108,6 +144,7 @@ def run_stage(ctx: StageContext) -> dict:
     chosen: dict[str, list[tuple[str, int]]] = {}
     extras: dict[str, dict] = {}
     lengths: dict[str, int] = {}
+    row_info: dict[str, dict] = {}  # id -> instruction, input, source of every selected row
     for name in names:
         cfg_s = cfg.model_copy(deep=True)
         cfg_s.select.strategy = name
@@ -121,8 +158,9 @@ def run_stage(ctx: StageContext) -> dict:
         if len(ids) != target or len(set(ids)) != target:
             raise RuntimeError(f"compare: strategy {name} chose {len(set(ids))} distinct rows, not {target}")
         write_outputs(sub, res.selected, res.decisions)
-        texts = lookup(sub, [i for i in ids if i not in lengths], ["instruction", "input"])
+        texts = lookup(sub, [i for i in ids if i not in lengths], ["instruction", "input", "source"])
         lengths.update({i: len(r["instruction"] or "") + len(r["input"] or "") for i, r in texts.items()})
+        row_info.update(texts)
         sp = spend(res.decisions)
         results[name] = {**{key: sp[key] for key in ("requests", "input_tokens", "output_tokens", "usd")},
                          "seconds": round(seconds, 3), "selected": int(target),
@@ -134,6 +172,7 @@ def run_stage(ctx: StageContext) -> dict:
     x = M.normalize(vectors_of(ctx, union, remote=True))
     cov_idx = np.searchsorted(union, sample)
     x_cov = x[cov_idx]
+    ref, band = reference(ctx, cfg, sample, x_cov, target)
     nearest: dict[str, np.ndarray] = {}
     selections: dict[str, np.ndarray] = {}
     for name in names:
@@ -142,6 +181,8 @@ def run_stage(ctx: StageContext) -> dict:
         length_sel = np.asarray([lengths[i] for i, _ in chosen[name]], dtype=np.int64)
         m, d = selection_metrics(x_cov, x[rows], labels_sel, k, length_sel)
         results[name].update(m)
+        results[name].update(ref.profile(quality_rows(cfg, x[rows], [row_info[i] for i, _ in chosen[name]])))
+        results[name]["random_band"] = band
         nearest[name], selections[name] = d, rows
         console.print(f"[green]✔ {name}[/] in {results[name]['seconds']:.1f}s (coverage mean "
                       f"{m['coverage_mean']:.4f}, usd {results[name]['usd']:.4f})")

@@ -107,12 +107,15 @@ def _ddl(schema: pa.Schema) -> str:
 # ----------------------------------------------------------------------------- the Python pass
 def _reader(fmt: str, preset: str, fields: dict | None, max_chars: int, template: str,
             template_no_input: str, progress=None, turn: str = "first", extra: pa.Schema | None = None,
-            privacy: tuple | None = None):
+            privacy: tuple | None = None, quality=None):
     """The mapInArrow function: splits in, one row per record out (STAGED + ``extra`` columns).
     Closes over plain values (and ``progress``'s accumulators: rows read, splits done per file).
 
     ``privacy`` (:func:`privacy_settings`): every row is masked here, before anything else sees
-    it (:func:`_redact`); the id and the embedded text are made from the masked text."""
+    it (:func:`_redact`); the id and the embedded text are made from the masked text.
+    ``quality`` (a :class:`selectllm.text.quality.QualityRules`): a good row whose (masked)
+    instruction breaks a rule becomes a ``low_quality`` quarantine row whose ``raw`` names the
+    rule (JSON: rule, instruction, input)."""
     rows_acc = progress.rows if progress is not None else None
     done_acc = progress.done if progress is not None else None
     extra = extra if extra is not None else pa.schema([])
@@ -122,6 +125,7 @@ def _reader(fmt: str, preset: str, fields: dict | None, max_chars: int, template
     def read_files(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         from selectllm.text.formats import FILTERED, iter_rows
         from selectllm.text.normalize import clean_text, content_id, render_text
+        from selectllm.text.quality import low_quality_rule
         from selectllm.text.splits import Split
 
         cols: dict[str, list] = {n: [] for n in schema.names}
@@ -147,6 +151,9 @@ def _reader(fmt: str, preset: str, fields: dict | None, max_chars: int, template
                         raw = None
                     elif redact is not None:
                         row, raw, instr, inp, reason, more, found = redact(row, raw, instr, inp, reason, more)
+                    if reason is None and quality is not None and (rule := low_quality_rule(instr, quality)):
+                        raw = json.dumps({"rule": rule, "instruction": instr, "input": inp}, ensure_ascii=False)
+                        instr, inp, reason = None, None, "low_quality"
                     cols["source"].append(url)
                     cols["source_row"].append(row)
                     cols["raw"].append(raw)
@@ -364,7 +371,7 @@ def staged_dataframe(spark, cfg: Config, num_partitions: int | None = None, file
     extra = extra_schema(cfg)
     fn = _reader(cfg.input.format, cfg.input.preset, fields, cfg.dedup.max_chars,
                  cfg.embed.template, cfg.embed.template_no_input, progress, cfg.input.turn, extra,
-                 privacy_settings(cfg))
+                 privacy_settings(cfg), cfg.dedup.quality.rules_object())
     return table.mapInArrow(fn, _ddl(pa.schema(list(STAGED) + list(extra))))
 
 

@@ -33,7 +33,7 @@ EXTRA_CSS = """
 
 COLUMNS = [
     ("coverage_max", "coverage max"), ("coverage_p99", "coverage p99"), ("coverage_mean", "coverage mean"),
-    ("diversity", "diversity"), ("cluster_coverage", "cluster coverage"), ("mean_length", "mean length (chars)"),
+    ("diversity", "diversity"), ("mean_length", "mean length (chars)"),
     ("requests", "LLM requests"), ("input_tokens", "input tokens"), ("output_tokens", "output tokens"),
     ("usd", "USD"), ("tokens_per_selected", "input tokens / selected row"), ("seconds", "seconds"),
 ]
@@ -47,6 +47,30 @@ def _funnel(stats: dict) -> list[tuple[str, int]]:
     kept = int(stats.get("kept", read - qt - exact - near))
     return [("read", read), ("- quarantined", read - qt), ("- exact dups", read - qt - exact),
             ("- near dups", read - qt - exact - near), ("kept", kept)]
+
+
+def representation_table(results: dict) -> str:
+    """How each selection represents the pool (report/quality.py), each figure with what it
+    favours and random's band (3 seeds); "–" where a run did not measure it."""
+    from selectllm.report.quality import FIGURES
+
+    names = list(results)
+    if not any(results[n].get("topic_tvd") is not None for n in names):
+        return ""
+    band = next((results[n].get("random_band") for n in names if results[n].get("random_band")), None) or {}
+    keys = [*FIGURES, "coverage_max", "coverage_mean"]
+    favours = {**FIGURES, "coverage_max": "worst-served pool row's distance to the selection (lower favours tail-seeking)",
+               "coverage_mean": "mean pool row's distance to the selection (lower favours representing the bulk)"}
+
+    def cell(v):
+        return "–" if v is None else f"{v:.3f}"
+
+    rows = [[k, *[results[n].get(k) for n in names],
+             "–" if not band.get(k) else f"{cell(band[k][0])} – {cell(band[k][1])}", favours[k]] for k in keys]
+    return ('<h3 id="representation">How each selection represents the pool</h3>'
+            + table(["figure", *names, "random, 3 seeds", "what it favours"], rows, numeric=set(range(1, len(names) + 1)))
+            + '<p class="muted">Measured against a seeded sample of the pool (at most 20,000 rows); a figure '
+              'outside random\'s band differs from the pool more than a random selection does.</p>')
 
 
 def _examples(ctx, ids: np.ndarray, rows: np.ndarray) -> list[dict]:
@@ -91,6 +115,7 @@ def build_compare_html(ctx, results: dict, extras: dict, x: np.ndarray, cov_idx:
         parts.append(f'<p id="paper-tokens">selectllm-paper used <b>{tps:,.0f}</b> input tokens per selected row; '
                      f'the paper\'s runs used about {PAPER_INPUT_TOKENS[0] / 1e6:.1f}–{PAPER_INPUT_TOKENS[1] / 1e6:.1f}M '
                      f'input tokens for {PAPER_ROWS[0]:,}–{PAPER_ROWS[1]:,} rows, i.e. {lo:,.0f}–{hi:,.0f} per row.</p>')
+    parts.append(representation_table(results))
     for name in names:
         e = extras.get(name) or {}
         if e:
@@ -106,11 +131,11 @@ def build_compare_html(ctx, results: dict, extras: dict, x: np.ndarray, cov_idx:
     def col(key: str) -> list[float]:
         return [float(results[s].get(key) or 0.0) for s in names]
 
-    parts.append(img("plot-quality", "Coverage mean, coverage max, diversity and cluster coverage per strategy",
+    parts.append(img("plot-quality", "Coverage mean, coverage max, diversity and the share of picks from the sparsest 10% per strategy",
                      P.spend_panels(names, [("Coverage mean (lower is better)", "cosine distance", col("coverage_mean"), "{:.3f}"),
                                             ("Coverage max (lower is better)", "cosine distance", col("coverage_max"), "{:.3f}"),
                                             ("Diversity (higher is more spread)", "mean pairwise distance", col("diversity"), "{:.3f}"),
-                                            ("Cluster coverage", "share of clusters hit", col("cluster_coverage"), "{:.2f}")])))
+                                            ("Picks from the sparsest 10% (random ≈ 0.10)", "share", col("sparse_share"), "{:.2f}")])))
     plots += 1
     parts.append('<h2 id="spend">Spend per strategy</h2>')
     parts.append(img("plot-spend", "LLM requests, input tokens, dollars and seconds per strategy",

@@ -521,6 +521,62 @@ def map_section(r: Report) -> str:
     return "\n".join(parts)
 
 
+def _representation(r: Report) -> dict | None:
+    """The quality figures of the selection against a seeded sample of the coverage rows (at most
+    ``quality.REF_ROWS``, their texts looked up by id) and random's band (report/quality.py)."""
+    from selectllm.report import quality as Q
+    from selectllm.select.tables import lookup_rows
+
+    emb, rows_input = r.emb, r.inputs.get("rows")
+    if emb is None or not r.selected or rows_input is None:
+        return None
+    cov = np.flatnonzero(emb.in_cov)
+    sel = np.flatnonzero(emb.is_sel)
+    if len(cov) < 2 or not len(sel):
+        return None
+    ref_rows = cov[M.sample_indices(len(cov), Q.REF_ROWS, SEED)]
+    ids = [emb.ids[i] for i in ref_rows]
+    names = set(rows_input.dataset().schema.names)
+    texts = lookup_rows(rows_input, ids, [c for c in ("instruction", "input", "source") if c in names], remote=False)
+    rules = r.cfg.dedup.quality.rules_object()
+    ref = Q.Reference(Q.rows_of(emb.vectors[ref_rows], [texts.get(i, {}) for i in ids], rules))
+    by_id = {str(s.get("id")): s for s in r.selected}
+    out = ref.profile(Q.rows_of(emb.vectors[sel], [by_id.get(emb.ids[i], {}) for i in sel], rules))
+    return {**out, "random_band": ref.random_band(len(sel)), "reference_rows": len(ref_rows)}
+
+
+def representation_section(r: Report) -> str:
+    """How the selection represents the pool, each figure with what it favours and random's band;
+    and who chose the selected rows (``selected.jsonl``'s status)."""
+    from selectllm.report.quality import FIGURES
+
+    parts = ['<h2 id="representation">How the selection represents the pool</h2>']
+    rep = r.metrics["representation"] = _representation(r)
+    if rep is None:
+        parts.append('<p class="muted">Needs the embeddings, the dedup rows and a selection.</p>')
+    else:
+        band = rep["random_band"] or {}
+
+        def span(k):
+            return "–" if not band.get(k) else f"{band[k][0]:.3f} – {band[k][1]:.3f}"
+
+        parts.append(table(["figure", "selection", "random, 3 seeds", "what it favours"],
+                           [[k, rep[k], span(k), FIGURES[k]] for k in FIGURES], numeric={1}))
+        parts.append(f'<p class="muted">Measured against a seeded sample of {rep["reference_rows"]:,} pool rows; a '
+                     'figure outside random\'s band differs from the pool more than a random selection of the same '
+                     'size does.</p>')
+    status: dict[str, int] = {}
+    for s in r.selected or []:
+        status[str(s.get("status") or "unknown")] = status.get(str(s.get("status") or "unknown"), 0) + 1
+    r.metrics["picks_by"] = status or None  # the LLM's health: the positions section (select stage counts)
+    if status:
+        total = sum(status.values())
+        parts.append("<h3>Who chose the selected rows</h3>")
+        parts.append(table(["chosen by", "rows", "share"], [[k, v, v / total] for k, v in sorted(status.items())],
+                           numeric={1, 2}))
+    return "\n".join(parts)
+
+
 def spend_section(r: Report) -> str:
     parts = ['<h2 id="spend">Selection and LLM spend</h2>']
     sel, spend_table = r.sel_metrics, r.spend_table
@@ -617,8 +673,8 @@ def compare_section(r: Report) -> str:
     parts = ['<h2 id="compare">Strategy comparison</h2>',
              '<p>From <code>selectllm compare</code>: every strategy over the same embeddings'
              + (f'; plots in <a href="{esc(link)}">{esc(link)}</a>' if link else "") + '.</p>']
-    keys = ["coverage_max", "coverage_p99", "coverage_mean", "diversity", "cluster_coverage", "requests",
-            "input_tokens", "usd", "seconds"]
+    keys = ["coverage_max", "coverage_p99", "coverage_mean", "diversity", "sparse_share", "dense_share", "topic_tvd",
+            "source_tvd", "duplicate_rate", "requests", "input_tokens", "usd", "seconds"]
     parts.append(table(["strategy", *keys], [[name, *[row.get(k) for k in keys]] for name, row in compared.items()],
                        numeric=set(range(1, len(keys) + 1))))
     return "\n".join(parts)
@@ -647,8 +703,8 @@ def config_section(r: Report) -> str:
 
 # the page, top to bottom; a section returns "" to be left out.  The pool map comes before the
 # explorer (it draws the explorer's map in its projection).
-SECTIONS = (header_section, dedup_section, privacy_section, clusters_section, map_section, spend_section,
-            positions_section, explorer_section,
+SECTIONS = (header_section, dedup_section, privacy_section, clusters_section, map_section, representation_section,
+            spend_section, positions_section, explorer_section,
             stages_section, compare_section, selected_section, config_section)
 
 

@@ -290,7 +290,7 @@ def selectllm_groups(cfg, pool) -> list[Group]:
     :func:`selectllm.select.plan.plan_groups`, planned by tasks over the assignment parts."""
     s = cfg.select
     return plan_groups_distributed(pool.fs, pool.files, pool.k, s.budget, s.picks_per_prompt,
-                                   s.candidates_per_prompt, pool.remote)
+                                   s.candidates_per_prompt, pool.remote, allocation=s.allocation, seed=s.seed)
 
 
 def selectllm_strategy(ctx, pool) -> StrategyResult:

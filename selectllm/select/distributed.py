@@ -9,8 +9,8 @@ bounded memory.  The driver only ever holds what it asked for:
   rows per cluster (bincount).  The driver turns the sizes into quotas (:func:`plan.allocate_quotas`,
   O(k)).  Pass 2, a shuffle by cluster: every part splits its rows into ``buckets`` (cluster mod
   buckets, rows of clusters without a quota dropped), and each bucket task sorts its clusters'
-  members by (distance, id) and keeps the ``candidates_per_prompt`` at evenly spaced ranks
-  (:func:`plan.cluster_candidates`).  The driver gets O(groups x candidates) ids: exactly the
+  members by (distance, id) and makes its prompts (:func:`plan.cluster_candidates`: evenly spaced
+  ranks, or seeded random draws when a quota needs several prompts).  The driver gets O(groups x candidates) ids: exactly the
   groups :func:`plan.plan_groups` makes with the whole pool in one process.
 * :func:`lookup_table` -- rows by id (a small set: candidates, the selection): each task scans
   some files with an ``id in (...)`` filter.
@@ -102,28 +102,30 @@ def _split_part(fs, path: str, quotas: np.ndarray, buckets: int, only: int | Non
     return tables[0] if buckets == 1 else tuple(tables)
 
 
-def _plan_bucket(quotas: np.ndarray, candidates_per_prompt: int, *tables: pa.Table) -> list[tuple[int, list[str]]]:
+def _plan_bucket(quotas: np.ndarray, picks: int, candidates_per_prompt: int, seed: int,
+                 *tables: pa.Table) -> list[tuple[int, list[tuple[list[str], int]]]]:
     from selectllm.cluster.sharded import ids_to_keys
 
     t = pa.concat_tables(tables)
     ids = ids_to_keys(t.column("id"))  # fixed-width bytes (same order as the strings), not objects:
     # a bucket may hold one cluster of most of the pool
     return cluster_candidates(ids, t.column("cluster_id").to_numpy(), t.column("distance").to_numpy(),
-                              quotas, candidates_per_prompt)
+                              quotas, picks, candidates_per_prompt, seed)
 
 
 def plan_groups_distributed(fs, files: list[str], k: int, budget: int, picks: int, candidates_per_prompt: int,
-                            remote: bool, buckets: int | None = None) -> list[Group]:
+                            remote: bool, buckets: int | None = None, allocation: str = "equal",
+                            seed: int = 0) -> list[Group]:
     """:func:`plan.plan_groups` over the assignment parts ``files`` (see the module doc)."""
     sizes = cluster_sizes(fs, files, k, remote)
-    quotas = allocate_quotas(sizes, budget, picks)
+    quotas = allocate_quotas(sizes, budget, picks, allocation)
     rows = int(sizes[quotas > 0].sum())
     if rows == 0:
         return []
     if buckets is None:
         buckets = max(1, -(-rows // PLAN_ROWS_PER_TASK))
     buckets = max(1, min(buckets, int((quotas > 0).sum()) or 1))
-    found: dict[int, list[str]] = {}
+    found: dict[int, list[tuple[list[str], int]]] = {}
     if remote:
         import ray
 
@@ -132,16 +134,17 @@ def plan_groups_distributed(fs, files: list[str], k: int, budget: int, picks: in
                   for p in files]
         if buckets == 1:
             splits = [[s] for s in splits]
-        plans = [(q, candidates_per_prompt, *[s[j] for s in splits]) for j in range(buckets)]
+        plans = [(q, picks, candidates_per_prompt, seed, *[s[j] for s in splits]) for j in range(buckets)]
         for _, res in run_tasks(_plan_bucket, plans, remote=True):
             found.update(res)
     else:  # one bucket at a time: this process holds one bucket's rows, never the pool
         for j in range(buckets):
-            found.update(_plan_bucket(quotas, candidates_per_prompt,
+            found.update(_plan_bucket(quotas, picks, candidates_per_prompt, seed,
                                       *[_split_part(fs, p, quotas, buckets, only=j) for p in files]))
     groups = []
     for c in np.flatnonzero(quotas > 0):
-        groups.append(Group(group_id=len(groups), cluster_id=int(c), candidates=found[int(c)], quota=int(quotas[c])))
+        for cand, quota in found[int(c)]:
+            groups.append(Group(group_id=len(groups), cluster_id=int(c), candidates=cand, quota=quota))
     return groups
 
 
