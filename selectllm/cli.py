@@ -60,6 +60,11 @@ def _run(config, run_dir, sets, force, debug, stages=None, verbose=False) -> Non
         for name in ("selected.jsonl", "report.html"):
             if run.exists(name):
                 typer.echo(f"{name}: {run.uri(name)}")
+        counts = (run.stage_entry("select") or {}).get("counts") or {}
+        if counts.get("llm_health"):  # the LLM's health, last (see select/health.py)
+            from selectllm.select.health import health_line
+
+            typer.echo(health_line(counts["llm_health"], counts.get("structured_output")))
     if not verbose_requested(verbose):
         typer.echo(f"engine logs: {run.uri(LOGS)}/")
 

@@ -34,6 +34,8 @@ def test_run_resume_force(tmp_path, spark, ray_local, capsys):
     cli("run", str(cfg))
     out = capsys.readouterr().out
     assert f"selected.jsonl: {run / 'selected.jsonl'}" in out and "report.html:" in out
+    tail = out[out.index("report.html:"):].splitlines()  # the LLM's health closes the run's output
+    assert any(line.startswith("LLM health: decided ") for line in tail)
 
     m = manifest(run)
     assert [s for s in ("dedup", "embed", "cluster", "select", "report") if m["stages"][s]["status"] == "complete"] \
