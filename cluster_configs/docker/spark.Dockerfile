@@ -22,8 +22,8 @@ RUN echo "pass" > /tmp/noop.py \
 COPY pyproject.toml README.md /opt/selectllm/
 COPY selectllm /opt/selectllm/selectllm
 COPY jobs /opt/selectllm/jobs
-# the image's Spark is used: selectllm's dedup needs only these on the executors
-RUN pip install --no-cache-dir pyarrow "pandas<3" fsspec s3fs gcsfs zstandard pydantic pyyaml typer rich \
+# the image's Spark is used: selectllm's dedup needs only these on the executors (presidio-analyzer: privacy)
+RUN pip install --no-cache-dir pyarrow "pandas<3" fsspec s3fs gcsfs zstandard pydantic pyyaml typer rich "presidio-analyzer>=2.2.360,<3" \
  && pip install --no-cache-dir --no-deps /opt/selectllm
 
 USER spark

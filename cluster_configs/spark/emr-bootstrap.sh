@@ -13,4 +13,4 @@ aws s3 cp "$SRC_URL" /tmp/selectllm.tar.gz
 tar -xzf /tmp/selectllm.tar.gz -C /tmp/selectllm-src
 # the cluster's own Spark is used: do not install pyspark over it
 sudo /usr/local/selectllm/bin/pip install -q --no-deps /tmp/selectllm-src
-sudo /usr/local/selectllm/bin/pip install -q pyarrow pandas fsspec s3fs zstandard pydantic pyyaml typer rich
+sudo /usr/local/selectllm/bin/pip install -q pyarrow pandas fsspec s3fs zstandard pydantic pyyaml typer rich "presidio-analyzer>=2.2.360,<3"
