@@ -82,15 +82,22 @@ class RecordingServer:
                     return self.reply(200, server.completion(prompt))
                 if self.path == "/v1/files":
                     fid = f"file-{uuid.uuid4().hex[:12]}"
-                    start = text.index('{"custom_id"')
-                    content = text[start:text.rindex("}") + 1]
+                    lines = []  # the uploaded JSONL, out of the multipart body
+                    for line in text.splitlines():
+                        try:
+                            item = json.loads(line)
+                        except ValueError:
+                            continue
+                        if isinstance(item, dict) and "custom_id" in item:
+                            lines.append(line)
+                    content = "\n".join(lines) + "\n"
                     server.files[fid] = content
                     return self.reply(200, {"id": fid, "object": "file", "purpose": "batch", "bytes": len(content),
                                             "created_at": 0, "filename": "in.jsonl", "status": "processed"})
                 if self.path == "/v1/batches":
                     body = json.loads(raw)
                     out = []
-                    for line in server.files[body["input_file_id"]].splitlines():
+                    for line in server.files[body["input_file_id"]].strip().splitlines():
                         item = json.loads(line)
                         prompt = item["body"]["messages"][-1]["content"]
                         out.append(json.dumps({"id": "r", "custom_id": item["custom_id"],
@@ -113,7 +120,7 @@ class RecordingServer:
     @staticmethod
     def completion(prompt: str) -> dict:
         ids = CANDIDATE.findall(prompt) or ["1"]
-        answer = f"[{ids[0]}]" if "<candidate" in prompt else "8"
+        answer = f"[{ids[0]}]" if "<candidate" in prompt else "Score: 4"
         return {"id": "chatcmpl-1", "object": "chat.completion", "created": 0, "model": "m",
                 "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": answer}}],
                 "usage": {"prompt_tokens": len(prompt) // 4, "completion_tokens": 2, "total_tokens": len(prompt) // 4 + 2}}
