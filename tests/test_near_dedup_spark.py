@@ -33,7 +33,8 @@ def test_sample_corpus_planted_near_duplicates(spark, tmp_path):
     from selectllm.dedup.stage import run_stage
 
     want = json.loads(manifest.read_text())
-    ctx = stage_ctx(tmp_path / "run", "dedup", f"input.paths=[{sample}]")
+    # the manifest is the raw corpus's truth: privacy (which masks its planted emails) left out
+    ctx = stage_ctx(tmp_path / "run", "dedup", f"input.paths=[{sample}]", "privacy.mode=off")
     assert ctx.cfg.dedup.near.enabled and ctx.cfg.dedup.near.threshold == 0.7
     counts = run_stage(ctx)
     out = Path(ctx.out)
