@@ -134,3 +134,58 @@ def test_the_reading_task_fails_closed_and_drop_quarantines_secrets():
     assert json.loads(found) == {"SECRET": 1}
     row, raw, instr, inp, reason, more, found = drop(6, None, "write to a@example.com", "", None, {"owner": "me"})
     assert reason is None and instr == "write to <EMAIL_1>" and json.loads(found) == {"EMAIL": 1}
+
+
+def _dedup_row(red, path, row: int, rec: dict, keep=(), user_turn=None) -> dict:
+    from selectllm.text.normalize import clean_text, content_id
+
+    masked, _ = red.mask_row({"instruction": rec["instruction"], "input": rec.get("input", ""),
+                              **{k: rec.get(k) for k in keep}})
+    out = {"source": str(path), "source_row": row, **masked,
+           "id": content_id(clean_text(masked["instruction"]), clean_text(masked["input"]))}
+    if user_turn is not None:
+        out["user_turn"] = user_turn
+    return out
+
+
+def test_original_output_reads_the_source_text_back_and_refuses_a_changed_file(tmp_path, red):
+    from selectllm.config import load_config
+    from selectllm.errors import UserError
+    from selectllm.privacy.original import original_rows
+
+    recs = [{"instruction": "Write to maria.lopez@example.com today", "input": "  keep\tthe spacing ", "team": "a@b.example.org"},
+            {"instruction": "What is 2+2?", "input": "", "team": "x"},
+            {"instruction": f"Why is {PLANTED['SECRET'][1]} rejected?", "input": "", "team": "y"}]
+    path = tmp_path / "in.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in recs))
+    cfg = load_config(None, [f"input.paths=[{path}]", "input.keep=[team]", "privacy.output=original"])
+    rows = {r["id"]: r for r in (_dedup_row(red, path, i, rec, ["team"]) for i, rec in enumerate(recs) if i != 1)}
+    got = original_rows(cfg, rows, ["team"])
+    assert sorted(got.values(), key=lambda v: v["instruction"]) == sorted(
+        ({k: recs[i][k] for k in ("instruction", "input", "team")} for i in (0, 2)), key=lambda v: v["instruction"])
+    # the file changed since dedup: one line, never a wrong row
+    recs[0]["instruction"] = "Write to someone.else@example.com today, please"
+    path.write_text("".join(json.dumps(r) + "\n" for r in recs))
+    with pytest.raises(UserError, match="the input changed"):
+        original_rows(cfg, rows, ["team"])
+
+
+def test_original_output_of_chat_rows_finds_each_user_turn(tmp_path, red):
+    from selectllm.config import load_config
+    from selectllm.privacy.original import original_rows
+    from selectllm.text.chat import chat_rows
+
+    rec = {"messages": [{"role": "system", "content": "Bot of ann@example.org"},
+                        {"role": "user", "content": "Call +1 415-555-0132 please"},
+                        {"role": "assistant", "content": "ok"},
+                        {"role": "user", "content": "And email bob@example.net"}]}
+    path = tmp_path / "chat.jsonl"
+    path.write_text(json.dumps(rec) + "\n")
+    cfg = load_config(None, [f"input.paths=[{path}]", "input.preset=openai", "input.turn=each"])
+    turns = chat_rows(rec, "openai", "each")
+    rows = {}
+    for t in turns:
+        r = _dedup_row(red, path, 0, {"instruction": t.instruction, "input": t.context}, user_turn=t.user_turn)
+        rows[r["id"]] = r
+    got = original_rows(cfg, rows, [])
+    assert sorted(v["instruction"] for v in got.values()) == ["And email bob@example.net", "Call +1 415-555-0132 please"]
