@@ -133,6 +133,50 @@ def compare(config: str = ConfigArg,
     typer.echo(f"compare.html: {run.uri('compare', 'compare.html')}")
 
 
+history_app = typer.Typer(no_args_is_help=True, help="The programme's history (config key 'history').")
+app.add_typer(history_app, name="history")
+HistoryConfigOpt = typer.Option(None, "--config", help="A config whose 'history' names the history.")
+HistoryUrlOpt = typer.Option(None, "--history", help="The history's path or URL (instead of --config).")
+
+
+def _history(config: Optional[str], url: Optional[str], sets: Optional[List[str]], debug: bool):
+    from selectllm.history import History
+
+    _state["debug"] = debug
+    if url is None:
+        if config is None:
+            raise UserError("history: give --config CONFIG (its 'history' key) or --history URL")
+        url = _load(config, None, sets, debug).history.path
+        if not url:
+            raise UserError(f"history: {config} sets no 'history'")
+    return History(url)
+
+
+@history_app.command("import")
+def history_import(file: str = typer.Argument(..., help="CSV (header with id[,status]) or JSON lines ({id, status})."),
+                   config: Optional[str] = HistoryConfigOpt, history: Optional[str] = HistoryUrlOpt,
+                   status: Optional[str] = typer.Option(None, "--status",
+                                                        help="annotated | rejected, for rows without a status."),
+                   set_: Optional[List[str]] = SetOpt, debug: bool = DebugOpt):
+    """Mark rows annotated or rejected (an annotation tool's export): no later run selects them."""
+    from selectllm.history import import_statuses
+
+    h = _history(config, history, set_, debug)
+    with h.lock(f"import {file}"):
+        entry = import_statuses(h, file, status)
+    typer.echo(json.dumps({"commit": entry["seq"], **entry["summary"]}, sort_keys=True))
+
+
+@history_app.command("show")
+def history_show(config: Optional[str] = HistoryConfigOpt, history: Optional[str] = HistoryUrlOpt,
+                 set_: Optional[List[str]] = SetOpt, debug: bool = DebugOpt):
+    """The commits of the history (runs and imports), one JSON object per line."""
+    h = _history(config, history, set_, debug)
+    for c in h.commits():
+        typer.echo(json.dumps({k: c.get(k) for k in ("seq", "kind", "run_id", "run_dir", "source", "finished_at",
+                                                     "summary") if c.get(k) is not None}, sort_keys=True))
+
+
 @app.command("simulate-llm")
 def simulate_llm(port: int = typer.Option(8011, "--port", help="0 picks a free port."),
                  host: str = typer.Option("127.0.0.1", "--host"),

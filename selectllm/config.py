@@ -389,6 +389,17 @@ class CompareConfig(_Strict):
         return v
 
 
+class HistoryConfig(_Strict):
+    """``history``: the store shared by the runs of one selection programme (selectllm/history.py).
+
+    ``history: URL`` is short for ``history: {path: URL}``.  ``max_usd``: the programme's LLM
+    spend cap, over every run recorded in the history and this one (each run is also capped by
+    ``llm.max_usd``)."""
+
+    path: str | None = None
+    max_usd: float | None = Field(None, ge=0)
+
+
 class RayConfig(_Strict):
     address: str | None = None
     num_cpus: int | None = Field(None, ge=1)
@@ -406,6 +417,12 @@ class Config(_Strict):
     ray: RayConfig = Field(default_factory=RayConfig)
     compare: CompareConfig = Field(default_factory=CompareConfig)
     privacy: PrivacyConfig = Field(default_factory=PrivacyConfig)
+    history: HistoryConfig = Field(default_factory=HistoryConfig)
+
+    @field_validator("history", mode="before")
+    @classmethod
+    def _history_url(cls, v: Any) -> Any:
+        return {"path": v} if isinstance(v, str) else ({} if v is None else v)
 
     def section_hash(self, *sections: str, exclude: dict[str, set[str]] | None = None) -> str:
         """Stable hash of some config sections: what decides whether a stage's output is reusable."""

@@ -113,6 +113,8 @@ class Stage:
     # counts -> why the committed output holds nothing for the stages after it (None: it does);
     # the run stops there with that line, the output kept for a look (dedup: its quarantine)
     empty: Callable[[dict], str | None] | None = None
+    # reads the programme's history (``history.path``): what it holds is part of the fingerprint
+    reads_history: bool = False
     doc: str = ""
 
     @property

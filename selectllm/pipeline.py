@@ -19,7 +19,7 @@ from importlib import metadata
 from selectllm import __version__, logs
 from selectllm.config import Config, dump_config
 from selectllm.console import console
-from selectllm.contract import Output, Stage, StageContext, check_outputs, missing_upstream, stable_hash
+from selectllm.contract import Output, Stage, StageContext, StageInput, check_outputs, missing_upstream, stable_hash
 from selectllm.errors import UserError
 from selectllm.rundir import RunDir
 
@@ -93,6 +93,10 @@ def input_fingerprint(cfg: Config, run: RunDir, stage: Stage) -> str:
         entry = run.stage_entry(up)
         if entry and entry.get("status") == "complete":
             parts.append(("optional", ref, entry["output_token"]))
+    if stage.reads_history and cfg.history.path:  # what earlier runs of the programme left
+        from selectllm.history import view_token
+
+        parts.append(("history", view_token(cfg, run)))
     return stable_hash(parts) if stage.external_inputs is None else stable_hash(*parts)
 
 
@@ -195,14 +199,27 @@ def run_pipeline(cfg: Config, stages: list[str] | None = None, force: list[str] 
     unknown = [s for s in (force or []) + wanted if s not in BY_NAME]
     if unknown:
         raise UserError(f"unknown stage '{unknown[0]}' (stages: {', '.join(BY_NAME)})")
+    lock = None
+    if cfg.history.path:  # one run at a time writes to a programme's history: refused with one line
+        from selectllm.history import History, run_id_for
+
+        lock = History(cfg.history.path).lock(f"run {run_id_for(run.url)}").acquire()
     run.clean_staging()
     first_forced = min((names.index(s) for s in force or [] if s in names), default=len(names))
     try:
         for i, stage in enumerate(order):
             if stage.name in wanted:
                 run_stage(cfg, run, stage, force=i >= first_forced)
+            if stage.name == "select" and lock is not None:  # a complete selection joins the history once
+                from selectllm.history import record_run
+
+                record_run(cfg, run, lambda ref: StageInput(run, *resolve(ref)), log=console)
     finally:
         from selectllm.engines import shutdown_owned
 
-        shutdown_owned()
+        try:
+            shutdown_owned()
+        finally:
+            if lock is not None:
+                lock.release()
     return run

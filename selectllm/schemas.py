@@ -31,7 +31,7 @@ DUPLICATES = pa.schema(
         ("id", pa.string()),
         ("duplicate_of", pa.string()),
         ("similarity", pa.float32()),
-        ("kind", pa.string()),  # exact | near
+        ("kind", pa.string()),  # exact | near | seen (a row an earlier run of the programme saw: history)
         ("source", pa.string()),
         ("source_row", pa.int64()),
     ]

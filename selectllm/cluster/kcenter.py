@@ -515,19 +515,25 @@ def first_center(x: np.ndarray) -> int:
 
 
 def farthest_first(x: np.ndarray, k: int, initial: list[int] | None = None,
-                   batch: int = 32, stats: dict | None = None) -> tuple[np.ndarray, np.ndarray]:
+                   batch: int = 32, stats: dict | None = None,
+                   prior: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Indices of k centers in the order chosen, and every row's distance to its nearest center.
 
     ``initial`` rows (e.g. already-annotated items) are centers before the greedy rounds start;
-    they count towards k.  Without them the first center is :func:`first_center`.  ``batch`` is
-    how many exact rounds one pass over the rows may serve (the answer does not depend on it).
+    they count towards k.  ``prior``: center vectors that are not rows of ``x`` (earlier
+    selections): every distance starts from them, they do not count towards k.  Without either
+    the first center is :func:`first_center`.  ``batch`` is how many exact rounds one pass over
+    the rows may serve (the answer does not depend on it).
     """
     n = len(x)
     k = min(k, n)
     if k <= 0:
         return np.zeros(0, dtype=np.int64), np.full(n, np.inf, dtype=np.float32)
     kern = NumpyKernel(x)
-    seeds = list(dict.fromkeys(int(i) for i in (initial or []))) or [first_center(kern)]
+    has_prior = prior is not None and len(prior) > 0
+    for s in range(0, len(prior) if has_prior else 0, 1024):
+        kern.update(np.asarray(prior[s:s + 1024], dtype=np.float32))
+    seeds = list(dict.fromkeys(int(i) for i in (initial or []))) or ([] if has_prior else [first_center(kern)])
     entries = [Entry(0, c, c, kern.rows([c])[0]) for c in seeds[:k]]
     chosen = greedy(local_step(kern), k, entries, batch=batch, margin=margin_for(kern.d), stats=stats)
     return np.asarray([e.local for e in chosen], dtype=np.int64), np.maximum(kern.min_dist, 0.0)

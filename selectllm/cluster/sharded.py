@@ -468,10 +468,24 @@ class GroupStep:
         return reports
 
 
+PRIOR_CHUNK = 1024  # prior center vectors applied per pass (a shard's product block stays small)
+
+
+def apply_prior(group: ShardGroup, prior: np.ndarray | None) -> None:
+    """Every shard's distances start from the ``prior`` center vectors (not rows of the pool)."""
+    if prior is None:
+        return
+    for s in range(0, len(prior), PRIOR_CHUNK):
+        group.call("step", group.share(np.ascontiguousarray(prior[s:s + PRIOR_CHUNK], dtype=np.float32)), [], 0)
+
+
 def run_kcenter(group: ShardGroup, k: int, initial: list | None = None, mode: str = "exact",
-                batch: int = DEFAULT_BATCH, coreset_factor: float = 2.0, log=None) -> KCenterResult:
+                batch: int = DEFAULT_BATCH, coreset_factor: float = 2.0, log=None,
+                prior: np.ndarray | None = None) -> KCenterResult:
     """Centers (farthest-first, exact or coreset), then every row assigned to its nearest.
-    ``log``: a print function for progress lines (rounds)."""
+    ``log``: a print function for progress lines (rounds).  ``prior``: center vectors that are
+    not rows of the pool (earlier selections of the programme): the k centers are the rows
+    farthest from them and from each other; they take no cluster of their own."""
     t_start = time.perf_counter()
     infos = group.call("info")
     n = sum(i["n"] for i in infos)
@@ -481,13 +495,15 @@ def run_kcenter(group: ShardGroup, k: int, initial: list | None = None, mode: st
     margin = margin_for(d)
     stats: dict[str, Any] = {"shards": len(group), "mode": mode, "nodes": len({i["node"] for i in infos}),
                              "rows_per_shard": [i["n"] for i in infos]}
-    seeds = seed_entries(group, initial)[:k]
+    prior = prior if prior is not None and len(prior) else None
+    seeds = seed_entries(group, initial)[:k] if initial or prior is None else []
     t0 = time.perf_counter()
     if mode == "coreset":
 
         chosen = coreset_centers(group, k, seeds, tau=max(1, int(round(coreset_factor * k))), batch=batch,
-                                 margin=margin, stats=stats, exact=exact, log=log)
+                                 margin=margin, stats=stats, exact=exact, log=log, prior=prior)
     else:
+        apply_prior(group, prior)
         step = GroupStep(group, k, log)
         chosen = greedy(step, k, seeds, batch=batch, m=step.m(batch, [i["n"] for i in infos]), margin=margin,
                         exact=exact, final_update=False, stats=stats)
@@ -533,7 +549,8 @@ def write_assignments(group: ShardGroup, fs, folder: str, rows: int = MERGE_ROWS
 # sequential 2-approximation).  It trades exactness for one round instead of ~k/batch rounds;
 # ``benchmarks/bench_kcenter.py`` compares its radius with the exact one.
 def coreset_centers(group, k: int, seeds: list[Entry], tau: int, batch: int, margin: float,
-                    stats: dict | None = None, exact: bool = True, log=None) -> list[Entry]:
+                    stats: dict | None = None, exact: bool = True, log=None,
+                    prior: np.ndarray | None = None) -> list[Entry]:
     """k centers: the seeds, then farthest-first over the union of every shard's tau local centers.
 
     The union never leaves the shards: each shard shrinks to its local centers (and its own
@@ -544,10 +561,12 @@ def coreset_centers(group, k: int, seeds: list[Entry], tau: int, batch: int, mar
     from selectllm.cluster.kcenter import greedy
 
     each = []
+    before = [(np.asarray(v, dtype=np.float32), -1) for v in (prior if prior is not None else [])]
     for s in range(len(group)):
-        each.append((tau, [(np.asarray(e.vec, dtype=np.float32), e.local if e.shard == s else -1) for e in seeds],
-                     batch, margin))
+        each.append((tau, before + [(np.asarray(e.vec, dtype=np.float32), e.local if e.shard == s else -1)
+                                    for e in seeds], batch, margin))
     positions = group.call("coreset_subset", each=each)
+    apply_prior(group, prior)  # the subsets' distances start from the prior centers too
     sizes = [i["n"] for i in group.call("info")]
     sub_seeds = [Entry(e.shard, positions[e.shard][e.local], e.key, e.vec) for e in seeds]
     step = GroupStep(group, k, log, what="centers (coreset)")

@@ -53,6 +53,27 @@ def initial_center_ids(cfg: Config) -> list[str]:
     return [str(v) for v in spec]
 
 
+def initial_centers_digest(cfg: Config) -> tuple:
+    """The content of a ``cluster.initial_centers`` file (its ids) for the settings hash: editing
+    the file reruns the stage (a list in the config is hashed with the section already)."""
+    if not isinstance(cfg.cluster.initial_centers, str):
+        return ()
+    import hashlib
+
+    return (hashlib.sha256("\n".join(initial_center_ids(cfg)).encode()).hexdigest()[:16],)
+
+
+def prior_centers(ctx, dim: int) -> np.ndarray:
+    """The vectors of every earlier selection of the programme (``history``): farthest-first
+    starts from them, so this run covers what they leave uncovered.  Not rows of this pool."""
+    if not ctx.cfg.history.path:
+        return np.zeros((0, dim), np.float32)
+    from selectllm.history import run_view
+
+    h, _, view = run_view(ctx.cfg, ctx.run)
+    return h.prior_vectors(view, dim)
+
+
 def _missing_message(missing: list[str]) -> str:
     return f"cluster.initial_centers: id {missing[0]} is not in the embedded pool ({len(missing)} missing)"
 
@@ -125,11 +146,16 @@ def run_stage(ctx) -> dict:
     sized = ctx.workers(rows=n, row_bytes=shard_row_bytes(fs, files[0], dtype))
     device = sized["device"]
     k = min(resolved_k(cfg), n)
+    with fs.open(files[0], "rb") as f:
+        dim = pq.read_schema(f).field("embedding").type.list_size
+    prior = prior_centers(ctx, dim)
+    if len(prior):
+        ctx.log.print(f"cluster: farthest-first starts from {len(prior):,} earlier selections (history)")
     group = ShardGroup.start([("parquet", fs, p) for p in plan_pieces(fs, files, sized["workers"])], dtype=dtype,
                              device=device, num_cpus=sized["cpus_per_worker"], num_gpus=sized["gpus_per_worker"])
     try:
         try:
-            result = run_kcenter(group, k, initial=initial_center_ids(cfg) or None, mode=mode,
+            result = run_kcenter(group, k, initial=initial_center_ids(cfg) or None, prior=prior, mode=mode,
                                  batch=int(cfg.cluster.batch),
                                  coreset_factor=float(cfg.cluster.coreset_factor), log=ctx.log.print)
         except MissingIds as e:
@@ -149,7 +175,7 @@ def run_stage(ctx) -> dict:
     return {"rows": int(n), "k": int(k), "radius": float(result.radii.max()),
             "size_min": int(result.sizes.min()), "size_max": int(result.sizes.max()),
             "shards": int(st["shards"]), "nodes": int(st["nodes"]), "mode": mode, "device": device,
-            "rounds": int(st.get("rounds", 1)), "select_seconds": round(st["select_seconds"], 3),
+            "prior_centers": int(len(prior)), "rounds": int(st.get("rounds", 1)), "select_seconds": round(st["select_seconds"], 3),
             "assign_seconds": round(st["assign_seconds"], 3)}
 
 
@@ -164,7 +190,8 @@ STAGE = Stage(
     # shards, batch, min/max shard sizes and device change the speed, never the centers
     settings=Settings(("cluster",), exclude={"cluster": {"shards", "batch", "min_shard_rows", "max_shard_mb",
                                                          "device"}},
-                      extra=lambda cfg: (resolved_k(cfg),), version="first-center-edge"),
+                      extra=lambda cfg: (resolved_k(cfg), *initial_centers_digest(cfg)), version="first-center-edge"),
     resources=Resources(engine="ray", workers=shard_workers),
+    reads_history=True,
     doc="k-center clusters and nearest-center assignment.",
 )

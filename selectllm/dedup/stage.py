@@ -375,10 +375,15 @@ def staged_dataframe(spark, cfg: Config, num_partitions: int | None = None, file
     return table.mapInArrow(fn, _ddl(pa.schema(list(STAGED) + list(extra))))
 
 
-def _plan(staged, cfg: Config, persist: bool = False, near_work: str | None = None) -> dict:
+HISTORY_SOURCE = "\x00history"  # earlier selections in near dedup: sorts before every file, so they keep
+
+
+def _plan(staged, cfg: Config, persist: bool = False, near_work: str | None = None,
+          history: dict | None = None) -> dict:
     """The lazy plan; ``persist``: cache the ranking (the caller unpersists ``ranked``);
     ``near_work``: the folder where near dedup keeps its finished phases (see
-    :func:`~selectllm.dedup.near.find_near_duplicates`).
+    :func:`~selectllm.dedup.near.find_near_duplicates`); ``history``: what earlier runs of the
+    programme saw and selected (:func:`_history_inputs`).
 
     With a chat preset a row is named by ``(source, source_row, user_turn)`` (``input.turn: each``
     gives one row per user turn of a record): the keeper order, the quarantine and the
@@ -414,6 +419,13 @@ def _plan(staged, cfg: Config, persist: bool = False, near_work: str | None = No
     else:
         kept = good
         duplicates = good.limit(0).select(*dup_cols)
+    if history is not None and history["seen"] is not None:
+        # rows an earlier run of the programme saw (or an import named): kind "seen"
+        seen = history["seen"]
+        duplicates = duplicates.unionByName(kept.join(seen, "id", "left_semi").select(
+            "id", F.col("id").alias("duplicate_of"), F.lit(1.0).cast("float").alias("similarity"),
+            F.lit("seen").alias("kind"), "source", "source_row", *turn))
+        kept = kept.join(seen, "id", "left_anti")
     near_metrics = None
     if cfg.dedup.near.enabled:
         from selectllm.dedup.near import find_near_duplicates
@@ -427,15 +439,27 @@ def _plan(staged, cfg: Config, persist: bool = False, near_work: str | None = No
             rows = kept.withColumn("source_row", F.shiftleft("source_row", TURN_BITS).bitwiseOR(F.col("user_turn")))
         else:
             rows = kept
+        past = history["selected"] if history is not None else None
+        if past is not None:  # earlier selections join the graph; a near copy of one is "seen"
+            rows = rows.select("id", "instruction", "input", "source", "source_row").unionByName(past)
         near = find_near_duplicates(rows, cfg, work_uri=near_work)
         near_metrics = near.metrics
         removed = near.removed
+        if past is not None:
+            from pyspark.sql.functions import broadcast
+
+            removed = removed.where(F.col("source") != HISTORY_SOURCE).join(
+                broadcast(past.select(F.col("id").alias("_past"))), F.col("duplicate_of") == F.col("_past"), "left") \
+                .withColumn("_kind", F.when(F.col("_past").isNotNull(), F.lit("seen")).otherwise(F.lit("near"))) \
+                .drop("_past")
+        else:
+            removed = removed.withColumn("_kind", F.lit("near"))
         if chat:
             removed = removed.withColumn("user_turn", F.col("source_row").bitwiseAND((1 << TURN_BITS) - 1)) \
                 .withColumn("source_row", F.shiftright("source_row", TURN_BITS))
         kept = kept.join(removed.select(*order), order, "left_anti").select(*names)
         duplicates = duplicates.unionByName(removed.select(
-            "id", "duplicate_of", "similarity", F.lit("near").alias("kind"), "source", "source_row", *turn))
+            "id", "duplicate_of", "similarity", F.col("_kind").alias("kind"), "source", "source_row", *turn))
     return {"quarantine": quarantine, "ranked": ranked, "kept": kept, "duplicates": duplicates,
             "near_metrics": near_metrics}
 
@@ -548,7 +572,7 @@ def _run(ctx, spark) -> dict:
         unreadable = _unreadable_files(staged)
         privacy = _privacy_totals(staged, cfg) if cfg.privacy.mode != "off" else None
         near_work = posixpath.join(ctx.run.staging_uri(ctx.work), "near") if ctx.work else None
-        plan = _plan(staged, cfg, persist=True, near_work=near_work)
+        plan = _plan(staged, cfg, persist=True, near_work=near_work, history=_history_inputs(spark, ctx))
         turn = list(schemas.CHAT_COLUMNS)[:1] if is_chat(cfg) else []  # user_turn
         order = ["source", "source_row", *(f.name for f in turn)]
         with phase(spark, "writing the outputs"):
@@ -586,6 +610,7 @@ def _run(ctx, spark) -> dict:
         "quarantined_total": sum(quarantined.values()),
         "exact_duplicates": dups.get("exact", 0),
         "near_duplicates": dups.get("near", 0),
+        "seen_duplicates": dups.get("seen", 0),  # rows earlier runs of the programme saw (history)
         "kept": kept,
         "files": n_files,
         "splits": len(splits),
@@ -598,7 +623,8 @@ def _run(ctx, spark) -> dict:
         stats["privacy"] = privacy
     if plan["near_metrics"] is not None:  # how near-duplicate removal went (candidates, buckets, ...)
         stats["near"] = plan["near_metrics"]
-    if read != kept + stats["exact_duplicates"] + stats["near_duplicates"] + stats["quarantined_total"]:
+    if read != kept + stats["exact_duplicates"] + stats["near_duplicates"] + stats["seen_duplicates"] \
+            + stats["quarantined_total"]:
         raise RuntimeError(f"dedup: counts do not add up (rows lost or doubled): {stats}")
     with fs.open(join(out, "stats.json"), "w") as f:
         f.write(json.dumps(stats, indent=2, sort_keys=True) + "\n")
@@ -627,6 +653,37 @@ def _privacy_totals(staged, cfg: Config) -> dict:
             "rows_with_findings": with_findings.count(),
             "values": {r["type"]: int(r["values"]) for r in sorted(per_type, key=lambda r: r["type"])},
             "rows": {r["type"]: int(r["rows"]) for r in sorted(per_type, key=lambda r: r["type"])}}
+
+
+def _history_inputs(spark, ctx) -> dict | None:
+    """The programme's history as this run sees it: the ids earlier runs saw (a DataFrame) and
+    the earlier selections' texts (a small DataFrame for near dedup, with near dedup on)."""
+    cfg = ctx.cfg
+    if not cfg.history.path:
+        return None
+    from functools import reduce
+
+    from pyspark.sql import functions as F
+
+    from selectllm.history import SEEN, run_view, seen_uris
+    from selectllm.io import spark_read_parquet
+
+    h, _, view = run_view(cfg, ctx.run)
+    uris = seen_uris(h, view)
+    seen = reduce(lambda a, b: a.unionByName(b), [spark_read_parquet(spark, u, SEEN, ["id"]) for u in uris]) \
+        if uris else None
+    selected = None
+    if cfg.dedup.near.enabled:
+        past = h.selections(view, ["id", "instruction", "input"])
+        if past.num_rows:
+            rows = [(i, a, b, HISTORY_SOURCE, n << TURN_BITS) for n, (i, a, b) in enumerate(zip(
+                past.column("id").to_pylist(), past.column("instruction").to_pylist(),
+                past.column("input").to_pylist()))]
+            selected = spark.createDataFrame(rows, "id string, instruction string, input string, source string, "
+                                                   "source_row bigint")
+    ctx.log.print(f"dedup: history {h.url}: {sum(c['kind'] == 'run' for c in view)} earlier runs, "
+                  f"{sum(c['kind'] == 'import' for c in view)} imports")
+    return {"seen": seen, "selected": selected}
 
 
 def _unreadable_files(staged) -> list[dict]:
@@ -688,5 +745,6 @@ STAGE = Stage(
     settings=Settings(("input", "dedup", "privacy"), exclude={"privacy": {"output"}},
                       extra=lambda cfg: (cfg.embed.template, cfg.embed.template_no_input)),
     resources=Resources(engine="spark"),
+    reads_history=True,
     doc="Spark: read raw files, normalize, quarantine bad rows, drop duplicates.",
 )

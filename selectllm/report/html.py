@@ -394,15 +394,17 @@ def dedup_section(r: Report) -> str:
     qt = int(stats.get("quarantined_total", sum((stats.get("quarantined") or {}).values())))
     exact = int(stats.get("exact_duplicates", 0))
     near = int(stats.get("near_duplicates", 0))
-    kept = int(stats.get("kept", read_ - qt - exact - near))
+    seen = int(stats.get("seen_duplicates", 0))  # seen by earlier runs of the programme (history)
+    kept = int(stats.get("kept", read_ - qt - exact - near - seen))
     steps = [("read", read_), ("- quarantined", read_ - qt), ("- exact dups", read_ - qt - exact),
-             ("- near dups", read_ - qt - exact - near), ("kept", kept)]
+             *([("- seen before", read_ - qt - exact - seen)] if seen else []),
+             ("- near dups", read_ - qt - exact - seen - near), ("kept", kept)]
     parts.append(r.plot("plot-funnel", "Dedup funnel: rows read, quarantined, exact and near duplicates removed, kept",
                         P.funnel_plot(steps)))
     parts.append(table(["step", "rows"], [[s, v] for s, v in steps], numeric={1}))
-    if read_ != kept + qt + exact + near:
+    if read_ != kept + qt + exact + near + seen:
         parts.append(f'<p class="note">Counts do not add up: read {read_:,} ≠ kept + duplicates + quarantined '
-                     f'({kept + qt + exact + near:,}).</p>')
+                     f'({kept + qt + exact + near + seen:,}).</p>')
     by_reason = stats.get("quarantined") or {}
     examples = _quarantine_examples(r.inputs.get("quarantine"))
     parts.append("<h3>Quarantine</h3>")
@@ -601,6 +603,13 @@ def spend_section(r: Report) -> str:
                  f'(<code>llm.max_usd</code>).</p>')
     return "\n".join(parts)
 
+def history_section(r: Report) -> str:
+    """The programme's history (config key ``history``): this run beside the earlier ones."""
+    from selectllm.report import history_section as H
+
+    html_, r.metrics["history"] = H.section(r.ctx, esc, table)
+    return html_
+
 
 def positions_section(r: Report) -> str:
     """Where the LLM's picks stood in the shown order (the select stage's ``llm_health`` counts),
@@ -704,7 +713,7 @@ def config_section(r: Report) -> str:
 # the page, top to bottom; a section returns "" to be left out.  The pool map comes before the
 # explorer (it draws the explorer's map in its projection).
 SECTIONS = (header_section, dedup_section, privacy_section, clusters_section, map_section, representation_section,
-            spend_section, positions_section, explorer_section,
+            spend_section, positions_section, history_section, explorer_section,
             stages_section, compare_section, selected_section, config_section)
 
 

@@ -34,5 +34,6 @@ STAGE = Stage(
     outputs=(Output("page", "report.html", root=True), Output("metrics", "metrics.json", root=True)),
     settings=Settings(version="report-v2"),
     resources=Resources(engine="local"),
+    reads_history=True,
     doc="Write report.html and metrics.json.",
 )

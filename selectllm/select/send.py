@@ -28,6 +28,9 @@ def send(ctx, requests: list, prior_usd: float = 0.0, log_name: str = "requests.
         return []
     cfg = ctx.cfg
     cache_dir = ctx.run.uri("cache", "llm")
+    if cfg.history.path:  # the programme's cache: no run buys an answer an earlier run bought
+        cfg = _programme_capped(ctx)
+        cache_dir = _history_cache(cfg)
     known = AnswerCache(cache_dir).load(r.key for r in requests)
     prior = prior_usd + sum(float(rec.get("usd", 0.0)) for rec in known.values())
     if cfg.llm.engine == "ray" and cfg.llm.mode == "online":
@@ -46,3 +49,29 @@ def send(ctx, requests: list, prior_usd: float = 0.0, log_name: str = "requests.
         counts["structured_output_fallback"] = report["structured_fallback"]
     ctx.llm_counts = counts
     return results
+
+
+def _history_cache(cfg) -> str:
+    from selectllm.history import History
+
+    return History(cfg.history.path).uri("cache", "llm")
+
+
+def _programme_capped(ctx):
+    """``history.max_usd``: this run may spend what the earlier runs of the programme left (and
+    at most ``llm.max_usd``); nothing left is one line before any request."""
+    from selectllm.errors import UserError
+    from selectllm.history import run_view
+
+    cfg = ctx.cfg
+    if cfg.history.max_usd is None:
+        return cfg
+    h, _, view = run_view(cfg, ctx.run)
+    left = cfg.history.max_usd - h.spent(view)
+    if left <= 0:
+        raise UserError(f"history.max_usd={cfg.history.max_usd} is spent (${h.spent(view):.4f} by "
+                        f"{sum(c['kind'] == 'run' for c in view)} earlier runs): raise it to select with the LLM")
+    if left >= cfg.llm.max_usd:
+        return cfg
+    ctx.log.print(f"select: history.max_usd leaves ${left:.4f} of the programme's budget for this run")
+    return cfg.model_copy(update={"llm": cfg.llm.model_copy(update={"max_usd": left})})
