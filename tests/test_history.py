@@ -4,8 +4,8 @@ k-center kernels started from prior center vectors."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
+import socket
+import time
 
 import numpy as np
 import pyarrow as pa
@@ -15,7 +15,8 @@ import pytest
 from selectllm.cluster.kcenter import farthest_first, farthest_first_sequential
 from selectllm.config import load_config
 from selectllm.errors import UserError
-from selectllm.history import (INDEX, LOCK, VERSION, History, import_statuses, run_id_for, seen_uris)
+from selectllm.history import INDEX, LOCK, VERSION, History, import_statuses, run_id_for, seen_uris
+from selectllm.history import _pid_alive as _alive
 
 
 def _seen(ids):
@@ -73,9 +74,8 @@ def test_second_holder_refused_dead_holder_taken_over(tmp_path):
             h.lock("run week-2").acquire()
     assert not (tmp_path / "h" / LOCK).exists()  # released
     # a holder that died on this host (its pid is gone) does not block the next run
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
-    info = {"owner": "run dead", "host": __import__("socket").gethostname(), "pid": int(dead.stdout),
-            "nonce": "x", "heartbeat": __import__("time").time()}
+    dead = next(p for p in range(4_000_000, 3_000_000, -1) if not _alive(p))  # no such process
+    info = {"owner": "run dead", "host": socket.gethostname(), "pid": dead, "nonce": "x", "heartbeat": time.time()}
     (tmp_path / "h" / LOCK).write_text(json.dumps(info))
     with h.lock("run week-2"):
         assert json.loads((tmp_path / "h" / LOCK).read_text())["owner"] == "run week-2"

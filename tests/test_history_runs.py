@@ -8,19 +8,14 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
 
-from selectllm.cli import main
+from helpers import SAMPLE, SELECTLLM, cli
 from selectllm.history import History, run_id_for
-
-ROOT = Path(__file__).resolve().parents[1]
-SAMPLE = ROOT / "examples" / "sample.jsonl"
-SELECTLLM = [sys.executable, "-m", "selectllm.cli"]
 
 
 def sample_records(n: int, skip: int = 0) -> list[dict]:
@@ -73,13 +68,6 @@ def config(tmp_path: Path, name: str, corpus: Path, history: Path, budget: int =
     p = tmp_path / f"{name}.yaml"
     p.write_text(json.dumps(cfg))
     return p
-
-
-def cli(*args: str) -> None:
-    try:
-        main(list(args))
-    except SystemExit as e:
-        assert e.code in (0, None), f"selectllm {' '.join(args)} exited {e.code}"
 
 
 def selected(run: Path) -> list[dict]:
@@ -137,6 +125,7 @@ def test_week_two_skips_what_week_one_saw_and_its_near_copies(tmp_path, spark, r
 @pytest.mark.slow
 @pytest.mark.spark
 @pytest.mark.ray
+@pytest.mark.subprocess
 def test_kill_mid_select_then_rerun_records_once_and_pays_nothing_twice(tmp_path, spark, ray_local):
     hist = tmp_path / "history"
     corpus = write_jsonl(tmp_path / "w.jsonl", sample_records(150))
