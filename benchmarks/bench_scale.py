@@ -12,6 +12,16 @@ each record's output, as a data lake would hold it), then runs ``selectllm run``
 stages, one ``selectllm <stage>`` each) with the default settings, the input path and
 ``llm.provider: simulator`` plus any ``--set`` overrides.
 
+The corpus's shape has knobs: ``--context-words MIN-MAX`` (the window's length: the row's
+bytes), ``--long-answers W`` (windows only from real answers of W+ words), ``--exact-rate``,
+``--exact-upper`` (exact copies upper-cased: the same id), ``--near-rate``, ``--near-edits``
+(words changed in a near copy's instruction), ``--instructions K`` (only K distinct
+instructions cycled: templated prompts with different contexts, which fill LSH buckets).  Rows
+of ~1 KB: ``--context-words 60-120 --long-answers 120`` (991 B per row); ~2 KB:
+``--context-words 200-340 --long-answers 340`` (2,038 B).  A shape other than the default gets
+its own input file name (``rows_N_<shape>.jsonl``); the result's ``input`` has the shape and
+the bytes per row.
+
 While it runs, every process of the run's tree is sampled with psutil (every ``--interval``
 seconds) and put in one kind: ``driver`` (the selectllm process), ``spark_jvm``, ``spark_python``
 (PySpark workers), ``ray_workers`` (Ray actors and task workers, ``ray::*``), ``ray_system``

@@ -23,6 +23,9 @@ SPARK_DEFAULTS = {
     # shuffle partitions are sized per input (size_shuffle); AQE merges the small ones
     "spark.sql.adaptive.enabled": "true",
     "spark.sql.adaptive.coalescePartitions.enabled": "true",
+    # Arrow batches handed to the Python passes are cut by bytes too, not only by rows (10,000):
+    # a batch of long rows (up to dedup.max_chars each) stays ~16 MB, whatever the rows' length
+    "spark.sql.execution.arrow.maxBytesPerBatch": str(16 << 20),
 }
 DRIVER_MEMORY_CLUSTER = "2g"  # a cluster's driver only plans and collects small aggregates
 LOCAL_DRIVER_SHARE = 0.25  # local mode: the JVM (driver = executors) gets at most this share of the RAM
