@@ -96,12 +96,10 @@ class BroadcastBudget:
 
     def side(self, name: str, df, rows: int, row_bytes: int):
         """``df`` with a broadcast hint when it fits, else ``df`` as is (a shuffle join); recorded."""
-        from pyspark.sql import functions as F
-
         need = self.jvm_bytes(rows, row_bytes)
         fits = need <= self.budget_bytes
         self.joins[name] = {"rows": int(rows), "row_bytes": int(row_bytes), "jvm_bytes": need, "broadcast": fits}
-        return F.broadcast(df) if fits else df
+        return df.hint("broadcast") if fits else df
 
     def aqe_threshold(self) -> int:
         """Adaptive execution's bound in the shuffle's row bytes (``-1``: never)."""
