@@ -74,11 +74,14 @@ ROW_BITS = 40  # node = file_rank << ROW_BITS | source_row
 FILE_BITS = 63 - ROW_BITS
 BATCH_CHARS = 4 << 20  # characters normalized and shingled per numpy pass inside one Arrow batch
 KEYS_PER_PARTITION = 1 << 22  # band keys sorted per task when finding shared buckets (~64 MB)
+SETS_PER_TASK = 64 << 20  # bytes of shingle sets (+ SET_ROW_BYTES per member) one verification task holds
+SET_ROW_BYTES = 64  # per bucket member besides its set: key, node, offsets
 SIM_VALUES = 1 << 22  # shingle hashes (both sides) compared per numpy pass in verification (~100 MB)
 
 _DOCS_DDL = ("node bigint, id string, source string, source_row bigint, "
              "bands binary, sh binary")
 _SCORED_DDL = "src bigint, dst bigint, sim double"
+_MEMBERS_DDL = "key bigint, node bigint, size bigint, centre bigint, sh_len bigint"
 _GRAPH_DDL = "kind tinyint, src bigint, dst bigint, sim double"
 _REMOVED_DDL = "id string, duplicate_of string, similarity float, source string, source_row bigint"
 EDGE, LINK, CHECKS = 0, 1, 2  # rows of the verification output: verified pair, component link, check count
@@ -248,9 +251,10 @@ def _whole_partition(batches: Iterator[pa.RecordBatch]) -> pa.Table | None:
 
 
 def _key_router(parts: int):
-    """mapInArrow function over docs ``(node, bands)``: per Arrow batch, one row per destination
-    partition ``(route, keys, nodes)`` with the band keys (and their nodes) that go there, packed
-    (a key goes to partition ``key mod parts``; see :mod:`selectllm.dedup.route`)."""
+    """mapInArrow function over docs ``(node, bands, sh_len)``: per Arrow batch, one row per
+    destination partition ``(route, keys, nodes, lens)`` with the band keys that go there, their
+    nodes and the byte lengths of those rows' sets, packed (a key goes to partition
+    ``key mod parts``; see :mod:`selectllm.dedup.route`)."""
 
     def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         from selectllm.dedup.route import route_values, split_by_destination
@@ -258,20 +262,23 @@ def _key_router(parts: int):
         route = route_values(parts)
         for batch in batches:
             off, keys = _unpack(batch.column("bands"), np.int64)
-            nodes = np.repeat(batch.column("node").to_numpy(), np.diff(off))
-            out = list(split_by_destination(keys.view(np.uint64) % np.uint64(parts), parts, keys, nodes))
+            per_row = np.diff(off)
+            nodes = np.repeat(batch.column("node").to_numpy(), per_row)
+            lens = np.repeat(batch.column("sh_len").to_numpy().astype(np.int64), per_row)
+            out = list(split_by_destination(keys.view(np.uint64) % np.uint64(parts), parts, keys, nodes, lens))
             if out:
                 yield pa.RecordBatch.from_arrays(
-                    [pa.array([route[t] for t, _ in out], pa.int64()),
-                     pa.array([k.tobytes() for _, (k, _) in out], pa.binary()),
-                     pa.array([n.tobytes() for _, (_, n) in out], pa.binary())], names=["route", "keys", "nodes"])
+                    [pa.array([route[t] for t, _ in out], pa.int64())]
+                    + [pa.array([cols[c].tobytes() for _, cols in out], pa.binary()) for c in range(3)],
+                    names=["route", "keys", "nodes", "lens"])
 
     return run
 
 
 def _bucketer():
-    """mapInArrow function over one partition of packed band keys ``(route, keys, nodes)``: the
-    members of its shared buckets ``(key, node, size, centre)`` (the partition is sorted at once)."""
+    """mapInArrow function over one partition of packed band keys ``(route, keys, nodes, lens)``:
+    the members of its shared buckets ``(key, node, size, centre, sh_len)`` (the partition is
+    sorted at once; ``sh_len``: the bytes of the member's set, which verification will move)."""
 
     def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         from selectllm.dedup.buckets import shared_buckets
@@ -279,10 +286,13 @@ def _bucketer():
         t = _whole_partition(batches)
         if t is None:
             return
-        k, n, size, centre = shared_buckets(_unpack(t.column("keys"), np.int64)[1],
-                                            _unpack(t.column("nodes"), np.int64)[1])
-        yield pa.RecordBatch.from_arrays([pa.array(k), pa.array(n), pa.array(size), pa.array(centre)],
-                                         names=["key", "node", "size", "centre"])
+        nodes = _unpack(t.column("nodes"), np.int64)[1]
+        lens = _unpack(t.column("lens"), np.int64)[1]
+        k, n, size, centre = shared_buckets(_unpack(t.column("keys"), np.int64)[1], nodes)
+        order = np.argsort(nodes, kind="stable")  # a node's length, looked up by node
+        sh_len = lens[order][np.searchsorted(nodes[order], n)] if n.size else n
+        yield pa.RecordBatch.from_arrays([pa.array(k), pa.array(n), pa.array(size), pa.array(centre),
+                                          pa.array(sh_len)], names=["key", "node", "size", "centre", "sh_len"])
 
     return run
 
@@ -324,7 +334,8 @@ def _bucket_verifier(verify: bool, num_perm: int, threshold: float):
 # ----------------------------------------------------------------------------- the plan
 _DOCS = pa.schema([("node", pa.int64()), ("id", pa.string()), ("source", pa.string()), ("source_row", pa.int64()),
                    ("bands", pa.binary()), ("sh", pa.binary())])
-_MEMBERS = pa.schema([("key", pa.int64()), ("node", pa.int64()), ("size", pa.int64()), ("centre", pa.int64())])
+_MEMBERS = pa.schema([("key", pa.int64()), ("node", pa.int64()), ("size", pa.int64()), ("centre", pa.int64()),
+                      ("sh_len", pa.int64())])
 _GRAPH = pa.schema([("kind", pa.int8()), ("src", pa.int64()), ("dst", pa.int64()), ("sim", pa.float64()),
                     ("n", pa.int64())])
 _COMPONENTS = pa.schema([("node", pa.int64()), ("component", pa.int64())])
@@ -355,8 +366,8 @@ def _with_nodes(df, budget: BroadcastBudget):
 
     files = df.select("source").distinct()
     files = cut_lineage(files.withColumn("_file", F.row_number().over(Window.orderBy("source")) - 1))
-    f = files.agg(F.count(F.lit(1)).alias("n"), F.max(F.length("source")).alias("chars")).first()
-    side = budget.side("files", files, int(f["n"]), unsafe_row_bytes(2, 4 * (f["chars"] or 0)))
+    row = files.agg(F.count(F.lit(1)).alias("n"), F.max(F.length("source")).alias("chars")).first()
+    side = budget.side("files", files, int(row["n"]), unsafe_row_bytes(2, 4 * (row["chars"] or 0)))
     return df.join(side, "source").withColumn(
         "node", F.shiftleft(F.col("_file").cast("bigint"), ROW_BITS).bitwiseOR(F.col("source_row"))).drop("_file")
 
@@ -391,15 +402,15 @@ def _sign_phase(df, plan: _Plan):
         src = src.repartition(max(plan.n_parts, 2 * cores), "node")
     signer = _signer(near.ngram, near.shingle, near.num_perm, plan.bands, plan.rows_per_band, near.verify)
     docs = plan.store.keep("signatures", src.mapInArrow(signer, _DOCS_DDL), _DOCS)
-    d = docs.agg(F.count(F.lit(1)).alias("rows"),
+    row = docs.agg(F.count(F.lit(1)).alias("rows"),
                  F.sum(F.when(F.length("bands") == 0, 1).otherwise(0)).alias("no_shingles"),
                  F.sum(F.length("sh")).alias("sh_bytes"),
                  F.max("source_row").alias("max_row"),
                  F.max(F.shiftright("node", ROW_BITS)).alias("max_file")).first()
-    if d["rows"] and (d["max_row"] >= 1 << ROW_BITS or d["max_file"] >= 1 << FILE_BITS):
+    if row["rows"] and (row["max_row"] >= 1 << ROW_BITS or row["max_file"] >= 1 << FILE_BITS):
         raise UserError(f"dedup.near: at most 2^{FILE_BITS} files and 2^{ROW_BITS} rows per file")
-    return docs, {"rows": int(d["rows"] or 0), "no_shingles": int(d["no_shingles"] or 0),
-                  "sh_bytes": int(d["sh_bytes"] or 0)}
+    return docs, {"rows": int(row["rows"] or 0), "no_shingles": int(row["no_shingles"] or 0),
+                  "sh_bytes": int(row["sh_bytes"] or 0)}
 
 
 def _bucket_phase(docs, signed: dict, plan: _Plan):
@@ -410,36 +421,37 @@ def _bucket_phase(docs, signed: dict, plan: _Plan):
 
     near = plan.near
     parts = max(plan.n_parts, -(-signed["rows"] * plan.bands // KEYS_PER_PARTITION))
-    members = plan.store.keep("buckets", docs.select("node", "bands")
-                              .mapInArrow(_key_router(parts), "route bigint, keys binary, nodes binary")
+    routed = docs.select("node", "bands", F.length("sh").alias("sh_len"))
+    members = plan.store.keep("buckets", routed
+                              .mapInArrow(_key_router(parts), "route bigint, keys binary, nodes binary, lens binary")
                               .repartition(parts, "route")
-                              .mapInArrow(_bucketer(), "key bigint, node bigint, size bigint, centre bigint"),
-                              _MEMBERS)
+                              .mapInArrow(_bucketer(), _MEMBERS_DDL), _MEMBERS)
     giant = F.col("size") > near.max_bucket
-    g = members.agg(F.count(F.lit(1)).alias("members"),
+    row = members.agg(F.count(F.lit(1)).alias("members"),
                     F.sum(F.when(giant, 1.0 / F.col("size")).otherwise(0)).alias("giant_buckets"),
                     F.sum(F.when(giant, 1).otherwise(0)).alias("giant_rows"),
                     F.sum(F.when(~giant, F.col("size") - 1).otherwise(0) / 2).alias("pairs_in_buckets"),
+                    F.sum(F.when(~giant, F.col("sh_len") + SET_ROW_BYTES).otherwise(0)).alias("set_bytes"),
                     F.max("size").alias("largest")).first()
-    return members, {"members": int(g["members"] or 0), "giant_buckets": round(g["giant_buckets"] or 0),
-                     "giant_rows": int(g["giant_rows"] or 0), "pairs_in_buckets": int(g["pairs_in_buckets"] or 0),
-                     "largest_bucket": int(g["largest"] or 0)}
+    return members, {"members": int(row["members"] or 0), "giant_buckets": round(row["giant_buckets"] or 0),
+                     "giant_rows": int(row["giant_rows"] or 0), "pairs_in_buckets": int(row["pairs_in_buckets"] or 0),
+                     "largest_bucket": int(row["largest"] or 0), "set_bytes": int(row["set_bytes"] or 0)}
 
 
 def _verify_phase(docs, members, signed: dict, bucketed: dict, plan: _Plan):
     """Phase ``verified``: the graph ``(kind, src, dst, sim, n)`` - verified edges, component links
     and the check counts.  Ordinary buckets: members gathered with their sets (~64 MB of sets per
-    task), pivot rounds (m - 1 checks for m near-identical rows); giant buckets: the star pairs
+    task, from the members' set bytes the buckets phase counted), pivot rounds (m - 1 checks for m near-identical rows); giant buckets: the star pairs
     (centre, member), checked by joining both rows."""
     from pyspark.sql import functions as F
 
     near, budget = plan.near, plan.budget
-    row_bytes = 64 + signed["sh_bytes"] / max(signed["rows"], 1)
     sh = docs.select("node", "sh")
     ordinary = members.where(F.col("size") <= near.max_bucket).select("key", "node")
     n_ordinary = bucketed["members"] - bucketed["giant_rows"]
     with_sets = sh.join(budget.side("bucket_members", ordinary, n_ordinary, LONG_ROW), "node")
-    set_parts = int(max(plan.n_parts, -(-n_ordinary * row_bytes // (64 << 20))))
+    # ~SETS_PER_TASK of sets per task, counted member by member (long rows weigh what they weigh)
+    set_parts = int(max(plan.n_parts, -(-bucketed["set_bytes"] // SETS_PER_TASK)))
     checked = (with_sets.select("key", "node", "sh").repartition(set_parts, "key")
                .mapInArrow(_bucket_verifier(near.verify, near.num_perm, near.threshold), _GRAPH_DDL))
     if bucketed["giant_rows"]:  # verified pairs of giant buckets are edges and links at once
@@ -456,10 +468,10 @@ def _verify_phase(docs, members, signed: dict, bucketed: dict, plan: _Plan):
     # a pair of several bands once; the check counts ride along with the edges (one job)
     graph = plan.store.keep("verified", checked.groupBy("kind", "src", "dst").agg(
         F.max("sim").alias("sim"), F.count(F.lit(1)).alias("n")), _GRAPH, release=False)
-    c = graph.agg(F.sum(F.when(F.col("kind") == CHECKS, F.col("dst") * F.col("n"))).alias("checks"),
+    row = graph.agg(F.sum(F.when(F.col("kind") == CHECKS, F.col("dst") * F.col("n"))).alias("checks"),
                   F.sum(F.when(F.col("kind") == EDGE, 1).otherwise(0)).alias("edges")).first()
-    checks = int(c["checks"] or 0) + max(bucketed["giant_rows"] - bucketed["giant_buckets"], 0)
-    return graph, {"checks": checks, "edges": int(c["edges"] or 0), "set_parts": set_parts}
+    checks = int(row["checks"] or 0) + max(bucketed["giant_rows"] - bucketed["giant_buckets"], 0)
+    return graph, {"checks": checks, "edges": int(row["edges"] or 0), "set_parts": set_parts}
 
 
 def _components_phase(graph, verified: dict, plan: _Plan):
@@ -486,8 +498,8 @@ def _keepers_phase(docs, comp, components: dict, plan: _Plan):
         "keepers", in_components.select("component", "node", "id", "source", "source_row", "sh")
         .repartition(plan.n_parts, "component").sortWithinPartitions("component", "node")
         .mapInArrow(_keeper_scorer(near.verify, near.num_perm), _REMOVED_DDL), _REMOVED, release=False)
-    r = removed.agg(F.count(F.lit(1)).alias("n"), F.countDistinct("duplicate_of").alias("keepers")).first()
-    return removed, {"removed": int(r["n"]), "components": int(r["keepers"])}  # one keeper per component
+    row = removed.agg(F.count(F.lit(1)).alias("n"), F.countDistinct("duplicate_of").alias("keepers")).first()
+    return removed, {"removed": int(row["n"]), "components": int(row["keepers"])}  # one keeper per component
 
 
 def find_near_duplicates(df, cfg: Config, keep_edges: bool = False, work_uri: str | None = None,
