@@ -60,7 +60,10 @@ def parse_size(value: str | None, default: int) -> int:
 def heap_bytes(spark) -> int:
     """The smallest JVM heap that holds a broadcast copy: the driver's (read from its JVM), and on a
     cluster also ``spark.executor.memory`` (default 1g).  Spark Connect: ``spark.driver.memory``."""
-    conf = spark.sparkContext.getConf() if hasattr(spark, "sparkContext") else None
+    try:
+        conf = spark.sparkContext.getConf()
+    except Exception:  # Spark Connect: no SparkContext here
+        conf = None
     try:
         driver = int(spark.sparkContext._jvm.java.lang.Runtime.getRuntime().maxMemory())
     except Exception:  # no py4j gateway (Spark Connect): what the configuration says
