@@ -438,8 +438,12 @@ def record_run(cfg, run, read, log=None) -> dict | None:
     if len(by_id) != len(ids):
         raise RuntimeError(f"history: {len(ids) - len(by_id)} selected rows have no vector")
     mine = emb[[by_id[i] for i in ids]] if ids else np.zeros((0, dim), np.float32)
+    # the texts as dedup kept them (masked when privacy is on), never selected.jsonl's source text
+    texts = read("dedup.rows").read(["id", "instruction", "input"], filter=pc.field("id").isin(ids))
+    text = {i: (a, b) for i, a, b in zip(texts.column("id").to_pylist(), texts.column("instruction").to_pylist(),
+                                         texts.column("input").to_pylist())}
     selected = pa.table({
-        "id": ids, "instruction": [r["instruction"] for r in picked], "input": [r["input"] for r in picked],
+        "id": ids, "instruction": [text[i][0] for i in ids], "input": [text[i][1] for i in ids],
         "cluster_id": pa.array([int(r["cluster_id"]) for r in picked], pa.int64()),
         "embedding": pa.FixedSizeListArray.from_arrays(pa.array(mine.reshape(-1), pa.float32()), dim),
         "run_id": [rid] * len(ids)}, schema=selected_schema(dim))
