@@ -59,7 +59,13 @@ def estimate_cost(cfg: Config, run: RunDir) -> dict:
            "max_output_tokens": 0, "max_usd": 0.0, "max_usd_with_repairs": 0.0, "cached_prompts": 0, "llm_max_usd_cap": cfg.llm.max_usd,
            "model": cfg.llm.model}
     requests = planned_requests(cfg, run)
-    cached = AnswerCache(run.uri("cache", "llm")).load(r.key for r in requests)
+    if cfg.history.path:  # the programme's cache (select/send.py): what earlier runs bought
+        from selectllm.history import History
+
+        cache_url = History(cfg.history.path).uri("cache", "llm")
+    else:
+        cache_url = run.uri("cache", "llm")
+    cached = AnswerCache(cache_url).load(r.key for r in requests)
     for r in requests:
         if r.key in cached:
             out["cached_prompts"] += 1
