@@ -187,15 +187,20 @@ def test_a_run_that_never_hears_the_llm_fails_with_one_line(tmp_path):
 
     from helpers import make_pool_run, pool_config
 
+    from selectllm.engines import shutdown_owned
+
     make_pool_run(tmp_path)
     cfg = pool_config(tmp_path, "llm.simulator.malformed_rate=1.0")
-    with pytest.raises(UserError) as e:
-        run_stage(cfg, RunDir(str(tmp_path)), BY_NAME["select"])
-    msg = str(e.value)
-    assert "\n" not in msg and "commonest cause: unusable: no_ids" in msg and "select.min_llm_share 0.5" in msg
-    assert len(AnswerCache(str(tmp_path / "cache" / "llm"))) > 0  # the answers bought stay cached
-    cfg = pool_config(tmp_path, "llm.simulator.malformed_rate=1.0", "select.min_llm_share=0")
-    entry = run_stage(cfg, RunDir(str(tmp_path)), BY_NAME["select"])
+    try:
+        with pytest.raises(UserError) as e:
+            run_stage(cfg, RunDir(str(tmp_path)), BY_NAME["select"])
+        msg = str(e.value)
+        assert "\n" not in msg and "commonest cause: unusable: no_ids" in msg and "select.min_llm_share 0.5" in msg
+        assert len(AnswerCache(str(tmp_path / "cache" / "llm"))) > 0  # the answers bought stay cached
+        cfg = pool_config(tmp_path, "llm.simulator.malformed_rate=1.0", "select.min_llm_share=0")
+        entry = run_stage(cfg, RunDir(str(tmp_path)), BY_NAME["select"])
+    finally:
+        shutdown_owned()  # the Ray the stage started: later unmarked tests must not find it up
     h = entry["counts"]["llm_health"]
     assert h["llm_decided"] == 0 and h["fallback_causes"] == {"unusable: no_ids": h["llm_groups"]}
 
