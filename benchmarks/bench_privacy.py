@@ -241,8 +241,10 @@ def spark_throughput(sizes: list[int], records: list[dict]) -> list[dict]:
             added = res["seconds_mask"] - res["seconds_off"]
             res["added_seconds"] = round(added, 2)
             res["share_of_dedup"] = round(added / res["seconds_mask"], 3)
-            res["mask_rows_per_s_per_core"] = round(n / added / cores, 1) if added > 0 else None
-            res["cores"] = cores
+            splits = json.loads((Path(tmp) / f"run-{n}-mask" / "dedup" / "stats.json").read_text())["splits"]
+            busy = min(cores, splits)  # reading tasks at once: a file under one split is read by one task
+            res["mask_rows_per_s_per_core"] = round(n / added / busy, 1) if added > 0 else None
+            res["cores"], res["splits"] = cores, splits
             out.append(res)
     return [{"warm_up": warm}, *out]
 
