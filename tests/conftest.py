@@ -136,6 +136,10 @@ def _starts_only_what_it_is_marked_for(request, monkeypatch):
     monkeypatch.setattr(multiprocessing.process.BaseProcess, "start", start)
     if "ray" in sys.modules:  # a runtime already up (another test's) is used without a new process
         ray = sys.modules["ray"]
+        if not marks & ALLOWED_BY["Ray"]:
+            # code that uses Ray only when connected (``ray.is_initialized()``) runs in this process,
+            # as it does under `make test-fast`, whatever an earlier test left running
+            monkeypatch.setattr(ray, "is_initialized", lambda: False)
         for name in ("init", "get", "wait"):
             real = getattr(ray, name)
             monkeypatch.setattr(ray, name, lambda *a, _real=real, **kw: (guard("Ray"), _real(*a, **kw))[1])

@@ -294,6 +294,7 @@ MULTI_NODE = textwrap.dedent("""
     from ray.cluster_utils import Cluster
 
     sys.path[:0] = [{root!r}, {tests!r}]
+    from helpers import pool_config
     from selectllm.pipeline import stage_context
     from selectllm.rundir import RunDir
     from selectllm.select import registry

@@ -87,9 +87,9 @@ def test_selected_jsonl_and_prompts_carry_the_source_text_byte_for_byte(tmp_path
     sent = []
     real_send = decide.send
 
-    def recording_send(ctx, requests):
+    def recording_send(ctx, requests, **kw):
         sent.extend(requests)
-        return real_send(ctx, requests)
+        return real_send(ctx, requests, **kw)
 
     monkeypatch.setattr(decide, "send", recording_send)
     cli("run", str(cfg), "--set", "select.budget=3", "--set", "cluster.k=3")
