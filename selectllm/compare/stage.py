@@ -53,14 +53,12 @@ from selectllm.select import registry
 from selectllm.select.stage import LLM_SPEED_KEYS, SELECT_LIMIT_KEYS, STRATEGY_INPUTS, privacy_output
 from selectllm.select.tables import Pool, hash_sample, lookup, vectors_of
 
+# the terminal table (every representation figure is in compare.json and compare.html)
 TABLE_COLUMNS = (
     ("coverage_max", "cov max", "{:.4f}"), ("coverage_p99", "cov p99", "{:.4f}"),
     ("coverage_mean", "cov mean", "{:.4f}"), ("diversity", "diversity", "{:.4f}"),
-    ("sparse_share", "sparse 10%", "{:.3f}"), ("dense_share", "dense 50%", "{:.3f}"),
-    ("topic_tvd", "topic TVD", "{:.3f}"), ("source_tvd", "source TVD", "{:.3f}"),
-    ("input_tvd", "input TVD", "{:.3f}"), ("length_tvd", "length TVD", "{:.3f}"),
-    ("length_ratio", "len ratio", "{:.2f}"), ("duplicate_rate", "dup rate", "{:.3f}"),
-    ("low_quality_rate", "low-q rate", "{:.3f}"), ("mean_length", "mean len", "{:.0f}"),
+    ("sparse_share", "sparse 10%", "{:.3f}"), ("topic_tvd", "topic TVD", "{:.3f}"),
+    ("mean_length", "mean len", "{:.0f}"),
     ("requests", "requests", "{:,}"), ("input_tokens", "in tok", "{:,}"), ("output_tokens", "out tok", "{:,}"),
     ("usd", "usd", "{:.4f}"), ("seconds", "seconds", "{:.1f}"),
 )
