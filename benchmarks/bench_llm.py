@@ -85,7 +85,7 @@ def selection_requests(n: int, tag: str, per: int = 8, picks: int = 2, max_token
         cands[0] = (f"[{tag} {g}] " + cands[0][0], cands[0][1])  # every prompt distinct
         msgs = selection_messages(cands, picks, True)
         params = {"max_tokens": max_tokens, "temperature": 0.0, "response_format": "json_schema"}
-        out.append(LLMRequest(key=request_key(MODEL, msgs, params, PROMPT_VERSION), group_id=g, messages=msgs,
+        out.append(LLMRequest(key=request_key(MODEL, msgs, params, PROMPT_VERSION, endpoint="simulator"), group_id=g, messages=msgs,
                               max_tokens=max_tokens, response_format=SELECTION_SCHEMA,
                               meta={"candidates": per, "picks": picks}))
     return out

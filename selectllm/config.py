@@ -304,12 +304,33 @@ class LLMConfig(_Strict):
     max_tokens: int = Field(64, ge=1)
     temperature: float = Field(0.0, ge=0, le=2)
     max_retries: int = Field(6, ge=0)
-    structured_output: Literal["auto", "on", "off"] = "auto"
+    # auto: negotiated with the endpoint (policy.LADDER); a fixed form is sent as is. on/off: old names
+    structured_output: Literal["auto", "json_schema", "json_object_schema", "json_object", "text"] = "auto"
+    reasoning: Literal["auto", "on", "off"] = "auto"  # auto: known reasoning model, or reasoning tokens reported
+    reasoning_tokens: int = Field(1024, ge=0)  # room added to max_tokens for a reasoning model's thinking
+    reasoning_effort: Literal["minimal", "low", "medium", "high"] | None = None  # sent as is when set
     price: PriceConfig = Field(default_factory=PriceConfig)
     simulator: SimulatorConfig = Field(default_factory=SimulatorConfig)
     engine: Literal["auto", "local", "ray"] = "auto"  # auto: the Ray actor pool when Ray is up
     batch_price_factor: float = Field(0.5, gt=0, le=1)  # Batch API price / online price
     batch_poll_s: float = Field(10.0, gt=0)  # seconds between Batch API status polls
+
+    @field_validator("structured_output", mode="before")
+    @classmethod
+    def _old_names(cls, v: Any) -> Any:
+        return {"on": "json_schema", "off": "text", True: "json_schema", False: "text"}.get(v, v)
+
+    @property
+    def endpoint(self) -> str:
+        """Who answers (``simulator`` or ``provider:base URL``): part of every request's cache key."""
+        from selectllm.llm.types import endpoint_id
+
+        return endpoint_id(self.provider, self.base_url)
+
+    @property
+    def asks_structured(self) -> bool:
+        """Whether requests carry a structured form (a JSON response format) at all."""
+        return self.structured_output != "text"
 
 
 class SparkConfig(_Strict):

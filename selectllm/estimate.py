@@ -2,9 +2,10 @@
 
 It builds the exact prompts the stage would send (same plan, same wording, same cache keys) and
 counts their tokens; the upper bound assumes every request uses its full answer tokens
-(``llm.max_tokens``, plus 48 per pick with ``select.reasons``); ``select.permutations: 2`` sends
-two requests per group, both counted.  ``max_usd_with_repairs``: the bound if every answer were
-unusable and re-asked once with its repair message (the conversation so far, plus the answer).
+(``llm.max_tokens``, plus 48 per pick with ``select.reasons``, plus ``llm.reasoning_tokens``
+for a reasoning model, see :class:`selectllm.llm.policy.RequestShape`); ``select.permutations: 2``
+sends two requests per group, both counted.  ``max_usd_with_repairs``: the bound if every answer
+were unusable and re-asked once with its repair message (the conversation so far, plus the answer).
 Requests whose answers are already cached cost nothing and are reported separately.
 """
 
@@ -53,12 +54,15 @@ REPAIR_TOKENS = 64  # the repair message (select.decide.REPAIR) and its chat fra
 def estimate_cost(cfg: Config, run: RunDir) -> dict:
     from selectllm.llm.budget import max_request_cost
     from selectllm.llm.cache import AnswerCache
+    from selectllm.llm.policy import RequestShape
     from selectllm.llm.tokens import count_message_tokens
 
     out = {"strategy": cfg.select.strategy, "budget": cfg.select.budget, "prompts": 0, "input_tokens": 0,
            "max_output_tokens": 0, "max_usd": 0.0, "max_usd_with_repairs": 0.0, "cached_prompts": 0, "llm_max_usd_cap": cfg.llm.max_usd,
            "model": cfg.llm.model}
     requests = planned_requests(cfg, run)
+    shape = RequestShape.of(cfg.llm)  # a reasoning model (llm.reasoning) gets llm.reasoning_tokens more per request
+    out["reasoning_tokens_per_request"] = shape.answer_tokens(0)
     if cfg.history.path:  # the programme's cache (select/send.py): what earlier runs bought
         from selectllm.history import History
 
@@ -73,9 +77,10 @@ def estimate_cost(cfg: Config, run: RunDir) -> dict:
         tokens = count_message_tokens(r.messages, cfg.llm.model)
         out["prompts"] += 1
         out["input_tokens"] += tokens
-        out["max_output_tokens"] += r.max_tokens
-        out["max_usd"] += max_request_cost(tokens, r.max_tokens, cfg.llm.price)
-        out["max_usd_with_repairs"] += max_request_cost(tokens + r.max_tokens + REPAIR_TOKENS, r.max_tokens,
+        answer = shape.answer_tokens(r.max_tokens)
+        out["max_output_tokens"] += answer
+        out["max_usd"] += max_request_cost(tokens, answer, cfg.llm.price)
+        out["max_usd_with_repairs"] += max_request_cost(tokens + r.max_tokens + REPAIR_TOKENS, answer,
                                                         cfg.llm.price)
     out["max_usd_with_repairs"] = round(out["max_usd"] + out["max_usd_with_repairs"], 6)
     out["max_usd"] = round(out["max_usd"], 6)

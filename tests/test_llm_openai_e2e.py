@@ -131,7 +131,7 @@ def test_run_with_provider_openai_against_a_compatible_server(tmp_path):
     asked = [d for d in decisions if "no LLM call" not in d["reason"]]
     assert asked and all(d["status"] == "ok" for d in decisions)
     c = server.counts
-    # json_schema probed once, rejected with 422, then every group asked in the text form
+    # json_schema probed once, rejected with 422; json_object forms answered in text; then the text form
     assert c["json_schema_asked"] == 1 and c["422"] == 1 and c["401"] == 0
     assert c["429"] >= 1 and c["200"] == len(asked)  # rate-limited requests retried, each group paid once
     # the server's plain-text answers picked the rows
@@ -141,8 +141,9 @@ def test_run_with_provider_openai_against_a_compatible_server(tmp_path):
     assert len(selected) == 8 and len({s["id"] for s in selected}) == 8
 
     entry = json.loads((run / "manifest.json").read_text())["stages"]["select"]
-    assert entry["counts"]["structured_output"] == "json_schema, then text"
-    assert "422" in entry["counts"]["structured_output_fallback"]
+    assert entry["counts"]["structured_output"] == "text"  # json_schema rejected, the json_object forms ignored
+    assert "json_schema: HTTP 422" in entry["counts"]["structured_output_fallback"]
+    assert "structured output text (after json_schema: HTTP 422" in out.stdout
 
     # the key: in the environment only
     assert API_KEY not in out.stdout + out.stderr

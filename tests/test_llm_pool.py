@@ -132,8 +132,8 @@ def test_401_through_the_pool_is_one_line_without_the_key(ray_local, tmp_path, m
 
 
 def test_pool_probes_structured_output_once_for_all_actors(ray_local, tmp_path):
-    """A server that rejects json_schema (FastAPI's 422) sees one such request from the whole
-    pool: the driver sends the probe alone, then every actor sends the text form."""
+    """A server that rejects every response format (FastAPI's 422) sees them from one request of
+    the whole pool: the driver sends the probe alone, then every actor sends the text form."""
     from aiohttp import web
 
     from selectllm.llm.ray_pool import run_requests_ray
@@ -151,6 +151,8 @@ def test_pool_probes_structured_output_once_for_all_actors(ray_local, tmp_path):
                                llm_cfg(provider="openai", concurrency=4), str(tmp_path), api_key="sk-test",
                                base_url=base, progress=False, actors=2, stats=stats, report=report)
     assert all(r.status == "ok" and r.text == "[2]" for r in res)
-    assert sum("response_format" in b for b in srv.bodies) == 1 and len(srv.bodies) == 25
+    # the probe alone walks down the ladder (3 rejected forms, unbilled), then the text form everywhere
+    assert sum("response_format" in b for b in srv.bodies) == 3 and len(srv.bodies) == 27
     assert all(n > 0 for n in stats["sent_per_actor"])  # both actors sent, in the text form
-    assert report["structured_fallback"].startswith("HTTP 422 naming the response format")
+    assert report["structured_output"] == "text"
+    assert report["structured_fallback"].startswith("json_schema: HTTP 422 naming the response format")

@@ -71,7 +71,7 @@ class _State:
     results: dict[str, LLMResult] = field(default_factory=dict)
     partials: dict[str, dict] = field(default_factory=dict)  # key -> truncated answer already paid
     rounds: dict[str, int] = field(default_factory=dict)  # key -> lines sent for it
-    last_error: dict[str, str] = field(default_factory=dict)
+    last_error: dict[str, tuple[str, str]] = field(default_factory=dict)  # key -> (message, cause)
     shape: policy.RequestShape = field(default_factory=policy.RequestShape)
 
 
@@ -187,7 +187,7 @@ def _split(plans: list[_Plan], lines: list[bytes]) -> list[tuple[list[_Plan], li
 
 
 def _submit(bc: BatchClient, records: _Records, cfg: LLMConfig, plans: list[_Plan], lines: list[bytes],
-            structured: bool) -> dict:
+            fmt: str | None) -> dict:
     import hashlib
 
     data = b"".join(lines)
@@ -195,7 +195,8 @@ def _submit(bc: BatchClient, records: _Records, cfg: LLMConfig, plans: list[_Pla
     rec = {"record": rid, "state": "uploading", "created": time.time(), "model": cfg.model,
            "keys": [p.req.key for p in plans], "max_tokens": {p.req.key: p.max_tokens for p in plans},
            "max_cost": {p.req.key: p.max_cost for p in plans}, "price_factor": _price_factor(cfg),
-           "input_file_id": None, "batch_id": None, "partials": {}, "structured": structured}
+           "input_file_id": None, "batch_id": None, "partials": {}, "format": fmt,
+           "structured": fmt not in (None, "text")}
     f = bc.call("upload", bc.client.files.create, file=(f"selectllm-{rid[:16]}.jsonl", data, "application/jsonl"),
                 purpose="batch")
     rec.update(state="creating", input_file_id=f.id)
@@ -259,6 +260,8 @@ def _join(bc: BatchClient, cfg: LLMConfig, st: _State, cache: AnswerCache, recor
                     continue
                 if isinstance(item, dict) and item.get("custom_id"):
                     by_key[item["custom_id"]] = item
+    # the response format the lines were sent in (records of older runs: structured or not)
+    sent_mode = rec.get("format", "json_schema" if rec.get("structured") else None)
     batch_error = None
     if batch.status == "failed":
         errs = getattr(getattr(batch, "errors", None), "data", None) or []
@@ -277,8 +280,10 @@ def _join(bc: BatchClient, cfg: LLMConfig, st: _State, cache: AnswerCache, recor
             out_t = int(usage.get("completion_tokens", 0))
             actual = cost_usd(in_t, out_t, cfg.price) * factor
             billed[key] = actual
+            details = usage.get("completion_tokens_details") or {}
+            st.shape.saw_reasoning(int(details.get("reasoning_tokens") or 0))
             if finish != "length":
-                st.shape.check_answer(text, bool(rec.get("structured")))
+                st.shape.check_answer(text, sent_mode)
             part = st.partials.get(key)
             tot_in, tot_out, tot_usd = in_t, out_t, actual
             if part is not None:
@@ -289,52 +294,73 @@ def _join(bc: BatchClient, cfg: LLMConfig, st: _State, cache: AnswerCache, recor
             if finish == "length" and part is None:
                 st.partials[key] = rec["partials"][key] = {"text": text, "finish_reason": finish,
                                                            "input_tokens": in_t, "output_tokens": out_t,
-                                                           "usd": actual}
+                                                           "usd": actual, "format": sent_mode}
+            elif not text.strip() and not str((part or {}).get("text") or "").strip():
+                st.partials.pop(key, None)
+                if key in want:  # an empty answer is no answer: not stored, a rerun asks again
+                    st.results[key] = LLMResult(key=key, group_id=want[key].group_id, status="error", cause="empty",
+                                                error=f"empty answer (finish_reason {finish}); raise llm.max_tokens",
+                                                finish_reason=finish, input_tokens=tot_in, output_tokens=tot_out,
+                                                usd=tot_usd, attempts=st.rounds[key])
             else:
-                answer = {"key": key, "model": cfg.model, "text": text, "finish_reason": finish,
-                          "input_tokens": tot_in, "output_tokens": tot_out, "usd": tot_usd,
-                          "attempts": st.rounds[key], "structured": bool(rec.get("structured")),
+                if not text.strip():  # the second try came back empty: the first one's text is the answer
+                    text, finish, sent_mode = part["text"], part["finish_reason"], part.get("format", sent_mode)
+                answer = {"key": key, "endpoint": cfg.endpoint, "model": cfg.model, "text": text,
+                          "finish_reason": finish, "input_tokens": tot_in, "output_tokens": tot_out, "usd": tot_usd,
+                          "attempts": st.rounds[key], "format": sent_mode,
+                          "structured": sent_mode not in (None, "text"),
                           "batch_id": rec.get("batch_id"), "created": time.time()}
                 cache.put(key, answer)  # durable before use
                 st.partials.pop(key, None)
                 if key in want:
                     st.results[key] = LLMResult(key=key, group_id=want[key].group_id, status="ok", text=text,
                                                 finish_reason=finish, input_tokens=tot_in, output_tokens=tot_out,
-                                                usd=tot_usd, attempts=st.rounds[key], cached=False)
+                                                usd=tot_usd, attempts=st.rounds[key], cached=False,
+                                                cause="truncated" if finish == "length" else None, format=sent_mode)
         elif batch_error is not None and not by_key:
             if key in want:
-                st.results[key] = _error(want, key, f"Batch API batch {rec.get('batch_id')} failed: {batch_error}", st)
+                st.results[key] = _error(want, key, f"Batch API batch {rec.get('batch_id')} failed: {batch_error}", st,
+                                         "http_4xx")
         elif status:
             st.rounds[key] = st.rounds.get(key, 0) + 1
             err = (body or {}).get("error") if isinstance(body, dict) else None
             msg = bc.scrub(str((err or {}).get("message") or f"HTTP {status}: {json.dumps(body)[:300]}"))
             err = err or {}
-            if policy.is_retried(status):
-                st.last_error[key] = f"HTTP {status}: {msg}"
-            elif st.shape.adapt(status, err.get("code"), err.get("param"), msg, bool(rec.get("structured"))):
-                st.last_error[key] = f"HTTP {status}: {msg} (resent in another shape)"
+            code, param = err.get("code"), err.get("param")
+            if sent_mode is not None and policy.rejects_format(status, code, param, msg):
+                if st.shape.step_down(sent_mode, f"HTTP {status} naming the response format: {msg[:160]}"):
+                    st.rounds[key] -= 1  # not billed, and not a failure: sent again in the next form
+                    st.last_error[key] = (f"HTTP {status}: {msg} (resent in another form)", "format_rejected")
+                elif key in want:
+                    st.results[key] = _error(want, key, policy.final_error(cfg.model, status, code, msg), st,
+                                             "format_rejected")
+            elif policy.is_retried(status):
+                st.last_error[key] = (f"HTTP {status}: {msg}", "rate_limited" if status == 429 else "http_5xx")
+            elif st.shape.adapt(status, code, param, msg):
+                st.last_error[key] = (f"HTTP {status}: {msg} (resent in another shape)", "http_4xx")
             elif key in want:
-                st.results[key] = _error(want, key, policy.final_error(cfg.model, status, err.get("code"), msg), st)
+                st.results[key] = _error(want, key, policy.final_error(cfg.model, status, code, msg), st,
+                                         "context_length" if code == "context_length_exceeded" else "http_4xx")
         else:  # an error line without a response, or not answered at all (expired, cancelled)
             code = str(((item or {}).get("error") or {}).get("code") or "")
             if item is not None and code and code not in RETRIABLE_LINE_CODES:
                 st.rounds[key] = st.rounds.get(key, 0) + 1
                 if key in want:
                     st.results[key] = _error(want, key, f"Batch API line error {code}: "
-                                             f"{bc.scrub(str(item['error'].get('message', '')))}", st)
+                                             f"{bc.scrub(str(item['error'].get('message', '')))}", st, "http_4xx")
             else:
-                st.last_error[key] = f"not answered (batch {batch.status})"
+                st.last_error[key] = (f"not answered (batch {batch.status})", "timeout")
     rec["state"] = "done"
     rec["status"] = batch.status
     records.put(rec)
     return billed
 
 
-def _error(want: dict[str, LLMRequest], key: str, msg: str, st: _State) -> LLMResult:
+def _error(want: dict[str, LLMRequest], key: str, msg: str, st: _State, cause: str) -> LLMResult:
     part = st.partials.get(key) or {}
     return LLMResult(key=key, group_id=want[key].group_id if key in want else None, status="error", error=msg[:500],
                      input_tokens=int(part.get("input_tokens", 0)), output_tokens=int(part.get("output_tokens", 0)),
-                     usd=float(part.get("usd", 0.0)), attempts=st.rounds.get(key, 0))
+                     usd=float(part.get("usd", 0.0)), attempts=st.rounds.get(key, 0), cause=cause)
 
 
 def run_batch(
@@ -360,113 +386,158 @@ def run_batch(
     if cfg.provider == "simulator" and not base_url:
         raise UserError("llm.provider is simulator but no base URL was given: start one with "
                         "llm_endpoint(cfg) (or set llm.base_url)")
-    poll = float(poll_s if poll_s is not None else cfg.batch_poll_s)
-    cache = AnswerCache(cache_dir)
-    records = _Records(cache_dir)
-    bc = BatchClient(cfg, api_key, base_url, retry_base_s, retry_cap_s, seed)
-    st = _State(shape=policy.RequestShape(cfg.structured_output))
-    want: dict[str, LLMRequest] = {}
+    run = _Run(cfg, AnswerCache(cache_dir), _Records(cache_dir),
+               BatchClient(cfg, api_key, base_url, retry_base_s, retry_cap_s, seed),
+               _State(shape=policy.RequestShape.of(cfg)), Budget(cfg.max_usd, spent=prior_usd),
+               progress, float(poll_s if poll_s is not None else cfg.batch_poll_s))
     for r in requests:
-        want.setdefault(r.key, r)
-    budget = Budget(cfg.max_usd, spent=prior_usd)
-    known = dict(known) if known is not None else cache.load(want)
+        run.want.setdefault(r.key, r)
+    run.known = dict(known) if known is not None else run.cache.load(run.want)
     try:
-        # truncated answers already paid for, waiting for their second try
-        for rec in records.all():
-            for key, part in (rec.get("partials") or {}).items():
-                if key not in st.partials and key not in known and cache.get(key) is None:
-                    st.partials[key] = part
-                    if key in want:
-                        budget.spent += float(part.get("usd", 0.0))
-        # 1. finish batches a killed run left behind (never created twice)
-        pending = [rec for rec in records.all() if rec.get("state") != "done"]
-        if pending:
-            for rec in pending:
-                if rec.get("batch_id") is None:
-                    bid = bc.find_batch_for_file(rec["input_file_id"]) if rec.get("input_file_id") else None
-                    if bid is None and rec.get("input_file_id"):
-                        b = bc.call("create", bc.client.batches.create, input_file_id=rec["input_file_id"],
-                                    endpoint=ENDPOINT, completion_window="24h",
-                                    metadata={"selectllm_record": rec["record"][:32]})
-                        bid = b.id
-                    if bid is None:  # never uploaded: nothing was sent
-                        rec["state"] = "done"
-                        rec["status"] = "never_created"
-                        records.put(rec)
-                        continue
-                    rec.update(state="created", batch_id=bid)
-                    records.put(rec)
-            live = [rec for rec in pending if rec.get("state") != "done"]
-            batches = _wait(bc, cfg, live, progress, poll)
-            for rec in live:  # created by an earlier run under its budget: here it is spend already made
-                billed = _join(bc, cfg, st, cache, records, rec, batches[rec["record"]], want)
-                budget.spent += sum(usd for key, usd in billed.items() if key in want)
-        # 2. rounds of new batches
+        run.take_partials()
+        run.finish_left_behind()
         while True:
-            todo: list[_Plan] = []
-            for key, r in want.items():
-                if key in st.results:
-                    continue
-                hit = known.pop(key, None)  # one listing at the start; this run's answers are in st.results
-                if hit is not None:
-                    st.results[key] = cached_result(r, hit)
-                    continue
-                sent = st.rounds.get(key, 0) - (1 if key in st.partials else 0)  # the length retry is free
-                if sent > cfg.max_retries:
-                    st.results[key] = _error(want, key, f"gave up after {st.rounds.get(key, 0)} batch lines: "
-                                             f"{st.last_error.get(key, 'not answered')}", st)
-                    continue
-                mt = int(r.max_tokens) * (2 if key in st.partials else 1)
-                todo.append(_Plan(r, mt))
+            todo = run.round_todo()
             if not todo:
                 break
-            fit: list[_Plan] = []
-            for p in todo:
-                p.max_cost = max_request_cost(_est_prompt(cfg, st, p.req), p.max_tokens, cfg.price) * _price_factor(cfg)
-                if budget.try_reserve(p.max_cost):
-                    fit.append(p)
-                elif fit and budget.could_fit_later(p.max_cost):
-                    continue  # may fit once this round's batch settles below its maximum: next round
-                elif p.req.key in st.partials:  # keep the truncated answer already paid for
-                    part = st.partials.pop(p.req.key)
-                    cache.put(p.req.key, {"key": p.req.key, "model": cfg.model, **part,
-                                          "attempts": st.rounds.get(p.req.key, 1), "created": time.time()})
-                    st.results[p.req.key] = LLMResult(key=p.req.key, group_id=p.req.group_id, status="ok",
-                                                      text=part["text"], finish_reason=part["finish_reason"],
-                                                      input_tokens=part["input_tokens"],
-                                                      output_tokens=part["output_tokens"], usd=part["usd"],
-                                                      attempts=st.rounds.get(p.req.key, 1))
-                else:
-                    st.results[p.req.key] = LLMResult(
-                        key=p.req.key, group_id=p.req.group_id, status="budget_stopped",
-                        error=f"llm.max_usd={cfg.max_usd} cannot cover this request (up to ${p.max_cost:.6f} at "
-                              f"the batch price)")
-            if not fit:
-                continue
-            structured = any("response_format" in _body(cfg, st, p) for p in fit)
-            recs = [_submit(bc, records, cfg, ps, ls, structured) for ps, ls in _split(fit, _lines(cfg, st, fit))]
-            batches = _wait(bc, cfg, recs, progress, poll)
-            for rec in recs:
-                billed = _join(bc, cfg, st, cache, records, rec, batches[rec["record"]], want)
-                for key in rec["keys"]:
-                    budget.settle(rec["max_cost"][key], billed.get(key, 0.0))
+            fit = run.fit_budget(todo)
+            if fit:
+                run.send_round(fit)
     finally:
-        bc.client.close()
+        run.bc.client.close()
         if report is not None:
-            report["structured_fallback"] = st.shape.fallback
-    log = RequestsLog(requests_log)
-    out: list[LLMResult] = []
-    seen: dict[str, LLMResult] = {}
-    try:
-        for r in requests:
-            first = seen.get(r.key)
-            res = st.results[r.key] if first is None else duplicate_result(first, r)
-            if first is None:
-                seen[r.key] = res
-            out.append(res)
-            log.write(log_record(r, res))
-    finally:
-        log.close()
-    return out
+            run.st.shape.report(report)
+    return run.in_order(requests, requests_log)
 
 
+@dataclass
+class _Run:
+    """One :func:`run_batch` call; its phases follow the module doc's steps."""
+
+    cfg: LLMConfig
+    cache: AnswerCache
+    records: "_Records"
+    bc: BatchClient
+    st: _State
+    budget: Budget
+    progress: bool
+    poll: float
+    want: dict[str, LLMRequest] = field(default_factory=dict)
+    known: dict[str, dict] = field(default_factory=dict)
+
+    def take_partials(self) -> None:
+        """Truncated answers already paid for, waiting for their second try (their cost is spent)."""
+        for rec in self.records.all():
+            for key, part in (rec.get("partials") or {}).items():
+                if key not in self.st.partials and key not in self.known and self.cache.get(key) is None:
+                    self.st.partials[key] = part
+                    if key in self.want:
+                        self.budget.spent += float(part.get("usd", 0.0))
+
+    def finish_left_behind(self) -> None:
+        """Step 2: batches a killed run left behind are polled, downloaded and joined (never created twice)."""
+        pending = [rec for rec in self.records.all() if rec.get("state") != "done"]
+        bc = self.bc
+        for rec in pending:
+            if rec.get("batch_id") is None:
+                bid = bc.find_batch_for_file(rec["input_file_id"]) if rec.get("input_file_id") else None
+                if bid is None and rec.get("input_file_id"):
+                    b = bc.call("create", bc.client.batches.create, input_file_id=rec["input_file_id"],
+                                endpoint=ENDPOINT, completion_window="24h",
+                                metadata={"selectllm_record": rec["record"][:32]})
+                    bid = b.id
+                if bid is None:  # never uploaded: nothing was sent
+                    rec["state"] = "done"
+                    rec["status"] = "never_created"
+                    self.records.put(rec)
+                    continue
+                rec.update(state="created", batch_id=bid)
+                self.records.put(rec)
+        live = [rec for rec in pending if rec.get("state") != "done"]
+        if not live:
+            return
+        batches = _wait(bc, self.cfg, live, self.progress, self.poll)
+        for rec in live:  # created by an earlier run under its budget: here it is spend already made
+            billed = _join(bc, self.cfg, self.st, self.cache, self.records, rec, batches[rec["record"]], self.want)
+            self.budget.spent += sum(usd for key, usd in billed.items() if key in self.want)
+
+    def round_todo(self) -> list[_Plan]:
+        """The keys still without a result (cached ones answered; those out of retries given up)."""
+        st, todo = self.st, []
+        for key, r in self.want.items():
+            if key in st.results:
+                continue
+            hit = self.known.pop(key, None)  # one listing at the start; this run's answers are in st.results
+            if hit is not None:
+                st.results[key] = cached_result(r, hit)
+                continue
+            sent = st.rounds.get(key, 0) - (1 if key in st.partials else 0)  # the length retry is free
+            if sent > self.cfg.max_retries:
+                last = st.last_error.get(key, ("not answered", "http_5xx"))
+                st.results[key] = _error(self.want, key, f"gave up after {st.rounds.get(key, 0)} batch lines: "
+                                         f"{last[0]}", st, last[1])
+                continue
+            todo.append(_Plan(r, st.shape.answer_tokens(int(r.max_tokens) * (2 if key in st.partials else 1))))
+        return todo
+
+    def fit_budget(self, todo: list[_Plan]) -> list[_Plan]:
+        """Step 3: reserve each plan's maximum cost in order; what cannot fit now or later stops."""
+        fit: list[_Plan] = []
+        st = self.st
+        for p in todo:
+            p.max_cost = max_request_cost(_est_prompt(self.cfg, st, p.req), p.max_tokens, self.cfg.price) \
+                * _price_factor(self.cfg)
+            if self.budget.try_reserve(p.max_cost):
+                fit.append(p)
+            elif fit and self.budget.could_fit_later(p.max_cost):
+                continue  # may fit once this round's batch settles below its maximum: next round
+            elif p.req.key in st.partials:  # keep the truncated answer already paid for
+                st.results[p.req.key] = self.keep_partial(p.req)
+            else:
+                st.results[p.req.key] = LLMResult(
+                    key=p.req.key, group_id=p.req.group_id, status="budget_stopped", cause="budget",
+                    error=f"llm.max_usd={self.cfg.max_usd} cannot cover this request (up to ${p.max_cost:.6f} at "
+                          f"the batch price)")
+        return fit
+
+    def keep_partial(self, req: LLMRequest) -> LLMResult:
+        part = self.st.partials.pop(req.key)
+        rounds = self.st.rounds.get(req.key, 1)
+        if not str(part.get("text") or "").strip():
+            self.st.partials[req.key] = part
+            return _error(self.want, req.key, "empty answer (finish_reason length); raise llm.max_tokens",
+                          self.st, "empty")
+        self.cache.put(req.key, {"key": req.key, "endpoint": self.cfg.endpoint, "model": self.cfg.model, **part,
+                                 "attempts": rounds, "created": time.time()})
+        return LLMResult(key=req.key, group_id=req.group_id, status="ok", text=part["text"],
+                         finish_reason=part["finish_reason"], input_tokens=part["input_tokens"],
+                         output_tokens=part["output_tokens"], usd=part["usd"], attempts=rounds,
+                         cause="truncated", format=part.get("format"))
+
+    def send_round(self, fit: list[_Plan]) -> None:
+        """Steps 4-5: submit (split at the Batch API's limits), wait, join, settle the budget."""
+        fmt = self.st.shape.mode if any(p.req.response_format is not None for p in fit) else None
+        recs = [_submit(self.bc, self.records, self.cfg, ps, ls, fmt)
+                for ps, ls in _split(fit, _lines(self.cfg, self.st, fit))]
+        batches = _wait(self.bc, self.cfg, recs, self.progress, self.poll)
+        for rec in recs:
+            billed = _join(self.bc, self.cfg, self.st, self.cache, self.records, rec, batches[rec["record"]], self.want)
+            for key in rec["keys"]:
+                self.budget.settle(rec["max_cost"][key], billed.get(key, 0.0))
+
+    def in_order(self, requests: list[LLMRequest], requests_log: str | None) -> list[LLMResult]:
+        """One result per request, in order (a repeated key: its first result, not billed twice), logged."""
+        log = RequestsLog(requests_log)
+        out: list[LLMResult] = []
+        seen: dict[str, LLMResult] = {}
+        try:
+            for r in requests:
+                first = seen.get(r.key)
+                res = self.st.results[r.key] if first is None else duplicate_result(first, r)
+                if first is None:
+                    seen[r.key] = res
+                out.append(res)
+                log.write(log_record(r, res))
+        finally:
+            log.close()
+        return out

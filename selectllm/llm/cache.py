@@ -29,6 +29,7 @@ from selectllm.rundir import storage_options
 
 
 _KEY_PATH = re.compile(r"([0-9a-f]{2})/([0-9a-f]{64})\.json")
+ENDPOINTS_FILE = "endpoints.json"  # which endpoints and models answered into this folder
 READ_THREADS = 32  # concurrent reads of :meth:`AnswerCache.load` (object stores answer in ~10-50 ms each)
 
 
@@ -91,6 +92,25 @@ class AnswerCache:
             os.replace(tmp, p)
         else:
             self.fs.pipe_file(p, data)
+
+    def note_endpoint(self, endpoint: str, model: str) -> list[str]:
+        """Record in :data:`ENDPOINTS_FILE` that answers from ``endpoint`` / ``model`` are stored
+        here; returns the others recorded before (``"<endpoint> model <model>"``).  Their answers
+        are never used for this one (the endpoint and model are part of every key), but a run dir
+        shared between endpoints should be said so."""
+        p = f"{self.root}/{ENDPOINTS_FILE}"
+        seen = self._read(p) or {}
+        entries = [e for e in seen.get("endpoints", []) if isinstance(e, dict)]
+        me = {"endpoint": endpoint, "model": model}
+        if me not in entries:
+            data = json.dumps({"endpoints": entries + [me]}, sort_keys=True).encode("utf-8")
+            if self.local:
+                os.makedirs(self.root, exist_ok=True)
+                with open(p, "wb") as f:
+                    f.write(data)
+            else:
+                self.fs.pipe_file(p, data)
+        return [f"{e.get('endpoint')} model {e.get('model')}" for e in entries if e != me]
 
     def keys(self) -> Iterator[str]:
         try:

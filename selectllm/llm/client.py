@@ -27,14 +27,34 @@ request, in the same order.  For each request, in this order:
    ``retry-after`` pauses every worker.
 5. **Store** the answer in the cache *before* it is returned.
 
-Structured outputs (``llm.structured_output``): ``on`` sends each request's ``response_format``,
-``off`` never does, ``auto`` sends it until the endpoint shows it cannot take it -- a 400/422
-naming the response format (that request is resent at once in its text form) or a 200 answer
-that is not JSON (kept: it is usable) -- and from then on sends every request's
-``text_messages`` without it, for the rest of the run (the Ray pool's actors share the finding).
-``report["structured_fallback"]`` says why, or None.  Likewise an endpoint that rejects
-``max_tokens`` (newer OpenAI models) gets ``max_completion_tokens``, and one that rejects
-``temperature`` gets none, for the rest of the run.
+Structured outputs (``llm.structured_output``, :class:`~selectllm.llm.policy.RequestShape`):
+``auto`` negotiates down :data:`~selectllm.llm.policy.LADDER` -- ``json_schema`` (OpenAI, vLLM),
+``json_object_schema`` (llama.cpp's ``{"type": "json_object", "schema": ...}``), ``json_object``,
+``text`` (each request's ``text_messages``, no response format) -- one rung each time the endpoint
+shows it cannot do one: a rejection *naming* the response format, whatever its status (llama-cpp-python
+says 500; that request is resent at once one rung down, unbilled, never retried as a transient
+5xx), or a 200 answer that is not JSON (kept: it is usable).  The Ray pool's actors share what
+they learn.  A fixed form is always sent; its rejection is a final error (cause
+``format_rejected``).  ``report`` receives ``structured_output`` (the rung reached),
+``structured_fallback`` (why it moved, or None), ``reasoning`` and ``other_endpoints``.  Likewise
+an endpoint that rejects ``max_tokens`` (newer OpenAI models) gets ``max_completion_tokens``, and
+one that rejects ``temperature`` or ``reasoning_effort`` gets none, for the rest of the run.
+
+Reasoning models (``llm.reasoning``): a model known to reason by its name, or an endpoint that
+reports ``usage.completion_tokens_details.reasoning_tokens``, gets ``llm.reasoning_tokens`` more
+answer tokens per request (reserved under the cap like any others); ``llm.reasoning_effort`` is
+passed through.  An empty answer (all of ``max_tokens`` spent thinking) is an ``error`` with
+cause ``empty``, never stored as an answer.
+
+Every result that is not ``ok`` has a ``cause`` (:data:`~selectllm.llm.types.CAUSES`:
+unreachable, timeout, http_4xx, http_5xx, rate_limited, bad_body, format_rejected,
+context_length, empty, budget; an ``ok`` answer cut at ``max_tokens`` has ``truncated``), also in
+each line of the request log.
+
+The cache key names the endpoint (``simulator`` or ``provider:base URL``) and the model
+(:func:`~selectllm.llm.types.request_key`): a run dir first used with the simulator and then
+pointed at a real server asks the server.  ``<cache dir>/endpoints.json`` lists who answered into
+the folder; another endpoint there is logged as a warning.
 
 Engines (``llm.engine`` / ``engine=``): ``local`` runs :class:`LLMRunner` on asyncio in this
 process with a :class:`LocalGate`; ``ray`` runs one runner per actor of an async Ray actor pool,
@@ -55,16 +75,19 @@ Ray actors get it as a :class:`Secret`.
 from __future__ import annotations
 
 import asyncio
+import logging
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import Any, Iterator
 
 from selectllm.config import LLMConfig
+from selectllm.llm.cache import AnswerCache
 from selectllm.llm.records import resolve_api_key
 from selectllm.llm.runner import run_requests_async
 from selectllm.llm.types import LLMRequest, LLMResult
 
+log = logging.getLogger("selectllm.llm")
 
 def use_ray(engine: str) -> bool:
     """``llm.engine``: ``ray`` / ``local``, or ``auto`` = Ray when this process is connected to it."""
@@ -99,8 +122,8 @@ def run_requests(
     Batch API (:mod:`selectllm.llm.batch`) whatever the engine.  Same interface and results.
 
     ``known``: cache records already read for these keys (:meth:`AnswerCache.load`: one listing,
-    concurrent reads); a key in it is not read again.  ``report``, if given, receives
-    ``structured_fallback`` (see module doc).
+    concurrent reads); a key in it is not read again.  ``report``, if given, receives what was
+    negotiated (see module doc).
 
     ``runner_kwargs`` go to :class:`LLMRunner` (``retry_base_s``, ``retry_cap_s``, ``seed``;
     batch mode: ``poll_s``).  Safe to call from inside a running event loop (it then runs in a
@@ -108,6 +131,12 @@ def run_requests(
     :class:`LLMInterrupted` after a graceful stop (SIGINT/SIGTERM, main thread only).
     """
     api_key = resolve_api_key(cfg)  # fail fast, before any thread, loop or actor
+    others = AnswerCache(cache_dir).note_endpoint(cfg.endpoint, cfg.model) if requests else []
+    if others:
+        log.warning("the LLM cache %s also holds answers from %s; none is used for %s model %s",
+                    cache_dir, ", ".join(others), cfg.endpoint, cfg.model)
+    if report is not None:
+        report["other_endpoints"] = others
     if cfg.mode == "batch":
         from selectllm.llm.batch import run_batch
 

@@ -38,6 +38,7 @@ import ray
 
 from selectllm.config import LLMConfig
 from selectllm.errors import UserError
+from selectllm.llm import policy
 from selectllm.llm.records import RequestsLog, Secret, cached_result, duplicate_result, log_record
 from selectllm.llm.runner import LLMRunner, Progress
 from selectllm.llm.signals import StopSignals, check_complete
@@ -151,15 +152,15 @@ class LLMPoolActor:
     async def ping(self) -> int:
         return 0
 
-    async def run_chunk(self, requests: list[LLMRequest]) -> tuple[list[LLMResult | None], str | None]:
-        """The results, and why structured outputs stopped (None: they did not)."""
+    async def run_chunk(self, requests: list[LLMRequest]) -> tuple[list[LLMResult | None], dict | None]:
+        """The results, and what this actor learnt about the endpoint (RequestShape.finding)."""
         results = await self.runner.run(requests)
         await self.runner.gate.flush()  # every complete() has reached the limiter
-        return results, self.runner.shape.fallback
+        return results, self.runner.shape.finding()
 
-    async def adopt_shape(self, fallback: str) -> None:
-        """Another actor found that the endpoint cannot do structured outputs: stop them here too."""
-        self.runner.shape.adopt(fallback)
+    async def adopt_shape(self, found: dict) -> None:
+        """Another actor learnt what the endpoint accepts (a response format rung, reasoning): here too."""
+        self.runner.shape.adopt(found)
 
     async def counters(self) -> dict:
         return dict(self.runner.counters)
@@ -258,7 +259,7 @@ class RayLLMPool:
         if not uniq:
             return []
         known = known or {}
-        fallback: str | None = None
+        learnt = policy.RequestShape.of(self.cfg)  # what the actors found, merged
         if self._dirty:
             ray.get([p.reset.remote() for p in self.pool])
             self._dirty = False
@@ -286,7 +287,7 @@ class RayLLMPool:
         stops = StopSignals(lambda: None)
         try:
             with stops:
-                if chunks and self.cfg.structured_output == "auto" and uniq[chunks[0][0]].response_format is not None:
+                if chunks and learnt.needs_probe(uniq[chunks[0][0]].response_format):
                     # a probe: one structured request alone, so every actor learns the endpoint's answer at once
                     probe = [chunks[0].pop(0)]
                     try:
@@ -299,7 +300,7 @@ class RayLLMPool:
                             log.write(log_record(uniq[j], r))
                             bar.advance(r)
                     if found:
-                        fallback = found
+                        learnt.adopt(found)
                         ray.get([p.adopt_shape.remote(found) for p in pool[1:]])
                     if not chunks[0]:
                         queue.popleft()
@@ -319,9 +320,9 @@ class RayLLMPool:
                             res, found = ray.get(ref)
                         except ray.exceptions.RayTaskError as e:
                             raise _unwrap(e) from None
-                        if found and fallback is None:  # once per run: tell the other actors
-                            fallback = found
-                            ray.get([p.adopt_shape.remote(found) for p in pool if p is not pool[a]])
+                        if found and (found["mode"], found["reasoning_seen"]) != (learnt.mode, learnt.reasoning_seen):
+                            learnt.adopt(found)  # something new (or stale): every actor takes the merged finding
+                            ray.get([p.adopt_shape.remote(learnt.finding()) for p in pool])
                         for j, r in zip(chunks[ci], res):
                             results_u[j] = r
                             if r is not None:
@@ -339,7 +340,7 @@ class RayLLMPool:
         finally:
             bar.close()
             if report is not None:
-                report["structured_fallback"] = fallback
+                learnt.report(report)
             out: list[LLMResult | None] = []
             first_pos: dict[str, int] = {}
             for i, r in enumerate(requests):

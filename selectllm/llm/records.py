@@ -57,7 +57,7 @@ def log_record(req: LLMRequest, res: LLMResult) -> dict:
     """One line of ``select/requests.jsonl``."""
     return {"key": req.key, "status": res.status, "attempts": res.attempts, "cached": res.cached,
             "input_tokens": res.input_tokens, "output_tokens": res.output_tokens,
-            "usd": res.usd, **({"error": res.error} if res.error else {})}
+            "usd": res.usd, "cause": res.cause, "format": res.format, **({"error": res.error} if res.error else {})}
 
 
 def duplicate_result(first: LLMResult, req: LLMRequest) -> LLMResult:
@@ -83,7 +83,8 @@ def cached_result(req: LLMRequest, rec: dict) -> LLMResult:
     return LLMResult(key=req.key, group_id=req.group_id, status="ok", text=rec.get("text"),
                      finish_reason=rec.get("finish_reason"), input_tokens=int(rec.get("input_tokens", 0)),
                      output_tokens=int(rec.get("output_tokens", 0)), usd=float(rec.get("usd", 0.0)),
-                     attempts=0, cached=True)
+                     attempts=0, cached=True, cause="truncated" if rec.get("finish_reason") == "length" else None,
+                     format=rec.get("format"))
 
 
 class RequestsLog:

@@ -12,6 +12,7 @@ import asyncio
 import logging
 import random
 import time
+from dataclasses import dataclass, field
 from typing import Any
 
 import openai
@@ -91,6 +92,42 @@ class _BadBody(Exception):
     """A 2xx answer whose body is not a chat completion (a proxy's HTML page, ...): retried."""
 
 
+_GO = object()  # _reserve: the gate let the attempt through
+_AGAIN = object()  # an attempt's verdict: make another one
+
+
+@dataclass
+class _Try:
+    """One request's state across its attempts (what the phases of ``LLMRunner._send`` share)."""
+
+    req: LLMRequest
+    max_tokens: int  # answer tokens asked (twice as many after an answer cut at max_tokens)
+    attempts: int = 0
+    failures: int = 0  # transient failures so far (at most llm.max_retries are retried)
+    billed_in: int = 0
+    billed_out: int = 0
+    billed_usd: float = 0.0
+    reasoning_tokens: int = 0
+    partial: tuple[str, str | None, str | None] | None = None  # (text, finish_reason, format) of a cut answer
+    counted: dict[int, int] = field(default_factory=dict)  # prompt tokens per message form
+
+    def result(self, status: str, cause: str | None = None, **kw: Any) -> LLMResult:
+        return LLMResult(key=self.req.key, group_id=self.req.group_id, status=status,  # type: ignore[arg-type]
+                         input_tokens=self.billed_in, output_tokens=self.billed_out, usd=self.billed_usd,
+                         attempts=self.attempts, cause=cause, **kw)
+
+
+@dataclass
+class _Booking:
+    """One attempt's booking at the gate."""
+
+    messages: list[dict]
+    prompt_tokens: int  # counted here (the endpoint's usage replaces it)
+    need_tokens: int  # booked in the token buckets: prompt estimate + answer tokens
+    max_cost: float  # reserved under llm.max_usd
+    max_tokens: int  # answer tokens asked, with room for reasoning
+
+
 class LLMRunner:
     """Sends :class:`LLMRequest` objects concurrently under a budget and rate limits.
 
@@ -130,7 +167,7 @@ class LLMRunner:
         self.rng = random.Random(seed)
         self.log = RequestsLog(requests_log)
         self._client: openai.AsyncOpenAI | None = None
-        self.shape = policy.RequestShape(cfg.structured_output)  # what the endpoint accepts
+        self.shape = policy.RequestShape.of(cfg)  # what the endpoint accepts
         self._by_key: dict[str, asyncio.Future] = {}
         self._probe: asyncio.Future | None = None  # the structured request in flight that tests the endpoint
         self._slots: asyncio.Semaphore | None = None
@@ -247,148 +284,200 @@ class LLMRunner:
         self.log.write(log_record(req, res))
         return res
 
+    # ---- one request, in phases: book -> reserve -> post -> an error's verdict, or the answer
     async def _send(self, req: LLMRequest) -> LLMResult | None:
-        cfg, model = self.cfg, self.cfg.model
-        counted: dict[int, int] = {}  # prompt tokens per message form (the shape may change mid-way)
-        max_tokens = int(req.max_tokens)
-        attempts = failures = 0
-        billed_in = billed_out = 0
-        billed_usd = 0.0
-        partial: tuple[str, str | None] | None = None  # (text, finish_reason) of a 'length' answer
+        """Send one request until it has an outcome (None: a stop came before it was sent).
 
-        def result(status: str, **kw: Any) -> LLMResult:
-            return LLMResult(key=req.key, group_id=req.group_id, status=status,  # type: ignore[arg-type]
-                             input_tokens=billed_in, output_tokens=billed_out, usd=billed_usd,
-                             attempts=attempts, **kw)
-
-        async def done_ok(text: str, finish_reason: str | None, structured: bool) -> LLMResult:
-            rec = {"key": req.key, "model": model, "text": text, "finish_reason": finish_reason,
-                   "input_tokens": billed_in, "output_tokens": billed_out, "usd": billed_usd,
-                   "attempts": attempts, "structured": structured, "created": time.time()}
-            await self._cache_put(req.key, rec)  # durable before use
-            return result("ok", text=text, finish_reason=finish_reason)
-
+        Each attempt: :meth:`_book` (messages in the current shape, tokens, maximum cost) ->
+        :meth:`_reserve` (the gate: budget, token buckets, pauses) -> :meth:`_post` -> either
+        :meth:`_on_error` (retry with backoff, resend in another shape, or a final error with its
+        cause) or :meth:`_on_answer` (store it; ask once more with twice the tokens when cut)."""
+        t = _Try(req, int(req.max_tokens))
         while True:
-            messages = self.shape.messages(req)
-            if id(messages) not in counted:
-                counted[id(messages)] = count_message_tokens(messages, model)
-            prompt_tokens = counted[id(messages)]
-            est_prompt = policy.prompt_estimate(cfg.provider, prompt_tokens)
-            need_tokens = est_prompt + max_tokens
-            if need_tokens > cfg.tpm:
-                return result("error", error=f"request needs {need_tokens} tokens, more than llm.tpm={cfg.tpm} "
-                                             f"allows per minute")
-            max_cost = max_request_cost(est_prompt, max_tokens, cfg.price)
-            try:
-                if self.stopping:
-                    raise _Stopped
-                state, wait = await self._acquire(max_cost, need_tokens)
-            except _Stopped:
-                state, wait = "stopped", 0.0
-            if state != OK:
-                if partial is not None:  # keep the truncated answer we already paid for
-                    return await done_ok(partial[0], partial[1], self.shape.sends_rf(req.response_format))
-                if state == "stopped":
-                    return None
-                return result("budget_stopped", error=f"llm.max_usd={cfg.max_usd} cannot cover this request "
-                                                      f"(up to ${max_cost:.6f})")
-            while True:
-                await self._nap(wait)
-                wait = self.gate.pause_remaining()
-                if wait <= 0 or self.stopping:
-                    break
-            if self.stopping:  # booked but not sent: give everything back
-                self.gate.complete(reserved_usd=max_cost, actual_usd=0.0, booked_tokens=need_tokens,
-                                   refund_tokens=need_tokens, refund_request=True)
-                if partial is not None:
-                    return await done_ok(partial[0], partial[1], self.shape.sends_rf(req.response_format))
-                return None
-
-            if self.shape.messages(req) is not messages:  # another worker stopped structured outputs meanwhile
-                self.gate.complete(reserved_usd=max_cost, actual_usd=0.0, booked_tokens=need_tokens,
-                                   refund_tokens=need_tokens, refund_request=True)
+            b = self._book(t)
+            if isinstance(b, LLMResult):
+                return b
+            outcome = await self._reserve(t, b)
+            if outcome is not _GO:
+                return outcome
+            if self.shape.messages(req) is not b.messages:  # another request changed the shape meanwhile
+                self._give_back(b)
                 continue
-            send_rf = self.shape.sends_rf(req.response_format)
-            kwargs = self.shape.body(model, messages, max_tokens, cfg.temperature, req.response_format)
-            kwargs["extra_headers"] = {KEY_HEADER: req.key}
-            attempts += 1
+            sent_mode = self.shape.mode_for(req.response_format)
+            kwargs = self.shape.body(self.cfg.model, b.messages, b.max_tokens, self.cfg.temperature,
+                                     req.response_format)
+            t.attempts += 1
             self.counters["sent"] += 1
-            err: Exception | None = None
             try:
-                raw = await self.client.chat.completions.with_raw_response.create(**kwargs)
-                headers = raw.headers
-                completion = raw.parse()
-                if not hasattr(completion, "choices"):
-                    raise _BadBody(f"HTTP {raw.status_code} answer is not a chat completion")
+                completion, headers = await self._post(kwargs, req.key)
             except (openai.APIError, _BadBody) as e:
-                err = e
+                outcome = await self._on_error(t, b, e, sent_mode)
             except BaseException:  # cancelled mid-request: it may be billed, keep it as spent
-                self.gate.complete(reserved_usd=max_cost, actual_usd=max_cost, booked_tokens=need_tokens)
+                self.gate.complete(reserved_usd=b.max_cost, actual_usd=b.max_cost, booked_tokens=b.need_tokens)
                 raise
+            else:
+                outcome = await self._on_answer(t, b, completion, headers, sent_mode)
+            if outcome is not _AGAIN:
+                return outcome
 
-            close = {"reserved_usd": max_cost, "booked_tokens": need_tokens}
-            if isinstance(err, openai.APIStatusError):
-                status = err.status_code
-                code = getattr(err, "code", None)
-                msg = self._scrub(policy.error_text(err))
-                retry_after = retry_after_seconds(err.response.headers)
-                if status == 429:  # not counted by the server: give the slot back, pause everyone
-                    limited = code not in ("insufficient_quota", "request_too_large")
-                    self.gate.complete(**close, actual_usd=0.0, refund_tokens=need_tokens, refund_request=True,
-                                       pause_s=retry_after if limited else None, rate_limited=limited,
-                                       headers=ratelimit_headers(err.response.headers))
-                elif status >= 500:  # counted as a request, no tokens
-                    self.gate.complete(**close, actual_usd=0.0, refund_tokens=need_tokens)
-                else:
-                    self.gate.complete(**close, actual_usd=0.0, refund_tokens=need_tokens, refund_request=True)
-                if status in (401, 403):
-                    raise policy.auth_error(self.base_url, cfg.api_key_env, status) from None
-                if status == 429:
-                    if code == "insufficient_quota":
-                        raise policy.quota_error(self.base_url) from None
-                    if code == "request_too_large":
-                        return result("error", error=msg)
-                elif not policy.is_retried(status):
-                    if self.shape.adapt(status, code, getattr(err, "param", None), msg, send_rf):
-                        continue
-                    return result("error", error=policy.final_error(model, status, code, msg))
-            elif isinstance(err, openai.APITimeoutError):
-                # the server may have billed it: keep the reservation as spent (the cap stays hard)
-                self.gate.complete(**close, actual_usd=max_cost)
-                self.counters["unknown_billing_usd"] += max_cost
-                msg, retry_after = "request timed out", None
-            elif err is not None:  # connection error, or a 200 whose body is not a completion
-                self.gate.complete(**close, actual_usd=0.0, refund_tokens=need_tokens)
-                msg, retry_after = self._scrub(getattr(err, "message", None) or str(err)), None
-            if err is not None:
-                failures += 1
-                if failures > cfg.max_retries:
-                    return result("error", error=f"gave up after {attempts} attempts: {msg}")
-                self.counters["retries"] += 1
-                log.debug("retrying %s after: %s", req.key[:12], msg)
-                await self._nap(policy.backoff(self.rng, failures, self.retry_base_s, self.retry_cap_s, retry_after))
-                continue
+    def _book(self, t: "_Try") -> "_Booking | LLMResult":
+        """The messages in the current shape, the tokens to book and the most the attempt can cost."""
+        messages = self.shape.messages(t.req)
+        if id(messages) not in t.counted:  # the shape may change mid-way: counted once per form
+            t.counted[id(messages)] = count_message_tokens(messages, self.cfg.model)
+        est_prompt = policy.prompt_estimate(self.cfg.provider, t.counted[id(messages)])
+        max_tokens = self.shape.answer_tokens(t.max_tokens)
+        need = est_prompt + max_tokens
+        if need > self.cfg.tpm:
+            return t.result("error", "rate_limited",
+                            error=f"request needs {need} tokens, more than llm.tpm={self.cfg.tpm} allows per minute")
+        return _Booking(messages, t.counted[id(messages)], need, max_request_cost(est_prompt, max_tokens, self.cfg.price),
+                        max_tokens)
 
-            # ---- a 200 answer
-            choice = completion.choices[0] if completion.choices else None
-            text = (choice.message.content if choice is not None and choice.message is not None else None) or ""
-            finish = choice.finish_reason if choice is not None else None
-            usage = completion.usage
-            in_t = int(usage.prompt_tokens) if usage is not None else prompt_tokens
-            out_t = int(usage.completion_tokens) if usage is not None else count_text_tokens(text, model)
-            actual = cost_usd(in_t, out_t, cfg.price)
-            self.gate.complete(**close, actual_usd=actual, refund_tokens=need_tokens - (in_t + out_t),
-                               headers=ratelimit_headers(headers))
-            billed_in += in_t
-            billed_out += out_t
-            billed_usd += actual
-            if finish != "length":  # a cut answer is no sign of what the endpoint does
-                self.shape.check_answer(text, send_rf)
-            if finish == "length" and partial is None:
-                partial = (text, finish)
-                max_tokens *= 2
-                continue
-            return await done_ok(text, finish, send_rf)
+    async def _reserve(self, t: "_Try", b: "_Booking") -> Any:
+        """Wait for the gate: ``_GO``, or the request's outcome (budget reached, stop requested)."""
+        try:
+            if self.stopping:
+                raise _Stopped
+            state, wait = await self._acquire(b.max_cost, b.need_tokens)
+        except _Stopped:
+            state, wait = "stopped", 0.0
+        if state != OK:
+            if t.partial is not None:  # keep the truncated answer we already paid for
+                return await self._keep_partial(t)
+            if state == "stopped":
+                return None
+            return t.result("budget_stopped", "budget",
+                            error=f"llm.max_usd={self.cfg.max_usd} cannot cover this request (up to ${b.max_cost:.6f})")
+        while True:
+            await self._nap(wait)
+            wait = self.gate.pause_remaining()
+            if wait <= 0 or self.stopping:
+                break
+        if self.stopping:  # booked but not sent: give everything back
+            self._give_back(b)
+            return await self._keep_partial(t) if t.partial is not None else None
+        return _GO
+
+    def _give_back(self, b: "_Booking") -> None:
+        self.gate.complete(reserved_usd=b.max_cost, actual_usd=0.0, booked_tokens=b.need_tokens,
+                           refund_tokens=b.need_tokens, refund_request=True)
+
+    async def _post(self, kwargs: dict, key: str) -> tuple[Any, Any]:
+        kwargs["extra_headers"] = {KEY_HEADER: key}
+        raw = await self.client.chat.completions.with_raw_response.create(**kwargs)
+        try:
+            completion = raw.parse()
+        except ValueError:  # "application/json" that is not JSON (a proxy's page)
+            raise _BadBody(f"HTTP {raw.status_code} answer is not JSON") from None
+        if not hasattr(completion, "choices"):
+            raise _BadBody(f"HTTP {raw.status_code} answer is not a chat completion")
+        return completion, raw.headers
+
+    async def _on_error(self, t: "_Try", b: "_Booking", err: Exception, sent_mode: str | None) -> Any:
+        """Settle the gate for a failed attempt; ``_AGAIN`` (after backoff when transient) or a
+        final error result with its cause.  401/403 and an exhausted quota raise."""
+        close = {"reserved_usd": b.max_cost, "booked_tokens": b.need_tokens}
+        retry_after = None
+        if isinstance(err, openai.APIStatusError):
+            status, code, param = err.status_code, getattr(err, "code", None), getattr(err, "param", None)
+            msg = self._scrub(policy.error_text(err))
+            retry_after = retry_after_seconds(err.response.headers)
+            if status == 429:  # not counted by the server: give the slot back, pause everyone
+                limited = code not in ("insufficient_quota", "request_too_large")
+                self.gate.complete(**close, actual_usd=0.0, refund_tokens=b.need_tokens, refund_request=True,
+                                   pause_s=retry_after if limited else None, rate_limited=limited,
+                                   headers=ratelimit_headers(err.response.headers))
+            elif status >= 500:  # counted as a request, no tokens
+                self.gate.complete(**close, actual_usd=0.0, refund_tokens=b.need_tokens)
+            else:
+                self.gate.complete(**close, actual_usd=0.0, refund_tokens=b.need_tokens, refund_request=True)
+            if status in (401, 403):
+                raise policy.auth_error(self.base_url, self.cfg.api_key_env, status) from None
+            if status == 429 and code == "insufficient_quota":
+                raise policy.quota_error(self.base_url) from None
+            if status == 429 and code == "request_too_large":
+                return t.result("error", "rate_limited", error=msg)
+            if sent_mode is not None and policy.rejects_format(status, code, param, msg):
+                if self.shape.step_down(sent_mode, f"HTTP {status} naming the response format: {msg[:160]}"):
+                    return _AGAIN  # unbilled: sent again at once in the next form
+                return t.result("error", "format_rejected",
+                                error=f"{policy.final_error(self.cfg.model, status, code, msg)} "
+                                      f"(llm.structured_output: {self.cfg.structured_output}; try auto)")
+            if not policy.is_retried(status):
+                if self.shape.adapt(status, code, param, msg):
+                    return _AGAIN
+                cause = "context_length" if code == "context_length_exceeded" else "http_4xx"
+                return t.result("error", cause, error=policy.final_error(self.cfg.model, status, code, msg))
+            cause = "rate_limited" if status == 429 else "http_5xx"
+        elif isinstance(err, openai.APITimeoutError):
+            # the server may have billed it: keep the reservation as spent (the cap stays hard)
+            self.gate.complete(**close, actual_usd=b.max_cost)
+            self.counters["unknown_billing_usd"] += b.max_cost
+            msg, cause = "request timed out", "timeout"
+        else:  # connection error, or a 200 whose body is not a completion
+            self.gate.complete(**close, actual_usd=0.0, refund_tokens=b.need_tokens)
+            msg = self._scrub(getattr(err, "message", None) or str(err))
+            cause = "bad_body" if isinstance(err, _BadBody) else "unreachable"
+        t.failures += 1
+        if t.failures > self.cfg.max_retries:
+            return t.result("error", cause, error=f"gave up after {t.attempts} attempts: {msg}")
+        self.counters["retries"] += 1
+        log.debug("retrying %s after: %s", t.req.key[:12], msg)
+        await self._nap(policy.backoff(self.rng, t.failures, self.retry_base_s, self.retry_cap_s, retry_after))
+        return _AGAIN
+
+    async def _on_answer(self, t: "_Try", b: "_Booking", completion: Any, headers: Any,
+                         sent_mode: str | None) -> Any:
+        """A 200: settle the gate to the billed usage, learn from it, then ``_AGAIN`` (cut at
+        ``max_tokens``: once more with twice the tokens) or the outcome (stored before use; an
+        empty answer is an error with cause ``empty``, never stored)."""
+        choice = completion.choices[0] if completion.choices else None
+        text = (choice.message.content if choice is not None and choice.message is not None else None) or ""
+        finish = choice.finish_reason if choice is not None else None
+        usage = completion.usage
+        in_t = int(usage.prompt_tokens) if usage is not None else b.prompt_tokens
+        out_t = int(usage.completion_tokens) if usage is not None else count_text_tokens(text, self.cfg.model)
+        details = getattr(usage, "completion_tokens_details", None) if usage is not None else None
+        thought = int(getattr(details, "reasoning_tokens", 0) or 0)
+        actual = cost_usd(in_t, out_t, self.cfg.price)
+        self.gate.complete(reserved_usd=b.max_cost, booked_tokens=b.need_tokens, actual_usd=actual,
+                           refund_tokens=b.need_tokens - (in_t + out_t), headers=ratelimit_headers(headers))
+        t.billed_in += in_t
+        t.billed_out += out_t
+        t.billed_usd += actual
+        t.reasoning_tokens += thought
+        self.shape.saw_reasoning(thought)
+        if finish != "length":  # a cut answer is no sign of what the endpoint does
+            self.shape.check_answer(text, sent_mode)
+        if finish == "length" and t.partial is None:
+            t.partial = (text, finish, sent_mode)
+            t.max_tokens *= 2
+            return _AGAIN
+        if not text.strip() and t.partial is not None and t.partial[0].strip():
+            text, finish, sent_mode = t.partial
+        if not text.strip():
+            return self._empty(t, finish)
+        return await self._store(t, text, finish, sent_mode)
+
+    def _empty(self, t: "_Try", finish: str | None) -> LLMResult:
+        thought = f" after {t.reasoning_tokens} reasoning tokens" if t.reasoning_tokens else ""
+        return t.result("error", "empty", finish_reason=finish,
+                        error=f"empty answer{thought} (finish_reason {finish}); raise llm.max_tokens"
+                              f"{' or llm.reasoning_tokens' if thought or self.shape.reasoning else ''}")
+
+    async def _keep_partial(self, t: "_Try") -> LLMResult:
+        text, finish, mode = t.partial  # type: ignore[misc]
+        return await self._store(t, text, finish, mode) if text.strip() else self._empty(t, finish)
+
+    async def _store(self, t: "_Try", text: str, finish: str | None, mode: str | None) -> LLMResult:
+        rec = {"key": t.req.key, "endpoint": self.cfg.endpoint, "model": self.cfg.model, "text": text,
+               "finish_reason": finish, "input_tokens": t.billed_in, "output_tokens": t.billed_out,
+               "usd": t.billed_usd, "attempts": t.attempts, "format": mode,
+               "structured": mode not in (None, "text"), "created": time.time()}
+        await self._cache_put(t.req.key, rec)  # durable before use
+        return t.result("ok", "truncated" if finish == "length" else None, text=text, finish_reason=finish,
+                        format=mode)
 
     # ---- many requests
     async def run(self, requests: list[LLMRequest], progress: bool = False) -> list[LLMResult | None]:
@@ -500,5 +589,5 @@ async def run_requests_async(
         stops.restore()
         await runner.aclose()
         if report is not None:
-            report["structured_fallback"] = runner.shape.fallback
+            runner.shape.report(report)
     return check_complete(results, stops.received)

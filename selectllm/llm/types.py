@@ -9,6 +9,22 @@ from typing import Any, Literal
 
 Status = Literal["ok", "error", "budget_stopped"]
 
+# why a request gave no complete answer (LLMResult.cause, ``select/requests.jsonl``); every result
+# that is not ``ok`` has one, an ``ok`` result only ``truncated`` (a cut answer with text, kept)
+CAUSES = {
+    "unreachable": "no connection to the endpoint (refused, reset, DNS) after llm.max_retries",
+    "timeout": "no answer within llm.timeout_s after llm.max_retries",
+    "http_4xx": "the endpoint refused the request (a 4xx other than those below)",
+    "http_5xx": "server errors (5xx) until llm.max_retries ran out",
+    "rate_limited": "429 until llm.max_retries ran out, or a request larger than the rate limit",
+    "bad_body": "2xx answers that are not chat completions until llm.max_retries ran out",
+    "format_rejected": "the endpoint rejected the response format it was asked for (llm.structured_output)",
+    "context_length": "the prompt is longer than the model's context",
+    "truncated": "the answer was cut at max_tokens (kept when it holds text)",
+    "empty": "an empty answer (e.g. a reasoning model that spent max_tokens thinking): not used",
+    "budget": "llm.max_usd reached before this request",
+}
+
 
 @dataclass
 class LLMRequest:
@@ -50,6 +66,8 @@ class LLMResult:
     error: str | None = None
     attempts: int = 0
     cached: bool = False
+    cause: str | None = None  # a CAUSES key: set for every result that is not ok, "truncated" for a cut ok
+    format: str | None = None  # the response format the answer was asked in (policy.LADDER), None: cached
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -59,7 +77,23 @@ def canonical_json(obj: Any) -> str:
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
-def request_key(model: str, messages: list[dict], params: dict, prompt_version: str) -> str:
-    """sha256 (hex) of the canonical JSON of everything that decides the answer."""
-    payload = {"model": model, "messages": messages, "params": params, "prompt_version": prompt_version}
+OPENAI_BASE_URL = "https://api.openai.com/v1"
+
+
+def endpoint_id(provider: str, base_url: str | None) -> str:
+    """Who answers: ``simulator`` (the one this project starts), or ``<provider>:<base URL>``
+    (OpenAI's own when none is set; scheme and host lower-cased, no trailing slash)."""
+    if provider == "simulator" and not base_url:
+        return "simulator"
+    url = (base_url or OPENAI_BASE_URL).strip().rstrip("/")
+    scheme, sep, rest = url.partition("://")
+    host, slash, path = rest.partition("/")
+    return f"{provider}:{scheme.lower()}{sep}{host.lower()}{slash}{path}"
+
+
+def request_key(model: str, messages: list[dict], params: dict, prompt_version: str, *, endpoint: str) -> str:
+    """sha256 (hex) of the canonical JSON of everything that decides the answer: the endpoint
+    (:func:`endpoint_id`) and model that answer it, the messages and parameters, the prompt's version."""
+    payload = {"endpoint": endpoint, "model": model, "messages": messages, "params": params,
+               "prompt_version": prompt_version}
     return hashlib.sha256(canonical_json(payload).encode("utf-8")).hexdigest()

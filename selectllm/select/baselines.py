@@ -143,14 +143,15 @@ def rating_requests(cfg, ids, texts: dict[str, dict]) -> list:
     from selectllm.llm.types import LLMRequest, request_key
     from selectllm.select.prompts import RATING_PROMPT_VERSION, RATING_SCHEMA, rating_messages
 
-    structured = cfg.llm.structured_output != "off"
+    structured = cfg.llm.asks_structured
     params = {"max_tokens": cfg.llm.max_tokens, "temperature": cfg.llm.temperature,
               "response_format": "json_schema" if structured else "text"}
     out = []
     for i, ident in enumerate(ids):
         row = texts[str(ident)]
         messages = rating_messages(row["instruction"] or "", row["input"] or "", structured)
-        out.append(LLMRequest(key=request_key(cfg.llm.model, messages, params, RATING_PROMPT_VERSION),
+        out.append(LLMRequest(key=request_key(cfg.llm.model, messages, params, RATING_PROMPT_VERSION,
+                                              endpoint=cfg.llm.endpoint),
                               group_id=i, messages=messages, max_tokens=cfg.llm.max_tokens,
                               response_format=RATING_SCHEMA if structured else None,
                               text_messages=rating_messages(row["instruction"] or "", row["input"] or "", False)

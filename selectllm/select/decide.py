@@ -57,7 +57,7 @@ def shown_order(g: Group, seed: int, view: int = 0, attempt: int = 0) -> list[in
 
 def _request(cfg, g: Group, texts: dict[str, dict], prompt: PromptSpec, view: int, attempt: int) -> LLMRequest:
     reasons = bool(cfg.select.reasons)
-    structured = cfg.llm.structured_output != "off" and prompt.structured is not False
+    structured = cfg.llm.asks_structured and prompt.structured is not False
     schema = prompt.reasons_schema if reasons else prompt.schema
     order = shown_order(g, cfg.select.seed, view, attempt)
     cands = [(texts[g.candidates[i]]["instruction"], texts[g.candidates[i]]["input"] or "") for i in order]
@@ -65,7 +65,7 @@ def _request(cfg, g: Group, texts: dict[str, dict], prompt: PromptSpec, view: in
     max_tokens = answer_tokens(cfg, g.quota)
     params = {"max_tokens": max_tokens, "temperature": cfg.llm.temperature,
               "response_format": "json_schema" if structured else "text"}
-    return LLMRequest(key=request_key(cfg.llm.model, messages, params, prompt.version),
+    return LLMRequest(key=request_key(cfg.llm.model, messages, params, prompt.version, endpoint=cfg.llm.endpoint),
                       group_id=g.group_id, messages=messages, max_tokens=max_tokens,
                       response_format=schema if structured else None,
                       text_messages=prompt.build(cands, g.quota, False, reasons) if structured else None,
@@ -90,7 +90,8 @@ def repair_request(cfg, req: LLMRequest, answer: str | None, parsed: Parsed, n: 
     said = {"role": "assistant", "content": (answer or "").strip() or "(empty)"}
     messages = [*req.messages, said, note]
     params = {**req.meta["params"], "repair": 1}
-    return LLMRequest(key=request_key(cfg.llm.model, messages, params, req.meta["version"]),
+    return LLMRequest(key=request_key(cfg.llm.model, messages, params, req.meta["version"],
+                                          endpoint=cfg.llm.endpoint),
                       group_id=req.group_id, messages=messages, max_tokens=req.max_tokens,
                       response_format=req.response_format,
                       text_messages=[*req.text_messages, said, note] if req.text_messages else None,

@@ -19,7 +19,7 @@ from selectllm.errors import UserError
 
 FIXES = {
     "error": "check llm.base_url, llm.model and the server (select/requests.jsonl has each error)",
-    "unusable": "the model's answers could not be read: try llm.structured_output: on, a stronger model, "
+    "unusable": "the model's answers could not be read: try llm.structured_output: json_schema (or the form your server takes), a stronger model, "
                 "or read the parse column of select/decisions.parquet",
     "budget_stopped": "raise llm.max_usd (selectllm estimate prices the run)",
 }

@@ -20,9 +20,12 @@ def send(ctx, requests: list, prior_usd: float = 0.0, log_name: str = "requests.
     the first asks of a repair round); it counts against ``llm.max_usd``.  ``log_name``: the
     stage's request log this call writes (one file per call: an object store cannot append).
 
-    Sets ``ctx.llm_counts`` (for the stage's manifest counts): ``structured_output`` (what was
-    asked for: ``json_schema`` or ``text``) and, when the endpoint could not do structured outputs
-    this run, ``structured_output_fallback`` (why; from then on the text form was sent).
+    Sets ``ctx.llm_counts`` (for the stage's manifest counts) and prints one line about it:
+    ``structured_output`` (the response format the endpoint was asked in at the end:
+    ``json_schema``, ``json_object_schema``, ``json_object`` or ``text``; see
+    :mod:`selectllm.llm.policy`), ``structured_output_fallback`` (why it stepped down, when it
+    did), ``reasoning`` (room left for a reasoning model's thinking).  Another endpoint's answers
+    in this run dir's cache are never used; that they are there is printed.
     """
     if not requests:
         return []
@@ -42,12 +45,8 @@ def send(ctx, requests: list, prior_usd: float = 0.0, log_name: str = "requests.
         results = run_requests(requests, cfg.llm, cache_dir=cache_dir,
                                requests_log=ctx.run.staging_uri(ctx.out_path(log_name)),
                                base_url=base_url, prior_usd=prior, known=known, report=report)
-    structured = any(r.response_format is not None for r in requests) and cfg.llm.structured_output != "off"
-    counts: dict = {"structured_output": "json_schema" if structured else "text"}
-    if report.get("structured_fallback"):
-        counts["structured_output"] = "json_schema, then text"
-        counts["structured_output_fallback"] = report["structured_fallback"]
-    ctx.llm_counts = counts
+    ctx.llm_counts = llm_counts(requests, report)
+    ctx.log.print(f"select: LLM {cfg.llm.endpoint} model {cfg.llm.model}: " + describe(ctx.llm_counts, report))
     return results
 
 
@@ -75,3 +74,23 @@ def _programme_capped(ctx):
         return cfg
     ctx.log.print(f"select: history.max_usd leaves ${left:.4f} of the programme's budget for this run")
     return cfg.model_copy(update={"llm": cfg.llm.model_copy(update={"max_usd": left})})
+
+
+def llm_counts(requests: list, report: dict) -> dict:
+    structured = any(r.response_format is not None for r in requests)
+    counts: dict = {"structured_output": report.get("structured_output", "json_schema") if structured else "text",
+                    "reasoning": bool(report.get("reasoning"))}
+    if structured and report.get("structured_fallback"):
+        counts["structured_output_fallback"] = report["structured_fallback"]
+    return counts
+
+
+def describe(counts: dict, report: dict) -> str:
+    out = f"structured output {counts['structured_output']}"
+    if counts.get("structured_output_fallback"):
+        out += f" (after {counts['structured_output_fallback']})"
+    if counts.get("reasoning"):
+        out += "; reasoning model: llm.reasoning_tokens of room per request"
+    if report.get("other_endpoints"):
+        out += f"; this run dir's cache also holds answers from {', '.join(report['other_endpoints'])} (not used)"
+    return out
