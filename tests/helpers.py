@@ -505,10 +505,38 @@ def llama_server_missing() -> str | None:
     return None
 
 
+class LlamaBuildUnusable(RuntimeError):
+    """The llama.cpp build dies on this CPU (SIGILL): built for instructions it does not enable."""
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def warm_up(base: str, proc: subprocess.Popen, log_path: Path) -> None:
+    """One tiny completion; a server that dies of SIGILL raises :class:`LlamaBuildUnusable` (a
+    ``GGML_NATIVE`` build on a CPU that lists AMX but whose VM does not enable it)."""
+    body = json.dumps({"model": SMOLLM2_ALIAS, "max_tokens": 1,
+                       "messages": [{"role": "user", "content": "Hi"}]}).encode()
+    req = urllib.request.Request(f"{base}/chat/completions", data=body, headers={"content-type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=120) as r:
+            r.read()
+            return
+    except OSError:
+        pass
+    try:
+        proc.wait(5)
+    except subprocess.TimeoutExpired:
+        raise RuntimeError(f"llama_cpp.server failed its first completion: "
+                           f"{log_path.read_text(errors='replace')[-2000:]}") from None
+    if proc.returncode == -4:
+        raise LlamaBuildUnusable("this llama-cpp-python build dies of SIGILL on this CPU (instructions the machine "
+                                 "does not enable, e.g. AMX): rebuild it with CMAKE_ARGS='-DGGML_NATIVE=OFF "
+                                 "-DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON' (README, llama.cpp recipe)")
+    raise RuntimeError(f"llama_cpp.server exited with {proc.returncode} on its first completion")
 
 
 @contextmanager
@@ -536,6 +564,7 @@ def llama_server(log_path: Path, threads: int = 1, n_ctx: int = 4096, ready_s: f
             if time.monotonic() > deadline:
                 raise RuntimeError(f"llama_cpp.server not ready after {ready_s:.0f} s")
             time.sleep(0.3)
+        warm_up(base, proc, log_path)
         yield base
     finally:
         proc.terminate()
