@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import re
 import sys
@@ -72,6 +73,7 @@ def main() -> None:
     if missing:
         raise SystemExit(missing)
     groups, texts = groups_and_texts(args.groups, args.candidates)
+    os.environ["BENCH_LLAMA_KEY"] = "sk-local"  # the server checks none; the client wants one
     out: dict = {"machine": f"{platform.machine()} {platform.python_version()}", "model": "SmolLM2-135M-Instruct Q4_1",
                  "server": "llama-cpp-python 0.3.36 (python -m llama_cpp.server)", "n_threads": args.threads,
                  "groups": len(groups), "candidates_per_prompt": args.candidates, "runs": []}
@@ -84,9 +86,6 @@ def main() -> None:
                     "llm": {"provider": "openai", "base_url": base, "model": helpers.SMOLLM2_ALIAS, "engine": "local",
                             "api_key_env": "BENCH_LLAMA_KEY", "concurrency": c, "timeout_s": 300,
                             "price": {"input_per_mtok": 0, "output_per_mtok": 0}}})
-                import os
-
-                os.environ["BENCH_LLAMA_KEY"] = "sk-local"
                 reqs = build_requests(cfg, groups, texts)
                 start = log_path.stat().st_size
                 report: dict = {}

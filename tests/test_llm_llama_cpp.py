@@ -17,7 +17,7 @@ from selectllm.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "examples" / "sample.jsonl"
-BUDGET = 8
+BUDGET = 6
 
 pytestmark = [pytest.mark.slow, pytest.mark.spark, pytest.mark.ray, pytest.mark.subprocess]
 
@@ -30,8 +30,8 @@ def real_rows(path: Path, n: int) -> Path:
             rec = json.loads(line)
         except ValueError:
             continue
-        if isinstance(rec, dict) and 10 < len(str(rec.get("instruction", ""))) < 400 \
-                and len(str(rec.get("input") or "")) < 400:
+        if isinstance(rec, dict) and 10 < len(str(rec.get("instruction", ""))) < 300 \
+                and len(str(rec.get("input") or "")) < 300:
             rows.append(rec)
         if len(rows) == n:
             break
@@ -57,7 +57,7 @@ def test_pipeline_against_llama_cpp_server(llama_server, spark, ray_local, tmp_p
     corpus = real_rows(tmp_path / "rows.jsonl", 80)
     run = tmp_path / "run"
     cfg = {"run_dir": str(run), "input": {"paths": [str(corpus)], "preset": "alpaca"},
-           "select": {"strategy": "selectllm", "budget": BUDGET, "candidates_per_prompt": 5},
+           "select": {"strategy": "selectllm", "budget": BUDGET, "candidates_per_prompt": 4},
            "llm": {"provider": "simulator", "engine": "local", "simulator": {"latency_ms": 1}}}
     run_cli(cfg, tmp_path, capsys)  # the simulator first: its answers land in cache/llm
     cfg["llm"] = {"provider": "openai", "base_url": llama_server, "model": "smollm2", "api_key_env": "LLAMA_KEY",
