@@ -20,7 +20,7 @@ def send(ctx, requests: list, prior_usd: float = 0.0, log_name: str = "requests.
     the first asks of a repair round); it counts against ``llm.max_usd``.  ``log_name``: the
     stage's request log this call writes (one file per call: an object store cannot append).
 
-    Sets ``ctx.llm_counts`` (for the stage's manifest counts) and prints one line about it:
+    Sets ``ctx.llm_counts`` (for the stage's manifest counts) and prints one line when they change:
     ``structured_output`` (the response format the endpoint was asked in at the end:
     ``json_schema``, ``json_object_schema``, ``json_object`` or ``text``; see
     :mod:`selectllm.llm.policy`), ``structured_output_fallback`` (why it stepped down, when it
@@ -45,8 +45,10 @@ def send(ctx, requests: list, prior_usd: float = 0.0, log_name: str = "requests.
         results = run_requests(requests, cfg.llm, cache_dir=cache_dir,
                                requests_log=ctx.run.staging_uri(ctx.out_path(log_name)),
                                base_url=base_url, prior_usd=prior, known=known, report=report)
+    before = getattr(ctx, "llm_counts", None)
     ctx.llm_counts = llm_counts(requests, report)
-    ctx.log.print(f"select: LLM {cfg.llm.endpoint} model {cfg.llm.model}: " + describe(ctx.llm_counts, report))
+    if ctx.llm_counts != before:  # a repair round that learnt nothing new prints nothing
+        ctx.log.print(f"select: LLM {cfg.llm.endpoint} model {cfg.llm.model}: " + describe(ctx.llm_counts, report))
     return results
 
 
