@@ -24,6 +24,7 @@ import yaml
 
 import s3_server
 from selectllm.config import SimulatorConfig
+from selectllm.llm.cache import ENDPOINTS_FILE
 from selectllm.llm.simulator import start_simulator
 
 from helpers import CLUSTERS, PER_CLUSTER, llm_cfg, make_requests, plant_upstream
@@ -76,7 +77,8 @@ def wait_for(cond, timeout: float = 120.0) -> None:
 
 def cache_keys(fs, root: str) -> list[str]:
     try:
-        return [p for p in fs.find(f"{root}/cache/llm") if p.endswith(".json") and "/batches/" not in p]
+        return [p for p in fs.find(f"{root}/cache/llm")
+                if p.endswith(".json") and "/batches/" not in p and not p.endswith(f"/{ENDPOINTS_FILE}")]
     except FileNotFoundError:
         return []
 
@@ -272,4 +274,6 @@ def test_simulator_log_and_request_log_go_to_s3(s3_env):
     assert all(r.status == "ok" for r in res)
     lines = [json.loads(x) for x in fs.cat(f"{bucket}/r/logs/simulator.jsonl").decode().splitlines()]
     assert sorted(x["key"] for x in lines if x.get("key")) == sorted(r.key for r in reqs)
-    assert len(fs.find(f"{bucket}/r/cache/llm")) == 3
+    # one object per answer, and the list of endpoints that answered into the folder
+    assert sorted(p.rsplit("/", 1)[1] for p in fs.find(f"{bucket}/r/cache/llm")) == sorted(
+        [f"{r.key}.json" for r in reqs] + [ENDPOINTS_FILE])
