@@ -45,8 +45,9 @@ def run_cli(cfg: dict, tmp_path: Path, capsys) -> str:
     try:
         main(["run", str(p)])
     except SystemExit as e:
-        assert e.code in (0, None), capsys.readouterr().out[-3000:]
-    return capsys.readouterr().out
+        assert e.code in (0, None), capsys.readouterr().err[-3000:]
+    got = capsys.readouterr()
+    return got.out + got.err  # the stage's lines go to the terminal's stderr
 
 
 def test_pipeline_against_llama_cpp_server(llama_server, spark, ray_local, tmp_path, capsys, monkeypatch):

@@ -143,7 +143,7 @@ def test_run_with_provider_openai_against_a_compatible_server(tmp_path):
     entry = json.loads((run / "manifest.json").read_text())["stages"]["select"]
     assert entry["counts"]["structured_output"] == "text"  # json_schema rejected, the json_object forms ignored
     assert "json_schema: HTTP 422" in entry["counts"]["structured_output_fallback"]
-    assert "structured output text (after json_schema: HTTP 422" in out.stdout
+    assert "structured output text (after json_schema: HTTP 422" in out.stdout + out.stderr
 
     # the key: in the environment only
     assert API_KEY not in out.stdout + out.stderr
