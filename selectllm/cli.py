@@ -176,6 +176,33 @@ def history_show(config: Optional[str] = HistoryConfigOpt, history: Optional[str
         typer.echo(json.dumps({k: c.get(k) for k in ("seq", "kind", "run_id", "run_dir", "source", "finished_at",
                                                      "summary") if c.get(k) is not None}, sort_keys=True))
 
+@app.command()
+def evaluate(config: str = ConfigArg,
+             strategies: Optional[str] = typer.Option(
+                 None, "--strategies", help="Comma-separated strategies (default: evaluate.strategies)."),
+             seeds: Optional[str] = typer.Option(None, "--seeds", help="Comma-separated seeds (default: evaluate.seeds)."),
+             run_dir: Optional[str] = RunDirOpt, set_: Optional[List[str]] = SetOpt,
+             force: bool = typer.Option(False, "--force", help="Recompute the evaluation even if complete."),
+             debug: bool = DebugOpt, verbose: bool = VerboseOpt):
+    """Fine-tune a small LM with LoRA on each strategy's picks, score a held-out set: evaluate/."""
+    from selectllm.compare.stage import parse_strategies
+    from selectllm.evaluate.stage import parse_list, print_table, run_evaluate
+
+    _offline_defaults()
+    cfg = _load(config, run_dir, set_, debug)
+    names = parse_strategies(strategies) if strategies else None
+    try:
+        seed_list = parse_list(seeds, int) if seeds else None
+    except ValueError:
+        raise UserError(f"--seeds takes comma-separated integers, not {seeds!r}") from None
+    if seed_list and len(set(seed_list)) != len(seed_list):
+        raise UserError(f"--seeds lists a seed twice: {seeds}")
+    with _engine_output(cfg, verbose):
+        run, doc = run_evaluate(cfg, names, seed_list, force=force)
+    print_table(doc)
+    typer.echo(f"evaluate.json: {run.uri('evaluate', 'evaluate.json')}")
+    typer.echo(f"evaluate.html: {run.uri('evaluate', 'evaluate.html')}")
+
 
 @app.command("simulate-llm")
 def simulate_llm(port: int = typer.Option(8011, "--port", help="0 picks a free port."),

