@@ -23,6 +23,10 @@ pytest.importorskip("peft")
 pytest.importorskip("rouge_score")
 
 
+class Killed(BaseException):
+    """The run stops in the middle of a cell (a BaseException, like KeyboardInterrupt, that pytest leaves to the test)."""
+
+
 @pytest.fixture(scope="module")
 def tiny_lm(tmp_path_factory) -> str:
     return tiny_causal_lm(tmp_path_factory.mktemp("lm") / "tiny")
@@ -84,16 +88,17 @@ def test_evaluate_stage_then_kill_and_resume(tmp_path, tiny_lm, ray_local, monke
     # a second run directory, killed in the third cell (base, random 0 done; kcenter 0 next), then resumed
     part = tmp_path / "part"
     cfg2 = eval_run(part, tiny_lm)
-    real, calls = finetune.run_cell, []
+    real, calls, killed = finetune.run_cell, [], []
 
     def dies_third(spec, progress=None):
         calls.append((len(spec["train"]), spec["seed"]))
-        if len(calls) == 3:
-            raise KeyboardInterrupt  # as a kill would, mid-run
+        if len(calls) == 3 and not killed:
+            killed.append(True)
+            raise Killed  # as a kill would, mid-run
         return real(spec, progress)
 
     monkeypatch.setattr(finetune, "run_cell", dies_third)
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(Killed):
         evaluate_run(cfg2, RunDir(str(part)))
     assert not (part / "evaluate").exists()
     calls.clear()
