@@ -21,10 +21,22 @@ from selectllm.select.registry import NAMES as STRATEGY_NAMES
 from selectllm.text.formats import FORMATS
 
 
+def _strategy_list(v: list[str], section: str) -> list[str]:
+    """A ``--strategies`` list: known names, at least one, none twice."""
+    for name in v:
+        _check_strategy(name)
+    if not v:
+        raise ValueError(f"{section}.strategies is empty")
+    if len(set(v)) != len(v):
+        raise ValueError(f"{section}.strategies lists a strategy twice: {','.join(v)}")
+    return v
+
+
 def _check_strategy(name: str) -> str:
     if name not in STRATEGY_NAMES:
         raise ValueError(f"'{name}' is not a strategy (available: {', '.join(STRATEGY_NAMES)})")
     return name
+
 
 PAPER_TEMPLATE = "### Instruction: {instruction}\n\n### Input: {input}\n\n### Response:"
 PAPER_TEMPLATE_NO_INPUT = "### Instruction: {instruction}\n\n### Response:"
@@ -401,13 +413,7 @@ class CompareConfig(_Strict):
     @field_validator("strategies")
     @classmethod
     def _known(cls, v: list[str]) -> list[str]:
-        for name in v:
-            _check_strategy(name)
-        if not v:
-            raise ValueError("compare.strategies is empty")
-        if len(set(v)) != len(v):
-            raise ValueError(f"compare.strategies lists a strategy twice: {','.join(v)}")
-        return v
+        return _strategy_list(v, "compare")
 
 
 class HistoryConfig(_Strict):
@@ -455,13 +461,7 @@ class EvaluateConfig(_Strict):
     @field_validator("strategies")
     @classmethod
     def _known(cls, v: list[str]) -> list[str]:
-        for name in v:
-            _check_strategy(name)
-        if not v:
-            raise ValueError("evaluate.strategies is empty")
-        if len(set(v)) != len(v):
-            raise ValueError(f"evaluate.strategies lists a strategy twice: {','.join(v)}")
-        return v
+        return _strategy_list(v, "evaluate")
 
     @field_validator("seeds")
     @classmethod
