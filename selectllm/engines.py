@@ -180,7 +180,8 @@ def ship_package(spark) -> str:
     atexit.register(shutil.rmtree, folder, True)
     path = os.path.join(folder, "selectllm.zip")
     with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as z:
-        for f in sorted(pkg.rglob("*.py")):
+        # the modules and the package data they read (the privacy stage's secret rules, *.toml)
+        for f in sorted([*pkg.rglob("*.py"), *pkg.rglob("*.toml")]):
             z.write(f, str(Path("selectllm") / f.relative_to(pkg)))
     spark.sparkContext.addPyFile(path)
     return path

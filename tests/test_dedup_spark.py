@@ -282,7 +282,7 @@ def test_low_information_rows_are_quarantined_with_their_rule(spark, tmp_path):
             {"instruction": "Define photosynthesis.", "input": "$$$ %%%"}]
     src = tmp_path / "junk.jsonl"
     src.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    ctx = _ctx(tmp_path, [_paths([str(src)])])
+    ctx = stage_ctx(tmp_path / "run", "dedup", _paths([str(src)]))
     counts = run_stage(ctx)
     out = Path(ctx.out)
     quarantine = pq.read_table(out / "quarantine").to_pylist()
@@ -290,5 +290,5 @@ def test_low_information_rows_are_quarantined_with_their_rule(spark, tmp_path):
     assert got == [(1, "low_quality", "placeholder"), (2, "low_quality", "long_words")]
     assert json.loads(quarantine[0]["raw"])["instruction"] in ("test 123", rows[2]["instruction"])
     assert counts["kept"] == 2 and counts["quarantined_low_quality"] == 2  # the input is not judged
-    off = _ctx(tmp_path / "off", [_paths([str(src)]), "dedup.quality.enabled=false"])
+    off = stage_ctx(tmp_path / "off" / "run", "dedup", _paths([str(src)]), "dedup.quality.enabled=false")
     assert run_stage(off)["kept"] == 4

@@ -37,9 +37,9 @@ def test_every_declared_input_is_masked_or_carries_no_row_text():
         allowed = SOURCE_TEXT_OUTPUTS.get(ref)
         assert allowed is not None, f"{stage.name}.{name} binds {ref}: neither masked nor free of row text"
         assert stage.name in allowed, f"{stage.name}.{name} binds {ref}, which may hold source text"
-    # the walk saw the text consumers: embed, select, compare and report read dedup.rows
+    # the walk saw the text consumers: embed, select, compare, evaluate and report read dedup.rows
     consumers = {s.name for s, _, ref in _refs() if ref == "dedup.rows"}
-    assert consumers == {"embed", "select", "compare", "report"}
+    assert consumers == {"embed", "select", "compare", "evaluate", "report"}
     assert seen & set(MASKED_OUTPUTS) == {"dedup.rows", "dedup.quarantine", "dedup.stats"}
 
 
