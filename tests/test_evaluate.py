@@ -229,3 +229,29 @@ def test_bundled_smollm2_loads_and_trains_one_step():
                 threads=2, seed=0, train=rows, test=rows[:2])
     r = run_cell(spec)
     assert r["steps"] == 1 and 0 < r["test_loss"] < 10 and r["examples"][0]["answer"]
+
+
+def test_the_report_shows_the_evaluation_figures_and_links_its_page(tmp_path, tiny_lm, ray_local):
+    """The report stage's optional inputs: evaluate.json's figures (mean ± spread, the verdict
+    against random) in a section and metrics.json, a link to evaluate.html, no example text."""
+    from types import SimpleNamespace
+
+    from selectllm import pipeline
+    from selectllm.report.html import Inputs, evaluation_section
+
+    cfg = eval_run(tmp_path, tiny_lm, "evaluate.seeds=[0]", "evaluate.base=false")
+    run = RunDir(str(tmp_path))
+    ctx = pipeline.stage_context(cfg, run, "report", out=str(tmp_path / "o"))
+    r = SimpleNamespace(inputs=Inputs(ctx), run=run, metrics={})
+    assert evaluation_section(r) == "" and "evaluation" not in r.metrics  # evaluate never ran
+    doc = evaluate_run(cfg, run)
+    ctx = pipeline.stage_context(cfg, run, "report", out=str(tmp_path / "o"))
+    r = SimpleNamespace(inputs=Inputs(ctx), run=run, metrics={})
+    html = evaluation_section(r)
+    assert 'id="evaluation"' in html and 'href="evaluate/evaluate.html"' in html
+    loss = doc["strategies"]["kcenter"]["test_loss"]["mean"]
+    assert f"{loss:.4f}" in html and "held-out loss:" in html  # the figure and the verdict against random
+    assert r.metrics["evaluation"]["kcenter"]["test_loss"]["mean"] == loss
+    assert set(r.metrics["evaluation"]) == {"random", "kcenter"}
+    examples = [e["instruction"] for c in doc["strategies"]["random"]["seeds"] for e in c.get("examples", [])]
+    assert examples and not any(x in html for x in examples)  # figures only: no held-out text

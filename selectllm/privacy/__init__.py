@@ -18,6 +18,10 @@ from __future__ import annotations
 MASKED_OUTPUTS = ("dedup.rows", "dedup.quarantine", "dedup.duplicates", "dedup.stats")
 # outputs that may hold source text (privacy.output: original) -> the stages allowed to read them,
 # each of which shows the masked text instead (report/html.py: _masked)
-SOURCE_TEXT_OUTPUTS = {"select.selected": ("report",)}
+SOURCE_TEXT_OUTPUTS = {"select.selected": ("report",),
+                       # evaluate's held-out rows are read as they are (a local test file): its
+                       # results and page hold example answers; the report shows only the figures
+                       # of the one and links the other (report/html.py: evaluation_section)
+                       "evaluate.results": ("report",), "evaluate.page": ("report",)}
 # the functions that turn input files into row text: only dedup and privacy.original may call them
 ROW_READERS = ("iter_rows", "iter_records", "chat_rows", "staged_dataframe", "dedup_dataframe", "_reader")

@@ -689,6 +689,33 @@ def compare_section(r: Report) -> str:
     return "\n".join(parts)
 
 
+def evaluation_section(r: Report) -> str:
+    """``selectllm evaluate``'s figures, when it ran (optional inputs): per strategy the mean ± spread
+    over the seeds of each metric and the verdict against ``random``; a link to its page."""
+    from selectllm.evaluate.figures import METRICS, format_stat, verdict
+
+    results = r.inputs.get("evaluation")
+    doc = results.read_json() if results is not None else None
+    if not doc or not doc.get("strategies"):
+        return ""
+    page_input = r.inputs.get("evaluation_page")
+    link = posixpath.relpath(page_input.path, r.run.path()) if page_input is not None else None
+    st = doc.get("settings") or {}
+    r.metrics["evaluation"] = {name: {key: row.get(key) for key, _, _ in METRICS} | {"vs_random": row.get("vs_random")}
+                               for name, row in doc["strategies"].items()}
+    parts = ['<h2 id="evaluation">Fine-tune evaluation</h2>',
+             f'<p>From <code>selectllm evaluate</code>: {esc(st.get("model"))} fine-tuned with LoRA on each'
+             f' strategy\'s picks, one run per seed ({esc(len(st.get("seeds") or []))}), scored on'
+             f' {esc(st.get("test_rows"))} held-out rows (mean ± standard deviation over the seeds; "beyond the'
+             ' spread": the two mean ± 1 sd bands do not overlap)'
+             + (f'; plot and example answers in <a href="{esc(link)}">{esc(link)}</a>' if link else "") + '.</p>']
+    rows = [[name, row.get("train_rows"), *[format_stat(row.get(key) or {}) for key, _, _ in METRICS], verdict(row)]
+            for name, row in doc["strategies"].items()]
+    parts.append(table(["strategy", "training rows", *[label for _, label, _ in METRICS], "against random"], rows,
+                       numeric={1}))
+    return "\n".join(parts)
+
+
 def selected_section(r: Report) -> str:
     """The first selected rows (also without JavaScript)."""
     parts = ['<h2 id="selected">Selected instructions (first 20)</h2>']
@@ -714,7 +741,7 @@ def config_section(r: Report) -> str:
 # explorer (it draws the explorer's map in its projection).
 SECTIONS = (header_section, dedup_section, privacy_section, clusters_section, map_section, representation_section,
             spend_section, positions_section, history_section, explorer_section,
-            stages_section, compare_section, selected_section, config_section)
+            stages_section, compare_section, evaluation_section, selected_section, config_section)
 
 
 def build(ctx) -> tuple[str, dict, int]:

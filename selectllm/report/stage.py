@@ -29,10 +29,11 @@ STAGE = Stage(
     inputs={"stats": "dedup.stats", "quarantine": "dedup.quarantine", "rows": "dedup.rows",
             "vectors": "embed.vectors", "assignments": "cluster.assignments", "centers": "cluster.centers",
             "decisions": "select.decisions", "selected": "select.selected"},
-    # `selectllm compare` runs on demand: its table and a link to its page when it ran
-    optional_inputs={"comparison": "compare.comparison", "comparison_page": "compare.page"},
+    # `selectllm compare` and `selectllm evaluate` run on demand: their tables and links to their pages when they ran
+    optional_inputs={"comparison": "compare.comparison", "comparison_page": "compare.page",
+                     "evaluation": "evaluate.results", "evaluation_page": "evaluate.page"},
     outputs=(Output("page", "report.html", root=True), Output("metrics", "metrics.json", root=True)),
-    settings=Settings(version="report-v2"),
+    settings=Settings(version="report-v3"),
     resources=Resources(engine="local"),
     reads_history=True,
     doc="Write report.html and metrics.json.",
