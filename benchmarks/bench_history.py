@@ -131,6 +131,11 @@ def main() -> None:
     ap.add_argument("--work", default=None, help="folder for the weeks and the runs (default: a temp folder)")
     ap.add_argument("--no-union-run", action="store_true", help="skip the one run over all weeks")
     ap.add_argument("--set", action="append", default=[], dest="sets", help="more --set for every run")
+    ap.add_argument("--compare-with", default=None,
+                    help="another bench --work folder (same data args, other --set): the union of its first "
+                         "--weeks weekly selections is measured over the same pool too")
+    ap.add_argument("--union-from", default=None,
+                    help="an all-weeks run made before (same --weeks/--week-rows/--budget/--seed): reused, not rerun")
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
 
@@ -186,11 +191,20 @@ def main() -> None:
             by_id[s["id"]] = {"instruction": s["instruction"], "input": s["input"]}
         earlier += fresh
         d = res["dedup"]
+        commit = next(c for c in json.loads((history / "history.json").read_text())["commits"]
+                      if c.get("run_dir") == str(work / f"week-{n + 1}"))
+        added = du(history) - before
         weeks.append({"week": n + 1, "rows": len(week_rows), "read": d["read"], "kept": d["kept"],
                       "seen_duplicates": d.get("seen_duplicates", 0), "near_duplicates": d["near_duplicates"],
+                      "history_candidates": d.get("near_history_candidates", 0),
                       "selected": len(sel), "prior_centers": res["cluster"].get("prior_centers", 0),
-                      "history_bytes_before": before, "seconds": res["seconds"],
-                      "stage_seconds": res["stage_seconds"], "peak_rss_mb": res["peak_rss_mb"]})
+                      "covered_rows": res["cluster"].get("covered_rows", 0),
+                      "history_bytes_before": before, "history_bytes_added": added,
+                      "history_bytes_per_row_read": round(added / max(1, d["read"]), 1),
+                      "history_record_seconds": round(commit["summary"].get("prepare_seconds", 0)
+                                                      + commit.get("write_seconds", 0), 2),
+                      "seconds": res["seconds"], "stage_seconds": res["stage_seconds"],
+                      "peak_rss_mb": res["peak_rss_mb"]})
         print(json.dumps(weeks[-1]), file=sys.stderr)
 
     from selectllm.text.normalize import clean_text, content_id
@@ -207,9 +221,10 @@ def main() -> None:
            "near_copies_selected": len(chosen_copies),
            "near_copies_selected_at_threshold": sum(1 for i in chosen_copies if copy_ids[i] >= threshold)}
     if not args.no_union_run:
-        union_dir = work / "all-weeks"
-        res = run(cfg, union_dir, [f"input.paths=[{','.join(files)}]", f"select.budget={args.weeks * args.budget}",
-                                   *base_sets], log)
+        union_dir = Path(args.union_from) if args.union_from else work / "all-weeks"
+        res = {"seconds": None, "peak_rss_mb": None} if args.union_from else run(
+            cfg, union_dir, [f"input.paths=[{','.join(files)}]", f"select.budget={args.weeks * args.budget}",
+                             *base_sets], log)
         _, pool = vectors(union_dir)
         one = [json.loads(x)["id"] for x in (union_dir / "selected.jsonl").read_text().splitlines()]
         # the weekly selections' vectors, from the weeks' own runs (a near copy dropped from the
@@ -221,6 +236,15 @@ def main() -> None:
                            "ratio_mean": round(cov_weeks["mean"] / cov_one["mean"], 4),
                            "ratio_max": round(cov_weeks["max"] / cov_one["max"], 4),
                            "one_run_seconds": res["seconds"], "one_run_peak_rss_mb": res["peak_rss_mb"]}
+        if args.compare_with:  # the same weeks selected with other settings (e.g. covered_quotas)
+            other = Path(args.compare_with)
+            picks = [vectors(other / f"week-{n + 1}", [json.loads(x)["id"] for x in
+                                                        (other / f"week-{n + 1}" / "selected.jsonl").read_text().splitlines()])[1]
+                     for n in range(args.weeks)]
+            cov_other = coverage(pool, np.concatenate(picks))
+            out["coverage"]["compared"] = {"work": str(other), "weekly_union": cov_other,
+                                           "ratio_mean": round(cov_other["mean"] / cov_one["mean"], 4),
+                                           "ratio_max": round(cov_other["max"] / cov_one["max"], 4)}
     text = json.dumps(out, indent=2)
     print(text)
     if args.out:

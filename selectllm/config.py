@@ -237,6 +237,9 @@ class SelectConfig(_Strict):
     picks_per_prompt: int = Field(1, ge=1)
     # selectllm: each cluster's share of the budget ∝ size^α (equal: α = 0; README "Allocation")
     allocation: Literal["equal", "sqrt", "proportional"] = "sqrt"
+    # with a history: quotas share the budget by each cluster's rows not already covered by an
+    # earlier selection (cluster/centers.parquet `covered`; README "Continuous selection")
+    covered_quotas: bool = True
     seed: int = 0
     strict_budget: bool = False
     # selectllm-paper: K diverse subsets (one prompt each) and the prompt's layout

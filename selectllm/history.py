@@ -5,6 +5,9 @@ A programme (one team selecting every week from growing logs) points every run a
 
     history.json                      the index: format version, commits in order (below)
     runs/<run_id>/<token>/seen/       ids of every row the run kept or removed as a near copy
+    runs/<run_id>/<token>/minhash/    with near dedup on: the MinHash rows (id, band keys, shingle
+                                      hashes) of every row the run kept; the summary's ``minhash``
+                                      names the settings they were made with
     runs/<run_id>/<token>/selected.parquet   the run's selection: id, instruction, input,
                                       cluster_id, embedding (its vector), run_id
     imports/<token>/status.parquet    ``selectllm history import``: id, status (annotated|rejected)
@@ -41,7 +44,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from selectllm.errors import UserError
-from selectllm.rundir import is_url, storage_options
+from selectllm.rundir import is_url, open_location, replace_local_file, storage_options
 
 FORMAT = "selectllm-history"
 VERSION = 1  # bump when the layout changes; older versions are read, newer ones refused
@@ -73,15 +76,7 @@ def _now() -> str:
 
 class History:
     def __init__(self, url: str) -> None:
-        if not is_url(url):
-            url = os.path.abspath(url.removeprefix("file://"))
-        self.url = url
-        try:
-            self.fs, self.root = fsspec.core.url_to_fs(url, **storage_options(url))
-            self.fs.makedirs(self.root, exist_ok=True)
-        except Exception as e:  # no credentials, no bucket, no backend: one line
-            msg = str(e).splitlines()[0] if str(e) else ""
-            raise UserError(f"cannot open history {url}: {type(e).__name__}: {msg}") from None
+        self.url, self.fs, self.root = open_location(url, "history")
         self.remote = is_url(url)
 
     # ------------------------------------------------------------------ paths
@@ -117,12 +112,7 @@ class History:
         if self.remote:
             self.fs.pipe_file(final, data)  # one PUT: readers see the old or the new object
             return
-        tmp = f"{final}.tmp-{uuid.uuid4().hex[:8]}"
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, final)
+        replace_local_file(final, data)
 
     def commits(self) -> list[dict]:
         return list(self.index()["commits"])
@@ -187,6 +177,20 @@ class History:
         col = table.column("embedding").combine_chunks()
         return np.asarray(col.values.to_numpy(zero_copy_only=False), dtype=np.float32).reshape(-1, dim)
 
+    def annotated(self, commits: list[dict]) -> dict:
+        """How the annotated rows (imports) of ``commits`` reach the cluster stage: ``steering``, those
+        an earlier run selected (their vector is in the history: a prior center); ``not_steering``,
+        ids only (never selected by a run of the programme; nothing but the id is known of them, and
+        a run drops them as ``seen`` before embedding): counted, never guessed."""
+        import pyarrow.compute as pc
+
+        imports = [c for c in commits if c["kind"] == "import"]
+        status = self.read(imports, "status", STATUS)
+        ids = pc.unique(status.filter(pc.equal(status.column("status"), "annotated")).column("id"))
+        picked = self.selections([c for c in commits if c["kind"] == "run"], ["id"]).column("id")
+        steering = int(pc.sum(pc.is_in(ids, value_set=picked.combine_chunks())).as_py() or 0) if len(ids) else 0
+        return {"annotated": len(ids), "annotated_steering": steering, "annotated_not_steering": len(ids) - steering}
+
     def spent(self, commits: list[dict]) -> float:
         return float(sum(c["summary"].get("usd", 0.0) for c in commits if c["kind"] == "run"))
 
@@ -196,6 +200,7 @@ class History:
         """Write a commit's tables under a fresh token, then the index.  ``tables``: name ->
         a ``pa.Table`` (one file) or a callable ``write(fs, folder) -> None`` (a folder).
         A run's earlier commit is replaced in place (same seq); its files are removed after."""
+        t0 = time.perf_counter()
         token = uuid.uuid4().hex[:12]
         base = posixpath.join("runs", run_id, token) if kind == "run" else posixpath.join("imports", token)
         files: dict[str, list[str]] = {}
@@ -212,7 +217,7 @@ class History:
             files[name] = [rel]
         idx = self.index()
         entry = {"kind": kind, "token": token, "files": files, "summary": summary, "finished_at": _now(),
-                 **(extra or {})}
+                 "write_seconds": round(time.perf_counter() - t0, 3), **(extra or {})}
         if run_id is not None:
             entry["run_id"] = run_id
         old = next((c for c in idx["commits"] if run_id is not None and c.get("run_id") == run_id), None)
@@ -355,6 +360,29 @@ class HistoryLock:
 COVERAGE_SAMPLE = 20_000  # pool rows a run's coverage figures are measured on (seeded sample)
 
 
+def minhash_settings(cfg) -> dict:
+    """What an earlier run's MinHash rows must have been made with to be compared with this
+    run's: shingles, permutations, bands, what ``sh`` holds (shingle hashes, or signatures)."""
+    from selectllm.text.minhash import SEED, bands_rows
+
+    near = cfg.dedup.near
+    bands, rows = bands_rows(near.threshold, near.num_perm, near.bands)
+    return {"ngram": near.ngram, "shingle": near.shingle, "num_perm": near.num_perm, "bands": bands,
+            "rows": rows, "verify": near.verify, "seed": SEED}
+
+
+def _copy_files(src_fs, files: list[str], fs, folder: str) -> int:
+    """Copy Parquet files as bytes (one buffer at a time) into ``folder``: ``part-00000.parquet``, ..."""
+    import shutil
+
+    done = 0
+    for i, p in enumerate(files):
+        with src_fs.open(p, "rb") as a, fs.open(posixpath.join(folder, f"part-{i:05d}.parquet"), "wb") as b:
+            shutil.copyfileobj(a, b, 8 << 20)
+        done += 1
+    return done
+
+
 def open_history(cfg) -> History | None:
     return History(cfg.history.path) if cfg.history.path else None
 
@@ -408,6 +436,7 @@ def record_run(cfg, run, read, log=None) -> dict | None:
     history already holds this select commit."""
     import pyarrow.compute as pc
 
+    t0 = time.perf_counter()
     sel_entry = run.stage_entry("select") or {}
     if sel_entry.get("status") != "complete":
         return None
@@ -458,8 +487,13 @@ def record_run(cfg, run, read, log=None) -> dict | None:
                "prior_selections": int(len(prior)),
                "coverage_mean_run": cov_run[0], "coverage_max_run": cov_run[1],
                "coverage_mean_cumulative": cov_all[0], "coverage_max_cumulative": cov_all[1],
-               "coverage_sample": int(len(x))}
-    entry = h.commit("run", {"seen": write_seen, "selected": selected}, summary, run_id=rid,
+               "coverage_sample": int(len(x)), "prepare_seconds": round(time.perf_counter() - t0, 3)}
+    tables = {"seen": write_seen, "selected": selected}
+    signed = read("dedup.minhash").files() if cfg.dedup.near.enabled else []
+    if signed:  # near copies of every row this run kept are found by later runs
+        tables["minhash"] = lambda fs, folder: _copy_files(run.fs, signed, fs, folder)
+        summary["minhash"] = minhash_settings(cfg)
+    entry = h.commit("run", tables, summary, run_id=rid,
                      extra={"run_dir": run.url, "select_token": sel_entry.get("output_token")})
     if log is not None:
         log.print(f"[green]✔ history[/]: run {rid} recorded (commit {entry['seq']}, {len(ids)} selected, "

@@ -69,6 +69,33 @@ def storage_options(url: str) -> dict:
     return {"use_listings_cache": False} if proto in _LISTING_CACHED else {}
 
 
+def open_location(url: str, what: str) -> tuple[str, Any, str]:
+    """``(url, fs, root)`` of a local path or URL, its folder made: a local path made absolute.
+    Fails with one line naming ``what`` (``run_dir``, ``history``) when the store cannot be opened."""
+    if not is_url(url):
+        url = os.path.abspath(url.removeprefix("file://"))
+    try:
+        fs, root = fsspec.core.url_to_fs(url, **storage_options(url))
+        fs.makedirs(root, exist_ok=True)
+    except Exception as e:  # no credentials, no such bucket, no fsspec backend: one line
+        from selectllm.errors import UserError
+
+        msg = str(e).splitlines()[0] if str(e) else ""
+        raise UserError(f"cannot open {what} {url}: {type(e).__name__}: {msg}") from None
+    return url, fs, root
+
+
+def replace_local_file(path: str, data: bytes, tmp: str | None = None) -> None:
+    """Write ``data`` to a temporary name beside ``path`` (or ``tmp``), fsync it, rename it into
+    place: a reader sees the old file or the whole new one, never half of it (local disks)."""
+    tmp = tmp or f"{path}.tmp-{uuid.uuid4().hex[:8]}"
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
 @dataclass
 class RunDir:
     url: str
@@ -76,18 +103,7 @@ class RunDir:
     root: str = field(init=False)
 
     def __post_init__(self) -> None:
-        url = self.url
-        if not is_url(url):
-            url = os.path.abspath(url.removeprefix("file://"))
-        self.url = url
-        try:
-            self.fs, self.root = fsspec.core.url_to_fs(url, **storage_options(url))
-            self.fs.makedirs(self.root, exist_ok=True)
-        except Exception as e:  # no credentials, no such bucket, no fsspec backend: one line
-            from selectllm.errors import UserError
-
-            msg = str(e).splitlines()[0] if str(e) else ""
-            raise UserError(f"cannot open run_dir {url}: {type(e).__name__}: {msg}") from None
+        self.url, self.fs, self.root = open_location(self.url, "run_dir")
 
     # ------------------------------------------------------------------ paths
     def path(self, *parts: str) -> str:

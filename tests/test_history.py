@@ -197,3 +197,48 @@ def test_programme_cap_leaves_what_earlier_runs_did_not_spend(tmp_path):
     ctx.cfg = load_config(None, [f"history.path={hist}", "history.max_usd=3", "llm.max_usd=5"])
     with pytest.raises(UserError, match=r"history.max_usd=3.0 is spent \(\$3.0000 by 1 earlier runs\)"):
         _programme_capped(ctx)
+
+
+def test_annotated_rows_without_vectors_are_counted_not_steering(tmp_path):
+    """Annotated ids an earlier run selected steer the clusters (their vectors are in the history);
+    ids imported alone have no vector: counted as not steering, in the cluster stage's counts and
+    the report's history section."""
+    from types import SimpleNamespace
+
+    from selectllm.cluster.stage import prior_centers
+    from selectllm.console import console
+    from selectllm.history import selected_schema
+    from selectllm.report.history_section import section
+    from selectllm.rundir import RunDir
+
+    hist = str(tmp_path / "h")
+    h = History(hist)
+    vec = pa.FixedSizeListArray.from_arrays(pa.array([1, 0, 0, 1], pa.float32()), 2)
+    sel = pa.table({"id": ["s1", "s2"], "instruction": ["a", "b"], "input": ["", ""], "cluster_id": [0, 1],
+                    "embedding": vec, "run_id": ["w1", "w1"]}, schema=selected_schema(2))
+    h.commit("run", {"seen": _seen(["s1", "s2", "x"]), "selected": sel}, {"usd": 0.0, "dim": 2, "selected": 2},
+             run_id="w1")
+    export = tmp_path / "export.csv"
+    export.write_text("id,status\ns1,annotated\nnew1,annotated\nnew2,annotated\ns2,rejected\n")
+    import_statuses(h, str(export))
+    want = {"annotated": 3, "annotated_steering": 1, "annotated_not_steering": 2}
+    assert h.annotated(h.commits()) == want
+    ctx = SimpleNamespace(cfg=load_config(None, [f"history.path={hist}"]), run=RunDir(str(tmp_path / "week-2")),
+                          log=console)
+    prior, counts = prior_centers(ctx, 2)
+    assert len(prior) == 2 and counts == want  # the cluster stage's counts (manifest)
+    html, metrics = section(ctx, lambda x: str(x), lambda *a, **k: "<table></table>")
+    assert "2 not steering clusters" in html and metrics["annotated_not_steering"] == 2
+
+
+def test_quotas_share_the_budget_by_rows_not_yet_covered():
+    from selectllm.select.plan import allocate_quotas
+
+    sizes, covered = np.array([10, 10, 10]), np.array([10, 0, 5])
+    assert allocate_quotas(sizes, 6, 1, "sqrt").tolist() == [2, 2, 2]
+    assert allocate_quotas(sizes, 6, 1, "sqrt", covered=covered).tolist() == [0, 4, 2]
+    # more budget than uncovered rows: every uncovered row, the rest shared by the covered ones
+    q = allocate_quotas(sizes, 20, 1, "sqrt", covered=covered)
+    assert q.tolist() == [3, 10, 7] and q.sum() == 20
+    assert allocate_quotas(sizes, 40, 1, "equal", covered=covered).tolist() == [10, 10, 10]
+    assert allocate_quotas(sizes, 2, 1, "equal", covered=covered).tolist() == [0, 1, 1]

@@ -83,12 +83,14 @@ def test_week_two_skips_what_week_one_saw_and_its_near_copies(tmp_path, spark, r
     cli("run", str(config(tmp_path, "week1", write_jsonl(tmp_path / "w1.jsonl", week1), hist)))
     first = selected(tmp_path / "week1")
     # week 2: 60 repeats of week 1 (all its selections among them), near copies of every
-    # selection (one more word), 80 new rows
+    # selection (one more word), near copies of 20 rows week 1 saw but did not select, 80 new rows
     picked = {(r["instruction"], r["input"]) for r in first}
     repeats = [r for r in week1 if (r["instruction"], r["input"]) in picked]
-    repeats += [r for r in week1 if (r["instruction"], r["input"]) not in picked][:60 - len(repeats)]
+    others = [r for r in week1 if (r["instruction"], r["input"]) not in picked]
+    repeats += others[:60 - len(repeats)]
     near = [near_copy(r) for r in first]
-    week2 = repeats + near + sample_records(80, skip=120)
+    near_seen = [near_copy(r, "again") for r in others[-20:]]
+    week2 = repeats + near + near_seen + sample_records(80, skip=120)
     cli("run", str(config(tmp_path, "week2", write_jsonl(tmp_path / "w2.jsonl", week2), hist)))
 
     second = selected(tmp_path / "week2")
@@ -96,20 +98,34 @@ def test_week_two_skips_what_week_one_saw_and_its_near_copies(tmp_path, spark, r
     near_texts = {(r["instruction"], r["input"]) for r in near}
     assert not [r for r in second if (r["instruction"], r["input"]) in near_texts]
     stats = json.loads((tmp_path / "week2" / "dedup" / "stats.json").read_text())
-    assert stats["seen_duplicates"] == len(repeats) + len(near)
+    assert stats["seen_duplicates"] == len(repeats) + len(near) + len(near_seen)
+    # the near copies were found through week 1's MinHash rows, joined on band keys
+    assert stats["near"]["history_candidates"] >= len(near) + len(near_seen)
     assert stats["read"] == stats["kept"] + stats["exact_duplicates"] + stats["near_duplicates"] + \
         stats["seen_duplicates"] + stats["quarantined_total"]
     dups = pq.read_table(tmp_path / "week2" / "dedup" / "duplicates.parquet").to_pylist()
     seen = [d for d in dups if d["kind"] == "seen"]
-    assert len(seen) == len(repeats) + len(near)
+    assert len(seen) == len(repeats) + len(near) + len(near_seen)
     first_ids = {r["id"] for r in first}
     assert sum(1 for d in seen if d["duplicate_of"] in first_ids and d["id"] != d["duplicate_of"]) == len(near)
+    week1_ids = {i for p in (tmp_path / "week1" / "dedup").glob("part-*.parquet")
+                 for i in pq.read_table(p, columns=["id"]).column("id").to_pylist()}
+    copies = [d for d in seen if d["id"] != d["duplicate_of"]]
+    assert len(copies) == len(near) + len(near_seen) and all(d["duplicate_of"] in week1_ids for d in copies)
+    assert all(d["similarity"] >= 0.7 for d in copies)
 
     m = json.loads((tmp_path / "week2" / "manifest.json").read_text())
     assert m["stages"]["cluster"]["counts"]["prior_centers"] == 8
+    centers = pq.read_table(tmp_path / "week2" / "cluster" / "centers.parquet")
+    covered = centers.column("covered").to_pylist()  # rows near week 1's picks, per cluster
+    assert sum(covered) == m["stages"]["cluster"]["counts"]["covered_rows"]
+    assert all(0 <= c <= s for c, s in zip(covered, centers.column("size").to_pylist()))
     h = History(str(hist))
     runs = [c for c in h.commits() if c["kind"] == "run"]
     assert [c["run_id"] for c in runs] == [run_id_for(str(tmp_path / "week1")), run_id_for(str(tmp_path / "week2"))]
+    assert runs[0]["files"]["minhash"] and runs[0]["summary"]["minhash"]["num_perm"] == 128
+    signed = pq.read_table(h.path(runs[0]["files"]["minhash"][0])).column("id").to_pylist()
+    assert sorted(signed) == sorted(week1_ids)  # every row week 1 kept
     s2 = runs[1]["summary"]
     assert s2["selected"] == 8 and s2["prior_selections"] == 8
     assert s2["coverage_mean_cumulative"] <= s2["coverage_mean_run"]

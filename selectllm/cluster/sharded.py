@@ -322,6 +322,15 @@ class Shard:
         np.maximum.at(radii, labels, dist)
         return sizes, radii
 
+    def covered(self, prior: np.ndarray, radius: float, k: int) -> np.ndarray:
+        """Rows per cluster within ``radius`` (cosine distance) of a ``prior`` vector: what earlier
+        selections already cover at this run's resolution (after :meth:`assign`)."""
+        if not self.n or self.labels is None or not len(prior):
+            return np.zeros(k, np.int64)
+        _, best = self.kernel.assign(np.asarray(prior, dtype=np.float32))  # blockwise, as the assignment
+        near = np.subtract(1.0, best, dtype=np.float32) <= radius
+        return np.bincount(self.labels[near], minlength=k).astype(np.int64)
+
     def write_part(self, fs, path: str, rows: int = MERGE_ROWS) -> int:
         """Write this shard's assignment rows (id-sorted) to its own part file; returns rows."""
         from selectllm.schemas import ASSIGNMENTS
@@ -524,6 +533,15 @@ def run_kcenter(group: ShardGroup, k: int, initial: list | None = None, mode: st
     stats["max_kernel_bytes_per_shard"] = max(i["kernel_bytes"] for i in infos)
     keys = np.asarray([bytes(e.key) for e in chosen], dtype="S")
     return KCenterResult(keys=keys, sizes=sizes, radii=radii, n=n, stats=stats)
+
+
+def covered_counts(group: ShardGroup, prior: np.ndarray | None, radius: float, k: int) -> np.ndarray:
+    """Per cluster, its rows within ``radius`` of a ``prior`` vector (an earlier selection), summed
+    over the shards (after :func:`run_kcenter`); zeros without prior vectors."""
+    if prior is None or not len(prior):
+        return np.zeros(k, np.int64)
+    ref = group.share(np.ascontiguousarray(prior, dtype=np.float32))
+    return np.sum(group.call("covered", ref, float(radius), k), axis=0).astype(np.int64)
 
 
 def write_assignments(group: ShardGroup, fs, folder: str, rows: int = MERGE_ROWS) -> int:

@@ -63,15 +63,21 @@ def initial_centers_digest(cfg: Config) -> tuple:
     return (hashlib.sha256("\n".join(initial_center_ids(cfg)).encode()).hexdigest()[:16],)
 
 
-def prior_centers(ctx, dim: int) -> np.ndarray:
+def prior_centers(ctx, dim: int) -> tuple[np.ndarray, dict]:
     """The vectors of every earlier selection of the programme (``history``): farthest-first
-    starts from them, so this run covers what they leave uncovered.  Not rows of this pool."""
+    starts from them, so this run covers what they leave uncovered.  Not rows of this pool.
+    With them, how the annotated rows imported into the history steer (:meth:`History.annotated`)."""
     if not ctx.cfg.history.path:
-        return np.zeros((0, dim), np.float32)
+        return np.zeros((0, dim), np.float32), {}
     from selectllm.history import run_view
 
     h, _, view = run_view(ctx.cfg, ctx.run)
-    return h.prior_vectors(view, dim)
+    annotated = h.annotated(view)
+    if annotated["annotated_not_steering"]:
+        ctx.log.print(f"cluster: {annotated['annotated_not_steering']:,} of {annotated['annotated']:,} annotated rows "
+                      "imported into the history have no vector (never selected by a run of the programme): "
+                      "not steering clusters")
+    return h.prior_vectors(view, dim), annotated
 
 
 def _missing_message(missing: list[str]) -> str:
@@ -124,6 +130,7 @@ def run_stage(ctx) -> dict:
     from selectllm.cluster.sharded import (
         MissingIds,
         ShardGroup,
+        covered_counts,
         keys_to_arrow,
         plan_pieces,
         run_kcenter,
@@ -148,7 +155,7 @@ def run_stage(ctx) -> dict:
     k = min(resolved_k(cfg), n)
     with fs.open(files[0], "rb") as f:
         dim = pq.read_schema(f).field("embedding").type.list_size
-    prior = prior_centers(ctx, dim)
+    prior, annotated = prior_centers(ctx, dim)
     if len(prior):
         ctx.log.print(f"cluster: farthest-first starts from {len(prior):,} earlier selections (history)")
     group = ShardGroup.start([("parquet", fs, p) for p in plan_pieces(fs, files, sized["workers"])], dtype=dtype,
@@ -161,22 +168,25 @@ def run_stage(ctx) -> dict:
         except MissingIds as e:
             raise UserError(_missing_message(e.missing)) from None
         k = len(result.keys)
+        # rows already as close to an earlier selection as this run's centers bring every row to
+        # theirs (the run's covering radius): select's quotas discount them (select.covered_quotas)
+        covered = covered_counts(group, prior, float(result.radii.max()), k)
         written = write_assignments(group, fs, ctx.out_path("assignments.parquet"))
         if written != n:
             raise RuntimeError(f"cluster: {written} assignment rows written for {n} embedded rows")
     finally:
         group.close()
     table_centers = pa.table({"cluster_id": np.arange(k, dtype=np.int64), "id": keys_to_arrow(result.keys),
-                              "size": result.sizes.astype(np.int64), "radius": result.radii.astype(np.float32)},
-                             schema=CENTERS)
+                              "size": result.sizes.astype(np.int64), "radius": result.radii.astype(np.float32),
+                              "covered": covered}, schema=pa.schema(list(CENTERS) + [("covered", pa.int64())]))
     with fs.open(ctx.out_path("centers.parquet"), "wb") as f:
         pq.write_table(table_centers, f)
     st = result.stats
     return {"rows": int(n), "k": int(k), "radius": float(result.radii.max()),
             "size_min": int(result.sizes.min()), "size_max": int(result.sizes.max()),
             "shards": int(st["shards"]), "nodes": int(st["nodes"]), "mode": mode, "device": device,
-            "prior_centers": int(len(prior)), "rounds": int(st.get("rounds", 1)), "select_seconds": round(st["select_seconds"], 3),
-            "assign_seconds": round(st["assign_seconds"], 3)}
+            "prior_centers": int(len(prior)), "covered_rows": int(covered.sum()), "rounds": int(st.get("rounds", 1)), "select_seconds": round(st["select_seconds"], 3),
+            "assign_seconds": round(st["assign_seconds"], 3), **annotated}
 
 
 STAGE = Stage(

@@ -83,17 +83,21 @@ _DOCS_DDL = ("node bigint, id string, source string, source_row bigint, "
 _SCORED_DDL = "src bigint, dst bigint, sim double"
 _MEMBERS_DDL = "key bigint, node bigint, size bigint, centre bigint, sh_len bigint"
 _GRAPH_DDL = "kind tinyint, src bigint, dst bigint, sim double"
-_REMOVED_DDL = "id string, duplicate_of string, similarity float, source string, source_row bigint"
+_REMOVED_DDL = ("id string, duplicate_of string, similarity float, source string, source_row bigint, "
+                "keeper_source string")
+HISTORY_SOURCE = "\x00history"  # rows of earlier runs (a programme's history): sort before every file, so they keep
 EDGE, LINK, CHECKS = 0, 1, 2  # rows of the verification output: verified pair, component link, check count
 
 
 @dataclass
 class NearResult:
-    """``removed``: ``(id, duplicate_of, similarity float, source, source_row)``, checkpointed."""
+    """``removed``: ``(id, duplicate_of, similarity float, source, source_row, keeper_source)``,
+    checkpointed (``keeper_source``: the source of the row it is a copy of)."""
 
     removed: object
     metrics: dict = field(default_factory=dict)
     edges: object = None  # (src, dst, sim) of the similarity graph, when asked for (checkpointed)
+    signed: object = None  # the docs of df's own rows (node, id, source, source_row, bands, sh), when asked for
 
 
 # ----------------------------------------------------------------------------- Python passes
@@ -182,11 +186,12 @@ def _keeper_scorer(verify: bool, num_perm: int):
     """mapInArrow function over ``(component, node, id, source, source_row, sh)`` sorted by
     ``(component, node)`` in the partition, so each component starts with its keeper (its
     smallest node): every other row -> ``(id, duplicate_of, similarity, source, source_row)``
-    with the similarity to the keeper.  Streams: only the last keeper is kept across batches."""
+    with the similarity to the keeper (and the keeper's source).  Streams: only the last keeper
+    is kept across batches."""
 
     def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         sim = _similarity(verify, num_perm)
-        carry = None  # (component, id, set) of the last keeper seen
+        carry = None  # (component, id, set, source) of the last keeper seen
         for batch in batches:
             comp, node = batch.column("component").to_numpy(), batch.column("node").to_numpy()
             ids = batch.column("id")
@@ -203,15 +208,20 @@ def _keeper_scorer(verify: bool, num_perm: int):
                 raise RuntimeError("keeper rows out of order")  # the plan sorts: cannot happen
             kk = k[take] + shift  # index of the keeper's set, and of its id in keeper_ids
             s = sim(_gather(off, val, take + shift), _gather(off, val, kk))
-            keeper_ids = pa.concat_arrays([pa.array([carry[1]], ids.type), ids]) if carry is not None else ids
+            sources = batch.column("source")
+            keeper_ids, keeper_sources = ids, sources
+            if carry is not None:
+                keeper_ids = pa.concat_arrays([pa.array([carry[1]], ids.type), ids])
+                keeper_sources = pa.concat_arrays([pa.array([carry[3]], sources.type), sources])
             rows = pa.array(take)
             yield pa.RecordBatch.from_arrays(
                 [ids.take(rows), keeper_ids.take(pa.array(kk)), pa.array(s.astype(np.float32)),
-                 batch.column("source").take(rows), batch.column("source_row").take(rows)],
-                names=["id", "duplicate_of", "similarity", "source", "source_row"])
+                 sources.take(rows), batch.column("source_row").take(rows), keeper_sources.take(pa.array(kk))],
+                names=["id", "duplicate_of", "similarity", "source", "source_row", "keeper_source"])
             if keeper.any():
                 last = int(np.flatnonzero(keeper)[-1])
-                carry = (comp[last], ids[last].as_py(), _gather(off, val, np.array([last + shift])))
+                carry = (comp[last], ids[last].as_py(), _gather(off, val, np.array([last + shift])),
+                         sources[last].as_py())
 
     return run
 
@@ -340,7 +350,8 @@ _GRAPH = pa.schema([("kind", pa.int8()), ("src", pa.int64()), ("dst", pa.int64()
                     ("n", pa.int64())])
 _COMPONENTS = pa.schema([("node", pa.int64()), ("component", pa.int64())])
 _REMOVED = pa.schema([("id", pa.string()), ("duplicate_of", pa.string()), ("similarity", pa.float32()),
-                      ("source", pa.string()), ("source_row", pa.int64())])
+                      ("source", pa.string()), ("source_row", pa.int64()), ("keeper_source", pa.string())])
+SIGNED = pa.schema([("id", pa.string()), ("bands", pa.binary()), ("sh", pa.binary())])  # a history's rows
 LONG_ROW = unsafe_row_bytes(2)  # a (bigint, bigint) row: bucket members, pairs, components
 
 
@@ -354,10 +365,12 @@ class _Plan:
     n_parts: int
     store: PhaseStore
     budget: BroadcastBudget
+    history: object = None  # earlier rows, signed with these settings (SIGNED columns), or None
+    keep_signed: bool = False  # the caller wants df's own docs (NearResult.signed)
 
 
-def _with_nodes(df, budget: BroadcastBudget):
-    """df + ``node`` (bigint): (file rank among distinct sources) << ROW_BITS | source_row.
+def _with_nodes(df, budget: BroadcastBudget, first_rank: int = 0):
+    """df + ``node`` (bigint): (``first_rank`` + file rank among distinct sources) << ROW_BITS | source_row.
 
     The files (one row each) are counted first and broadcast when they fit ``budget`` (a shuffle
     join would put each file in one task)."""
@@ -365,7 +378,7 @@ def _with_nodes(df, budget: BroadcastBudget):
     from pyspark.sql import functions as F
 
     files = df.select("source").distinct()
-    files = cut_lineage(files.withColumn("_file", F.row_number().over(Window.orderBy("source")) - 1))
+    files = cut_lineage(files.withColumn("_file", F.row_number().over(Window.orderBy("source")) - 1 + first_rank))
     row = files.agg(F.count(F.lit(1)).alias("n"), F.max(F.length("source")).alias("chars")).first()
     side = budget.side("files", files, int(row["n"]), unsafe_row_bytes(2, 4 * (row["chars"] or 0)))
     return df.join(side, "source").withColumn(
@@ -388,29 +401,74 @@ def score_pairs(pairs, sh, verify: bool, num_perm: int, broadcast_pairs: bool = 
     return joined.mapInArrow(_scorer(verify, num_perm), _SCORED_DDL)
 
 
+def _key_lister(with_id: bool):
+    """mapInArrow function over ``(bands[, id])``: one row per band key ``(key[, id])``."""
+
+    def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        for batch in batches:
+            off, keys = _unpack(batch.column("bands"), np.int64)
+            cols, names = [pa.array(keys)], ["key"]
+            if with_id:
+                cols.append(batch.column("id").take(pa.array(np.repeat(np.arange(batch.num_rows), np.diff(off)))))
+                names.append("id")
+            yield pa.RecordBatch.from_arrays(cols, names=names)
+
+    return run
+
+
+def _history_candidates(docs, history):
+    """The rows of ``history`` (SIGNED: earlier runs' rows, signed with these settings) that share
+    a band key with a row of ``docs``: the only ones that can be near copies (LSH candidates).
+    Joins on the keys (never a set on the driver); the candidates become docs rows of source
+    :data:`HISTORY_SOURCE` with nodes ``0 .. n-1`` in id order (file rank 0: they keep)."""
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
+    mine = docs.select("bands").mapInArrow(_key_lister(False), "key bigint").distinct()
+    theirs = history.select("bands", "id").mapInArrow(_key_lister(True), "key bigint, id string")
+    ids = theirs.join(mine, "key", "left_semi").select("id").distinct()
+    cand = history.join(ids, "id", "left_semi").dropDuplicates(["id"])
+    return cand.withColumn("source_row", F.row_number().over(Window.orderBy("id")) - 1).select(
+        F.col("source_row").alias("node"), "id", F.lit(HISTORY_SOURCE).alias("source"), "source_row", "bands", "sh")
+
+
 def _sign_phase(df, plan: _Plan):
-    """Phase ``signatures``: the docs table ``(node, id, source, source_row, bands, sh)``."""
+    """Phase ``signatures``: the docs table ``(node, id, source, source_row, bands, sh)``: df's rows
+    signed, and (with a history) the earlier rows that share a band key with them."""
     from pyspark.sql import functions as F
 
     near, spark = plan.near, df.sparkSession
     cores = spark.sparkContext.defaultParallelism
-    src = _with_nodes(df.select("id", "instruction", "input", "source", "source_row"), plan.budget)
+    src = _with_nodes(df.select("id", "instruction", "input", "source", "source_row"), plan.budget,
+                      first_rank=1 if plan.history is not None else 0)
     # Signing is the costliest pass and runs one Python task per partition: with few input
     # partitions (a file of one big row group gives one busy task whatever the split count)
     # the rows are spread over every core first
     if src.rdd.getNumPartitions() < 2 * cores:
         src = src.repartition(max(plan.n_parts, 2 * cores), "node")
     signer = _signer(near.ngram, near.shingle, near.num_perm, plan.bands, plan.rows_per_band, near.verify)
-    docs = plan.store.keep("signatures", src.mapInArrow(signer, _DOCS_DDL), _DOCS)
-    row = docs.agg(F.count(F.lit(1)).alias("rows"),
-                 F.sum(F.when(F.length("bands") == 0, 1).otherwise(0)).alias("no_shingles"),
-                 F.sum(F.length("sh")).alias("sh_bytes"),
-                 F.max("source_row").alias("max_row"),
-                 F.max(F.shiftright("node", ROW_BITS)).alias("max_file")).first()
+    signed = src.mapInArrow(signer, _DOCS_DDL)
+    cached = None
+    if plan.history is not None:  # df's rows, then the earlier rows found with their band keys
+        from selectllm.engines import cache_level
+
+        cached = signed.persist(cache_level())  # signed once: read for its keys and for the docs
+        signed = cached.unionByName(_history_candidates(cached, plan.history))
+    try:
+        docs = plan.store.keep("signatures", signed, _DOCS, release=not plan.keep_signed)
+        row = docs.agg(F.count(F.lit(1)).alias("rows"),
+                       F.sum(F.when(F.length("bands") == 0, 1).otherwise(0)).alias("no_shingles"),
+                       F.sum(F.length("sh")).alias("sh_bytes"),
+                       F.max("source_row").alias("max_row"),
+                       F.max(F.shiftright("node", ROW_BITS)).alias("max_file"),
+                       F.sum(F.when(F.col("source") == HISTORY_SOURCE, 1).otherwise(0)).alias("earlier")).first()
+    finally:
+        if cached is not None:  # docs is materialized now (written, or persisted and counted)
+            cached.unpersist()
     if row["rows"] and (row["max_row"] >= 1 << ROW_BITS or row["max_file"] >= 1 << FILE_BITS):
         raise UserError(f"dedup.near: at most 2^{FILE_BITS} files and 2^{ROW_BITS} rows per file")
     return docs, {"rows": int(row["rows"] or 0), "no_shingles": int(row["no_shingles"] or 0),
-                  "sh_bytes": int(row["sh_bytes"] or 0)}
+                  "sh_bytes": int(row["sh_bytes"] or 0), "history_candidates": int(row["earlier"] or 0)}
 
 
 def _bucket_phase(docs, signed: dict, plan: _Plan):
@@ -503,7 +561,7 @@ def _keepers_phase(docs, comp, components: dict, plan: _Plan):
 
 
 def find_near_duplicates(df, cfg: Config, keep_edges: bool = False, work_uri: str | None = None,
-                         broadcast_budget: int | None = None) -> NearResult:
+                         broadcast_budget: int | None = None, history=None, keep_signed: bool = False) -> NearResult:
     """Rows of ``df`` (DEDUP columns) that are near duplicates of another row; see module doc.
 
     Runs the five phases (signatures, buckets, verified, components, keepers) as Spark jobs,
@@ -513,6 +571,13 @@ def find_near_duplicates(df, cfg: Config, keep_edges: bool = False, work_uri: st
     returned ``removed`` is checkpointed).  ``broadcast_budget``: bytes a broadcast relation may
     take in the JVM (default: from the heap; :mod:`selectllm.dedup.budget`).  ``keep_edges``
     also returns the verified pairs (node ids; for evaluation).
+
+    ``history``: rows of earlier runs already signed with these settings (:data:`SIGNED`: id,
+    bands, sh - what ``signed`` gave them): those sharing a band key with a row of ``df`` join the
+    graph as rows of source :data:`HISTORY_SOURCE` that always keep (a row of ``df`` in their
+    component is removed with ``keeper_source`` = that source).  Rows of ``df`` whose ``source``
+    is :data:`HISTORY_SOURCE` are earlier rows given as text: they keep too (smallest file rank).
+    ``keep_signed``: ``NearResult.signed`` holds df's own docs, kept for the caller.
     """
     from selectllm.text.minhash import bands_rows
 
@@ -523,7 +588,8 @@ def find_near_duplicates(df, cfg: Config, keep_edges: bool = False, work_uri: st
     plan = _Plan(near=near, bands=bands, rows_per_band=rows,
                  n_parts=max(spark.sparkContext.defaultParallelism,
                              int(spark.conf.get("spark.sql.shuffle.partitions", "8"))),
-                 store=PhaseStore(spark, work_uri), budget=BroadcastBudget.of(spark, broadcast_budget))
+                 store=PhaseStore(spark, work_uri), budget=BroadcastBudget.of(spark, broadcast_budget),
+                 history=history, keep_signed=keep_signed)
     seconds: dict[str, float] = {}
 
     def timed(name: str, compute):
@@ -546,6 +612,7 @@ def find_near_duplicates(df, cfg: Config, keep_edges: bool = False, work_uri: st
         "rows_per_band": rows,
         "rows": signed["rows"],
         "rows_without_shingles": signed["no_shingles"],
+        "history_candidates": signed.get("history_candidates", 0),
         "giant_buckets": bucketed["giant_buckets"],
         "giant_bucket_rows": bucketed["giant_rows"],
         "largest_bucket": bucketed["largest_bucket"],
@@ -562,7 +629,8 @@ def find_near_duplicates(df, cfg: Config, keep_edges: bool = False, work_uri: st
         "broadcast": {**plan.budget.metrics(), "aqe_threshold_bytes": aqe_threshold},
     }
     edges = graph.where(graph.kind == EDGE).select("src", "dst", "sim") if keep_edges else None
-    return NearResult(removed=removed, metrics=metrics, edges=edges)
+    own = docs.where(docs.source != HISTORY_SOURCE) if keep_signed else None
+    return NearResult(removed=removed, metrics=metrics, edges=edges, signed=own)
 
 
 _PHASE_SCHEMAS = {"signatures": _DOCS, "buckets": _MEMBERS, "verified": _GRAPH, "components": _COMPONENTS,

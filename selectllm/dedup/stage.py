@@ -55,6 +55,7 @@ from pyspark.accumulators import AccumulatorParam  # no JVM: plain Python
 from selectllm import schemas
 from selectllm.config import Config
 from selectllm.contract import Output, Resources, Settings, Stage
+from selectllm.dedup.near import HISTORY_SOURCE, SIGNED  # earlier rows in near dedup (they keep)
 from selectllm.errors import UserError
 
 STAGED = pa.schema(
@@ -375,7 +376,6 @@ def staged_dataframe(spark, cfg: Config, num_partitions: int | None = None, file
     return table.mapInArrow(fn, _ddl(pa.schema(list(STAGED) + list(extra))))
 
 
-HISTORY_SOURCE = "\x00history"  # earlier selections in near dedup: sorts before every file, so they keep
 
 
 def _plan(staged, cfg: Config, persist: bool = False, near_work: str | None = None,
@@ -383,7 +383,8 @@ def _plan(staged, cfg: Config, persist: bool = False, near_work: str | None = No
     """The lazy plan; ``persist``: cache the ranking (the caller unpersists ``ranked``);
     ``near_work``: the folder where near dedup keeps its finished phases (see
     :func:`~selectllm.dedup.near.find_near_duplicates`); ``history``: what earlier runs of the
-    programme saw and selected (:func:`_history_inputs`).
+    programme saw and selected (:func:`_history_inputs`).  ``signed`` in the result: the MinHash
+    rows (id, bands, sh) of the kept rows, for the history (with a history and near dedup on).
 
     With a chat preset a row is named by ``(source, source_row, user_turn)`` (``input.turn: each``
     gives one row per user turn of a record): the keeper order, the quarantine and the
@@ -426,7 +427,7 @@ def _plan(staged, cfg: Config, persist: bool = False, near_work: str | None = No
             "id", F.col("id").alias("duplicate_of"), F.lit(1.0).cast("float").alias("similarity"),
             F.lit("seen").alias("kind"), "source", "source_row", *turn))
         kept = kept.join(seen, "id", "left_anti")
-    near_metrics = None
+    near_metrics = signed = None
     if cfg.dedup.near.enabled:
         from selectllm.dedup.near import find_near_duplicates
         from selectllm.engines import cache_level
@@ -440,20 +441,17 @@ def _plan(staged, cfg: Config, persist: bool = False, near_work: str | None = No
         else:
             rows = kept
         past = history["selected"] if history is not None else None
-        if past is not None:  # earlier selections join the graph; a near copy of one is "seen"
+        if past is not None:  # earlier selections (as text) join the graph; a near copy of one is "seen"
             rows = rows.select("id", "instruction", "input", "source", "source_row").unionByName(past)
-        near = find_near_duplicates(rows, cfg, work_uri=near_work)
+        near = find_near_duplicates(rows, cfg, work_uri=near_work, history=history and history["signed"],
+                                    keep_signed=history is not None)
         near_metrics = near.metrics
-        removed = near.removed
-        if past is not None:
-            from pyspark.sql.functions import broadcast
-
-            removed = removed.where(F.col("source") != HISTORY_SOURCE).join(
-                broadcast(past.select(F.col("id").alias("_past"))), F.col("duplicate_of") == F.col("_past"), "left") \
-                .withColumn("_kind", F.when(F.col("_past").isNotNull(), F.lit("seen")).otherwise(F.lit("near"))) \
-                .drop("_past")
-        else:
-            removed = removed.withColumn("_kind", F.lit("near"))
+        # a row whose keeper is an earlier run's row (signed, or a selection's text) is "seen"
+        removed = near.removed.where(F.col("source") != HISTORY_SOURCE).withColumn(
+            "_kind", F.when(F.col("keeper_source") == HISTORY_SOURCE, F.lit("seen")).otherwise(F.lit("near")))
+        if near.signed is not None:  # the kept rows' MinHash rows: what the history stores of them
+            signed = near.signed.where(F.length("bands") > 0).join(
+                removed.select("source", "source_row"), ["source", "source_row"], "left_anti").select(*SIGNED.names)
         if chat:
             removed = removed.withColumn("user_turn", F.col("source_row").bitwiseAND((1 << TURN_BITS) - 1)) \
                 .withColumn("source_row", F.shiftright("source_row", TURN_BITS))
@@ -461,7 +459,7 @@ def _plan(staged, cfg: Config, persist: bool = False, near_work: str | None = No
         duplicates = duplicates.unionByName(removed.select(
             "id", "duplicate_of", "similarity", F.col("_kind").alias("kind"), "source", "source_row", *turn))
     return {"quarantine": quarantine, "ranked": ranked, "kept": kept, "duplicates": duplicates,
-            "near_metrics": near_metrics}
+            "near_metrics": near_metrics, "signed": signed}
 
 
 def _check_turn_bits(kept) -> None:
@@ -586,6 +584,8 @@ def _run(ctx, spark) -> dict:
                            pa.schema(list(schemas.DUPLICATES) + turn))
             _write_parquet(plan["kept"].orderBy("id"), fs, join(out, "_kept"), join(out_uri, "_kept"),
                            pa.schema(list(schemas.DEDUP) + list(extra_schema(cfg))))
+            if plan["signed"] is not None:  # for the programme's history: near copies of these rows
+                _write_parquet(plan["signed"], fs, join(out, "minhash"), join(out_uri, "minhash"), SIGNED)
     finally:
         if ranked is not None:
             ranked.unpersist()
@@ -656,34 +656,46 @@ def _privacy_totals(staged, cfg: Config) -> dict:
 
 
 def _history_inputs(spark, ctx) -> dict | None:
-    """The programme's history as this run sees it: the ids earlier runs saw (a DataFrame) and
-    the earlier selections' texts (a small DataFrame for near dedup, with near dedup on)."""
+    """The programme's history as this run sees it: the ids earlier runs saw (a DataFrame) and,
+    with near dedup on, the MinHash rows of what earlier runs kept (a DataFrame, of the runs
+    signed with this run's settings) and the earlier selections' texts (of the other runs)."""
     cfg = ctx.cfg
     if not cfg.history.path:
         return None
     from functools import reduce
 
-    from pyspark.sql import functions as F
-
-    from selectllm.history import SEEN, run_view, seen_uris
+    from selectllm.history import SEEN, minhash_settings, run_view, seen_uris
     from selectllm.io import spark_read_parquet
 
     h, _, view = run_view(cfg, ctx.run)
     uris = seen_uris(h, view)
     seen = reduce(lambda a, b: a.unionByName(b), [spark_read_parquet(spark, u, SEEN, ["id"]) for u in uris]) \
         if uris else None
-    selected = None
+    selected = signed = None
+    runs = [c for c in view if c["kind"] == "run"]
     if cfg.dedup.near.enabled:
-        past = h.selections(view, ["id", "instruction", "input"])
+        # earlier runs whose rows were signed with this run's settings: every row they kept is
+        # compared (their MinHash rows, joined on band keys); the others: their selections' texts
+        settings = minhash_settings(cfg)
+        same = [c for c in runs if c["summary"].get("minhash") == settings and c.get("files", {}).get("minhash")]
+        other = [c for c in runs if c not in same]
+        signed_uris = h.folders(same, "minhash")
+        if signed_uris:
+            signed = reduce(lambda a, b: a.unionByName(b),
+                            [spark_read_parquet(spark, u, SIGNED, SIGNED.names) for u in signed_uris])
+        past = h.selections(other, ["id", "instruction", "input"])
         if past.num_rows:
             rows = [(i, a, b, HISTORY_SOURCE, n << TURN_BITS) for n, (i, a, b) in enumerate(zip(
                 past.column("id").to_pylist(), past.column("instruction").to_pylist(),
                 past.column("input").to_pylist()))]
             selected = spark.createDataFrame(rows, "id string, instruction string, input string, source string, "
                                                    "source_row bigint")
-    ctx.log.print(f"dedup: history {h.url}: {sum(c['kind'] == 'run' for c in view)} earlier runs, "
+        if other:
+            ctx.log.print(f"dedup: {len(other)} earlier runs have no MinHash rows signed with this run's "
+                          "dedup.near settings: near copies are looked for among their selections only")
+    ctx.log.print(f"dedup: history {h.url}: {len(runs)} earlier runs, "
                   f"{sum(c['kind'] == 'import' for c in view)} imports")
-    return {"seen": seen, "selected": selected}
+    return {"seen": seen, "selected": selected, "signed": signed}
 
 
 def _unreadable_files(staged) -> list[dict]:
@@ -739,6 +751,8 @@ STAGE = Stage(
         Output("quarantine", "quarantine", schema=schemas.QUARANTINE),
         Output("duplicates", "duplicates.parquet", schema=schemas.DUPLICATES),
         Output("stats", "stats.json"),
+        # with a history and near dedup: the kept rows' MinHash rows (id, bands, sh), for the history
+        Output("minhash", "minhash", schema=SIGNED, optional=True),
     ),
     # the embedded text is rendered here, so the template is a dedup setting too; privacy masks
     # here (privacy.output only changes what selected.jsonl carries: a select setting)

@@ -25,7 +25,7 @@ from typing import Any, Iterable, Iterator
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
-from selectllm.rundir import storage_options
+from selectllm.rundir import replace_local_file, storage_options
 
 
 _KEY_PATH = re.compile(r"([0-9a-f]{2})/([0-9a-f]{64})\.json")
@@ -84,12 +84,7 @@ class AnswerCache:
             if folder not in self._made:
                 os.makedirs(folder, exist_ok=True)
                 self._made.add(folder)
-            tmp = f"{folder}/.{key}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
-            with open(tmp, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, p)
+            replace_local_file(p, data, f"{folder}/.{key}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
         else:
             self.fs.pipe_file(p, data)
 

@@ -15,7 +15,7 @@
 from __future__ import annotations
 
 # outputs written from masked rows only (dedup's reading tasks mask before anything is made)
-MASKED_OUTPUTS = ("dedup.rows", "dedup.quarantine", "dedup.duplicates", "dedup.stats")
+MASKED_OUTPUTS = ("dedup.rows", "dedup.quarantine", "dedup.duplicates", "dedup.stats", "dedup.minhash")
 # outputs that may hold source text (privacy.output: original) -> the stages allowed to read them,
 # each of which shows the masked text instead (report/html.py: _masked)
 SOURCE_TEXT_OUTPUTS = {"select.selected": ("report",),

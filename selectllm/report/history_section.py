@@ -42,9 +42,15 @@ def section(ctx, esc, table) -> tuple[str, dict | None]:
                             "coverage mean", "coverage max"], rows, numeric={0, 3, 4, 5, 6, 7, 8, 9}))
         parts.append('<p class="muted">Coverage: cosine distance of a sample of that run\'s pool to the nearest '
                      'row selected by that run or any earlier one (lower is better).</p>')
+    steer = h.annotated(h.view(rid))  # what this run read
+    if steer["annotated"]:
+        parts.append(f'<p>Annotated rows seen by this run: <b>{steer["annotated"]:,}</b>; '
+                     f'{steer["annotated_steering"]:,} steer its clusters (selected by an earlier run: their '
+                     f'vectors are prior centers), <b>{steer["annotated_not_steering"]:,} not steering clusters</b> '
+                     '(imported as ids only: no vector; still never selected again).</p>')
     cap = cfg.history.max_usd
     parts.append(f'<p>Programme spend <b>${total:.4f}</b>' +
                  (f' of <b>${cap:.2f}</b> (<code>history.max_usd</code>).</p>' if cap is not None else '.</p>'))
-    metrics = {"url": h.url, "runs": len(runs), "imports": len(imports), "usd_total": total,
+    metrics = {"url": h.url, "runs": len(runs), "imports": len(imports), "usd_total": total, **steer,
                "per_run": [{"run_id": c["run_id"], "seq": c["seq"], **c["summary"]} for c in runs]}
     return "\n".join(parts), metrics

@@ -115,10 +115,11 @@ def _plan_bucket(quotas: np.ndarray, picks: int, candidates_per_prompt: int, see
 
 def plan_groups_distributed(fs, files: list[str], k: int, budget: int, picks: int, candidates_per_prompt: int,
                             remote: bool, buckets: int | None = None, allocation: str = "equal",
-                            seed: int = 0) -> list[Group]:
-    """:func:`plan.plan_groups` over the assignment parts ``files`` (see the module doc)."""
+                            seed: int = 0, covered: np.ndarray | None = None) -> list[Group]:
+    """:func:`plan.plan_groups` over the assignment parts ``files`` (see the module doc);
+    ``covered``: rows per cluster the programme's earlier selections already cover (quotas)."""
     sizes = cluster_sizes(fs, files, k, remote)
-    quotas = allocate_quotas(sizes, budget, picks, allocation)
+    quotas = allocate_quotas(sizes, budget, picks, allocation, covered=covered)
     rows = int(sizes[quotas > 0].sum())
     if rows == 0:
         return []

@@ -59,11 +59,23 @@ def stable_permutation(ids: list[str], *salt: object) -> list[int]:
 ALLOCATIONS = {"equal": None, "sqrt": 0.5, "proportional": 1.0}  # select.allocation -> α (None: equal)
 
 
-def allocate_quotas(sizes: np.ndarray, budget: int, picks: int, allocation: str = "equal") -> np.ndarray:
-    """Rows to take from each cluster (clusters in center order), summing to min(budget, sum(sizes))."""
+def allocate_quotas(sizes: np.ndarray, budget: int, picks: int, allocation: str = "equal",
+                    covered: np.ndarray | None = None) -> np.ndarray:
+    """Rows to take from each cluster (clusters in center order), summing to min(budget, sum(sizes)).
+
+    ``covered`` (a programme's history): rows per cluster already covered by earlier selections.
+    The budget is shared by the clusters' *uncovered* rows (``sizes - covered``); what they cannot
+    take (fewer uncovered rows than the budget) is shared again by the rows left, covered or not."""
     if allocation not in ALLOCATIONS:
         raise ValueError(f"select.allocation must be one of {', '.join(ALLOCATIONS)}, not {allocation!r}")
     sizes = np.asarray(sizes, dtype=np.int64)
+    if covered is not None:
+        fresh = np.maximum(sizes - np.asarray(covered, dtype=np.int64), 0)
+        quota = allocate_quotas(fresh, budget, picks, allocation)
+        rest = int(min(budget, sizes.sum())) - int(quota.sum())
+        if rest > 0:
+            quota += allocate_quotas(sizes - quota, rest, picks, allocation)
+        return quota
     target = int(min(budget, sizes.sum()))
     if ALLOCATIONS[allocation] is not None:
         return power_quotas(sizes, target, ALLOCATIONS[allocation])

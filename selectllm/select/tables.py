@@ -30,7 +30,18 @@ class Pool:
         self.files = a.files()
         self.n = a.num_rows()
         self.k = ctx.input("centers").num_rows() if ctx.input("centers").exists() else 0
+        self.covered = self._covered()
         self._arrays = self._embeddings = None
+
+    def _covered(self) -> np.ndarray | None:
+        """Rows per cluster already covered by the programme's earlier selections (the cluster
+        stage's ``centers.parquet`` column ``covered``; None when absent or all zero)."""
+        c = self.ctx.input("centers")
+        if not self.k or "covered" not in c.dataset().schema.names:
+            return None
+        t = c.read(["cluster_id", "covered"]).sort_by("cluster_id")
+        covered = t.column("covered").to_numpy()
+        return covered if covered.any() else None
 
     def arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(ids sorted, cluster_id, distance) of every pool row, in this process (O(N))."""
