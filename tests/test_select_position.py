@@ -7,6 +7,7 @@ layer does (so reruns find them); one runs the select stage against the simulato
 
 from __future__ import annotations
 
+import asyncio
 import re
 from types import SimpleNamespace
 
@@ -182,21 +183,44 @@ def test_health_counts_and_the_share_check():
 
 
 @pytest.mark.ray
-def test_a_run_that_never_hears_the_llm_fails_with_one_line(tmp_path):
+def test_a_run_that_never_hears_the_llm_fails_with_one_line(tmp_path, monkeypatch):
+    """Unusable answers (the simulator's, then a real HTTP server's garbage) and an unreachable
+    endpoint: the select stage fails with one line naming the cause and the fix."""
     from selectllm.pipeline import BY_NAME, run_stage
 
-    from helpers import make_pool_run, pool_config
+    from helpers import FakeServer, completion, free_port, make_pool_run, pool_config
 
     from selectllm.engines import shutdown_owned
 
     make_pool_run(tmp_path)
     cfg = pool_config(tmp_path, "llm.simulator.malformed_rate=1.0")
+    monkeypatch.setenv("GARBAGE_KEY", "sk-none")
+    real = ["llm.provider=openai", "llm.api_key_env=GARBAGE_KEY", "llm.max_retries=0",
+            "llm.price.input_per_mtok=0", "llm.price.output_per_mtok=0"]
+    garbage = FakeServer(lambda request, body, n: asyncio.sleep(0, completion(
+        "Sure! These instructions are all about cooking and gardening, which I love.")))
     try:
         with pytest.raises(UserError) as e:
             run_stage(cfg, RunDir(str(tmp_path)), BY_NAME["select"])
         msg = str(e.value)
         assert "\n" not in msg and "commonest cause: unusable: no_ids" in msg and "select.min_llm_share 0.5" in msg
         assert len(AnswerCache(str(tmp_path / "cache" / "llm"))) > 0  # the answers bought stay cached
+        with garbage as base:  # a real server whose model answers prose without identifiers
+            with pytest.raises(UserError) as e:
+                run_stage(pool_config(tmp_path, *real, f"llm.base_url={base}"), RunDir(str(tmp_path)),
+                          BY_NAME["select"], force=True)
+        msg = str(e.value)
+        assert "\n" not in msg and "commonest cause: unusable: no_ids" in msg and "answers could not be read" in msg
+        asked = int(re.search(r"decided 0 of (\d+) groups", msg).group(1))
+        assert len(garbage.bodies) >= 2 * asked  # each group asked, and each unusable answer repaired once
+        assert any("could not be used" in str(b["messages"][-1]["content"]) for b in garbage.bodies)
+        closed = f"http://127.0.0.1:{free_port()}/v1"  # nothing listens there: the model is unreachable
+        with pytest.raises(UserError) as e:
+            run_stage(pool_config(tmp_path, *real, f"llm.base_url={closed}"), RunDir(str(tmp_path)),
+                      BY_NAME["select"], force=True)
+        msg = str(e.value)
+        assert "\n" not in msg and "decided 0 of" in msg and "commonest cause: error: unreachable" in msg
+        assert "fix: check llm.base_url" in msg
         cfg = pool_config(tmp_path, "llm.simulator.malformed_rate=1.0", "select.min_llm_share=0")
         entry = run_stage(cfg, RunDir(str(tmp_path)), BY_NAME["select"])
     finally:
