@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from selectllm.select.parse import PARSE_CLASSES, UNUSABLE_CLASSES, parse_selection
+from selectllm.select.prompts import paper_prompt
 
 CORPUS = Path(__file__).parent / "data" / "smollm2_answers.jsonl"
 
@@ -42,6 +43,13 @@ CASES = [
     ('{"selected": [6, 1', 8, 2, (), [5], ["truncated_json", "too_few"]),
     ("[2], [2], [9]", 8, 2, (), [1], ["out_of_range", "repeated", "too_few"]),
     ("[1], [2], [3]", 8, 2, (), [0, 1], ["too_many"]),
+    # SmolLM2-135M counts instead of choosing (tests/data/smollm2_answers.jsonl): no pick, not position 1
+    ("[1]\n[2]\n[3]\n[4]\n[5]\n[6]\n[7]\n[8]\n[9]\n[10", 7, 1, (), [], ["lists_all", "out_of_range"]),
+    ('{ "selected": [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, ', 8, 3, (), [], ["lists_all", "out_of_range", "truncated_json"]),
+    ("[2], [1]", 2, 1, (), [], ["lists_all"]),
+    # both format examples of the paper prompt copied (prompts.paper_example_ids)
+    ("1. [10, 13, 16]\n2. [19, 22, 25]\n\nThese instructions are designed to", 8, 3, (10, 13, 16, 19, 22, 25), [],
+     ["echo_example", "out_of_range"]),
     ("I'm sorry, I can't help choose among these.", 8, 1, (), [], ["no_ids"]),
     ("   ", 8, 1, (), [], ["empty"]),
     ('{"selected": ["4", true]}', 8, 2, (), [3], ["not_an_id", "too_few"]),
@@ -57,6 +65,15 @@ def test_each_form_parses_to_its_ids_and_class(text, n, picks, example, position
     assert all(c in PARSE_CLASSES for c in p.classes)
     if not p.usable:
         assert set(p.classes) & set(UNUSABLE_CLASSES) or "echo_example" in p.classes
+
+
+def test_the_paper_prompt_flags_either_example_and_a_copied_placeholder_is_no_reason():
+    spec = paper_prompt("delimited")
+    ex = spec.example(8, 3)
+    text = spec.build([("task", "")] * 8, 3, False, False)[0]["content"]
+    assert ex == [10, 13, 16, 19, 22, 25] and "[10, 13, 16] or [19, 22, 25]" in text
+    p = parse_selection("[1] <one-line reason>\n", 6, 1, reasons=True)
+    assert p.positions == [0] and p.reasons == [""]
 
 
 def test_every_class_is_exercised():

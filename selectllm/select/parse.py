@@ -18,13 +18,15 @@ Read in this order (each step that changes anything adds its *parse class*, see 
    ``#``, ``and`` (``4``, ``Instruction 4``, ``#4 and #7``) is read as those numbers.
 5. Identifiers: a list holding 0 with all of its identifiers in 0..n-1 is read as 0-based; ids
    outside 1..n are dropped (an answer that repeats the format example, whose ids are outside on
-   purpose, is flagged ``echo_example``); repeats are dropped; at most ``picks`` are kept, in the
-   order given.  So an answer never selects anything that was not in this prompt.
+   purpose, is flagged ``echo_example``); repeats are dropped; an answer that names every offered
+   identifier made no choice (``lists_all``, unusable: small models count ``[1] [2] ... [n]``,
+   and keeping the first would be position 1); at most ``picks`` are kept, in the order given.
+   So an answer never selects anything that was not in this prompt.
 
 With reasons (``select.reasons``): ``{"choices": [{"id": 3, "reason": "..."}]}`` or lines that
 start with a bracketed identifier, ``[3] reason...``; a bracket later in such a line belongs to its
 reason.  A reason is one line of at most :data:`MAX_REASON_CHARS` printable characters; a pick
-without one gets ``""``.
+without one (or with the prompt's placeholder copied, ``<one-line reason>``) gets ``""``.
 """
 
 from __future__ import annotations
@@ -47,12 +49,13 @@ PARSE_CLASSES = {
     "out_of_range": "identifiers that were not offered were dropped",
     "repeated": "repeated identifiers were dropped",
     "too_many": "more identifiers than picks; the first were kept",
+    "lists_all": "every offered identifier named (a count, not a choice; unusable)",
     "too_few": "fewer identifiers than picks; the rest topped up LLM-free",
     "not_an_id": "a value that is not an identifier was dropped",
     "no_ids": "no identifiers in the answer, e.g. a refusal (unusable)",
     "empty": "empty answer (unusable)",
 }
-UNUSABLE_CLASSES = ("reasoning_unfinished", "prose_ambiguous", "no_ids", "empty")
+UNUSABLE_CLASSES = ("reasoning_unfinished", "prose_ambiguous", "lists_all", "no_ids", "empty")
 
 _BRACKETS = re.compile(r"\[\s*(\d+(?:\s*,\s*\d+)*)\s*\]")
 # a line that starts with a bracketed identifier (optional bullet or number first), then the rest
@@ -67,6 +70,7 @@ _TRUNCATED = re.compile(r'"(?:selected|choices)"\s*:\s*\[(.*)', re.S)
 # a bracket-free answer of numbers: "4", "Instruction 4", "#4 and #7", "Candidates 2, 5."
 _BARE = re.compile(r"(?:\s|[,;.#:]|and|instructions?|candidates?|ids?|numbers?|\d+)*", re.I)
 MAX_REASON_CHARS = 300
+PLACEHOLDER_REASON = "<one-line reason>"  # the reasons form's example (prompts.reasons_example), copied: no reason
 
 
 @dataclass
@@ -92,6 +96,8 @@ def clean_reason(value) -> str:
     if not isinstance(value, str):
         return ""
     text = " ".join("".join(ch if ch.isprintable() else " " for ch in value).split())
+    if text == PLACEHOLDER_REASON:
+        return ""
     return text if len(text) <= MAX_REASON_CHARS else text[:MAX_REASON_CHARS - 1] + "\u2026"
 
 
@@ -221,6 +227,9 @@ def parse_selection(text: str | None, n_candidates: int, picks: int, reasons: bo
         else:
             seen.append(ident - 1)
             said.append(why)
+    if len(seen) == n_candidates > picks:  # "[1]\n[2]\n...[n]": counting, not choosing (its first is position 1)
+        out.flag("lists_all", f"all {n_candidates} identifiers named for {picks} pick(s): no choice made")
+        return out
     if len(seen) > picks:
         out.flag("too_many", f"{len(seen)} identifiers for {picks} picks; kept the first {picks}")
         seen, said = seen[:picks], said[:picks]

@@ -75,6 +75,12 @@ def example_ids(n: int, picks: int) -> list[int]:
     return [n + 2 + 3 * i for i in range(picks)]
 
 
+def paper_example_ids(n: int, picks: int) -> list[int]:
+    """The identifiers of both format examples of the delimited paper prompt ("e.g., [a] or [b]"):
+    an answer that copies either one is an echo."""
+    return example_ids(n, picks) + example_ids(n + 3 * picks, picks)
+
+
 def reasons_example(n: int, picks: int) -> str:
     return "\n".join(f"[{i}] <one-line reason>" for i in example_ids(n, min(picks, 2)))
 
@@ -206,7 +212,7 @@ def paper_prompt(mode: str = "delimited") -> PromptSpec:
         return paper_messages(candidates, picks, structured, verbatim=verbatim, reasons=reasons)
 
     return PromptSpec(f"{PAPER_PROMPT_VERSION}-{mode}", build, schema=None, structured=False,
-                      example=None if verbatim else example_ids)
+                      example=None if verbatim else paper_example_ids)
 
 
 # --------------------------------------------------------------------------- AlpaGasus-style rating
