@@ -15,6 +15,8 @@ import pytest
 
 from selectllm.cli import main
 
+from helpers import free_port
+
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "examples" / "sample.jsonl"
 BUDGET = 6
@@ -84,3 +86,13 @@ def test_pipeline_against_llama_cpp_server(llama_server, spark, ray_local, tmp_p
     endpoints = json.loads((run / "cache" / "llm" / "endpoints.json").read_text())["endpoints"]
     assert {e["endpoint"].split(":")[0] for e in endpoints} == {"simulator", "openai"}
     assert {e["model"] for e in endpoints} == {"gpt-4o-mini", "smollm2"}
+
+    # the same run dir, the model unreachable (nothing listens at the port): the stage fails with
+    # one line naming the cause; the smollm2 answers cached from the live endpoint are not used
+    cfg["llm"].update(base_url=f"http://127.0.0.1:{free_port()}/v1", max_retries=0)
+    (tmp_path / "cfg.yaml").write_text(json.dumps(cfg))
+    with pytest.raises(SystemExit) as e:
+        main(["select", str(tmp_path / "cfg.yaml"), "--force"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert e.value.code == 2 and err[-1].startswith("error: select: the LLM decided 0 of "), err[-3:]
+    assert "commonest cause: error: unreachable" in err[-1] and "fix: check llm.base_url" in err[-1]
