@@ -105,6 +105,16 @@ def cfg_for(**kw) -> LLMConfig:
     return LLMConfig(**base)
 
 
+def stage_actors(cfg: LLMConfig, n: int) -> int:
+    """The Ray pool the select stage would start for ``n`` requests (its ``select_workers``)."""
+    import ray
+
+    from selectllm.config import Config
+    from selectllm.select.stage import select_workers
+
+    return select_workers(Config(llm=cfg), ray.cluster_resources(), n)["llm_actors"]
+
+
 def read_log(path: Path) -> list[dict]:
     if not path.exists():
         return []
@@ -148,7 +158,7 @@ def bench_rpm(args) -> dict:
             from selectllm.llm.ray_pool import run_requests_ray
 
             res = run_requests_ray(reqs, cfg, str(tmp / "cache"), base_url=sim.base_url, progress=args.progress,
-                                   api_key="sk-bench", stats=stats)
+                                   api_key="sk-bench", stats=stats, actors=stage_actors(cfg, len(reqs)))
         else:
             res = run_requests(reqs, cfg, str(tmp / "cache"), base_url=sim.base_url, progress=args.progress,
                                engine="local")
@@ -187,7 +197,7 @@ def bench_rpm(args) -> dict:
 CHILD = """
 import json, sys
 sys.path.insert(0, {root!r}); sys.path.insert(0, {bench!r})
-from bench_llm import selection_requests, cfg_for, ray_up
+from bench_llm import selection_requests, cfg_for, ray_up, stage_actors
 from selectllm.errors import UserError
 from selectllm.llm.client import run_requests
 a = json.loads(sys.argv[1])
@@ -195,7 +205,8 @@ if a["engine"] == "ray":
     ray_up(a.get("ray_address"))
 reqs = selection_requests(a["n"], a["tag"])
 try:
-    run_requests(reqs, cfg_for(**a["cfg"]), a["cache"], base_url=a["base"], progress=False, engine=a["engine"])
+    pool = {"actors": stage_actors(cfg_for(**a["cfg"]), len(reqs))} if a["engine"] == "ray" else {}
+    run_requests(reqs, cfg_for(**a["cfg"]), a["cache"], base_url=a["base"], progress=False, engine=a["engine"], **pool)
 except UserError as e:
     print("error:", e, file=sys.stderr)
     sys.exit(2)
@@ -245,7 +256,8 @@ def bench_kill(args) -> dict:
             stored = len(AnswerCache(cache))
             paid_before = Counter(x["key"] for x in read_log(log) if x["status"] == 200)
             t0 = time.monotonic()
-            res = run_requests(reqs, cfg_for(**cfg), cache, base_url=sim.base_url, progress=False, engine=engine)
+            pool = {"actors": stage_actors(cfg_for(**cfg), n)} if engine == "ray" else {}
+            res = run_requests(reqs, cfg_for(**cfg), cache, base_url=sim.base_url, progress=False, engine=engine, **pool)
             rerun_s = time.monotonic() - t0
         paid = Counter(x["key"] for x in read_log(log) if x["status"] == 200)
         out["variants"][variant] = {
@@ -274,7 +286,8 @@ def bench_budget(args) -> dict:
     t0 = time.monotonic()
     sim_cfg = SimulatorConfig(latency_ms=5, error_rate=0.05, malformed_rate=0.05, seed=args.seed)
     with start_simulator(sim_cfg) as sim, RayLLMPool(cfg, str(tmp / "cache"), api_key="sk-bench",
-                                                     base_url=sim.base_url, retry_base_s=0.01) as pool:
+                                                     base_url=sim.base_url, retry_base_s=0.01,
+                                                     actors=stage_actors(cfg, 8 * cfg.concurrency)) as pool:
         for i in range(args.budget_runs):
             n = rng.randint(5, 30)
             mt = rng.choice([4, 16, 64])  # 4 tokens: some answers are cut and retried with 8

@@ -61,11 +61,14 @@ class Output:
 class Resources:
     """What a stage runs on, and how big.  ``engine``: ``spark`` | ``ray`` | ``local``.
     ``workers``: the function that sizes the stage's Ray workers on the running cluster,
-    ``workers(cfg, cluster, **facts) -> dict`` with at least ``workers`` (how many),
-    ``cpus_per_worker`` and ``gpus_per_worker`` (Ray's ``num_cpus`` / ``num_gpus``; ``cluster`` is
-    ``ray.cluster_resources()``, ``facts`` what only the stage knows, such as its row count).  The
-    stage starts its workers with what ``ctx.workers(**facts)`` returns and sizes nothing itself;
-    the manifest records the same values under ``resources``."""
+    ``workers(cfg, cluster, **facts) -> dict`` (``cluster`` is ``ray.cluster_resources()``,
+    ``facts`` what only the stage knows, such as its row count): an actor pool's ``workers`` (how
+    many), ``cpus_per_worker`` and ``gpus_per_worker`` (Ray's ``num_cpus`` / ``num_gpus``); a stage
+    that runs selection strategies its tasks' ``task_cpus`` and its LLM pool's ``llm_actors`` and
+    ``llm_cpus_per_actor`` (``select.stage.select_workers``).  The stage starts
+    its workers with what ``ctx.workers(**facts)`` returns and sizes nothing itself; the manifest
+    records the same values under ``resources`` (the scalars; a stage that asks several times: the
+    last value of each)."""
 
     engine: str = "local"
     workers: Callable[..., dict] | None = None
@@ -244,14 +247,16 @@ class StageContext:
         return posixpath.join(self.out, *parts)
 
     def workers(self, **facts: Any) -> dict:
-        """The stage's workers on the running Ray cluster, sized by its ``Resources.workers``."""
+        """The stage's workers on the running Ray cluster, sized by its ``Resources.workers``
+        (kept in ``sized`` for the manifest, merged over what earlier calls returned)."""
         import ray
 
         sizer = self.spec.resources.workers if self.spec is not None else None
         if sizer is None:
             raise RuntimeError(f"stage '{self.stage}' declares no Resources.workers")
-        self.sized = sizer(self.cfg, ray.cluster_resources(), **facts)
-        return self.sized
+        sized = sizer(self.cfg, ray.cluster_resources(), **facts)
+        self.sized.update(sized)  # in place: a copy of this context (compare's per strategy) records here too
+        return sized
 
     def input(self, name: str) -> StageInput:
         """A declared input (or optional input), resolved to the committed output it names."""

@@ -33,7 +33,7 @@ def planned_requests(cfg: Config, run: RunDir) -> list:
         from selectllm.select.baselines import rating_requests
 
         ids = pool.arrays()[0]
-        return rating_requests(cfg, ids, lookup_rows(rows, [str(i) for i in ids], ["instruction", "input"]))
+        return rating_requests(cfg, ids, lookup_rows(rows, [str(i) for i in ids], ["instruction", "input"], pool.tasks))
     if strategy == "selectllm-paper":
         from selectllm.select.paper import paper_groups
         from selectllm.select.prompts import paper_prompt
@@ -44,7 +44,7 @@ def planned_requests(cfg: Config, run: RunDir) -> list:
         groups = selectllm_groups(cfg, pool)
         prompt = None
     groups = [g for g in groups if g.needs_llm]
-    texts = lookup_rows(rows, sorted({c for g in groups for c in g.candidates}), ["instruction", "input"])
+    texts = lookup_rows(rows, sorted({c for g in groups for c in g.candidates}), ["instruction", "input"], pool.tasks)
     return build_requests(cfg, groups, texts, prompt)
 
 

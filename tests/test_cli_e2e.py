@@ -40,6 +40,8 @@ def test_run_resume_force(tmp_path, spark, ray_local, capsys):
     m = manifest(run)
     assert [s for s in ("dedup", "embed", "cluster", "select", "report") if m["stages"][s]["status"] == "complete"] \
         == ["dedup", "embed", "cluster", "select", "report"]
+    used = m["stages"]["select"]["resources"]  # what its declaration sized: the part tasks and the LLM pool
+    assert (used["engine"], used["task_cpus"], used["llm_cpus_per_actor"]) == ("ray", 1, 0) and used["llm_actors"] >= 1
     stats = json.loads((run / "dedup" / "stats.json").read_text())
     assert stats["read"] == stats["kept"] + stats["exact_duplicates"] + stats["near_duplicates"] + stats["quarantined_total"]
     assert {r: n for r, n in stats["quarantined"].items() if n} == {  # every other reason: 0

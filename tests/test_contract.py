@@ -12,7 +12,7 @@ from selectllm.contract import Output, Resources, Settings, Stage
 from selectllm.rundir import RunDir
 from selectllm.schemas import DEDUP
 
-from helpers import make_pool_run, pool_config
+from helpers import make_pool_run, pool_config, stage_ctx
 
 
 def _short_filter(ctx):  # the README's example stage
@@ -62,7 +62,7 @@ def test_an_output_that_breaks_its_schema_is_never_committed(tmp_path, monkeypat
 
 def test_undeclared_inputs_are_refused(tmp_path):
     make_pool_run(tmp_path)
-    ctx = pipeline.stage_context(pool_config(tmp_path), RunDir(str(tmp_path)), "embed", out=str(tmp_path / "o"))
+    ctx = stage_ctx(tmp_path, "embed", cfg=pool_config(tmp_path), out=str(tmp_path / "o"))
     assert ctx.input("rows").files()[0].endswith("dedup/part-00000.parquet")
     with pytest.raises(KeyError, match="declares no input 'assignments'"):
         ctx.input("assignments")
@@ -90,7 +90,7 @@ def test_an_optional_input_is_never_waited_for_and_counts_once_committed(tmp_pat
     assert pipeline.input_fingerprint(cfg, run, report) == before
     run.record_stage("compare", {"status": "complete", "output_token": "compare-1"})
     assert pipeline.input_fingerprint(cfg, run, report) != before  # a new comparison reruns the report
-    ctx = pipeline.stage_context(cfg, run, "report", out=str(tmp_path / "o"))
+    ctx = stage_ctx(run, "report", cfg=cfg, out=str(tmp_path / "o"))
     assert ctx.input("comparison").path == str(tmp_path / "compare" / "compare.json")
     assert not ctx.has_input("comparison")  # committed in the manifest, but no file: not there
 
@@ -137,3 +137,26 @@ def test_declared_workers_are_the_ones_started_and_recorded():
     assert (on_gpu["workers"], on_gpu["gpus_per_worker"], on_gpu["cpus_per_worker"]) == (2, 1.0, None)
     onnx = EMBED.resources.workers(load_config(None, ["embed.backend=onnx"]), cpu)
     assert (onnx["workers"], onnx["gpus_per_worker"], onnx["cpus_per_worker"], onnx["threads"]) == (8, 0.0, 1, 1)
+
+
+def test_select_declares_its_tasks_and_llm_pool():
+    """select (and compare, evaluate: they run the same strategies) size the part tasks and the LLM
+    actor pool through their declaration: min(llm.concurrency, CPUs, requests / 8) actors, no CPU."""
+    from selectllm.compare.stage import STAGE as COMPARE
+    from selectllm.config import load_config
+    from selectllm.evaluate.stage import STAGE as EVALUATE
+    from selectllm.llm.ray_pool import share
+    from selectllm.select.stage import STAGE as SELECT
+
+    cfg = load_config(None, ["llm.concurrency=6"])
+    sized = SELECT.resources.workers
+    assert COMPARE.resources.workers is sized
+    assert sized(cfg, {"CPU": 4.0}) == {"task_cpus": 1}  # no LLM request: no pool
+    assert sized(cfg, {"CPU": 4.0}, requests=9) == {"task_cpus": 1, "llm_actors": 2, "llm_cpus_per_actor": 0}
+    assert sized(cfg, {"CPU": 4.0}, requests=1000)["llm_actors"] == 4  # the cluster's CPUs
+    assert sized(cfg, {"CPU": 64.0}, requests=1000)["llm_actors"] == 6  # llm.concurrency
+    assert sized(cfg, {"CPU": 4.0}, requests=1)["llm_actors"] == 1
+    assert share(6, 4) == [2, 2, 1, 1] and share(6, 9) == [1] * 6  # the actors split llm.concurrency
+    ev = EVALUATE.resources.workers(load_config(None, ["llm.concurrency=6", "evaluate.device=cpu"]), {"CPU": 4.0},
+                                    requests=9)
+    assert (ev["device"], ev["task_cpus"], ev["llm_actors"]) == ("cpu", 1, 2)

@@ -13,12 +13,10 @@ import pyarrow.parquet as pq
 import pytest
 
 from selectllm.config import load_config
-from selectllm.pipeline import stage_context
 from selectllm.report import metrics as M
 from selectllm.report.stage import run_stage
-from selectllm.rundir import RunDir
 
-from helpers import EVIL, make_report_run, run_report
+from helpers import EVIL, make_report_run, run_report, stage_ctx
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 PLOT_IDS = ("plot-funnel", "plot-clusters", "plot-map", "plot-spend", "plot-stages")
@@ -244,9 +242,9 @@ def test_explorer_reads_only_the_candidates_of_the_embedded_groups(tmp_path, mon
         reads.append((self.stage, self.output.name, columns, filter))
         return original(self, columns=columns, filter=filter)
 
-    def spy_lookup(fs, files, ids, columns, remote):
-        lookups.append((files, list(ids), list(columns), remote))
-        return original_lookup(fs, files, ids, columns, remote)
+    def spy_lookup(fs, files, ids, columns, tasks):
+        lookups.append((files, list(ids), list(columns), tasks))
+        return original_lookup(fs, files, ids, columns, tasks)
 
     monkeypatch.setattr(StageInput, "read", spy)
     monkeypatch.setattr(D, "lookup_table", spy_lookup)
@@ -254,9 +252,9 @@ def test_explorer_reads_only_the_candidates_of_the_embedded_groups(tmp_path, mon
     assert not [r for r in reads if (r[0], r[1]) == ("dedup", "rows")]  # never a whole read of the pool
     candidates = {i for d in _decisions(tmp_path) for i in d["candidate_ids"]}
     dedup_parts = {str(p) for p in (tmp_path / "dedup").glob("part-*.parquet")}
-    rows_lookups = [(ids, columns, remote) for files, ids, columns, remote in lookups
+    rows_lookups = [(ids, columns, tasks) for files, ids, columns, tasks in lookups
                     if {str(f) for f in files} <= dedup_parts]
-    assert rows_lookups and not any(remote for *_, remote in rows_lookups)
+    assert rows_lookups and all(tasks is None for *_, tasks in rows_lookups)  # a local stage: in this process
     explorer = [ids for ids, columns, _ in rows_lookups if "source_row" in columns]  # the quality sample's has none
     assert explorer and all(set(ids) <= candidates for ids in explorer)
     # the decisions' id lists are read for the embedded groups only
@@ -315,7 +313,7 @@ def test_report_reads_its_inputs_wherever_the_pipeline_resolves_them(tmp_path):
         return moved[stage], specs[moved[stage]].output(output)
 
     cfg = load_config(None, ["select.budget=6"])
-    ctx = stage_context(cfg, RunDir(str(tmp_path)), "report")
+    ctx = stage_ctx(tmp_path, "report", cfg=cfg)
     ctx.resolve = resolve
     run_stage(ctx)
     page2 = (Path(ctx.out) / "report.html").read_text(encoding="utf-8")

@@ -24,7 +24,7 @@ from selectllm.rundir import RunDir
 from selectllm.select import distributed as D
 from selectllm.select.plan import plan_groups
 
-from helpers import compare_run, make_pool_run, pool_config
+from helpers import compare_run, make_pool_run, pool_config, stage_ctx
 
 
 FS = fsspec.filesystem("file")
@@ -78,7 +78,7 @@ def test_distributed_plan_equals_the_one_process_oracle(tmp_path, n, k, budget, 
     ids, labels, dist = random_pool(n, k, seed=n + k + budget, ties=ties)
     files = write_parts(tmp_path / "a", ids, labels, dist, parts)
     oracle = plan_groups(ids, labels, dist, k, budget, picks, cpp, allocation, seed=5)
-    got = D.plan_groups_distributed(FS, files, k, budget, picks, cpp, remote=False, buckets=buckets,
+    got = D.plan_groups_distributed(FS, files, k, budget, picks, cpp, tasks=None, buckets=buckets,
                                     allocation=allocation, seed=5)
     assert as_tuples(got) == as_tuples(oracle)
     assert sum(g.quota for g in got) == min(budget, n)
@@ -89,7 +89,7 @@ def test_distributed_plan_on_ray_tasks_equals_the_oracle(tmp_path, ray_local):
     files = write_parts(tmp_path / "a", ids, labels, dist, parts=4)
     oracle = plan_groups(ids, labels, dist, 30, 45, 2, 6, "sqrt", seed=1)
     for buckets in (1, 5):
-        got = D.plan_groups_distributed(FS, files, 30, 45, 2, 6, remote=True, buckets=buckets, allocation="sqrt", seed=1)
+        got = D.plan_groups_distributed(FS, files, 30, 45, 2, 6, tasks={"num_cpus": 1}, buckets=buckets, allocation="sqrt", seed=1)
         assert as_tuples(got) == as_tuples(oracle)
 
 
@@ -97,31 +97,30 @@ def test_lookup_reads_only_the_wanted_rows_from_every_part(tmp_path):
     ids, labels, dist = random_pool(300, 10, seed=1, ties=False)
     files = write_parts(tmp_path / "a", ids, labels, dist, parts=11)  # more files than one task scans
     wanted = [str(ids[i]) for i in (0, 7, 150, 299)] + ["not-an-id"]
-    t = D.lookup_table(FS, files, wanted, ["cluster_id"], remote=False)
+    t = D.lookup_table(FS, files, wanted, ["cluster_id"], tasks=None)
     got = dict(zip(t.column("id").to_pylist(), t.column("cluster_id").to_pylist()))
     assert got == {str(ids[i]): int(labels[i]) for i in (0, 7, 150, 299)}
 
 
 def test_random_sample_is_bottom_k_of_the_keyed_hash_whatever_the_split(tmp_path):
     ids, labels, dist = random_pool(400, 10, seed=2, ties=False)
-    one = D.smallest_keys(FS, write_parts(tmp_path / "one", ids, labels, dist, 1), 25, 7, remote=False)
-    many = D.smallest_keys(FS, write_parts(tmp_path / "many", ids, labels, dist, 6), 25, 7, remote=False)
+    one = D.smallest_keys(FS, write_parts(tmp_path / "one", ids, labels, dist, 1), 25, 7, tasks=None)
+    many = D.smallest_keys(FS, write_parts(tmp_path / "many", ids, labels, dist, 6), 25, 7, tasks=None)
     keys = D.hash_keys(list(ids), 7)  # the oracle: sort the whole pool by its keys
     expect = [str(ids[i]) for i in np.lexsort((ids, keys))[:25]]
     assert one.column("id").to_pylist() == expect == many.column("id").to_pylist()
-    other_seed = D.smallest_keys(FS, write_parts(tmp_path / "s", ids, labels, dist, 2), 25, 8, remote=False)
+    other_seed = D.smallest_keys(FS, write_parts(tmp_path / "s", ids, labels, dist, 2), 25, 8, tasks=None)
     assert set(other_seed.column("id").to_pylist()) != set(expect)
 
 
 def test_length_baseline_matches_sorting_every_row(tmp_path):
     from selectllm.select import registry
     from selectllm.select.tables import Pool
-    from selectllm.pipeline import stage_context
 
     make_pool_run(tmp_path)
     # rows of equal length: the lowest id wins
     cfg = pool_config(tmp_path, "select.budget=30")
-    ctx = stage_context(cfg, RunDir(str(tmp_path)), "select")
+    ctx = stage_ctx(tmp_path, "select", cfg=cfg)
     table = ctx.input("rows").read(["id", "instruction", "input"]).to_pylist()
     table.sort(key=lambda r: (-(len(r["instruction"]) + len(r["input"])), r["id"]))
     res = registry.get("length")(ctx, Pool(ctx, remote=False))
@@ -149,12 +148,11 @@ def refuse_whole_pool(monkeypatch) -> list[int]:
                                       "random", "length", "kcenter"])
 def test_distributed_strategies_never_load_the_pool_in_one_process(tmp_path, monkeypatch, strategy):
     """Whole-pool reads fail here; the lookups by id ask for at most groups x candidates rows."""
-    from selectllm.pipeline import stage_context
     from selectllm.select import registry, tables
 
     make_pool_run(tmp_path)
     cfg = pool_config(tmp_path, f"select.strategy={strategy}", "select.candidates_per_prompt=5")
-    ctx = stage_context(cfg, RunDir(str(tmp_path)), "select")
+    ctx = stage_ctx(tmp_path, "select", cfg=cfg)
     pool = tables.Pool(ctx, remote=False)
     asked = refuse_whole_pool(monkeypatch)
     res = registry.get(strategy)(ctx, pool)
@@ -166,7 +164,6 @@ def test_kmeans_closest_on_the_parts_equals_one_process(tmp_path, monkeypatch):
     """Fitted on the bottom-k sample, every row assigned by part tasks: the vectors are never all
     in one process, and the rows are those of assigning every vector in one process."""
     from selectllm.cluster import kmeans_groups
-    from selectllm.pipeline import stage_context
     from selectllm.select import registry, tables
 
     ids, x, labels = make_pool_run(tmp_path)  # 240 rows
@@ -174,14 +171,14 @@ def test_kmeans_closest_on_the_parts_equals_one_process(tmp_path, monkeypatch):
     ids, x = np.asarray(ids)[order], x[order]
     monkeypatch.setattr(kmeans_groups, "FIT_MAX_ROWS", 100)  # a sample smaller than the pool
     cfg = pool_config(tmp_path, "select.strategy=kmeans-closest", "select.budget=15")
-    ctx = stage_context(cfg, RunDir(str(tmp_path)), "select")
+    ctx = stage_ctx(tmp_path, "select", cfg=cfg)
     pool = tables.Pool(ctx, remote=False)
     asked = refuse_whole_pool(monkeypatch)
     res = registry.get("kmeans-closest")(ctx, pool)
     assert max(asked) == 100  # the fit sample; then the 15 chosen rows' clusters
 
     # one process: the same sample, the same centroids, every row assigned at once
-    sample = sorted(D.smallest_keys(pool.fs, pool.files, 100, 0, False).column("id").to_pylist())
+    sample = sorted(D.smallest_keys(pool.fs, pool.files, 100, 0, None).column("id").to_pylist())
     centers = kmeans_groups.fit_kmeans(x[np.searchsorted(ids, sample)], 15, seed=0)
     lab, d2 = kmeans_groups.nearest_center(x, centers)
     by = np.lexsort((np.arange(len(ids)), d2, lab))
@@ -209,9 +206,9 @@ def test_closest_to_centers_fills_empty_centroids_by_distance(tmp_path):
         pq.write_table(pa.table({"id": ids[sl], "embedding": emb}, schema=embed_schema(2)), tmp_path / f"p{j}.parquet")
     files = [str(tmp_path / "p0.parquet"), str(tmp_path / "p1.parquet")]
     centers = np.array([[1, 0], [0, 1], [-1, 0]], dtype=np.float32)  # the third is nobody's nearest
-    got = D.closest_to_centers(fsspec.filesystem("file"), files, centers, 3, remote=False)
+    got = D.closest_to_centers(fsspec.filesystem("file"), files, centers, 3, tasks=None)
     assert got == ["r0", "r3", "r1"]  # r1 is the next closest to its own centroid (r4 is further)
-    assert D.closest_to_centers(fsspec.filesystem("file"), files, centers, 2, remote=False) == ["r0", "r3"]
+    assert D.closest_to_centers(fsspec.filesystem("file"), files, centers, 2, tasks=None) == ["r0", "r3"]
 
 
 # ------------------------------------------------------------------------------ the limits
@@ -294,8 +291,7 @@ MULTI_NODE = textwrap.dedent("""
     from ray.cluster_utils import Cluster
 
     sys.path[:0] = [{root!r}, {tests!r}]
-    from helpers import pool_config
-    from selectllm.pipeline import stage_context
+    from helpers import pool_config, stage_ctx
     from selectllm.rundir import RunDir
     from selectllm.select import registry
     from selectllm.select.decide import decide_groups, selectllm_groups
@@ -309,7 +305,7 @@ MULTI_NODE = textwrap.dedent("""
     cluster.wait_for_nodes()
     run = RunDir({run!r})
     cfg = pool_config({run!r}, "select.budget=20", "select.candidates_per_prompt=6")
-    ctx = stage_context(cfg, run, "select")
+    ctx = stage_ctx(run, "select", cfg=cfg)
     far, near = Pool(ctx, remote=True), Pool(ctx, remote=False)
     ids, labels, dist = near.arrays()
     oracle = plan_groups(ids, labels, dist, near.k, 20, 1, 6, cfg.select.allocation, cfg.select.seed)
@@ -319,7 +315,7 @@ MULTI_NODE = textwrap.dedent("""
     ray_sel = registry.get("selectllm")(ctx, far).selected
     alive = len([m for m in ray.nodes() if m["Alive"]])
     ray.shutdown()
-    ctx1 = stage_context(cfg, run, "select")
+    ctx1 = stage_ctx(run, "select", cfg=cfg)
     one = [(c, d["cluster_id"]) for d in decide_groups(ctx1, oracle) for c in d["chosen_ids"]]
     print(json.dumps({{"alive": alive, "same_groups": same_groups, "groups": len(groups),
                       "same_selection": ray_sel == one, "selected": len(one)}}))

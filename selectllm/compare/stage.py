@@ -50,7 +50,7 @@ from selectllm.contract import Output, Resources, Settings, Stage, StageContext
 from selectllm.errors import UserError
 from selectllm.report import metrics as M
 from selectllm.select import registry
-from selectllm.select.stage import LLM_SPEED_KEYS, SELECT_LIMIT_KEYS, STRATEGY_INPUTS, privacy_output
+from selectllm.select.stage import LLM_SPEED_KEYS, SELECT_LIMIT_KEYS, STRATEGY_INPUTS, privacy_output, select_workers
 from selectllm.select.tables import Pool, hash_sample, lookup, vectors_of
 
 # the terminal table (every representation figure is in compare.json and compare.html)
@@ -167,7 +167,7 @@ def run_stage(ctx: StageContext) -> dict:
         chosen[name], extras[name] = sorted(res.selected), dict(res.extra)
     # the vectors of the sample and of every selection, once: rows of ``union`` (sorted ids)
     union = sorted(set(sample).union(*[(i for i, _ in sel) for sel in chosen.values()]))
-    x = M.normalize(vectors_of(ctx, union, remote=True))
+    x = M.normalize(vectors_of(ctx, union, pool.tasks))
     cov_idx = np.searchsorted(union, sample)
     x_cov = x[cov_idx]
     ref, band = reference(ctx, cfg, sample, x_cov, target)
@@ -242,6 +242,6 @@ STAGE = Stage(
     settings=Settings(("select", "llm", "compare"),
                       exclude={"llm": LLM_SPEED_KEYS, "select": {"strategy", *SELECT_LIMIT_KEYS}},
                       extra=privacy_output),
-    resources=Resources(engine="ray"),
+    resources=Resources(engine="ray", workers=select_workers),
     doc="Several strategies over the same embeddings: compare/compare.json, compare/compare.html.",
 )

@@ -38,7 +38,7 @@ from selectllm.contract import Output, Resources, Settings, Stage, StageContext
 from selectllm.errors import UserError
 from selectllm.evaluate.figures import BASE, METRICS, aggregate, format_stat, verdict
 from selectllm.select import registry
-from selectllm.select.stage import LLM_SPEED_KEYS, SELECT_LIMIT_KEYS, STRATEGY_INPUTS
+from selectllm.select.stage import LLM_SPEED_KEYS, SELECT_LIMIT_KEYS, STRATEGY_INPUTS, select_workers
 from selectllm.select.tables import Pool, lookup
 
 TEST_SAMPLE_SEED = 0  # the scored test rows: the same for every strategy and seed
@@ -170,21 +170,24 @@ def picks_of(ctx: StageContext, pool: Pool, name: str) -> tuple[list[dict], dict
 
 
 # ----------------------------------------------------------------------------- where cells run
-def evaluate_workers(cfg, cluster: dict) -> dict:
+def evaluate_workers(cfg, cluster: dict, requests: int = 0) -> dict:
     """``Resources.workers``: one GPU per cell, as many cells at once as the cluster has GPUs, when
     it has one (``evaluate.device: auto``) or ``cuda`` is asked for; else one cell at a time in the
-    driver with ``evaluate.threads`` CPU threads."""
+    driver with ``evaluate.threads`` CPU threads.  The strategies' part tasks and LLM pool as the
+    select stage sizes them (``select_workers``)."""
     from selectllm.evaluate.finetune import cpu_threads
 
     ev = cfg.evaluate
+    strategies = select_workers(cfg, cluster, requests)
     gpus = int(float(cluster.get("GPU", 0)))
     if ev.device == "cuda" and gpus < 1:
         raise UserError("evaluate.device is cuda but the Ray cluster has no GPU")
     if ev.device == "cuda" or (ev.device == "auto" and gpus >= 1):
-        return {"workers": gpus, "cpus_per_worker": 1, "gpus_per_worker": 1, "device": "cuda", "dtype": ev.gpu_dtype}
+        return {"workers": gpus, "cpus_per_worker": 1, "gpus_per_worker": 1, "device": "cuda", "dtype": ev.gpu_dtype,
+                **strategies}
     threads = cpu_threads(ev.threads)
     return {"workers": 1, "cpus_per_worker": threads, "gpus_per_worker": 0, "device": "cpu", "dtype": "float32",
-            "threads": threads}
+            "threads": threads, **strategies}
 
 
 def _gpu_cell(spec: dict) -> dict:  # a Ray task: its own process, its own GPU

@@ -18,8 +18,9 @@
   returns one result per request in order.  SIGINT/SIGTERM stop it gracefully: nothing new is
   sent, requests in flight finish and are stored, then :class:`LLMInterrupted` is raised.
 
-Pool size: ``min(llm.concurrency, cluster CPUs, unique requests / 8)`` actors (at least 1), each
-with ``num_cpus=0`` (they wait on the network) and the SPREAD strategy.  The answer cache must be
+Pool size: ``actors`` actors sharing ``llm.concurrency`` evenly, each with ``actor_cpus`` CPUs
+and the SPREAD strategy: the caller's to decide (the select stage's ``Resources.workers``,
+``select.stage.select_workers``; a caller that gives none gets one actor of no CPU).  The answer cache must be
 reachable from every node (a shared filesystem or an object store URL); the simulator's
 loopback URL only works on a single-node cluster.  The API key travels to the actors as a
 :class:`~selectllm.llm.records.Secret` constructor argument (never in a runtime_env, log or file).
@@ -29,7 +30,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import math
 import time
 from collections import deque
 from typing import Any
@@ -49,7 +49,6 @@ from selectllm.llm.types import LLMRequest, LLMResult
 NAMESPACE = "selectllm"
 CHUNKS_PER_ACTOR = 3  # chunks queued at each actor: it never idles between chunks
 MAX_CHUNK = 64
-MIN_REQUESTS_PER_ACTOR = 8
 
 
 def gate_name(cache_dir: str) -> str:
@@ -190,10 +189,9 @@ def open_gate(cache_dir: str, cfg: LLMConfig, prior_usd: float) -> tuple[Any, bo
     return handle, True
 
 
-def pool_shape(concurrency: int, n_requests: int, cpus: int, actors: int | None = None) -> list[int]:
-    """Per-actor concurrency (sums to ``concurrency``, each >= 1)."""
-    n = actors or max(1, min(concurrency, max(1, cpus), math.ceil(n_requests / MIN_REQUESTS_PER_ACTOR)))
-    n = max(1, min(n, concurrency))
+def share(concurrency: int, actors: int) -> list[int]:
+    """Each actor's share of ``concurrency`` (summing to it, each >= 1: at most ``concurrency`` actors)."""
+    n = max(1, min(actors, concurrency))
     base, extra = divmod(concurrency, n)
     return [base + (1 if i < extra else 0) for i in range(n)]
 
@@ -210,16 +208,14 @@ class RayLLMPool:
     pool actor costs seconds: it imports the HTTP client).  Use as a context manager."""
 
     def __init__(self, cfg: LLMConfig, cache_dir: str, *, api_key: str, base_url: str | None = None,
-                 prior_usd: float = 0.0, actors: int | None = None, n_hint: int | None = None,
-                 **runner_kwargs: Any) -> None:
+                 prior_usd: float = 0.0, actors: int = 1, actor_cpus: float = 0, **runner_kwargs: Any) -> None:
         if cfg.provider == "simulator" and not (base_url or cfg.base_url):
             raise UserError("llm.provider is simulator but no base URL was given: start one with "
                             "llm_endpoint(cfg) (or set llm.base_url)")
         self.cfg = cfg
-        self.shape = pool_shape(cfg.concurrency, n_hint or cfg.concurrency * MIN_REQUESTS_PER_ACTOR,
-                                int(ray.cluster_resources().get("CPU", 1)), actors)
+        self.shape = share(cfg.concurrency, actors)
         self.gate, self.own_gate = open_gate(cache_dir, cfg, prior_usd)
-        remote_cls = ray.remote(LLMPoolActor).options(num_cpus=0, max_concurrency=CHUNKS_PER_ACTOR + 2,
+        remote_cls = ray.remote(LLMPoolActor).options(num_cpus=actor_cpus, max_concurrency=CHUNKS_PER_ACTOR + 2,
                                                       scheduling_strategy="SPREAD")
         self.pool = [remote_cls.remote(cfg.model_copy(update={"concurrency": c}), cache_dir, base_url, self.gate,
                                        Secret(api_key), runner_kwargs) for c in self.shape]
@@ -368,19 +364,19 @@ def run_requests_ray(
     progress: bool = True,
     prior_usd: float = 0.0,
     api_key: str,
-    actors: int | None = None,
+    actors: int = 1,
+    actor_cpus: float = 0,
     stats: dict | None = None,
     known: dict[str, dict] | None = None,
     report: dict | None = None,
     **runner_kwargs: Any,
 ) -> list[LLMResult]:
-    """:func:`selectllm.llm.client.run_requests` on a Ray pool started for this call (see module
-    doc).  ``stats``, if given, receives the pool shape, the runners' counters and the limiter's
-    final snapshot."""
-    n = len({r.key for r in requests})
-    if n == 0:
+    """:func:`selectllm.llm.client.run_requests` on a Ray pool of ``actors`` actors of ``actor_cpus``
+    CPUs started for this call (see module doc).  ``stats``, if given, receives the pool shape, the
+    runners' counters and the limiter's final snapshot."""
+    if not requests:
         return []
     with RayLLMPool(cfg, cache_dir, api_key=api_key, base_url=base_url, prior_usd=prior_usd, actors=actors,
-                    n_hint=n, **runner_kwargs) as pool:
+                    actor_cpus=actor_cpus, **runner_kwargs) as pool:
         return pool.run(requests, requests_log=requests_log, progress=progress, stats=stats, known=known,
                         report=report)

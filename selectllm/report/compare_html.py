@@ -74,10 +74,10 @@ def representation_table(results: dict) -> str:
 
 
 def _examples(ctx, ids: np.ndarray, rows: np.ndarray) -> list[dict]:
-    from selectllm.select.tables import lookup_rows
+    from selectllm.select.tables import lookup_rows, tasks_of
 
     want = [str(ids[r]) for r in rows[:EXAMPLES]]
-    found = lookup_rows(ctx.input("rows"), want, ["instruction", "input"]) if want else {}
+    found = lookup_rows(ctx.input("rows"), want, ["instruction", "input"], tasks_of(ctx)) if want else {}
     return [found[w] for w in want if w in found]
 
 

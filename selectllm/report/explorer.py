@@ -94,7 +94,7 @@ def _lookup(rows_input, ids: list[str]) -> dict[str, dict]:
         return {}
     names = set(rows_input.dataset().schema.names)
     return lookup_rows(rows_input, ids, [c for c in ("instruction", "input", "source", "source_row") if c in names],
-                       remote=False)
+                       tasks=None)
 
 
 def _pick_groups(ids: np.ndarray, status: list[str]) -> np.ndarray:

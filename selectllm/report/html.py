@@ -89,7 +89,7 @@ def _masked(selected: list[dict], rows: StageInput | None, cfg) -> list[dict]:
     if rows is None:  # no masked text to show: none at all
         return [{k: v for k, v in r.items() if k not in ("instruction", "input", *cfg.input.keep)} for r in selected]
     text = [c for c in ("instruction", "input", *cfg.input.keep) if c in rows.dataset().schema.names]
-    found = lookup_rows(rows, [str(r["id"]) for r in selected], text)
+    found = lookup_rows(rows, [str(r["id"]) for r in selected], text, tasks=None)  # a local stage: in this process
     return [{**r, **{c: (found.get(str(r["id"])) or {}).get(c) for c in text}} for r in selected]
 
 
@@ -539,7 +539,7 @@ def _representation(r: Report) -> dict | None:
     ref_rows = cov[M.sample_indices(len(cov), Q.REF_ROWS, SEED)]
     ids = [emb.ids[i] for i in ref_rows]
     names = set(rows_input.dataset().schema.names)
-    texts = lookup_rows(rows_input, ids, [c for c in ("instruction", "input", "source") if c in names], remote=False)
+    texts = lookup_rows(rows_input, ids, [c for c in ("instruction", "input", "source") if c in names], tasks=None)
     rules = r.cfg.dedup.quality.rules_object()
     ref = Q.Reference(Q.rows_of(emb.vectors[ref_rows], [texts.get(i, {}) for i in ids], rules))
     by_id = {str(s.get("id")): s for s in r.selected}

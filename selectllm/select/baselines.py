@@ -46,7 +46,7 @@ def random_strategy(ctx, pool) -> StrategyResult:
     """Uniform sample without replacement, seeded by ``select.seed`` (bottom-k of a keyed hash)."""
     from selectllm.select.distributed import smallest_keys
 
-    t = smallest_keys(pool.fs, pool.files, _target(ctx, pool), ctx.cfg.select.seed, pool.remote,
+    t = smallest_keys(pool.fs, pool.files, _target(ctx, pool), ctx.cfg.select.seed, pool.tasks,
                       columns=["id", "cluster_id"])
     return StrategyResult(sorted(zip(t.column("id").to_pylist(), t.column("cluster_id").to_pylist())))
 
@@ -80,13 +80,13 @@ def kmeans_closest_strategy(ctx, pool) -> StrategyResult:
     target, seed = _target(ctx, pool), ctx.cfg.select.seed
 
     def sample(k: int) -> list[str]:  # bottom-k of the keyed hash (all rows when k >= N), in id order
-        return sorted(smallest_keys(pool.fs, pool.files, k, seed, pool.remote).column("id").to_pylist())
+        return sorted(smallest_keys(pool.fs, pool.files, k, seed, pool.tasks).column("id").to_pylist())
 
     if target >= pool.n:  # no more rows than the budget: all of them
         chosen = sample(pool.n)
     else:
-        centers = fit_kmeans(vectors_of(ctx, sample(FIT_MAX_ROWS), pool.remote), target, seed=seed)
-        chosen = closest_to_centers(pool.fs, ctx.input("vectors").files(), centers, target, pool.remote)
+        centers = fit_kmeans(vectors_of(ctx, sample(FIT_MAX_ROWS), pool.tasks), target, seed=seed)
+        chosen = closest_to_centers(pool.fs, ctx.input("vectors").files(), centers, target, pool.tasks)
     labels = pool.labels_of(chosen)
     return StrategyResult([(i, int(labels[i])) for i in sorted(chosen)], extra={"kmeans_k": int(target)})
 
@@ -97,7 +97,7 @@ def length_strategy(ctx, pool) -> StrategyResult:
     from selectllm.select.distributed import longest_rows
 
     rows = ctx.input("rows")
-    chosen = sorted(longest_rows(rows.run.fs, rows.files(), _target(ctx, pool), pool.remote).column("id").to_pylist())
+    chosen = sorted(longest_rows(rows.run.fs, rows.files(), _target(ctx, pool), pool.tasks).column("id").to_pylist())
     label_of = pool.labels_of(chosen)
     if len(label_of) != len(chosen):
         raise RuntimeError("select: some dedup rows have no cluster; rerun `selectllm cluster`")
@@ -171,7 +171,7 @@ def alpagasus_strategy(ctx, pool) -> StrategyResult:
     """One LLM rating per row; keep the ``budget`` best rated (see module doc)."""
     ids, labels, _ = pool.arrays()
     n, target = len(ids), _target(ctx, pool)
-    texts = lookup_rows(ctx.input("rows"), [str(i) for i in ids], ["instruction", "input"], pool.remote)
+    texts = lookup_rows(ctx.input("rows"), [str(i) for i in ids], ["instruction", "input"], pool.tasks)
     results = send(ctx, rating_requests(ctx.cfg, ids, texts))
     scores = np.full(n, np.nan)
     status = ["ok"] * n

@@ -291,7 +291,7 @@ def selectllm_groups(cfg, pool) -> list[Group]:
     :func:`selectllm.select.plan.plan_groups`, planned by tasks over the assignment parts."""
     s = cfg.select
     return plan_groups_distributed(pool.fs, pool.files, pool.k, s.budget, s.picks_per_prompt,
-                                   s.candidates_per_prompt, pool.remote, allocation=s.allocation, seed=s.seed,
+                                   s.candidates_per_prompt, pool.tasks, allocation=s.allocation, seed=s.seed,
                                    covered=getattr(pool, "covered", None) if s.covered_quotas else None)
 
 

@@ -1,9 +1,11 @@
 """The select work that reads the pool, done by tasks over its part files, never on the driver.
 
 Every function here takes the part files of one declared input (``cluster/assignments.parquet/``
-or ``dedup/`` or ``embed/``) and a ``remote`` flag: with Ray up, one Ray task per part (or per
-bucket); without, the same functions run in this process one part at a time, with the same
-bounded memory.  The driver only ever holds what it asked for:
+or ``dedup/`` or ``embed/``) and ``tasks``: the Ray options of one task, as the stage's
+``Resources.workers`` sized them (``select.stage.select_workers``: ``{"num_cpus": task_cpus}``),
+one Ray task per part (or per bucket); ``None``: the same functions run in this process one part
+at a time, with the same bounded memory.  The rows of a planning bucket and the files of a lookup
+task below bound what one task holds, on Ray or here.  The driver only ever holds what it asked for:
 
 * :func:`plan_groups_distributed` -- the ``selectllm`` groups.  Pass 1: every part counts its
   rows per cluster (bincount).  The driver turns the sizes into quotas (:func:`plan.allocate_quotas`,
@@ -40,16 +42,16 @@ BATCH_ROWS = 65_536  # rows per streamed batch of a part
 
 
 # ------------------------------------------------------------------------------------ tasks
-def run_tasks(fn, args: list[tuple], remote: bool, num_returns: int = 1):
-    """``fn(*a)`` for each ``a`` of ``args``: Ray tasks (results yielded as they finish, with
-    their index) or, without Ray, one after the other in this process."""
-    if not remote:
+def run_tasks(fn, args: list[tuple], tasks: dict | None, num_returns: int = 1):
+    """``fn(*a)`` for each ``a`` of ``args``: Ray tasks with the options ``tasks`` (results yielded
+    as they finish, with their index) or, when ``tasks`` is None, one after the other in this process."""
+    if tasks is None:
         for i, a in enumerate(args):
             yield i, fn(*a)
         return
     import ray
 
-    task = ray.remote(fn).options(num_cpus=1, num_returns=num_returns)
+    task = ray.remote(fn).options(**tasks, num_returns=num_returns)
     pending = {task.remote(*a): i for i, a in enumerate(args)}
     while pending:
         ready, _ = ray.wait(list(pending), num_returns=1)
@@ -75,10 +77,10 @@ def _part_sizes(fs, path: str, k: int) -> np.ndarray:
     return sizes
 
 
-def cluster_sizes(fs, files: list[str], k: int, remote: bool) -> np.ndarray:
+def cluster_sizes(fs, files: list[str], k: int, tasks: dict | None) -> np.ndarray:
     """Rows per cluster (0..k-1), summed over the parts."""
     total = np.zeros(k, dtype=np.int64)
-    for _, sizes in run_tasks(_part_sizes, [(fs, p, k) for p in files], remote):
+    for _, sizes in run_tasks(_part_sizes, [(fs, p, k) for p in files], tasks):
         total += sizes
     return total
 
@@ -114,11 +116,11 @@ def _plan_bucket(quotas: np.ndarray, picks: int, candidates_per_prompt: int, see
 
 
 def plan_groups_distributed(fs, files: list[str], k: int, budget: int, picks: int, candidates_per_prompt: int,
-                            remote: bool, buckets: int | None = None, allocation: str = "equal",
+                            tasks: dict | None, buckets: int | None = None, allocation: str = "equal",
                             seed: int = 0, covered: np.ndarray | None = None) -> list[Group]:
     """:func:`plan.plan_groups` over the assignment parts ``files`` (see the module doc);
     ``covered``: rows per cluster the programme's earlier selections already cover (quotas)."""
-    sizes = cluster_sizes(fs, files, k, remote)
+    sizes = cluster_sizes(fs, files, k, tasks)
     quotas = allocate_quotas(sizes, budget, picks, allocation, covered=covered)
     rows = int(sizes[quotas > 0].sum())
     if rows == 0:
@@ -127,16 +129,16 @@ def plan_groups_distributed(fs, files: list[str], k: int, budget: int, picks: in
         buckets = max(1, -(-rows // PLAN_ROWS_PER_TASK))
     buckets = max(1, min(buckets, int((quotas > 0).sum()) or 1))
     found: dict[int, list[tuple[list[str], int]]] = {}
-    if remote:
+    if tasks is not None:
         import ray
 
         q = ray.put(quotas)
-        splits = [ray.remote(_split_part).options(num_cpus=1, num_returns=buckets).remote(fs, p, q, buckets)
+        splits = [ray.remote(_split_part).options(**tasks, num_returns=buckets).remote(fs, p, q, buckets)
                   for p in files]
         if buckets == 1:
             splits = [[s] for s in splits]
         plans = [(q, picks, candidates_per_prompt, seed, *[s[j] for s in splits]) for j in range(buckets)]
-        for _, res in run_tasks(_plan_bucket, plans, remote=True):
+        for _, res in run_tasks(_plan_bucket, plans, tasks):
             found.update(res)
     else:  # one bucket at a time: this process holds one bucket's rows, never the pool
         for j in range(buckets):
@@ -160,18 +162,19 @@ def _scan(fs, files: list[str], ids: pa.Array, columns: list[str] | None) -> pa.
     return table
 
 
-def lookup_table(fs, files: list[str], ids: list[str], columns: list[str] | None, remote: bool) -> pa.Table | None:
+def lookup_table(fs, files: list[str], ids: list[str], columns: list[str] | None,
+                 tasks: dict | None) -> pa.Table | None:
     """The rows of ``ids`` (``columns``, or every column) in the files; None when there are no files."""
     if not files:
         return None
     wanted = pa.array(sorted(set(ids)), pa.string())
-    if remote:
+    if tasks is not None:
         import ray
 
         wanted = ray.put(wanted)
     step = LOOKUP_FILES_PER_TASK
     tables = dict(run_tasks(_scan, [(fs, files[i:i + step], wanted, columns) for i in range(0, len(files), step)],
-                            remote))
+                            tasks))
     return pa.concat_tables([tables[i] for i in sorted(tables)], promote_options="default")
 
 
@@ -206,11 +209,12 @@ def _merge(results, k: int, keys: list[tuple[str, str]]) -> pa.Table | None:
     return best
 
 
-def smallest_keys(fs, files: list[str], k: int, seed: int, remote: bool, columns: list[str] = ("id",)) -> pa.Table:
+def smallest_keys(fs, files: list[str], k: int, seed: int, tasks: dict | None,
+                  columns: list[str] = ("id",)) -> pa.Table:
     """The ``k`` rows with the smallest :func:`hash_keys` (ties: lowest id): a uniform sample
     without replacement, the same whatever the parts.  Columns: ``columns`` + ``key``."""
     keys = [("key", "ascending"), ("id", "ascending")]
-    best = _merge(run_tasks(_part_smallest, [(fs, p, k, seed, list(columns)) for p in files], remote), k, keys)
+    best = _merge(run_tasks(_part_smallest, [(fs, p, k, seed, list(columns)) for p in files], tasks), k, keys)
     return best if best is not None else pa.table({c: pa.array([], pa.string()) for c in columns})
 
 
@@ -225,9 +229,9 @@ def _part_longest(fs, path: str, k: int) -> pa.Table:
     return best
 
 
-def longest_rows(fs, files: list[str], k: int, remote: bool) -> pa.Table:
+def longest_rows(fs, files: list[str], k: int, tasks: dict | None) -> pa.Table:
     """The ``k`` rows with the most characters of instruction + input (ties: lowest id): id, chars."""
-    best = _merge(run_tasks(_part_longest, [(fs, p, k) for p in files], remote), k,
+    best = _merge(run_tasks(_part_longest, [(fs, p, k) for p in files], tasks), k,
                   [("chars", "descending"), ("id", "ascending")])
     return best if best is not None else pa.table({"id": pa.array([], pa.string()), "chars": pa.array([], pa.int64())})
 
@@ -266,16 +270,16 @@ def _part_closest(fs, path: str, centers: np.ndarray, m: int) -> pa.Table:
     return best
 
 
-def closest_to_centers(fs, files: list[str], centers: np.ndarray, m: int, remote: bool) -> list[str]:
+def closest_to_centers(fs, files: list[str], centers: np.ndarray, m: int, tasks: dict | None) -> list[str]:
     """The row closest to each centroid (squared distance, ties: lowest id), in centroid order;
     a centroid that is no row's nearest gets none.  Then, while fewer than ``m``, the rows
     closest to their own centroid that are not chosen yet, in (distance, id) order."""
-    if remote:  # one copy in the object store, not one per task
+    if tasks is not None:  # one copy in the object store, not one per task
         import ray
 
         centers = ray.put(centers)
     best = None
-    for _, t in run_tasks(_part_closest, [(fs, p, centers, m) for p in files], remote):
+    for _, t in run_tasks(_part_closest, [(fs, p, centers, m) for p in files], tasks):
         if t is not None and t.num_rows:
             best = _reduce_closest(t if best is None else pa.concat_tables([best, t]), m)
     if best is None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from selectllm.llm.cache import AnswerCache
-from selectllm.llm.client import llm_endpoint, run_requests
+from selectllm.llm.client import llm_endpoint, run_requests, use_ray
 
 
 def send(ctx, requests: list, prior_usd: float = 0.0, log_name: str = "requests.jsonl") -> list:
@@ -44,12 +44,22 @@ def send(ctx, requests: list, prior_usd: float = 0.0, log_name: str = "requests.
     with llm_endpoint(cfg.llm, ctx.run.uri("logs", "simulator.jsonl")) as base_url:
         results = run_requests(requests, cfg.llm, cache_dir=cache_dir,
                                requests_log=ctx.run.staging_uri(ctx.out_path(log_name)),
-                               base_url=base_url, prior_usd=prior, known=known, report=report)
+                               base_url=base_url, prior_usd=prior, known=known, report=report,
+                               **ray_pool_size(ctx, cfg.llm, requests))
     before = getattr(ctx, "llm_counts", None)
     ctx.llm_counts = llm_counts(requests, report)
     if ctx.llm_counts != before:  # a repair round that learnt nothing new prints nothing
         ctx.log.print(f"select: LLM {cfg.llm.endpoint} model {cfg.llm.model}: " + describe(ctx.llm_counts, report))
     return results
+
+
+def ray_pool_size(ctx, llm, requests: list) -> dict:
+    """The Ray LLM pool's actors and their CPUs, as the stage's ``Resources.workers`` sizes them for
+    these requests (``select.stage.select_workers``); nothing when they do not go to a Ray pool."""
+    if llm.mode != "online" or not use_ray(llm.engine):
+        return {}
+    sized = ctx.workers(requests=len({r.key for r in requests}))
+    return {"actors": sized["llm_actors"], "actor_cpus": sized["llm_cpus_per_actor"]}
 
 
 def _history_cache(cfg) -> str:

@@ -11,6 +11,7 @@ stage's staging folder, so a killed run pays for no request twice.
 from __future__ import annotations
 
 import json
+import math
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -29,6 +30,24 @@ SELECT_LIMIT_KEYS = {key for key, _, _ in registry.IN_ONE_PROCESS.values()}
 # what every strategy may read (the compare stage declares the same names)
 STRATEGY_INPUTS = {"rows": "dedup.rows", "assignments": "cluster.assignments", "centers": "cluster.centers",
                    "vectors": "embed.vectors"}
+
+
+LLM_REQUESTS_PER_ACTOR = 8  # an LLM pool actor is started for at least this many requests
+
+
+def select_workers(cfg, cluster: dict, requests: int = 0) -> dict:
+    """The ``Resources.workers`` of a stage that runs selection strategies (select, compare; evaluate
+    adds its cells): ``task_cpus``, the CPUs of each part task (planning, lookups, samples: one per
+    part, Ray runs as many at once as the cluster has CPUs); and, for ``requests`` unique LLM
+    requests on Ray, the LLM pool: ``llm_actors`` = ``min(llm.concurrency, cluster CPUs, requests /
+    8)`` (at least 1; they share ``llm.concurrency`` evenly) of ``llm_cpus_per_actor`` 0 CPUs (they
+    wait on the network)."""
+    sized: dict = {"task_cpus": 1}
+    if requests:
+        cpus = max(1, int(cluster.get("CPU", 1)))
+        actors = min(cfg.llm.concurrency, cpus, math.ceil(requests / LLM_REQUESTS_PER_ACTOR))
+        sized.update(llm_actors=max(1, actors), llm_cpus_per_actor=0)
+    return sized
 
 
 def privacy_output(cfg) -> tuple:
@@ -132,6 +151,6 @@ STAGE = Stage(
     ),
     settings=Settings(("select", "llm"), exclude={"llm": LLM_SPEED_KEYS, "select": SELECT_LIMIT_KEYS},
                       extra=privacy_output),
-    resources=Resources(engine="ray"),
+    resources=Resources(engine="ray", workers=select_workers),
     doc="Choose exactly select.budget rows (LLM calls for the selectllm strategies).",
 )

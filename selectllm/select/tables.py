@@ -18,7 +18,7 @@ from selectllm.select import distributed as D
 
 class Pool:
     """The pool as a strategy sees it.  ``remote``: run the part tasks on Ray (else in this
-    process, one part at a time)."""
+    process, one part at a time), with the options the stage's ``Resources.workers`` gives."""
 
     def __init__(self, ctx, remote: bool | None = None):
         if remote is None:
@@ -43,6 +43,12 @@ class Pool:
         covered = t.column("covered").to_numpy()
         return covered if covered.any() else None
 
+    @property
+    def tasks(self) -> dict | None:
+        """The Ray options of one part task (None: in this process): asked of the stage's
+        declaration when first used, after Ray is up."""
+        return task_options(self.ctx) if self.remote else None
+
     def arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(ids sorted, cluster_id, distance) of every pool row, in this process (O(N))."""
         if self._arrays is None:
@@ -63,18 +69,20 @@ class Pool:
 
     def labels_of(self, ids: list[str]) -> dict[str, int]:
         """The cluster of some ids (a small set), read with a filter."""
-        t = D.lookup_table(self.fs, self.files, ids, ["cluster_id"], self.remote)
+        t = D.lookup_table(self.fs, self.files, ids, ["cluster_id"], self.tasks)
         return {} if t is None else dict(zip(t.column("id").to_pylist(), t.column("cluster_id").to_pylist()))
 
 
-def lookup_rows(rows, ids: list[str], columns: list[str], remote: bool | None = None) -> dict[str, dict]:
-    """The dedup rows of some ids (``rows``: the ``rows`` input), read by tasks with a filter:
-    the pool never lands on the driver."""
-    if remote is None:
-        import ray
+def task_options(ctx) -> dict:
+    """Ray options of one part task of a stage that runs selection strategies, from its
+    ``Resources.workers`` (``select.stage.select_workers``' ``task_cpus``)."""
+    return {"num_cpus": ctx.workers()["task_cpus"]}
 
-        remote = ray.is_initialized()
-    table = D.lookup_table(rows.run.fs, rows.files(), ids, columns, remote)
+
+def lookup_rows(rows, ids: list[str], columns: list[str], tasks: dict | None) -> dict[str, dict]:
+    """The dedup rows of some ids (``rows``: the ``rows`` input), read by tasks with a filter
+    (``tasks``: their Ray options, None: in this process): the pool never lands on the driver."""
+    table = D.lookup_table(rows.run.fs, rows.files(), ids, columns, tasks)
     return {} if table is None else {row["id"]: row for row in table.to_pylist()}
 
 
@@ -87,7 +95,7 @@ def lookup(ctx, ids: list[str], columns: list[str]) -> dict[str, dict]:
     if missing:
         rows = ctx.input("rows")
         names = [c for c in rows.dataset().schema.names if c != "text"]
-        cache.update(lookup_rows(rows, missing, names))
+        cache.update(lookup_rows(rows, missing, names, tasks_of(ctx)))
     return {i: {c: cache[i].get(c) for c in ["id", *columns]} for i in ids if i in cache}
 
 
@@ -104,12 +112,19 @@ def load_embeddings(vectors) -> tuple[np.ndarray, np.ndarray]:
     return ids, from_fixed_size_list(table.column("embedding"))
 
 
-def vectors_of(ctx, ids: list[str], remote: bool) -> np.ndarray:
+def tasks_of(ctx) -> dict | None:
+    """:func:`task_options` when this process is connected to Ray, else None (in this process)."""
+    import ray
+
+    return task_options(ctx) if ray.is_initialized() else None
+
+
+def vectors_of(ctx, ids: list[str], tasks: dict | None) -> np.ndarray:
     """The embeddings of some ids (a small set, e.g. a selection or a sample), row for row."""
     from selectllm.embed.embedder import from_fixed_size_list
 
     vec = ctx.input("vectors")
-    t = D.lookup_table(vec.run.fs, vec.files(), ids, ["embedding"], remote)
+    t = D.lookup_table(vec.run.fs, vec.files(), ids, ["embedding"], tasks)
     if t is None or t.num_rows != len(set(ids)):
         raise RuntimeError("select: some selected rows have no embedding; rerun `selectllm embed`")
     pos = {v: i for i, v in enumerate(t.column("id").to_pylist())}
@@ -120,5 +135,5 @@ def vectors_of(ctx, ids: list[str], remote: bool) -> np.ndarray:
 def hash_sample(pool: Pool, k: int, seed: int) -> list[str]:
     """The ids of a seeded uniform sample of ``k`` pool rows (all rows when the pool is smaller),
     sorted: :func:`selectllm.select.distributed.smallest_keys` over the assignment parts."""
-    t = D.smallest_keys(pool.fs, pool.files, k, seed, pool.remote)
+    t = D.smallest_keys(pool.fs, pool.files, k, seed, pool.tasks)
     return sorted(t.column("id").to_pylist())
