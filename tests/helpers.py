@@ -40,12 +40,14 @@ SELECTLLM = [sys.executable, "-m", "selectllm.cli"]  # the CLI as a process
 # ----------------------------------------------------------------------------------------- contexts
 
 
-def stage_ctx(run_dir: Path, stage: str, *overrides: str, cfg=None):
-    """The context ``stage`` runs with over ``run_dir`` (config: the defaults and ``overrides``, or ``cfg``)."""
+def stage_ctx(run_dir: Path | str | RunDir, stage: str, *overrides: str, cfg=None, **where: str):
+    """The context ``stage`` runs with over ``run_dir`` (a folder or a :class:`RunDir`; config: the
+    defaults and ``overrides``, or ``cfg``; ``where``: ``out`` / ``work`` folders instead of the run's)."""
     from selectllm.pipeline import stage_context
 
-    cfg = cfg if cfg is not None else load_config(None, [f"run_dir={run_dir}", *overrides])
-    return stage_context(cfg, RunDir(str(run_dir)), stage)
+    run = run_dir if isinstance(run_dir, RunDir) else RunDir(str(run_dir))
+    cfg = cfg if cfg is not None else load_config(None, [f"run_dir={run.url}", *overrides])
+    return stage_context(cfg, run, stage, **where)
 
 
 # --------------------------------------------------- run directories with committed upstream stages
@@ -61,6 +63,38 @@ def put_parquet(fs, path: str, table: pa.Table) -> None:
         pq.write_table(table, f)
 
 
+def put_parts(fs, folder: str, table: pa.Table, parts: int = 1, row_group_size: int | None = None) -> None:
+    """``table`` as ``parts`` files ``folder/part-NNNNN.parquet``, rows in order, ceil(rows / parts) a file."""
+    step = max(1, -(-table.num_rows // parts))
+    fs.makedirs(folder, exist_ok=True)
+    for j in range(parts):
+        with fs.open(f"{folder}/part-{j:05d}.parquet", "wb") as f:
+            pq.write_table(table.slice(j * step, step), f, row_group_size=row_group_size)
+
+
+def write_dedup(root, ids, instructions, *, inputs=None, source: str = "s.jsonl", parts: int = 1, fs=None) -> None:
+    """dedup's kept rows (``text`` = the instruction) in its schema, as ``parts`` part files."""
+    import fsspec
+
+    fs = fs or fsspec.filesystem("file")
+    n = len(ids)
+    put_parts(fs, f"{root}/dedup", pa.table(
+        {"id": list(ids), "instruction": list(instructions), "input": list(inputs) if inputs is not None else [""] * n,
+         "text": list(instructions), "source": [source] * n, "source_row": list(range(n))}, schema=schemas.DEDUP),
+              parts)
+
+
+def write_embed(root, ids, vectors, *, parts: int = 1, row_group_size: int | None = None, fs=None) -> None:
+    """embed's vectors in its schema, as ``parts`` part files."""
+    import fsspec
+
+    fs = fs or fsspec.filesystem("file")
+    x = np.asarray(vectors, np.float32)
+    arr = pa.FixedSizeListArray.from_arrays(pa.array(x.ravel(), pa.float32()), x.shape[1])
+    put_parts(fs, f"{root}/embed", pa.table({"id": list(ids), "embedding": arr}, schema=schemas.embed_schema(x.shape[1])),
+              parts, row_group_size)
+
+
 def write_upstream(root, ids, instructions, vectors, labels, distance, center_rows, *, inputs=None, fs=None,
                    source: str = "s.jsonl", embed_parts: int = 1, radius=None,
                    assignments_folder: bool = False, seconds: dict | None = None) -> None:
@@ -73,18 +107,10 @@ def write_upstream(root, ids, instructions, vectors, labels, distance, center_ro
 
     fs = fs or fsspec.filesystem("file")
     root = str(root)
-    n, dim = len(ids), int(np.asarray(vectors).shape[1])
+    n = len(ids)
     ids, labels = list(ids), np.asarray(labels, np.int64)
-    inputs = inputs if inputs is not None else [""] * n
-    put_parquet(fs, f"{root}/dedup/part-00000.parquet", pa.table(
-        {"id": ids, "instruction": list(instructions), "input": list(inputs), "text": list(instructions),
-         "source": [source] * n, "source_row": list(range(n))}, schema=schemas.DEDUP))
-    cuts = np.linspace(0, n, embed_parts + 1).astype(int)
-    x = np.asarray(vectors, np.float32)
-    for part, (lo, hi) in enumerate(zip(cuts[:-1], cuts[1:])):
-        arr = pa.FixedSizeListArray.from_arrays(pa.array(x[lo:hi].ravel(), pa.float32()), dim)
-        put_parquet(fs, f"{root}/embed/part-{part:05d}.parquet",
-                    pa.table({"id": ids[lo:hi], "embedding": arr}, schema=schemas.embed_schema(dim)))
+    write_dedup(root, ids, instructions, inputs=inputs, source=source, fs=fs)
+    write_embed(root, ids, vectors, parts=embed_parts, fs=fs)
     is_center = np.zeros(n, bool)
     is_center[list(center_rows)] = True
     path = f"{root}/cluster/assignments.parquet" + ("/part-00000.parquet" if assignments_folder else "")
@@ -195,13 +221,23 @@ def make_report_run(tmp, n=60, dim=8, k=4, budget=6, with_decisions=True):
     return emb, chosen
 
 
+def only_stage(monkeypatch, name: str) -> None:
+    """The CLI's pipeline runs stage ``name`` alone: the synthetic upstream stages stand as they are."""
+    from selectllm import pipeline
+
+    def run_only(cfg, stages, force):
+        assert stages[-1] == name
+        run = RunDir(cfg.run_dir)
+        pipeline.run_stage(cfg, run, pipeline.BY_NAME[name], force=bool(force))
+        return run
+
+    monkeypatch.setattr(pipeline, "run_pipeline", run_only)
+
+
 def run_report(tmp, *overrides):
-    from selectllm.pipeline import stage_context
     from selectllm.report.stage import run_stage
 
-    cfg = load_config(None, list(overrides))
-    run = RunDir(str(tmp))
-    ctx = stage_context(cfg, run, "report")
+    ctx = stage_ctx(tmp, "report", cfg=load_config(None, list(overrides)))
     counts = run_stage(ctx)
     page = (Path(ctx.out) / "report.html").read_text(encoding="utf-8")
     metrics = json.loads((Path(ctx.out) / "metrics.json").read_text())

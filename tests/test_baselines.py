@@ -9,20 +9,19 @@ import numpy as np
 import pytest
 
 from selectllm.cluster.kmeans_groups import fit_kmeans, nearest_center
-from selectllm.pipeline import stage_context
 from selectllm.rundir import RunDir
 from selectllm.select import registry as strategies
 from selectllm.select.baselines import parse_rating, rank_by_rating
 from selectllm.select.tables import Pool
 
-from helpers import make_pool_run, pool_config
+from helpers import make_pool_run, pool_config, stage_ctx
 
 
 def _setup(tmp_path, *sets):
     ids, x, labels = make_pool_run(tmp_path)
     cfg = pool_config(tmp_path, *sets)
     run = RunDir(str(tmp_path))
-    ctx = stage_context(cfg, run, "select")
+    ctx = stage_ctx(run, "select", cfg=cfg)
     a = ctx.input("assignments").read().sort_by("id")
     return ctx, ids, x, labels, a.column("distance").to_numpy()
 

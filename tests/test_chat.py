@@ -14,6 +14,8 @@ from selectllm.errors import UserError
 from selectllm.text.chat import ChatError, chat_rows
 from selectllm.text.formats import iter_records, iter_rows
 
+from helpers import stage_ctx
+
 
 def _jsonl(path, records) -> str:
     path.write_text("".join(json.dumps(r) + "\n" for r in records))
@@ -308,7 +310,7 @@ def test_dedup_stage_chat_each_turn_keep_columns_and_unreadable_files(spark, tmp
         (files[1], rows_read[files[1]], "unreadable"), (files[2], 100, "unreadable")}
 
     # the keep columns reach selected.jsonl
-    ctx = pipeline.stage_context(cfg, run, "select")
+    ctx = stage_ctx(run, "select", cfg=cfg)
     picked = [r["id"] for r in kept if r["conversation_id"] in ("a", "h")]
     write_outputs(ctx, [(i, 0) for i in picked], [])
     selected = [json.loads(line) for line in open(ctx.out_path("selected.jsonl"))]

@@ -7,7 +7,6 @@ import sys
 import textwrap
 
 import numpy as np
-import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
@@ -20,7 +19,7 @@ from selectllm.cluster.sharded import (
     write_assignments,
 )
 
-from helpers import normalized, reference_farthest_first
+from helpers import normalized, reference_farthest_first, stage_ctx, write_embed
 
 
 def ids_for(n):
@@ -203,7 +202,7 @@ def test_parquet_shards_stream_row_groups_into_id_order(tmp_path, dtype, batch, 
     x = normalized(700, 16, seed=11)
     ids = [f"{(i * 389) % 700:06d}" for i in range(700)]
     run = RunDir(str(tmp_path / "run"))
-    _fake_embed(run, x, ids)
+    write_embed(run.root, ids, x, parts=3, row_group_size=97)
     fs = fsspec.filesystem("file")
     files = sorted(str(p) for p in (tmp_path / "run" / "embed").glob("part-*.parquet"))
     order = np.argsort(ids)
@@ -237,33 +236,20 @@ def test_ray_actors_same_centers(ray_local):
     assert res.stats["rounds"] < 100 and res.stats["shards"] == 2
 
 
-def _fake_embed(run, x, ids, n_files=3):
-    from selectllm.schemas import embed_schema
-
-    run.fs.makedirs(run.path("embed"), exist_ok=True)
-    step = -(-len(ids) // n_files)
-    for j in range(n_files):
-        sl = slice(j * step, (j + 1) * step)
-        emb = pa.FixedSizeListArray.from_arrays(pa.array(x[sl].reshape(-1)), x.shape[1])
-        t = pa.table({"id": pa.array(ids[sl]), "embedding": emb}, schema=embed_schema(x.shape[1]))
-        pq.write_table(t, run.path("embed", f"part-{j:05d}.parquet"), row_group_size=97)
-
-
 def test_stage_end_to_end(tmp_path, ray_local):
     from selectllm.cluster.stage import run_stage
     from selectllm.config import load_config
     from selectllm.errors import UserError
-    from selectllm.pipeline import stage_context
     from selectllm.rundir import RunDir
 
     x = normalized(1200, 24, seed=10)
     ids = [f"{(i * 7919) % 1200:08x}" for i in range(1200)]  # files not in id order
     run = RunDir(str(tmp_path / "run"))
-    _fake_embed(run, x, ids)
+    write_embed(run.root, ids, x, parts=3, row_group_size=97)
     order = np.argsort(ids)
     xs, ids_sorted = x[order], np.asarray(ids)[order]
     cfg = load_config(None, ["cluster.k=25", "cluster.shards=2", f"cluster.initial_centers=[{ids[5]}]"])
-    ctx = stage_context(cfg, run, "cluster")
+    ctx = stage_ctx(run, "cluster", cfg=cfg)
     counts = run_stage(ctx)
     rows, _ = K.farthest_first(xs, 25, initial=[int(np.flatnonzero(ids_sorted == ids[5])[0])])
     labels, dist = K.assign(xs, rows)
@@ -277,7 +263,7 @@ def test_stage_end_to_end(tmp_path, ray_local):
     assert counts["radius"] == pytest.approx(float(dist.max()), abs=1e-6)
     bad = load_config(None, ["cluster.k=5", "cluster.initial_centers=[nope]"])
     with pytest.raises(UserError, match="nope is not in the embedded pool"):
-        run_stage(stage_context(bad, run, "cluster"))
+        run_stage(stage_ctx(run, "cluster", cfg=bad))
 
 
 def test_auto_shards_keep_every_shard_under_max_shard_mb(tmp_path, ray_local):
@@ -287,19 +273,18 @@ def test_auto_shards_keep_every_shard_under_max_shard_mb(tmp_path, ray_local):
 
     from selectllm.cluster.stage import ROW_STATE_BYTES, run_stage
     from selectllm.config import load_config
-    from selectllm.pipeline import stage_context
     from selectllm.rundir import RunDir
 
     x = normalized(1200, 24, seed=12)
     ids = [f"{(i * 7919) % 1200:08x}" for i in range(1200)]
     run = RunDir(str(tmp_path / "run"))
-    _fake_embed(run, x, ids)
+    write_embed(run.root, ids, x, parts=3, row_group_size=97)
     order = np.argsort(ids)
     xs, ids_sorted = x[order], np.asarray(ids)[order]
     cpus = int(ray.cluster_resources()["CPU"])
     row_bytes = 24 * 4 + ROW_STATE_BYTES
     cap_mb = 1200 * row_bytes / (cpus + 2) / (1 << 20) * 1.001  # the pool fills cpus + 2 shards
-    ctx = stage_context(load_config(None, ["cluster.k=25", f"cluster.max_shard_mb={cap_mb}"]), run, "cluster")
+    ctx = stage_ctx(run, "cluster", cfg=load_config(None, ["cluster.k=25", f"cluster.max_shard_mb={cap_mb}"]))
     counts = run_stage(ctx)
     assert counts["shards"] == cpus + 2
     rows, _ = K.farthest_first(xs, 25)
@@ -307,7 +292,7 @@ def test_auto_shards_keep_every_shard_under_max_shard_mb(tmp_path, ray_local):
     assert centers.column("id").to_pylist() == ids_sorted[rows].tolist()
     assert len(os.listdir(ctx.out_path("assignments.parquet"))) == cpus + 2  # one part per shard
     # the default cap keeps the CPUs' count for a small pool
-    again = stage_context(load_config(None, ["cluster.k=25"]), RunDir(str(tmp_path / "run")), "cluster")
+    again = stage_ctx(tmp_path / "run", "cluster", cfg=load_config(None, ["cluster.k=25"]))
     assert run_stage(again)["shards"] == 1  # 1200 rows < min_shard_rows: one shard
 
 

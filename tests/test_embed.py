@@ -10,9 +10,9 @@ import pytest
 from selectllm.config import load_config
 from selectllm.embed.embedder import from_fixed_size_list, resolve_model
 from selectllm.errors import UserError
-from selectllm.pipeline import stage_context
 from selectllm.rundir import RunDir
-from selectllm.schemas import DEDUP
+
+from helpers import stage_ctx, write_dedup
 
 TEXTS = [f"### Instruction: task number {i} about {w}\n\n### Response:" for i, w in
          enumerate(["cats", "dogs", "tax law", "python lists", "baking bread", "poems", "SQL joins", "rivers"] * 5)]
@@ -20,12 +20,7 @@ TEXTS = [f"### Instruction: task number {i} about {w}\n\n### Response:" for i, w
 
 def fake_dedup(run: RunDir, n_files=3):
     ids = [f"{i:032x}" for i in range(len(TEXTS))]
-    table = pa.table({"id": ids, "instruction": TEXTS, "input": [""] * len(TEXTS), "text": TEXTS,
-                      "source": ["s.jsonl"] * len(TEXTS), "source_row": list(range(len(TEXTS)))}, schema=DEDUP)
-    run.fs.makedirs(run.path("dedup"), exist_ok=True)
-    step = len(TEXTS) // n_files + 1
-    for j in range(n_files):
-        pq.write_table(table.slice(j * step, step), run.path("dedup", f"part-{j:05d}.parquet"))
+    write_dedup(run.root, ids, TEXTS, parts=n_files)
     run.record_stage("dedup", {"status": "complete", "output_token": "t0", "input_fingerprint": "x",
                                "settings_hash": "y"})
     return ids
@@ -34,7 +29,7 @@ def fake_dedup(run: RunDir, n_files=3):
 def embed(run, cfg):
     from selectllm.embed.stage import run_stage
 
-    ctx = stage_context(cfg, run, "embed")
+    ctx = stage_ctx(run, "embed", cfg=cfg)
     counts = run_stage(ctx)
     return ctx, counts
 

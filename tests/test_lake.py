@@ -19,6 +19,8 @@ import pytest
 from selectllm.config import load_config
 from selectllm.errors import UserError
 
+from helpers import stage_ctx
+
 deltalake = pytest.importorskip("deltalake")
 pyiceberg = pytest.importorskip("pyiceberg")
 
@@ -41,11 +43,9 @@ def _config(paths, *extra: str):
 def _dedup(tmp_path: Path, paths, *extra: str, name: str = "run") -> tuple[dict, list[dict], list[dict]]:
     """Run the real dedup stage; (stats, kept rows, quarantine rows)."""
     from selectllm.dedup.stage import run_stage
-    from selectllm.pipeline import stage_context
-    from selectllm.rundir import RunDir
 
     cfg = _config(paths, *extra)
-    ctx = stage_context(cfg, RunDir(str(tmp_path / name)), "dedup")
+    ctx = stage_ctx(tmp_path / name, "dedup", cfg=cfg)
     run_stage(ctx)
     out = Path(ctx.out)
     kept = pa.concat_tables([pq.read_table(p) for p in sorted(out.glob("part-*.parquet"))]).to_pylist()

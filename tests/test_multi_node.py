@@ -33,7 +33,8 @@ SCRIPT = textwrap.dedent("""
     from selectllm.cluster import kcenter as K
     from selectllm.config import load_config
     from selectllm.embed.embedder import from_fixed_size_list
-    from selectllm.pipeline import run_pipeline, stage_context
+    from helpers import stage_ctx
+    from selectllm.pipeline import run_pipeline
     from selectllm.select.decide import decide_groups
     from selectllm.select.plan import plan_groups
     from selectllm.select.tables import Pool
@@ -60,7 +61,7 @@ SCRIPT = textwrap.dedent("""
     k = len(pq.read_table(run.path("cluster", "centers.parquet")))
     rows, _ = K.farthest_first(x, k)
     centers = pq.read_table(run.path("cluster", "centers.parquet")).column("id").to_pylist()
-    ctx = stage_context(cfg, run, "select")
+    ctx = stage_ctx(run, "select", cfg=cfg)
     pool = Pool(ctx, remote=False)
     ids, labels, dist = pool.arrays()
     oracle = plan_groups(ids, labels, dist, pool.k, cfg.select.budget, cfg.select.picks_per_prompt,

@@ -9,7 +9,6 @@ import pytest
 
 from selectllm.cluster.kmeans_groups import balanced_assign, diverse_subsets, fit_kmeans
 from selectllm.config import load_config
-from selectllm.pipeline import stage_context
 from selectllm.rundir import RunDir
 from selectllm.select.decide import decide_one
 from selectllm.select.paper import effective_subsets, paper_quotas
@@ -178,7 +177,7 @@ def test_estimate_covers_the_llm_strategies(tmp_path, strategy, prompts):
     assert (est["input_tokens"] > 0) == (prompts > 0) and (est["max_usd"] > 0) == (prompts > 0)
     if strategy == "selectllm-paper":
         keys = {r.key for r in planned_requests(cfg, run)}
-        ctx = stage_context(cfg, run, "select")
+        ctx = stage_ctx(run, "select", cfg=cfg)
         res = strategies.get(strategy)(ctx, Pool(ctx, remote=False))
         assert sum(d["input_tokens"] for d in res.decisions) == est["input_tokens"]
         again = estimate_cost(cfg, run)
