@@ -16,7 +16,7 @@ from selectllm.errors import UserError
 from selectllm.report import metrics as M
 from selectllm.rundir import RunDir
 
-from helpers import compare_run, make_pool_run, pool_config
+from helpers import compare_run, make_pool_run, only_stage, pool_config
 
 DESIGN_KEYS = {"coverage_max", "coverage_p99", "coverage_mean", "diversity", "requests", "input_tokens",
                "output_tokens", "usd", "seconds"}
@@ -97,18 +97,10 @@ def test_compare_rejects_unknown_strategy():
 def test_compare_cli(tmp_path, monkeypatch, capsys):
     """The command's wiring: options, the table on stdout, exit code 0, one-line errors.  (The shared
     stages are the pipeline's, tested in test_cli_e2e.py; benchmarks/bench_compare.py runs it all.)"""
-    from selectllm import pipeline
     from selectllm.cli import main
 
     make_pool_run(tmp_path / "run")
-
-    def compare_only(cfg, stages, force):  # the synthetic upstream stages stand as they are
-        assert stages[-1] == "compare"
-        run = RunDir(cfg.run_dir)
-        pipeline.run_stage(cfg, run, pipeline.BY_NAME["compare"], force=bool(force))
-        return run
-
-    monkeypatch.setattr(pipeline, "run_pipeline", compare_only)
+    only_stage(monkeypatch, "compare")
     path = tmp_path / "cfg.yaml"
     path.write_text(json.dumps({"run_dir": str(tmp_path / "run"), "select": {"budget": 8},
                                 "llm": {"provider": "simulator", "engine": "local"}}))

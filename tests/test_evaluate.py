@@ -15,7 +15,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from helpers import make_pool_run, pool_config, tiny_causal_lm
+from helpers import make_pool_run, only_stage, pool_config, tiny_causal_lm
 from selectllm.errors import UserError
 from selectllm.rundir import RunDir
 
@@ -127,18 +127,10 @@ def test_evaluate_needs_the_response_column_and_a_test_set(tmp_path, tiny_lm, ra
 
 def test_evaluate_cli(tmp_path, tiny_lm, monkeypatch, capsys, ray_local):
     """The command's wiring: --strategies and --seeds, the table on stdout, one-line errors."""
-    from selectllm import pipeline
     from selectllm.cli import main
 
     cfg = eval_run(tmp_path / "run", tiny_lm, "evaluate.base=false", "evaluate.generate_rows=0")
-
-    def evaluate_only(cfg, stages, force):  # the synthetic upstream stages stand as they are
-        assert stages[-1] == "evaluate"
-        run = RunDir(cfg.run_dir)
-        pipeline.run_stage(cfg, run, pipeline.BY_NAME["evaluate"], force=bool(force))
-        return run
-
-    monkeypatch.setattr(pipeline, "run_pipeline", evaluate_only)
+    only_stage(monkeypatch, "evaluate")
     path = tmp_path / "cfg.yaml"
     path.write_text(json.dumps(json.loads(cfg.model_dump_json())))
     try:

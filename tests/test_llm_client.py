@@ -193,6 +193,17 @@ def test_401_raises_user_error_without_the_key(tmp_path, monkeypatch):
     assert "401" in msg and "SELECTLLM_TEST_KEY" in msg and secret not in msg and "\n" not in msg
 
 
+def structured_run(handler, tmp_path, n: int, tag: str, concurrency: int = 4) -> tuple[FakeServer, list, dict]:
+    """``n`` structured requests (with their text form) to an OpenAI-like ``handler``: the server,
+    the results, the run's report."""
+    srv, report = FakeServer(handler), {}
+    with srv as base:
+        res = run_requests(with_text_form(make_requests(n, tag, rf=SCHEMA)),
+                           llm_cfg(provider="openai", api_key_env="SELECTLLM_TEST_KEY", concurrency=concurrency),
+                           str(tmp_path), base_url=base, progress=False, report=report)
+    return srv, res, report
+
+
 def test_auto_structured_output_falls_back_once_per_run(tmp_path, monkeypatch):
     monkeypatch.setenv("SELECTLLM_TEST_KEY", "sk-test")
 
@@ -228,12 +239,7 @@ def test_auto_structured_output_probes_once_then_sends_the_text_form(tmp_path, m
             return error(400, "Invalid parameter: 'response_format' of type 'json_schema' is not supported")
         return completion("[2]")
 
-    srv = FakeServer(handler)
-    report: dict = {}
-    with srv as base:
-        res = run_requests(with_text_form(make_requests(12, "probe", rf=SCHEMA)),
-                           llm_cfg(provider="openai", api_key_env="SELECTLLM_TEST_KEY", concurrency=4),
-                           str(tmp_path), base_url=base, progress=False, report=report)
+    srv, res, report = structured_run(handler, tmp_path, 12, "probe")
     assert all(r.status == "ok" and r.text == "[2]" for r in res)
     # one probe per rung of the ladder, each alone; then the text form without a response format
     with_rf = [b for b in srv.bodies if "response_format" in b]
@@ -257,12 +263,7 @@ def test_auto_structured_output_kept_when_the_endpoint_answers_json(tmp_path, mo
     async def handler(request, body, n):
         return completion('{"selected": [2]}' if n != 5 else "[3]")  # one odd answer changes nothing
 
-    srv = FakeServer(handler)
-    report: dict = {}
-    with srv as base:
-        res = run_requests(with_text_form(make_requests(8, "keep", rf=SCHEMA)),
-                           llm_cfg(provider="openai", api_key_env="SELECTLLM_TEST_KEY", concurrency=4),
-                           str(tmp_path), base_url=base, progress=False, report=report)
+    srv, res, report = structured_run(handler, tmp_path, 8, "keep")
     assert all(r.status == "ok" for r in res) and report["structured_fallback"] is None
     assert report["structured_output"] == "json_schema"
     assert all("response_format" in b for b in srv.bodies) and len(srv.bodies) == 8

@@ -93,13 +93,16 @@ def paid(log: Path) -> Counter:
     return Counter(x["key"] for x in lines if x.get("status") == 200 and x.get("key"))
 
 
+def planted(s3, name: str) -> tuple:
+    """An s3 run directory whose dedup, embed and cluster stages are committed: (fs, root, run_dir)."""
+    fs, root = s3.fs(), f"{s3.bucket()}/runs/{name}"
+    plant_upstream(fs, root)
+    return fs, root, f"s3://{root}"
+
+
 def test_select_killed_on_s3_resumes_elsewhere_pays_nothing_twice_within_the_cap(s3_env, tmp_path):
     s3 = s3_env
-    fs = s3.fs()
-    bucket = s3.bucket()
-    root = f"{bucket}/runs/r1"
-    plant_upstream(fs, root)
-    run_dir = f"s3://{root}"
+    fs, root, run_dir = planted(s3, "r1")
     log = tmp_path / "server.jsonl"
     with start_simulator(SimulatorConfig(latency_ms=400), str(log)) as sim:
         # the cap: 45% of the worst case of all requests (what `selectllm estimate` prints)
@@ -161,11 +164,7 @@ def test_batch_select_killed_on_s3_polls_the_same_batch_elsewhere(s3_env, tmp_pa
     """Killed while its batch runs; the rerun elsewhere polls that batch (creates none for its
     requests) and, with a cap that the first batch half fills, counts its cost before buying more."""
     s3 = s3_env
-    fs = s3.fs()
-    bucket = s3.bucket()
-    root = f"{bucket}/runs/b1"
-    plant_upstream(fs, root)
-    run_dir = f"s3://{root}"
+    fs, root, run_dir = planted(s3, "b1")
     log = tmp_path / "server.jsonl"
     llm = {"mode": "batch", "batch_poll_s": 0.3, "max_usd": 5.0}
     if capped:  # the worst case of 60% of the requests at the batch price: the first batch holds ~24 of 40

@@ -60,6 +60,7 @@ from typing import Any, Callable, Iterator
 import fsspec
 
 from selectllm.text.normalize import clean_text
+from selectllm.text.ranges import ReadStream
 
 FILTERED = "filtered"  # not a quarantine reason: the row failed input.filter (counted, not kept)
 RAW_MAX_CHARS = 10_000  # quarantine keeps at most this many characters of a bad record
@@ -244,14 +245,11 @@ def check_text(instruction: str, input: str, max_chars: int) -> tuple[str | None
 
 
 # ----------------------------------------------------------------------------- byte streams
-class _Replay(io.RawIOBase):
+class _Replay(ReadStream):
     """A read-only stream that first returns ``head`` and then the rest of ``f``."""
 
     def __init__(self, head: bytes, f):
         self.head, self.f = head, f
-
-    def readable(self) -> bool:
-        return True
 
     def read(self, n: int = -1) -> bytes:
         if self.head:
@@ -261,11 +259,6 @@ class _Replay(io.RawIOBase):
             out, self.head = self.head[:n], self.head[n:]
             return out
         return self.f.read(n)
-
-    def readinto(self, b) -> int:
-        data = self.read(len(b))
-        b[: len(data)] = data
-        return len(data)
 
 
 def _iter_lines(f, limit: int) -> Iterator[tuple[bytes, bool]]:
@@ -303,7 +296,7 @@ def _iter_lines(f, limit: int) -> Iterator[tuple[bytes, bool]]:
         yield bytes(carry), False
 
 
-class _ZstdStream(io.RawIOBase):
+class _ZstdStream(ReadStream):
     """Every frame of a zstd stream, decompressed as it is read.  A stream that ends inside a
     frame (a truncated file) raises EOFError: zstandard's ``stream_reader`` (what fsspec uses)
     returns the partial data silently, and reads only the first frame unless told otherwise."""
@@ -313,9 +306,6 @@ class _ZstdStream(io.RawIOBase):
 
         self.f, self.new = f, zstandard.ZstdDecompressor().decompressobj
         self.d, self.fed, self.buf, self.done = self.new(), False, b"", False
-
-    def readable(self) -> bool:
-        return True
 
     def _fill(self) -> None:
         chunk = self.f.read(ZSTD_INPUT)
@@ -346,11 +336,6 @@ class _ZstdStream(io.RawIOBase):
             self._fill()
         out, self.buf = self.buf[:n], self.buf[n:]
         return out
-
-    def readinto(self, b) -> int:
-        data = self.read(len(b))
-        b[: len(data)] = data
-        return len(data)
 
 
 class _Opened:

@@ -61,14 +61,23 @@ def range_chunks(f, start: int, end: int, size: int = CHUNK) -> Iterator[bytes]:
         rest = b""
 
 
-class ChunkStream(io.RawIOBase):
+class ReadStream(io.RawIOBase):
+    """A read-only byte stream whose subclass defines ``read(n)`` (it may return fewer bytes)."""
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b) -> int:
+        data = self.read(len(b))
+        b[: len(data)] = data
+        return len(data)
+
+
+class ChunkStream(ReadStream):
     """A read-only byte stream over an iterator of chunks (``read`` may return fewer bytes)."""
 
     def __init__(self, chunks: Iterator[bytes]):
         self.chunks, self.buf = chunks, b""
-
-    def readable(self) -> bool:
-        return True
 
     def read(self, n: int = -1) -> bytes:
         if n is None or n < 0:
@@ -79,11 +88,6 @@ class ChunkStream(io.RawIOBase):
             self.buf = next(self.chunks, b"")
         out, self.buf = self.buf[:n], self.buf[n:]
         return out
-
-    def readinto(self, b) -> int:
-        data = self.read(len(b))
-        b[: len(data)] = data
-        return len(data)
 
 
 def open_range(f, start: int, end: int) -> ChunkStream:

@@ -30,24 +30,24 @@ MALFORMED = (
 # --------------------------------------------------------------------------- pure answer logic
 
 
-def candidate_score(text: str) -> float:
-    """The selection heuristic for one candidate (see module doc)."""
+def _score_parts(text: str) -> tuple[int, float, bool]:
+    """What the selection heuristic weighs: characters, the share of distinct words, an input."""
     t = text.strip()
     words = [w.lower() for w in WORD_RE.findall(t)]
-    distinct = len(set(words)) / len(words) if words else 0.0
     m = INPUT_RE.search(t)
-    has_input = bool(m and m.group(1).strip())
-    return math.log1p(len(t)) + distinct + (0.5 if has_input else 0.0)
+    return len(t), len(set(words)) / len(words) if words else 0.0, bool(m and m.group(1).strip())
+
+
+def candidate_score(text: str) -> float:
+    """The selection heuristic for one candidate (see module doc)."""
+    chars, distinct, has_input = _score_parts(text)
+    return math.log1p(chars) + distinct + (0.5 if has_input else 0.0)
 
 
 def score_reason(text: str) -> str:
     """The heuristic's one-line reason for a pick: the parts of :func:`candidate_score`."""
-    t = text.strip()
-    words = [w.lower() for w in WORD_RE.findall(t)]
-    distinct = len(set(words)) / len(words) if words else 0.0
-    m = INPUT_RE.search(t)
-    has_input = bool(m and m.group(1).strip())
-    return (f"score {candidate_score(text):.2f}: {len(t)} characters, {distinct:.0%} distinct words"
+    chars, distinct, has_input = _score_parts(text)
+    return (f"score {candidate_score(text):.2f}: {chars} characters, {distinct:.0%} distinct words"
             + (", has an input" if has_input else ""))
 
 

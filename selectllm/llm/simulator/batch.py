@@ -17,15 +17,32 @@ from selectllm.llm.simulator.chat import STATE, SimState, _authorized, _err_body
 # ---- files + batches
 
 
+def _handler(fn):
+    """A route of the Batch API: 401 without a key, else ``fn(request, state)``."""
+
+    async def route(request: web.Request) -> web.Response:
+        if not _authorized(request):
+            return _unauthorized()
+        return await fn(request, request.app[STATE])
+
+    route.__name__ = fn.__name__
+    return route
+
+
+def _found(objects: dict, key: str, kind: str) -> tuple[dict | None, web.Response | None]:
+    """``objects[key]``, or the 404 the API answers for a missing ``kind`` (File, Batch)."""
+    obj = objects.get(key)
+    return obj, (None if obj is not None else
+                 _error(404, f"No such {kind} object", "invalid_request_error", code="not_found"))
+
+
 def _file_obj(fid: str, f: dict) -> dict:
     return {"id": fid, "object": "file", "bytes": len(f["data"]), "created_at": f["created_at"],
             "filename": f["filename"], "purpose": f["purpose"], "status": "processed"}
 
 
-async def upload_file(request: web.Request) -> web.Response:
-    st = request.app[STATE]
-    if not _authorized(request):
-        return _unauthorized()
+@_handler
+async def upload_file(request: web.Request, st: SimState) -> web.Response:
     if not request.content_type.startswith("multipart/"):
         return _error(400, "expected a multipart/form-data upload", "invalid_request_error")
     purpose, data, filename = None, None, "upload.jsonl"
@@ -49,24 +66,16 @@ async def upload_file(request: web.Request) -> web.Response:
     return web.json_response(_file_obj(fid, st.files[fid]))
 
 
-async def get_file(request: web.Request) -> web.Response:
-    st = request.app[STATE]
-    if not _authorized(request):
-        return _unauthorized()
-    f = st.files.get(request.match_info["fid"])
-    if f is None:
-        return _error(404, "No such File object", "invalid_request_error", code="not_found")
-    return web.json_response(_file_obj(request.match_info["fid"], f))
+@_handler
+async def get_file(request: web.Request, st: SimState) -> web.Response:
+    f, missing = _found(st.files, request.match_info["fid"], "File")
+    return missing or web.json_response(_file_obj(request.match_info["fid"], f))
 
 
-async def get_file_content(request: web.Request) -> web.Response:
-    st = request.app[STATE]
-    if not _authorized(request):
-        return _unauthorized()
-    f = st.files.get(request.match_info["fid"])
-    if f is None:
-        return _error(404, "No such File object", "invalid_request_error", code="not_found")
-    return web.Response(body=f["data"], content_type="application/octet-stream")
+@_handler
+async def get_file_content(request: web.Request, st: SimState) -> web.Response:
+    f, missing = _found(st.files, request.match_info["fid"], "File")
+    return missing or web.Response(body=f["data"], content_type="application/octet-stream")
 
 
 def _run_batch(st: SimState, bid: str) -> None:
@@ -138,10 +147,8 @@ def _run_batch(st: SimState, bid: str) -> None:
     b["completed_at"] = int(time.time())
 
 
-async def create_batch(request: web.Request) -> web.Response:
-    st = request.app[STATE]
-    if not _authorized(request):
-        return _unauthorized()
+@_handler
+async def create_batch(request: web.Request, st: SimState) -> web.Response:
     try:
         body = await request.json()
     except ValueError:
@@ -169,32 +176,24 @@ async def create_batch(request: web.Request) -> web.Response:
     return web.json_response(st.batches[bid])
 
 
-async def get_batch(request: web.Request) -> web.Response:
-    st = request.app[STATE]
-    if not _authorized(request):
-        return _unauthorized()
-    b = st.batches.get(request.match_info["bid"])
-    if b is None:
-        return _error(404, "No such Batch object", "invalid_request_error", code="not_found")
-    return web.json_response(b)
+@_handler
+async def get_batch(request: web.Request, st: SimState) -> web.Response:
+    b, missing = _found(st.batches, request.match_info["bid"], "Batch")
+    return missing or web.json_response(b)
 
 
-async def list_batches(request: web.Request) -> web.Response:
-    st = request.app[STATE]
-    if not _authorized(request):
-        return _unauthorized()
+@_handler
+async def list_batches(request: web.Request, st: SimState) -> web.Response:
     data = sorted(st.batches.values(), key=lambda b: b["created_at"], reverse=True)
     return web.json_response({"object": "list", "data": data, "first_id": data[0]["id"] if data else None,
                               "last_id": data[-1]["id"] if data else None, "has_more": False})
 
 
-async def cancel_batch(request: web.Request) -> web.Response:
-    st = request.app[STATE]
-    if not _authorized(request):
-        return _unauthorized()
-    b = st.batches.get(request.match_info["bid"])
-    if b is None:
-        return _error(404, "No such Batch object", "invalid_request_error", code="not_found")
+@_handler
+async def cancel_batch(request: web.Request, st: SimState) -> web.Response:
+    b, missing = _found(st.batches, request.match_info["bid"], "Batch")
+    if missing:
+        return missing
     if b["status"] in ("validating", "in_progress"):
         b["status"] = "cancelled"
         b["cancelled_at"] = int(time.time())

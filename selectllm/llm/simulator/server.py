@@ -28,6 +28,16 @@ from selectllm.llm.simulator.chat import (DEFAULT_BATCH_DELAY_S, DEFAULT_CONTEXT
 # --------------------------------------------------------------------------- entry points
 
 
+ROUTES = (
+    ("POST", "/v1/chat/completions", chat_completions), ("GET", "/v1/models", list_models),
+    ("GET", "/v1/health", health), ("GET", "/v1/stats", stats),
+    ("POST", "/v1/files", upload_file), ("GET", "/v1/files/{fid}", get_file),
+    ("GET", "/v1/files/{fid}/content", get_file_content),
+    ("POST", "/v1/batches", create_batch), ("GET", "/v1/batches", list_batches),
+    ("GET", "/v1/batches/{bid}", get_batch), ("POST", "/v1/batches/{bid}/cancel", cancel_batch),
+)
+
+
 def build_app(
     cfg: SimulatorConfig,
     log_path: str | None = None,
@@ -41,17 +51,8 @@ def build_app(
     st = SimState(cfg=cfg, log_path=log_path, models=frozenset(models) if models is not None else None,
                   context_limit=context_limit, batch_delay_s=batch_delay_s)
     app[STATE] = st
-    app.router.add_post("/v1/chat/completions", chat_completions)
-    app.router.add_get("/v1/models", list_models)
-    app.router.add_get("/v1/health", health)
-    app.router.add_get("/v1/stats", stats)
-    app.router.add_post("/v1/files", upload_file)
-    app.router.add_get("/v1/files/{fid}", get_file)
-    app.router.add_get("/v1/files/{fid}/content", get_file_content)
-    app.router.add_post("/v1/batches", create_batch)
-    app.router.add_get("/v1/batches", list_batches)
-    app.router.add_get("/v1/batches/{bid}", get_batch)
-    app.router.add_post("/v1/batches/{bid}/cancel", cancel_batch)
+    for method, path, handler in ROUTES:
+        app.router.add_route(method, path, handler)
 
     async def _close(app: web.Application) -> None:
         app[STATE].close()
