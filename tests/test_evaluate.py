@@ -15,7 +15,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from helpers import make_pool_run, only_stage, pool_config, tiny_causal_lm
+from helpers import make_pool_run, only_stage, pool_config, stage_ctx, tiny_causal_lm
 from selectllm.errors import UserError
 from selectllm.rundir import RunDir
 
@@ -228,16 +228,15 @@ def test_the_report_shows_the_evaluation_figures_and_links_its_page(tmp_path, ti
     against random) in a section and metrics.json, a link to evaluate.html, no example text."""
     from types import SimpleNamespace
 
-    from selectllm import pipeline
     from selectllm.report.html import Inputs, evaluation_section
 
     cfg = eval_run(tmp_path, tiny_lm, "evaluate.seeds=[0]", "evaluate.base=false")
     run = RunDir(str(tmp_path))
-    ctx = pipeline.stage_context(cfg, run, "report", out=str(tmp_path / "o"))
+    ctx = stage_ctx(run, "report", cfg=cfg, out=str(tmp_path / "o"))
     r = SimpleNamespace(inputs=Inputs(ctx), run=run, metrics={})
     assert evaluation_section(r) == "" and "evaluation" not in r.metrics  # evaluate never ran
     doc = evaluate_run(cfg, run)
-    ctx = pipeline.stage_context(cfg, run, "report", out=str(tmp_path / "o"))
+    ctx = stage_ctx(run, "report", cfg=cfg, out=str(tmp_path / "o"))
     r = SimpleNamespace(inputs=Inputs(ctx), run=run, metrics={})
     html = evaluation_section(r)
     assert 'id="evaluation"' in html and 'href="evaluate/evaluate.html"' in html
