@@ -14,7 +14,7 @@ stage runs, in this process, for each chooser and order:
 * orders: ``shuffled`` (the stage as it is: a seeded random order per prompt), ``center-first``
   (``decide.shown_order`` replaced by the identity: the candidates in plan order, the cluster's
   center first, as before shuffling), and ``two orders`` (``select.permutations: 2``) for the
-  biased chooser.
+  biased chooser and the real model.
 
 Per run: ``position1``: share of the LLM's picks at shown position 1 (uniform: 1 / candidates
 shown); ``kcenter_overlap``: share of the selected rows that the ``kcenter`` baseline also
@@ -128,6 +128,7 @@ def main() -> None:
                     "llm.timeout_s": 120.0, "llm.price.input_per_mtok": 0.0, "llm.price.output_per_mtok": 0.0}
             for order in ("center-first", "shuffled"):
                 results.append(select("SmolLM2-135M (llama.cpp server)", order, real))
+            results.append(select("SmolLM2-135M (llama.cpp server)", "two orders", {**real, "select.permutations": 2}))
     for r in results:
         ids = r.pop("ids")
         r["kcenter_overlap"] = round(len(ids & kcenter) / len(kcenter), 3) if kcenter else None
