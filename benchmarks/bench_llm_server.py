@@ -3,7 +3,8 @@ llama-cpp-python, one thread) serving SmolLM2-135M-Instruct from the ``llm-smoll
 
 The same selection prompts (``select.candidates_per_prompt`` real rows from ../shared/data each,
 one pick, built by the select stage's own ``build_requests``) are sent at each ``llm.concurrency``
-in --concurrency, each run with a fresh answer cache (so each probes the response format again:
+in --concurrency (a value may repeat: ``1,4,1,4`` interleaves them against a machine whose load
+drifts), each run with a fresh answer cache (so each probes the response format again:
 json_schema -> HTTP 500 -> llama.cpp's json_object + schema).  llama-cpp-python serves one request
 at a time, so concurrency above 1 can only hide the client's gaps between requests.
 
@@ -80,7 +81,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         log_path = Path(tmp) / "server.log"
         with helpers.llama_server(log_path, threads=args.threads) as base:
-            for c in [int(x) for x in args.concurrency.split(",")]:
+            for i, c in enumerate(int(x) for x in args.concurrency.split(",")):
                 cfg = Config.model_validate({
                     "select": {"candidates_per_prompt": args.candidates},
                     "llm": {"provider": "openai", "base_url": base, "model": helpers.SMOLLM2_ALIAS, "engine": "local",
@@ -90,7 +91,7 @@ def main() -> None:
                 start = log_path.stat().st_size
                 report: dict = {}
                 t0 = time.perf_counter()
-                res = run_requests(reqs, cfg.llm, str(Path(tmp) / f"cache-c{c}"), progress=False, report=report)
+                res = run_requests(reqs, cfg.llm, str(Path(tmp) / f"cache-{i}-c{c}"), progress=False, report=report)
                 wall = time.perf_counter() - t0
                 busy, completions = busy_ms(log_path, start)
                 decided = sum(1 for r in res if r.status == "ok"
