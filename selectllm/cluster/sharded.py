@@ -322,14 +322,22 @@ class Shard:
         np.maximum.at(radii, labels, dist)
         return sizes, radii
 
-    def covered(self, prior: np.ndarray, radius: float, k: int) -> np.ndarray:
-        """Rows per cluster within ``radius`` (cosine distance) of a ``prior`` vector: what earlier
-        selections already cover at this run's resolution (after :meth:`assign`)."""
+    def prior_radius(self, prior: np.ndarray) -> float:
+        """After :meth:`assign`: keeps every row's distance to its nearest ``prior`` vector and
+        returns this shard's covering radius counting the prior vectors as centers (the largest
+        distance of a row to its nearest center or prior vector)."""
+        self.prior_dist = None
         if not self.n or self.labels is None or not len(prior):
-            return np.zeros(k, np.int64)
+            return 0.0
         _, best = self.kernel.assign(np.asarray(prior, dtype=np.float32))  # blockwise, as the assignment
-        near = np.subtract(1.0, best, dtype=np.float32) <= radius
-        return np.bincount(self.labels[near], minlength=k).astype(np.int64)
+        self.prior_dist = np.maximum(np.subtract(1.0, best, dtype=np.float32), 0.0)
+        return float(np.minimum(self.prior_dist, self.dist).max())
+
+    def covered(self, radius: float, k: int) -> np.ndarray:
+        """Rows per cluster within ``radius`` of a prior vector (after :meth:`prior_radius`)."""
+        if getattr(self, "prior_dist", None) is None:
+            return np.zeros(k, np.int64)
+        return np.bincount(self.labels[self.prior_dist <= radius], minlength=k).astype(np.int64)
 
     def write_part(self, fs, path: str, rows: int = MERGE_ROWS) -> int:
         """Write this shard's assignment rows (id-sorted) to its own part file; returns rows."""
@@ -535,13 +543,16 @@ def run_kcenter(group: ShardGroup, k: int, initial: list | None = None, mode: st
     return KCenterResult(keys=keys, sizes=sizes, radii=radii, n=n, stats=stats)
 
 
-def covered_counts(group: ShardGroup, prior: np.ndarray | None, radius: float, k: int) -> np.ndarray:
-    """Per cluster, its rows within ``radius`` of a ``prior`` vector (an earlier selection), summed
-    over the shards (after :func:`run_kcenter`); zeros without prior vectors."""
+def covered_counts(group: ShardGroup, prior: np.ndarray | None, k: int) -> tuple[np.ndarray, float]:
+    """(per cluster, its rows within r of a ``prior`` vector (an earlier selection); r), where r
+    is the run's covering radius with the prior vectors counted as centers: the largest distance
+    of a row to its nearest center or earlier selection.  After :func:`run_kcenter`'s assignment;
+    zeros (and 0) without prior vectors."""
     if prior is None or not len(prior):
-        return np.zeros(k, np.int64)
+        return np.zeros(k, np.int64), 0.0
     ref = group.share(np.ascontiguousarray(prior, dtype=np.float32))
-    return np.sum(group.call("covered", ref, float(radius), k), axis=0).astype(np.int64)
+    radius = max(group.call("prior_radius", ref))
+    return np.sum(group.call("covered", float(radius), k), axis=0).astype(np.int64), float(radius)
 
 
 def write_assignments(group: ShardGroup, fs, folder: str, rows: int = MERGE_ROWS) -> int:

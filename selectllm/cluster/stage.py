@@ -168,9 +168,9 @@ def run_stage(ctx) -> dict:
         except MissingIds as e:
             raise UserError(_missing_message(e.missing)) from None
         k = len(result.keys)
-        # rows already as close to an earlier selection as this run's centers bring every row to
-        # theirs (the run's covering radius): select's quotas discount them (select.covered_quotas)
-        covered = covered_counts(group, prior, float(result.radii.max()), k)
+        # rows already as close to an earlier selection as this run's centers and the earlier
+        # selections bring every row (the covering radius): select's quotas discount them
+        covered, covering_radius = covered_counts(group, prior, k)
         written = write_assignments(group, fs, ctx.out_path("assignments.parquet"))
         if written != n:
             raise RuntimeError(f"cluster: {written} assignment rows written for {n} embedded rows")
@@ -185,7 +185,8 @@ def run_stage(ctx) -> dict:
     return {"rows": int(n), "k": int(k), "radius": float(result.radii.max()),
             "size_min": int(result.sizes.min()), "size_max": int(result.sizes.max()),
             "shards": int(st["shards"]), "nodes": int(st["nodes"]), "mode": mode, "device": device,
-            "prior_centers": int(len(prior)), "covered_rows": int(covered.sum()), "rounds": int(st.get("rounds", 1)), "select_seconds": round(st["select_seconds"], 3),
+            "prior_centers": int(len(prior)), "covered_rows": int(covered.sum()),
+            "covering_radius": round(covering_radius, 6), "rounds": int(st.get("rounds", 1)), "select_seconds": round(st["select_seconds"], 3),
             "assign_seconds": round(st["assign_seconds"], 3), **annotated}
 
 
