@@ -242,3 +242,23 @@ def test_quotas_share_the_budget_by_rows_not_yet_covered():
     assert q.tolist() == [3, 10, 7] and q.sum() == 20
     assert allocate_quotas(sizes, 40, 1, "equal", covered=covered).tolist() == [10, 10, 10]
     assert allocate_quotas(sizes, 2, 1, "equal", covered=covered).tolist() == [0, 1, 1]
+
+
+def test_covered_rows_are_within_the_covering_radius_of_an_earlier_pick():
+    """The cluster stage's ``covered`` counts, on in-process shards: rows no farther from an
+    earlier selection than the covering radius (earlier selections counted as centers)."""
+    from selectllm.cluster.sharded import ShardGroup, covered_counts, run_kcenter, synthetic_rows
+
+    n, d = 600, 8
+    _, x = synthetic_rows(n, d, 5, 0, n)
+    prior = x[:40]  # last week picked these very rows
+    srcs = [("synthetic", dict(n=n, d=d, seed=5, start=a, stop=b)) for a, b in ((0, 300), (300, n))]
+    group = ShardGroup.start(srcs, remote=False)
+    res = run_kcenter(group, 10, prior=prior)
+    covered, radius = covered_counts(group, prior, 10)
+    prior_d = np.maximum(1 - (x @ prior.T).max(axis=1), 0)
+    center_d = np.concatenate([s.dist for s in group.shards])
+    assert radius == pytest.approx(float(np.minimum(prior_d, center_d).max()), abs=1e-5)
+    assert covered.sum() == int((prior_d <= radius + 1e-6).sum()) and 40 <= covered.sum() < n
+    assert (covered <= res.sizes).all()
+    assert covered_counts(group, None, 10)[0].tolist() == [0] * 10
