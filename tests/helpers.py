@@ -31,6 +31,7 @@ from selectllm.config import LLMConfig, PriceConfig, load_config
 from selectllm.llm.types import LLMRequest, request_key
 from selectllm.report import metrics as M
 from selectllm.rundir import RunDir
+from selectllm.text.normalize import content_id
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "examples" / "sample.jsonl"
@@ -631,3 +632,60 @@ def tiny_causal_lm(folder: Path) -> str:
     LlamaForCausalLM(cfg).save_pretrained(folder)
     tok.save_pretrained(folder)
     return str(folder)
+
+
+# ------------------------------------------------------------- near dedup: a corpus that tests it hard
+
+
+NEAR_WORDS = ("time person year way day thing man world life hand part child eye woman place work week case "
+              "point government company number group problem fact river stone cloud paper light music north "
+              "garden window market letter winter summer bridge forest island engine doctor teacher").split()
+
+
+def robust_rows() -> list[tuple]:
+    """DEDUP rows: identical rows, a shared boilerplate preamble, 1 MB rows, empty-after-normalization
+    rows, unique rows, and small planted near duplicates.  (id, instruction, input, text, source, source_row)."""
+    rng = random.Random(2024)
+
+    def words(n: int) -> str:
+        return " ".join(rng.choice(NEAR_WORDS) + str(rng.randint(0, 9999)) for _ in range(n))
+
+    rows: list[tuple[str, str, str]] = []  # (source, instruction, input)
+    rows += [("a.jsonl", "Explain why the sky is blue, in simple words for a child.", "")] * 120  # identical
+    preamble = words(150)
+    rows += [("b.jsonl", f"{preamble} Question: {words(4)}", "") for _ in range(150)]  # boilerplate
+    mega = words(170_000)
+    edited = mega.split(" ")
+    for i in (10, 50_000, 120_000):
+        edited[i] = "changed"
+    rows += [("c.jsonl", mega, ""), ("c.jsonl", " ".join(edited), ""), ("c.jsonl", words(170_000), "")]
+    rows += [("d.jsonl", "!!!", ""), ("d.jsonl", "???", "..."), ("d.jsonl", "— ・ —", "")]  # empty keys
+    for _ in range(60):
+        base = words(rng.randint(3, 60))
+        rows.append(("e.jsonl", base, words(rng.randint(0, 10))))
+    for _ in range(20):  # planted: 1 substitution in 100 words (word 5-gram Jaccard 0.90)
+        base = words(100).split(" ")
+        rows.append(("f.jsonl", " ".join(base), ""))
+        base[rng.randrange(100)] = "substituted"
+        rows.append(("f.jsonl", " ".join(base), ""))
+    out, seen = [], {}
+    for src, instr, inp in rows:
+        i = seen[src] = seen.get(src, -1) + 1
+        out.append((content_id(instr, inp), instr, inp, instr, src, i))
+    # files in reverse string order of their rows, so node order != input order
+    return out[::-1]
+
+
+NEAR_DDL = "id string, instruction string, input string, text string, source string, source_row bigint"
+
+
+def near_removed(spark, rows, partitions: int, overrides=(), **kwargs):
+    """Near dedup of ``rows`` (NEAR_DDL) on ``partitions`` partitions: the removed rows, sorted, and the metrics."""
+    from selectllm.dedup.near import find_near_duplicates
+
+    cfg = load_config(None, ["dedup.near.enabled=true", "dedup.near.max_bucket=20", *overrides])
+    df = spark.createDataFrame(rows, NEAR_DDL).repartition(partitions)
+    res = find_near_duplicates(df, cfg, **kwargs)
+    removed = sorted((r["source"], r["source_row"], r["id"], r["duplicate_of"], round(r["similarity"], 6))
+                     for r in res.removed.collect())
+    return removed, res.metrics

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import subprocess
 import sys
 from pathlib import Path
@@ -15,14 +14,11 @@ import pytest
 from selectllm import schemas
 from selectllm.config import load_config
 from selectllm.text.minhash import shingle_text, true_jaccard
-from selectllm.text.normalize import content_id
 
-from helpers import stage_ctx
+from helpers import near_removed, robust_rows, stage_ctx
 
 ROOT = Path(__file__).resolve().parents[1]
-_WORDS = ("time person year way day thing man world life hand part child eye woman place work week case "
-          "point government company number group problem fact river stone cloud paper light music north "
-          "garden window market letter winter summer bridge forest island engine doctor teacher").split()
+
 
 
 def test_sample_corpus_planted_near_duplicates(spark, tmp_path):
@@ -65,59 +61,11 @@ def test_sample_corpus_planted_near_duplicates(spark, tmp_path):
         assert r["similarity"] == pytest.approx(truth, abs=1e-6) and truth >= jaccard[row] - 1e-4
 
 
-def _robust_rows() -> list[tuple]:
-    """DEDUP rows: identical rows, a shared boilerplate preamble, 1 MB rows, empty-after-normalization
-    rows, unique rows, and small planted near duplicates.  (id, instruction, input, text, source, source_row)."""
-    rng = random.Random(2024)
-
-    def words(n: int) -> str:
-        return " ".join(rng.choice(_WORDS) + str(rng.randint(0, 9999)) for _ in range(n))
-
-    rows: list[tuple[str, str, str]] = []  # (source, instruction, input)
-    rows += [("a.jsonl", "Explain why the sky is blue, in simple words for a child.", "")] * 120  # identical
-    preamble = words(150)
-    rows += [("b.jsonl", f"{preamble} Question: {words(4)}", "") for _ in range(150)]  # boilerplate
-    mega = words(170_000)
-    edited = mega.split(" ")
-    for i in (10, 50_000, 120_000):
-        edited[i] = "changed"
-    rows += [("c.jsonl", mega, ""), ("c.jsonl", " ".join(edited), ""), ("c.jsonl", words(170_000), "")]
-    rows += [("d.jsonl", "!!!", ""), ("d.jsonl", "???", "..."), ("d.jsonl", "— ・ —", "")]  # empty keys
-    for _ in range(60):
-        base = words(rng.randint(3, 60))
-        rows.append(("e.jsonl", base, words(rng.randint(0, 10))))
-    for _ in range(20):  # planted: 1 substitution in 100 words (word 5-gram Jaccard 0.90)
-        base = words(100).split(" ")
-        rows.append(("f.jsonl", " ".join(base), ""))
-        base[rng.randrange(100)] = "substituted"
-        rows.append(("f.jsonl", " ".join(base), ""))
-    out, seen = [], {}
-    for src, instr, inp in rows:
-        i = seen[src] = seen.get(src, -1) + 1
-        out.append((content_id(instr, inp), instr, inp, instr, src, i))
-    # files in reverse string order of their rows, so node order != input order
-    return out[::-1]
-
-
-_DDL = "id string, instruction string, input string, text string, source string, source_row bigint"
-
-
-def _removed(spark, rows, partitions: int, overrides=(), **kwargs):
-    from selectllm.dedup.near import find_near_duplicates
-
-    cfg = load_config(None, ["dedup.near.enabled=true", "dedup.near.max_bucket=20", *overrides])
-    df = spark.createDataFrame(rows, _DDL).repartition(partitions)
-    res = find_near_duplicates(df, cfg, **kwargs)
-    removed = sorted((r["source"], r["source_row"], r["id"], r["duplicate_of"], round(r["similarity"], 6))
-                     for r in res.removed.collect())
-    return removed, res.metrics
-
-
 def test_robust_corpus_and_partition_invariance(spark, monkeypatch):
     import selectllm.dedup.near as near
 
-    rows = _robust_rows()
-    removed, m = _removed(spark, rows, 1)
+    rows = robust_rows()
+    removed, m = near_removed(spark, rows, 1)
     old = spark.conf.get("spark.sql.shuffle.partitions")
     old_batch = spark.conf.get("spark.sql.execution.arrow.maxRecordsPerBatch")
     spark.conf.set("spark.sql.shuffle.partitions", "7")
@@ -125,7 +73,7 @@ def test_robust_corpus_and_partition_invariance(spark, monkeypatch):
     spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", "7")
     monkeypatch.setattr(near, "KEYS_PER_PARTITION", 100)  # band keys spread over many tasks
     try:
-        again, m2 = _removed(spark, rows, 3, broadcast_budget=0)  # the plan for big data: shuffle joins only
+        again, m2 = near_removed(spark, rows, 3, broadcast_budget=0)  # the plan for big data: shuffle joins only
     finally:
         spark.conf.set("spark.sql.shuffle.partitions", old)
         spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", old_batch)
@@ -191,10 +139,10 @@ def test_tiny_broadcast_budget_gives_the_broadcast_plans_result(spark):
     those of checking every pair."""
     from selectllm.dedup.budget import AQE_KEY, STATIC_KEY
 
-    rows = [r for r in _robust_rows() if r[4] != "c.jsonl"]  # no megabyte rows: the oracle checks all pairs
+    rows = [r for r in robust_rows() if r[4] != "c.jsonl"]  # no megabyte rows: the oracle checks all pairs
     before = {k: spark.conf.get(k, None) for k in (STATIC_KEY, AQE_KEY)}
-    wide, m_wide = _removed(spark, rows, 2)
-    tiny, m_tiny = _removed(spark, rows, 2, broadcast_budget=1)
+    wide, m_wide = near_removed(spark, rows, 2)
+    tiny, m_tiny = near_removed(spark, rows, 2, broadcast_budget=1)
     assert {k: spark.conf.get(k, None) for k in (STATIC_KEY, AQE_KEY)} == before  # restored
     oracle = _oracle_removed(rows, 0.7)
     assert tiny == wide and [r[:4] for r in tiny] == [r[:4] for r in oracle]
@@ -258,10 +206,10 @@ def test_out_of_memory_in_a_phase_says_which_and_the_rerun_resumes(spark, tmp_pa
 
 
 def test_unverified_and_char_shingles(spark):
-    rows = [r for r in _robust_rows() if r[4] in ("e.jsonl", "f.jsonl")]
-    removed, m = _removed(spark, rows, 2, ["dedup.near.verify=false"])
+    rows = [r for r in robust_rows() if r[4] in ("e.jsonl", "f.jsonl")]
+    removed, m = near_removed(spark, rows, 2, ["dedup.near.verify=false"])
     assert sorted(r[1] for r in removed) == [2 * i + 1 for i in range(20)]  # estimated Jaccard still finds them
-    removed, m = _removed(spark, rows, 2, ["dedup.near.shingle=char", "dedup.near.ngram=5",
+    removed, m = near_removed(spark, rows, 2, ["dedup.near.shingle=char", "dedup.near.ngram=5",
                                            "dedup.near.bands=20"])
     assert (m["bands"], m["rows_per_band"]) == (20, 6)
     assert sorted(r[1] for r in removed) == [2 * i + 1 for i in range(20)]
@@ -292,8 +240,8 @@ spark = (SparkSession.builder.master("local-cluster[2,1,2048]").appName("near-lo
          .config("spark.executor.memory", "1536m").getOrCreate())
 spark.sparkContext.setLogLevel("ERROR")
 try:
-    from test_near_dedup_spark import _removed, _robust_rows
-    removed, metrics = _removed(spark, _robust_rows(), 4)
+    from helpers import near_removed, robust_rows
+    removed, metrics = near_removed(spark, robust_rows(), 4)
     assert spark.sparkContext.master.startswith("local-cluster")
     json.dump({"removed": removed, "executors": spark.sparkContext._jsc.sc().getExecutorMemoryStatus().size() - 1},
               open(sys.argv[2], "w"))
@@ -313,5 +261,5 @@ def test_local_cluster_gives_the_same_result(spark, tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     got = json.loads(result.read_text())
     assert got["executors"] == 2
-    local, _ = _removed(spark, _robust_rows(), 2)
+    local, _ = near_removed(spark, robust_rows(), 2)
     assert [tuple(r) for r in got["removed"]] == local
