@@ -148,6 +148,7 @@ def s3_run(s3):
     fs.pipe(f"{bucket}/corpus/part-1.jsonl", b"\n".join(lines[40:]) + b"\n")
     cfg = {
         "run_dir": f"s3://{bucket}/runs/r1",
+        "history": f"s3://{bucket}/programme",  # the programme's history on object storage too
         "input": {"paths": [f"s3://{bucket}/corpus/"], "format": "jsonl"},
         "embed": {"batch_size": 32},
         "select": {"budget": 5, "candidates_per_prompt": 4},
@@ -192,6 +193,11 @@ def test_pipeline_then_stage_job_on_s3(ray_head, s3, s3_run):
     selected = [json.loads(x) for x in fs.cat(f"{run}/selected.jsonl").decode().splitlines()]
     assert len(selected) == 5
     assert fs.find(f"{run}/embed") and fs.exists(f"{run}/report.html")
+    # the run joined its history on S3 once (ids, selection, MinHash rows), the lock released
+    index = json.loads(fs.cat(f"{bucket}/programme/history.json"))
+    assert [c["kind"] for c in index["commits"]] == ["run"] and stats["seen_duplicates"] == 0
+    assert set(index["commits"][0]["files"]) == {"seen", "selected", "minhash"}
+    assert index["commits"][0]["summary"]["selected"] == 5 and not fs.exists(f"{bucket}/programme/lock.json")
     assert not fs.exists(f"{run}/_staging") or not fs.find(f"{run}/_staging")
 
     # one stage alone, as its own job, on the same run dir
@@ -201,6 +207,7 @@ def test_pipeline_then_stage_job_on_s3(ray_head, s3, s3_run):
     after = json.loads(fs.cat(f"{run}/manifest.json"))["stages"]["report"]
     assert after["status"] == "complete" and after["output_token"] != before[1]
     assert json.loads(fs.cat(f"{run}/manifest.json"))["stages"]["embed"] == manifest["stages"]["embed"]
+    assert json.loads(fs.cat(f"{bucket}/programme/history.json"))["commits"] == index["commits"]  # once
 
     # no secret anywhere: job output, head logs, run dir
     logs = out + r2.stdout + r2.stderr + ray_head.log.read_text(errors="replace")
