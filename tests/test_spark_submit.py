@@ -75,19 +75,37 @@ def _tables(listing: list[str], opener) -> dict:
     }
 
 
-def test_local_and_local_cluster_on_s3_agree(s3, tmp_path):
+def _annotated(history: str, lines: list[bytes], rows: tuple[int, ...], where: Path) -> list[str]:
+    """A programme history holding ``rows`` of the corpus as annotated (``selectllm history import``)."""
+    from selectllm.history import History, import_statuses
+    from selectllm.text.normalize import content_id
+
+    ids = [content_id(r["instruction"], r.get("input", "")) for r in (json.loads(lines[i]) for i in rows)]
+    where.write_text("".join(json.dumps({"id": i, "status": "annotated"}) + "\n" for i in ids))
+    import_statuses(History(history), str(where))
+    return ids
+
+
+def test_local_and_local_cluster_on_s3_agree(s3_env, tmp_path):
+    """... with a programme history each (local, and on S3 for the cluster): the rows it holds are
+    dropped as ``seen`` by both, and the history's lock is released when the job ends."""
+    s3 = s3_env  # this process a client too: it writes the S3 history
     lines = _corpus()
     (tmp_path / "in").mkdir()
     (tmp_path / "in" / "a.jsonl").write_bytes(b"\n".join(lines[:30]) + b"\n")
     (tmp_path / "in" / "b.jsonl").write_bytes(b"\n".join(lines[30:]) + b"\n")
-    cfg = {"input": {"paths": [str(tmp_path / "in")]}, "spark": {"master": "local[1]"}}
-    (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
-
     bucket = s3.bucket()
     fs = s3.fs()
+    seen = _annotated(str(tmp_path / "hist"), lines, (5, 6), tmp_path / "annotated.jsonl")
+    assert _annotated(f"s3://{bucket}/hist", lines, (5, 6), tmp_path / "annotated.jsonl") == seen
+    cfg = {"input": {"paths": [str(tmp_path / "in")]}, "spark": {"master": "local[1]"},
+           "history": str(tmp_path / "hist")}
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
+
     fs.pipe(f"{bucket}/in/a.jsonl", (tmp_path / "in" / "a.jsonl").read_bytes())
     fs.pipe(f"{bucket}/in/b.jsonl", (tmp_path / "in" / "b.jsonl").read_bytes())
-    cfg_s3 = {"run_dir": f"s3://{bucket}/run", "input": {"paths": [f"s3://{bucket}/in/*.jsonl"]}}
+    cfg_s3 = {"run_dir": f"s3://{bucket}/run", "input": {"paths": [f"s3://{bucket}/in/*.jsonl"]},
+              "history": f"s3://{bucket}/hist"}
     fs.pipe(f"{bucket}/c.yaml", yaml.safe_dump(cfg_s3).encode())
 
     # both at once: local[2] on local files; local-cluster (executors are separate JVMs) with its
@@ -105,6 +123,8 @@ def test_local_and_local_cluster_on_s3_agree(s3, tmp_path):
     stats = json.loads((local_run / "dedup" / "stats.json").read_text())
     assert stats["read"] == 62 and stats["files"] == 2
     assert stats["exact_duplicates"] >= 1 and stats["quarantined"]["malformed"] >= 1
+    assert stats["seen_duplicates"] == 2  # the history's annotated rows, not selectable again
+    assert not (tmp_path / "hist" / "lock.json").exists() and not fs.exists(f"{bucket}/hist/lock.json")
     assert not list((local_run / "dedup").glob("**/_SUCCESS"))
 
     assert s3_server.SECRET not in out
@@ -127,7 +147,8 @@ def test_local_and_local_cluster_on_s3_agree(s3, tmp_path):
     remote = _tables([p.split("/dedup/", 1)[1] for p in fs.find(f"{bucket}/run/dedup") if p.endswith(".parquet")],
                      lambda f: fs.open(f"{bucket}/run/dedup/{f}", "rb"))
     assert len(local["kept"]) == stats["kept"]
-    assert len(local["duplicates"]) == stats["exact_duplicates"] + stats["near_duplicates"]
+    assert len(local["duplicates"]) == stats["exact_duplicates"] + stats["near_duplicates"] + stats["seen_duplicates"]
+    assert sorted(r["id"] for r in remote["duplicates"] if r["kind"] == "seen") == sorted(seen)
     strip = str(tmp_path / "in") + "/"
     for name in ("kept", "quarantine", "duplicates"):
         a = [{**row, "source": row["source"].replace(strip, "")} for row in local[name]]
