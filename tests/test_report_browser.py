@@ -255,6 +255,8 @@ def test_explorer_filters_follow_clicks_in_chromium(tmp_path):
         target = b.js(f"document.elementFromPoint({x}, {y}).closest('a').getAttribute('data-cluster')")
         b.click_at(x, y)
         assert b.js("window.location.hash") == f"#cluster-{target}"
+        # the filter follows the hash on `hashchange`, an event the browser fires after the click returns
+        b.wait_for(f"document.getElementById('f-cluster').value === {json.dumps(target)}", "the map's cluster filter")
         shown = b.visible_groups()
         assert shown and {g["cluster"] for g in shown} == {target}
         assert len(shown) == sum(1 for d in decisions if str(d["cluster_id"]) == target)
