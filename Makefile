@@ -49,9 +49,9 @@ test: $(STAMP)
 	$(PY) -m pytest -q
 
 # the pure tests: nothing that starts Spark, Ray or another process (a developer's inner loop;
-# tests/conftest.py fails a test that does without its mark).  398 tests: `time make test-fast`
-# 1 min 19 s on 2 cores shared with other work, 2 min 5 s at load 12; the embedding caches warm
-# (a first run also builds them: the static model, the ONNX export, about 2.5 min more).
+# tests/conftest.py fails a test that does without its mark).  542 tests: 2 min 31 s on 2 cores
+# shared with other work (load ~6); the embedding caches warm (a first run also builds them: the
+# static model, the ONNX export, about 2.5 min more).
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -m "not spark and not ray and not subprocess and not slow" --durations=10
 
