@@ -49,8 +49,8 @@ test: $(STAMP)
 	$(PY) -m pytest -q
 
 # the pure tests: nothing that starts Spark, Ray or another process (a developer's inner loop;
-# tests/conftest.py fails a test that does without its mark).  542 tests: 2 min 31 s on 2 cores
-# shared with other work (load ~6); the embedding caches warm (a first run also builds them: the
+# tests/conftest.py fails a test that does without its mark).  543 tests: `time make test-fast`
+# 58 s on 2 cores with nothing else running, 2 min 31 s at load ~6; the embedding caches warm (a first run also builds them: the
 # static model, the ONNX export, about 2.5 min more).
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -m "not spark and not ray and not subprocess and not slow" --durations=10
