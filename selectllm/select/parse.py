@@ -70,7 +70,7 @@ _TRUNCATED = re.compile(r'"(?:selected|choices)"\s*:\s*\[(.*)', re.S)
 # a bracket-free answer of numbers: "4", "Instruction 4", "#4 and #7", "Candidates 2, 5."
 _BARE = re.compile(r"(?:\s|[,;.#:]|and|instructions?|candidates?|ids?|numbers?|\d+)*", re.I)
 MAX_REASON_CHARS = 300
-PLACEHOLDER_REASON = "<one-line reason>"  # the reasons form's example (prompts.reasons_example), copied: no reason
+PLACEHOLDER_REASON = "<one-line reason>"  # the reasons form's example (prompts.reasons_example uses it); copied: no reason
 
 
 @dataclass

@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
+from selectllm.select.parse import PLACEHOLDER_REASON
+
 PROMPT_VERSION = "selectllm-v2"
 # select.reasons: answer tokens added per pick to llm.max_tokens (a one-line reason, ~30 words)
 REASON_TOKENS = 48
@@ -82,7 +84,7 @@ def paper_example_ids(n: int, picks: int) -> list[int]:
 
 
 def reasons_example(n: int, picks: int) -> str:
-    return "\n".join(f"[{i}] <one-line reason>" for i in example_ids(n, min(picks, 2)))
+    return "\n".join(f"[{i}] {PLACEHOLDER_REASON}" for i in example_ids(n, min(picks, 2)))
 
 
 def _as_data(text: str) -> str:
