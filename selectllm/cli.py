@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 from typing import List, Optional
 
@@ -225,6 +226,32 @@ def simulate_llm(port: int = typer.Option(8011, "--port", help="0 picks a free p
     serve(host, port, cfg, log)
 
 
+_FRAME_LINE = re.compile(r'^\s+File ".*", line \d+')
+_EXC_LINE = re.compile(r"^([A-Za-z_][\w.]*(?:Error|Exception|Interrupt|Exit))(?::\s*(.*))?$")
+
+
+def worker_error(text: str) -> str | None:
+    """``Type: message`` of the innermost exception of the last Python traceback in an engine's
+    error text (Spark's PythonException, Ray's RayTaskError carry a worker's traceback), or
+    None when the text holds no traceback.  A :class:`UserError` raised in a worker: its message."""
+    lines = text.splitlines()
+    starts = [i for i, line in enumerate(lines) if "Traceback (most recent call last)" in line] or \
+        [i for i, line in enumerate(lines) if _FRAME_LINE.match(line)][:1]  # Ray: frames, no header
+    if not starts:
+        return None
+    found = None
+    for line in lines[starts[-1] + 1:]:
+        m = _EXC_LINE.match(line.strip())
+        if m and not line.startswith((" ", "\t")):
+            found = m
+    if found is None:
+        return None
+    name, msg = found.group(1).rsplit(".", 1)[-1], (found.group(2) or "").strip()
+    if name == "UserError" and msg:
+        return msg
+    return f"{name}: {msg}" if msg else name
+
+
 def main(argv: list[str] | None = None) -> None:
     debug = "--debug" in (argv if argv is not None else sys.argv[1:])
     try:
@@ -247,6 +274,10 @@ def main(argv: list[str] | None = None) -> None:
             raise SystemExit(2)
         if debug or _state["debug"]:
             raise
+        inner = worker_error(str(e))
+        if inner is not None:  # an exception in a Spark or Ray worker: name it, not the wrapper
+            typer.echo(f"error: {inner} (in a {type(e).__name__}; run with --debug for the traceback)", err=True)
+            raise SystemExit(1)
         msg = str(e).strip().splitlines()[0] if str(e).strip() else ""
         typer.echo(f"error: {type(e).__name__}: {msg} (run with --debug for the traceback)", err=True)
         raise SystemExit(1)

@@ -145,6 +145,49 @@ def test_cli_errors_are_one_line(tmp_path, sets, needle):
     assert "Traceback" not in r.stderr
 
 
+SPARK_WORKER_ERROR = """[PYTHON_EXCEPTION] An exception was thrown from the Python worker: Traceback (most recent call last):
+  File "/x/selectllm/dedup/stage.py", line 134, in read_files
+    redact = _redact(privacy, keep) if privacy is not None else None
+             ^^^^^^^^^^^^^^^^^^^^^^
+  File "/x/selectllm/privacy/detect.py", line 87, in _import_presidio
+    for m in hidden:
+ModuleNotFoundError: No module named 'presidio_analyzer'
+ SQLSTATE: 38000"""
+RAY_WORKER_ERROR = """\x1b[36mray::f()\x1b[39m (pid=6475, ip=192.0.2.2)
+  File "<string>", line 6, in f
+ModuleNotFoundError: No module named 'nothere_mod'"""
+
+
+@pytest.mark.parametrize("text,line", [
+    (SPARK_WORKER_ERROR, "ModuleNotFoundError: No module named 'presidio_analyzer'"),
+    (RAY_WORKER_ERROR, "ModuleNotFoundError: No module named 'nothere_mod'"),
+    ("Traceback (most recent call last):\n  File \"a.py\", line 1, in f\n"
+     "selectllm.errors.UserError: dedup.near.bands must be between 1 and num_perm (128)\n",
+     "dedup.near.bands must be between 1 and num_perm (128)"),
+    ("An error occurred while calling o701.localCheckpoint.", None),
+])
+def test_a_worker_exception_is_named_in_one_line(monkeypatch, capsys, text, line):
+    """An exception inside a Spark or Ray worker reaches the driver wrapped (PythonException,
+    RayTaskError): the one error line names the worker's exception, not only the wrapper."""
+    import selectllm.cli as cli_module
+
+    class PythonException(Exception):
+        pass
+
+    def boom(**_):
+        raise PythonException(text)
+
+    monkeypatch.setattr(cli_module, "app", boom)
+    with pytest.raises(SystemExit) as exit_:
+        main(["dedup", "x.yaml"])
+    err = [x for x in capsys.readouterr().err.splitlines() if x.strip()]
+    assert exit_.value.code == 1 and len(err) == 1
+    if line is None:
+        assert err[0].startswith("error: PythonException: An error occurred while calling o701")
+    else:
+        assert err[0] == f"error: {line} (in a PythonException; run with --debug for the traceback)"
+
+
 @pytest.mark.subprocess
 def test_missing_config_file_and_credentials(tmp_path):
     r = _run_cli("run", str(tmp_path / "nope.yaml"))
