@@ -6,7 +6,8 @@ A programme (one team selecting every week from growing logs) points every run a
     history.json                      the index: format version, commits in order (below)
     runs/<run_id>/<token>/seen/       ids of every row the run kept or removed as a near copy
     runs/<run_id>/<token>/minhash/    with near dedup on: the MinHash rows (id, band keys, shingle
-                                      hashes) of every row the run kept; the summary's ``minhash``
+                                      hashes) of every row the run kept or removed as a near copy
+                                      (of its own rows or an earlier run's); the summary's ``minhash``
                                       names the settings they were made with
     runs/<run_id>/<token>/selected.parquet   the run's selection: id, instruction, input,
                                       cluster_id, embedding (its vector), run_id

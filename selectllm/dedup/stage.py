@@ -384,7 +384,8 @@ def _plan(staged, cfg: Config, persist: bool = False, near_work: str | None = No
     ``near_work``: the folder where near dedup keeps its finished phases (see
     :func:`~selectllm.dedup.near.find_near_duplicates`); ``history``: what earlier runs of the
     programme saw and selected (:func:`_history_inputs`).  ``signed`` in the result: the MinHash
-    rows (id, bands, sh) of the kept rows, for the history (with a history and near dedup on).
+    rows (id, bands, sh) of every row near dedup compared (kept or removed by it), for the history
+    (with a history and near dedup on).
 
     With a chat preset a row is named by ``(source, source_row, user_turn)`` (``input.turn: each``
     gives one row per user turn of a record): the keeper order, the quarantine and the
@@ -449,9 +450,10 @@ def _plan(staged, cfg: Config, persist: bool = False, near_work: str | None = No
         # a row whose keeper is an earlier run's row (signed, or a selection's text) is "seen"
         removed = near.removed.where(F.col("source") != HISTORY_SOURCE).withColumn(
             "_kind", F.when(F.col("keeper_source") == HISTORY_SOURCE, F.lit("seen")).otherwise(F.lit("near")))
-        if near.signed is not None:  # the kept rows' MinHash rows: what the history stores of them
-            signed = near.signed.where(F.length("bands") > 0).join(
-                removed.select("source", "source_row"), ["source", "source_row"], "left_anti").select(*SIGNED.names)
+        if near.signed is not None:
+            # the MinHash rows of every row near dedup saw (kept, and removed as near copies or as
+            # "seen"): what the history stores, so a later near copy of any of them is "seen" directly
+            signed = near.signed.where(F.length("bands") > 0).select(*SIGNED.names)
         if chat:
             removed = removed.withColumn("user_turn", F.col("source_row").bitwiseAND((1 << TURN_BITS) - 1)) \
                 .withColumn("source_row", F.shiftright("source_row", TURN_BITS))
@@ -657,7 +659,7 @@ def _privacy_totals(staged, cfg: Config) -> dict:
 
 def _history_inputs(spark, ctx) -> dict | None:
     """The programme's history as this run sees it: the ids earlier runs saw (a DataFrame) and,
-    with near dedup on, the MinHash rows of what earlier runs kept (a DataFrame, of the runs
+    with near dedup on, the MinHash rows of what earlier runs compared (a DataFrame, of the runs
     signed with this run's settings) and the earlier selections' texts (of the other runs)."""
     cfg = ctx.cfg
     if not cfg.history.path:
@@ -751,7 +753,8 @@ STAGE = Stage(
         Output("quarantine", "quarantine", schema=schemas.QUARANTINE),
         Output("duplicates", "duplicates.parquet", schema=schemas.DUPLICATES),
         Output("stats", "stats.json"),
-        # with a history and near dedup: the kept rows' MinHash rows (id, bands, sh), for the history
+        # with a history and near dedup: the MinHash rows (id, bands, sh) of every row near dedup
+        # compared (kept, or removed by it), for the history
         Output("minhash", "minhash", schema=SIGNED, optional=True),
     ),
     # the embedded text is rendered here, so the template is a dedup setting too; privacy masks
