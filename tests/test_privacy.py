@@ -189,3 +189,86 @@ def test_original_output_of_chat_rows_finds_each_user_turn(tmp_path, red):
         rows[r["id"]] = r
     got = original_rows(cfg, rows, [])
     assert sorted(v["instruction"] for v in got.values()) == ["And email bob@example.net", "Call +1 415-555-0132 please"]
+
+
+# texts where the cheap checks before each Presidio recognizer are closest to the edge
+EDGE_TEXTS = [
+    "call 202-555-0143 ext. 12", "tel:+1-202-555-0143;ext=1234", "(+44) 20 7946 0958",
+    "+49 (30) 1234-5678 x 9", "phone: 202 555 0143    extension    77", "0301234567 anexo 12",
+    "ｔｅｌ ２０２－５５５－０１４３", "٠٣٠١٢٣٤٥٦٧", "03ー1234ー5678", "555 12 int 34 doб 56",
+    "Call 555-0143 or 202-555-0143 today", "1963 to 1986 in 2001", "years 1963 and 1986, 2019",
+    "born 14.02.1990 in room 12", "4111-1111-1111-1111", "5555 5555 5555 4444", "378282246310005",
+    "4111 1111 1111 1111 111", "iban DE89 3704 0044 0532 0130 00", "de89 3704 0044 0532 0130 00",
+    "GB82WEST12345698765432", "server 192.168.0.1:8080", "fe80::1ff:fe23:4567:890a", "::1", "::",
+    "::ffff:192.0.2.1", "v1.2.3 of the lib", "mail ann.lee@example.org now", "a@b", "time 10:30",
+    "see example.com", "go to WWW.EXAMPLE.ORG/path", "https://x.io", "e.g. this", "end.Next", "a .com b",
+]
+
+
+def _other_texts(n: int) -> list[str]:
+    """Real rows: the bundled sample and, when present, the shared datasets' number-heavy ones."""
+    from helpers import SAMPLE
+
+    texts = []
+    paths = [SAMPLE] + [SAMPLE.parents[2] / "shared" / "data" / f for f in ("gsm8k_train.jsonl", "dolly_subsets.jsonl")]
+    for path in paths:
+        if not path.exists():
+            continue
+        with path.open("rb") as f:
+            for _, raw in zip(range(n), f):
+                try:
+                    rec = json.loads(raw)
+                except ValueError:
+                    continue
+                if isinstance(rec, dict):
+                    texts.append(" ".join(str(v) for v in rec.values() if isinstance(v, str)))
+    return texts
+
+
+def test_the_cheap_checks_never_skip_a_finding():
+    """Each Presidio recognizer runs only on texts that pass a cheap check (``_may_hold``); on
+    crafted edge cases, planted values, random digit soup and real rows the findings are the same
+    as with every recognizer run on every text."""
+    import random
+
+    checked = Detector(ENTITIES, ("US", "GB", "DE", "FR", "IN"), 5.0)
+    unchecked = Detector(ENTITIES, ("US", "GB", "DE", "FR", "IN"), 5.0)
+    unchecked._checks = {}
+    rng = random.Random(3)
+    alphabet = "0123456789 -().+/xXeEtT:;=#~ーabcdhrz@١٢"
+    soup = ["".join(rng.choice(alphabet) for _ in range(rng.randint(8, 40))) for _ in range(1500)]
+    planted = [f"see {v} here" for values in PLANTED.values() for v in values] + [planted_text()]
+    texts = EDGE_TEXTS + planted + soup + _other_texts(300)
+    skipped = 0
+    for text in texts:
+        assert checked.find(text) == unchecked.find(text), text
+        skipped += sum(not check(text) for check in checked._checks.values())
+    assert skipped > len(texts)  # the checks do skip work
+
+
+def test_the_phone_check_knows_every_letter_a_phone_match_can_hold():
+    """The letters of phonenumbers' matcher pattern (its extension labels, 'x', 'ー') are the
+    letters the phone check lets through; a new label in a later phonenumbers fails here."""
+    import re
+    import unicodedata
+
+    from phonenumbers import phonenumbermatcher
+    from selectllm.privacy.detect import _LABEL_LETTERS
+
+    pattern = re.sub(r"\\[A-Za-z]", "", phonenumbermatcher._PATTERN.pattern)  # \d, \s: not letters
+    letters = {c.lower() for c in pattern if unicodedata.category(c).startswith("L")}
+    assert letters and letters <= set(_LABEL_LETTERS)
+
+
+def test_the_url_check_knows_how_presidio_urls_begin_their_top_level_domain():
+    """The URL check asks for a host character, a dot and a letter: every URL pattern holds the
+    base pattern, whose top-level domains all begin with a letter."""
+    import re
+
+    from presidio_analyzer.predefined_recognizers import UrlRecognizer
+
+    base = UrlRecognizer.BASE_URL_REGEX
+    assert all(base in p.regex for p in UrlRecognizer.PATTERNS)
+    assert "[a-z0-9.\\-]{1,253}[.](?:" in base
+    tlds = re.findall(r"\(\?:([^()]*)\)", base[base.index("[.](?:") + 6:])
+    assert len(tlds) > 100 and all(t[:1].isascii() and t[:1].isalpha() for t in tlds)

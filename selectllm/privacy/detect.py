@@ -36,6 +36,48 @@ _PRESIDIO_TYPES = {"EMAIL_ADDRESS": "EMAIL", "PHONE_NUMBER": "PHONE", "CREDIT_CA
 DEFAULT_REGIONS = ("US", "GB", "DE", "FR", "IN")
 MIN_PHONE_DIGITS = 7
 
+# A Presidio recognizer runs on a text only when the text can hold what it looks for: a check that
+# every match of its patterns implies (never the other way round, so it never skips a finding;
+# ``tests/test_privacy.py`` compares both ways on crafted and real texts).  Phone numbers are most
+# of the cost (``phonenumbers`` parses every run of digits once per region).
+# phonenumbers' matcher (Python ``re``, IGNORECASE): digit blocks joined by punctuation and spaces,
+# an optional extension whose labels use only these letters ("ext", "extensión", "anexo", "int",
+# "x", "доб" and full-width forms; 'ー' is a dash).  A letter outside them cannot be in a match, so a number
+# with MIN_PHONE_DIGITS digits lies in one run of non-letters, digits and label letters holding
+# that many digits (shorter ones are dropped in ``Detector.find`` anyway).
+_LABEL_LETTERS = "aeinostx\u00f3\u30fc\uff45\uff58\uff54\uff4e\uff49\u0434\u043e\u0431"  # + the dash-like 'ー' (Lm)
+_BREAK = re.compile(f"(?:(?![{_LABEL_LETTERS}])[^\\W\\d_])+", re.IGNORECASE)  # letters that cannot be in a match
+_NOT_DIGIT_OR_BREAK = re.compile(r"[^\d\x00]+")
+_DIGIT = re.compile(r"\d")
+_DIGITS_IN_ONE_RUN = re.compile(r"\d{%d}" % MIN_PHONE_DIGITS)
+
+
+def _may_hold_phone(text: str) -> bool:
+    """MIN_PHONE_DIGITS digits with no letter between them but label letters (linear time: the
+    breaking letters become NUL, everything else but digits goes, then one run of digits)."""
+    if len(_DIGIT.findall(text)) < MIN_PHONE_DIGITS:
+        return False
+    compact = _NOT_DIGIT_OR_BREAK.sub("", _BREAK.sub("\x00", text.replace("\x00", "")))
+    return _DIGITS_IN_ONE_RUN.search(compact) is not None
+
+
+def _may_hold() -> dict:
+    """Presidio entity type -> ``check(text)``, true whenever the recognizer could match."""
+    import regex  # Presidio's pattern engine: the same \d and classes as its patterns
+
+    card = regex.compile(r"\d(?:[- ]?\d){11}")  # every card pattern: 12+ digits, one space or dash between
+    iban = regex.compile(r"[A-Z]{2}[0-9]{2}", regex.IGNORECASE)  # its pattern starts so (case-sensitive)
+    dotted = regex.compile(r"[0-9]\.[0-9]")  # IPv4 octets; every IPv6 pattern has a ':'
+    # every URL pattern holds "[a-z0-9.\-]{1,253}[.](?:com|...)": a host character, a dot, a TLD
+    # (each begins with a letter), case-insensitive
+    url = regex.compile(r"(?i)[a-z0-9.\-][.][a-z]")
+    return {"EMAIL_ADDRESS": lambda t: "@" in t,  # the pattern's literal [@]
+            "URL": lambda t: url.search(t) is not None,
+            "CREDIT_CARD": lambda t: card.search(t) is not None,
+            "IBAN_CODE": lambda t: iban.search(t) is not None,
+            "IP_ADDRESS": lambda t: ":" in t or dotted.search(t) is not None,
+            "PHONE_NUMBER": _may_hold_phone}
+
 
 class DetectTimeout(Exception):
     """A detector did not finish on a text within ``timeout_s``: the text is not known to be clean."""
@@ -180,6 +222,7 @@ class Detector:
         self.timeout_s = float(timeout_s)
         self.rules = load_rules() if "SECRET" in self.entities else []
         self.presidio, self._presidio_types = _presidio_engine(self.entities, tuple(regions), self.timeout_s)
+        self._checks = _may_hold()
         self._watch = _TimeoutWatch()
         logging.getLogger("presidio-analyzer").addHandler(self._watch)
         logging.getLogger("presidio-analyzer").setLevel(logging.WARNING)
@@ -189,9 +232,11 @@ class Detector:
         if not text:
             return []
         spans = self._secrets(text)
-        if self.presidio is not None:
+        wanted = [e for e in self._presidio_types if e not in self._checks or self._checks[e](text)] \
+            if self.presidio is not None else []
+        if wanted:  # (an empty list would mean "every entity" to Presidio)
             before = self._watch.count
-            for r in self.presidio.analyze(text, language="en", entities=self._presidio_types):
+            for r in self.presidio.analyze(text, language="en", entities=wanted):
                 kind = _PRESIDIO_TYPES[r.entity_type]
                 end = r.end
                 if kind == "URL":
