@@ -240,10 +240,11 @@ def worker_error(text: str) -> str | None:
     if not starts:
         return None
     found = None
-    for line in lines[starts[-1] + 1:]:
+    for line in lines[starts[-1] + 1:]:  # the first unindented "Type: message" after the frames
         m = _EXC_LINE.match(line.strip())
         if m and not line.startswith((" ", "\t")):
             found = m
+            break
     if found is None:
         return None
     name, msg = found.group(1).rsplit(".", 1)[-1], (found.group(2) or "").strip()

@@ -165,6 +165,11 @@ ModuleNotFoundError: No module named 'nothere_mod'"""
      "selectllm.errors.UserError: dedup.near.bands must be between 1 and num_perm (128)\n",
      "dedup.near.bands must be between 1 and num_perm (128)"),
     ("An error occurred while calling o701.localCheckpoint.", None),
+    ("An error occurred while calling o9.collect.\n: org.apache.spark.SparkException: Job aborted due to stage "
+     "failure: ... org.apache.spark.api.python.PythonException: Traceback (most recent call last):\n"
+     "  File \"/x/selectllm/dedup/near.py\", line 120, in sign\n    raise ValueError('bad')\nValueError: bad\n"
+     "\n\tat org.apache.spark.api.python.BasePythonRunner.handlePythonException(PythonRunner.scala:1097)\n"
+     "org.apache.spark.SparkException: Job 3 cancelled\n", "ValueError: bad"),
 ])
 def test_a_worker_exception_is_named_in_one_line(monkeypatch, capsys, text, line):
     """An exception inside a Spark or Ray worker reaches the driver wrapped (PythonException,
