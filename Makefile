@@ -49,7 +49,7 @@ test: $(STAMP)
 	$(PY) -m pytest -q
 
 # the pure tests: nothing that starts Spark, Ray or another process (a developer's inner loop;
-# tests/conftest.py fails a test that does without its mark).  543 tests: `time make test-fast`
+# tests/conftest.py fails a test that does without its mark).  551 tests (543 when timed): `time make test-fast`
 # 58 s on 2 cores with nothing else running, 2 min 31 s at load ~6; the embedding caches warm (a first run also builds them: the
 # static model, the ONNX export, about 2.5 min more).
 test-fast: $(STAMP)
