@@ -18,7 +18,11 @@ bytes), ``--long-answers W`` (windows only from real answers of W+ words), ``--e
 (words changed in a near copy's instruction), ``--instructions K`` (only K distinct
 instructions cycled: templated prompts with different contexts, which fill LSH buckets).  Rows
 of ~1 KB: ``--context-words 60-120 --long-answers 120`` (991 B per row); ~2 KB:
-``--context-words 200-340 --long-answers 340`` (2,038 B).  A shape other than the default gets
+``--context-words 200-340 --long-answers 340`` (2,038 B).  ``--mixed-context`` builds the
+context from real sentences of random records instead of one answer's window: with few long
+answers, windows of one answer overlap and most rows become near copies of each other (36% of
+20,000 rows of ~1 KB have a copy at Jaccard >= 0.7); mixed, only the planted copies remain (14%:
+each planted copy and its original). ``--context-words 200-340 --mixed-context``: 2,072 B a row.  A shape other than the default gets
 its own input file name (``rows_N_<shape>.jsonl``); the result's ``input`` has the shape and
 the bytes per row.
 
@@ -70,10 +74,29 @@ class Shape:
     near_rate: float = 0.03  # near copies of an earlier row
     near_edits: int = 1  # words of the copy's instruction replaced
     instructions: int = 0  # distinct instructions cycled through (0: every real one); fewer = templated logs
+    mixed: bool = False  # the context is real sentences of random records, not one answer's contiguous words
 
     def tag(self) -> str:
         return (f"c{self.context_words[0]}-{self.context_words[1]}_l{self.long_answers}_e{self.exact_rate:g}"
-                f"{'u' if self.exact_upper else ''}_n{self.near_rate:g}x{self.near_edits}_i{self.instructions}")
+                f"{'u' if self.exact_upper else ''}_n{self.near_rate:g}x{self.near_edits}_i{self.instructions}"
+                f"{'_m' if self.mixed else ''}")
+
+
+SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
+
+
+def sentences(texts) -> list[list[str]]:
+    """The real sentences (as word lists, 4+ words) of ``texts``: the pieces of a mixed context."""
+    return [w for t in texts for s in SENTENCE_END.split(t) if len(w := s.split()) >= 4]
+
+
+def mixed_window(pool: list[list[str]], n: int, rng: random.Random) -> str:
+    """``n`` words of real sentences drawn at random from ``pool`` (each from anywhere in the
+    corpora), so two rows share a span only when a planted copy or chance puts it there."""
+    out: list[str] = []
+    while len(out) < n:
+        out.extend(pool[rng.randrange(len(pool))])
+    return " ".join(out[:n])
 
 
 def build_input(path: Path, rows: int, seed: int = 0, shape: Shape = Shape()) -> dict:
@@ -87,7 +110,11 @@ def build_input(path: Path, rows: int, seed: int = 0, shape: Shape = Shape()) ->
                 if line.strip():
                     r = json.loads(line)
                     recs.append((r["instruction"], r.get("input") or "", r.get("output") or ""))
-    if shape.long_answers:  # context windows from long real answers only
+    if shape.mixed and shape.long_answers:
+        raise SystemExit("--mixed-context and --long-answers exclude each other")
+    if shape.mixed:  # contexts of random real sentences: rows distinct but for the planted copies
+        words = sentences(r[2] for r in recs)
+    elif shape.long_answers:  # context windows from long real answers only
         words = [w for w in (r[2].split() for r in recs) if len(w) >= shape.long_answers]
     else:
         words = [(r[1] + " " + r[2]).split() for r in recs]
@@ -118,9 +145,12 @@ def build_input(path: Path, rows: int, seed: int = 0, shape: Shape = Shape()) ->
                 near += 1
             else:
                 instr, inp, out = recs[i % n_instr]
-                ctx = words[rng.randrange(len(words))]
-                a = rng.randrange(max(1, len(ctx) - lo)) if ctx else 0
-                window = " ".join(ctx[a:a + rng.randint(lo, hi)])
+                if shape.mixed:
+                    window = mixed_window(words, rng.randint(lo, hi), rng)
+                else:
+                    ctx = words[rng.randrange(len(words))]
+                    a = rng.randrange(max(1, len(ctx) - lo)) if ctx else 0
+                    window = " ".join(ctx[a:a + rng.randint(lo, hi)])
                 obj = {"instruction": instr, "input": (inp + "\n" + window).strip(), "output": out}
                 line = json.dumps(obj, ensure_ascii=False)
             f.write(line + "\n")
@@ -333,6 +363,9 @@ def main() -> None:
                        help="words of real text appended to each row's input (row length)")
     shape.add_argument("--long-answers", type=int, default=0, metavar="WORDS",
                        help="take the context only from real answers of at least this many words")
+    shape.add_argument("--mixed-context", action="store_true",
+                       help="build the context from real sentences of random records (no shared windows: "
+                            "the only copies are the planted ones)")
     shape.add_argument("--exact-rate", type=float, default=0.04, help="share of exact copies of earlier rows")
     shape.add_argument("--exact-upper", action="store_true", help="exact copies upper-cased (same id)")
     shape.add_argument("--near-rate", type=float, default=0.03, help="share of near copies of earlier rows")
@@ -349,7 +382,8 @@ def main() -> None:
     lo, _, hi = args.context_words.partition("-")
     corpus = Shape(context_words=(int(lo), int(hi or lo)), long_answers=args.long_answers,
                    exact_rate=args.exact_rate, exact_upper=args.exact_upper, near_rate=args.near_rate,
-                   near_edits=args.near_edits, instructions=args.instructions)
+                   near_edits=args.near_edits, instructions=args.instructions,
+                   mixed=args.mixed_context)
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     default = corpus == Shape()
