@@ -202,6 +202,11 @@ EDGE_TEXTS = [
     "GB82WEST12345698765432", "server 192.168.0.1:8080", "fe80::1ff:fe23:4567:890a", "::1", "::",
     "::ffff:192.0.2.1", "v1.2.3 of the lib", "mail ann.lee@example.org now", "a@b", "time 10:30",
     "see example.com", "go to WWW.EXAMPLE.ORG/path", "https://x.io", "e.g. this", "end.Next", "a .com b",
+    # digits the run check lets through but phonenumbers' candidate pattern splits (or nearly)
+    "3 + 4 = 7, 12 * 5 = 60, so 100 - 25 = 75", "2 * 3 * 4 * 5 * 6 * 7 * 8 = 40320", "+1 202 555 0143 = 7",
+    "1/2/3/4/5/6/7", "12,345,678 people", "$1,234.56 + $7,890.12", "1 2 3 4 5 6 7", "(1) (2) (3) (4) (5) (6) (7)",
+    " ".join(str(i % 10) for i in range(60)), "-".join("12" for _ in range(30)) + " call 202-555-0143",
+    "0.5 0.25 0.125 0.0625", "tel 202.555.0143", "20 25 55 50 14 3",
 ]
 
 
@@ -235,7 +240,7 @@ def test_the_cheap_checks_never_skip_a_finding():
     unchecked = Detector(ENTITIES, ("US", "GB", "DE", "FR", "IN"), 5.0)
     unchecked._checks = {}
     rng = random.Random(3)
-    alphabet = "0123456789 -().+/xXeEtT:;=#~ーabcdhrz@١٢"
+    alphabet = "0123456789 -().+/xXeEtT:;=#~ーabcdhrz@١٢,*%$"
     soup = ["".join(rng.choice(alphabet) for _ in range(rng.randint(8, 40))) for _ in range(1500)]
     planted = [f"see {v} here" for values in PLANTED.values() for v in values] + [planted_text()]
     texts = EDGE_TEXTS + planted + soup + _other_texts(300)
@@ -244,6 +249,18 @@ def test_the_cheap_checks_never_skip_a_finding():
         assert checked.find(text) == unchecked.find(text), text
         skipped += sum(not check(text) for check in checked._checks.values())
     assert skipped > len(texts)  # the checks do skip work
+
+
+def test_the_phone_check_asks_phonenumbers_own_candidate_pattern():
+    """Digits joined by what phonenumbers' candidate pattern never allows between blocks (math:
+    '=', '*', '+' inside) pass the run-of-non-letters check but make no candidate of 7 digits, so
+    the phone recognizer is not run on them; a real number still is."""
+    from selectllm.privacy.detect import _DIGITS_IN_ONE_RUN, _may_hold_phone, _phone_candidate
+
+    math = "3 + 4 = 7, 12 * 5 = 60, so 100 - 25 = 75"
+    assert _DIGITS_IN_ONE_RUN.search("".join(c for c in math if c.isdigit()))  # the run check passes
+    assert not _may_hold_phone(math) and not _phone_candidate(math)
+    assert _may_hold_phone("call 202-555-0143 now") and _may_hold_phone("x 3 = +1 (202) 555-0143")
 
 
 def test_the_phone_check_knows_every_letter_a_phone_match_can_hold():

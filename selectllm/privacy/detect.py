@@ -54,11 +54,45 @@ _DIGITS_IN_ONE_RUN = re.compile(r"\d{%d}" % MIN_PHONE_DIGITS)
 
 def _may_hold_phone(text: str) -> bool:
     """MIN_PHONE_DIGITS digits with no letter between them but label letters (linear time: the
-    breaking letters become NUL, everything else but digits goes, then one run of digits)."""
+    breaking letters become NUL, everything else but digits goes, then one run of digits); then
+    a candidate of phonenumbers' own matcher pattern holding that many (:func:`_phone_candidate`)."""
     if len(_DIGIT.findall(text)) < MIN_PHONE_DIGITS:
         return False
     compact = _NOT_DIGIT_OR_BREAK.sub("", _BREAK.sub("\x00", text.replace("\x00", "")))
-    return _DIGITS_IN_ONE_RUN.search(compact) is not None
+    return _DIGITS_IN_ONE_RUN.search(compact) is not None and _phone_candidate(text)
+
+
+def _phone_candidate(text: str) -> bool:
+    """Whether a match of phonenumbers' candidate pattern (``phonenumbermatcher._PATTERN``),
+    starting at ANY position, holds MIN_PHONE_DIGITS digits.  Its matcher only ever looks at the
+    match of that pattern at some position (``_PATTERN.search(text, index)``, each ``index`` an
+    earlier candidate's start plus its trimmed length) and returns a part of it, so a number of
+    that many digits implies such a match.  Digits joined by what the pattern does not allow
+    between blocks ("3 + 4 = 7, 12 * 5 = 60": '+' only leads, '=' and '*' never) make no
+    candidate, where the run check above lets them through."""
+    pattern = _phone_pattern()
+    if pattern is None:  # a phonenumbers without the private pattern: run the recognizer
+        return True
+    pos = 0
+    while (m := pattern.search(text, pos)) is not None:
+        if sum(c.isdigit() for c in m.group()) >= MIN_PHONE_DIGITS:
+            return True
+        pos = m.start() + 1  # every start: the matcher may begin inside an earlier candidate
+    return False
+
+
+def _phone_pattern():
+    global _PHONE_PATTERN
+    if _PHONE_PATTERN is False:
+        try:
+            from phonenumbers.phonenumbermatcher import _PATTERN
+        except ImportError:
+            _PATTERN = None
+        _PHONE_PATTERN = _PATTERN
+    return _PHONE_PATTERN
+
+
+_PHONE_PATTERN = False  # phonenumbers' pattern, imported on first use
 
 
 def _may_hold() -> dict:
