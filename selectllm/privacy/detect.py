@@ -20,6 +20,7 @@ Overlapping findings merge into one span with the type that ranks first in :data
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import re
@@ -81,18 +82,14 @@ def _phone_candidate(text: str) -> bool:
     return False
 
 
+@functools.cache
 def _phone_pattern():
-    global _PHONE_PATTERN
-    if _PHONE_PATTERN is False:
-        try:
-            from phonenumbers.phonenumbermatcher import _PATTERN
-        except ImportError:
-            _PATTERN = None
-        _PHONE_PATTERN = _PATTERN
-    return _PHONE_PATTERN
-
-
-_PHONE_PATTERN = False  # phonenumbers' pattern, imported on first use
+    """phonenumbers' candidate pattern, imported on first use (None where it has none)."""
+    try:
+        from phonenumbers.phonenumbermatcher import _PATTERN
+    except ImportError:
+        return None
+    return _PATTERN
 
 
 def _may_hold() -> dict:
